@@ -1,0 +1,1 @@
+"""Bridges between layers: the SIP handler's CallStore over a SessionStore."""

@@ -1,0 +1,1 @@
+"""Typed settings: TOML file, SIPREC_<SECTION>__<KEY> environment overrides, defaults."""

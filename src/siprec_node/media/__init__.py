@@ -1,0 +1,1 @@
+"""RTP reception and recording: port allocation, receivers, timelines, finalisation."""

@@ -1,0 +1,1 @@
+"""Session persistence: SessionState, stores (memory, Redis) and the SessionManager."""

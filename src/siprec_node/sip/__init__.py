@@ -1,0 +1,1 @@
+"""SIP stack: sans-I/O messages, transactions and dialogs; asyncio transports; the SIPREC handler."""
