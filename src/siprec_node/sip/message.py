@@ -1,0 +1,594 @@
+"""SIP messages: an immutable model, a tolerant bounded parser, and a serialiser.
+
+The parser accepts what real SBCs send (bare LF line endings, compact header names, folded lines,
+odd whitespace, several values per header and several headers per name) and turns everything else
+into one :class:`SipParseError` carrying the status to answer with. The body is never rewritten:
+bare-LF tolerance applies to the header section only, so Content-Length keeps counting the bytes
+that were actually sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Union
+
+from siprec_node.sip.errors import SipParseError
+from siprec_node.sip.uri import NameAddr, split_host_port, split_params, split_quoted
+
+SIP_VERSION = "SIP/2.0"
+DEFAULT_MAX_SIZE = 65535
+DEFAULT_MAX_HEADERS = 256
+
+COMPACT_FORMS = {
+    "i": "Call-ID",
+    "m": "Contact",
+    "e": "Content-Encoding",
+    "l": "Content-Length",
+    "c": "Content-Type",
+    "f": "From",
+    "s": "Subject",
+    "k": "Supported",
+    "t": "To",
+    "v": "Via",
+    "o": "Event",
+    "r": "Refer-To",
+    "b": "Referred-By",
+    "u": "Allow-Events",
+    "x": "Session-Expires",
+    "a": "Accept-Contact",
+    "j": "Reject-Contact",
+    "d": "Request-Disposition",
+    "y": "Identity",
+    "n": "Identity-Info",
+}
+
+_CANONICAL = {
+    name.lower(): name
+    for name in (
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Authorization",
+        "Call-ID",
+        "Call-Info",
+        "Contact",
+        "Content-Disposition",
+        "Content-Encoding",
+        "Content-Language",
+        "Content-Length",
+        "Content-Type",
+        "CSeq",
+        "Date",
+        "Error-Info",
+        "Expires",
+        "From",
+        "In-Reply-To",
+        "Max-Forwards",
+        "Min-Expires",
+        "Min-SE",
+        "MIME-Version",
+        "Organization",
+        "P-Asserted-Identity",
+        "Priority",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Require",
+        "Reason",
+        "Record-Route",
+        "Reply-To",
+        "Require",
+        "Retry-After",
+        "Route",
+        "RSeq",
+        "RAck",
+        "Server",
+        "Session-Expires",
+        "Subject",
+        "Supported",
+        "Timestamp",
+        "To",
+        "Unsupported",
+        "User-Agent",
+        "User-to-User",
+        "Via",
+        "Warning",
+        "WWW-Authenticate",
+        "Event",
+        "Allow-Events",
+        "Refer-To",
+        "Referred-By",
+        "Accept-Contact",
+        "Reject-Contact",
+        "Request-Disposition",
+        "Identity",
+        "Identity-Info",
+    )
+}
+
+# Headers whose grammar is a comma-separated list, so that "Via: a, b" means two Vias. Other
+# headers (dates, auth challenges, User-Agent...) may contain commas that are not separators.
+LIST_HEADERS = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "allow",
+        "allow-events",
+        "call-info",
+        "contact",
+        "content-encoding",
+        "content-language",
+        "in-reply-to",
+        "proxy-require",
+        "record-route",
+        "require",
+        "route",
+        "supported",
+        "unsupported",
+        "via",
+        "warning",
+        "reason",
+    }
+)
+
+REQUIRED_REQUEST_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
+REQUIRED_RESPONSE_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
+
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+
+
+def canonical_name(name: str) -> str:
+    """The canonical spelling of a header name (compact forms expanded)."""
+    lower = name.lower()
+    if len(lower) == 1 and lower in COMPACT_FORMS:
+        return COMPACT_FORMS[lower]
+    return _CANONICAL.get(lower, name)
+
+
+@dataclass(frozen=True)
+class Headers:
+    """An ordered, immutable list of ``(name, value)`` header fields.
+
+    Names are stored canonically; lookups are case-insensitive. ``get_all`` returns every value
+    of a header, splitting comma-separated list headers into their elements.
+    """
+
+    fields: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, items: Iterable[tuple[str, str]]) -> Headers:
+        """Build from pairs, canonicalising names."""
+        return cls(tuple((canonical_name(n), str(v)) for n, v in items))
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.fields)
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        lower = canonical_name(name).lower()
+        return any(n.lower() == lower for n, _ in self.fields)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first field value of ``name`` (unsplit), or ``default``."""
+        lower = canonical_name(name).lower()
+        for n, v in self.fields:
+            if n.lower() == lower:
+                return v
+        return default
+
+    def get_raw(self, name: str) -> list[str]:
+        """Every field value of ``name`` as received (not split on commas)."""
+        lower = canonical_name(name).lower()
+        return [v for n, v in self.fields if n.lower() == lower]
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``; list headers are split into their comma-separated elements."""
+        raw = self.get_raw(name)
+        if canonical_name(name).lower() not in LIST_HEADERS:
+            return raw
+        out: list[str] = []
+        for value in raw:
+            out.extend(p.strip() for p in split_quoted(value, ",") if p.strip())
+        return out
+
+    def tokens(self, name: str) -> set[str]:
+        """Lower-cased tokens of a list header such as Require, Supported or Allow."""
+        return {v.lower() for v in self.get_all(name)}
+
+    def replace(self, name: str, *values: str) -> Headers:
+        """A copy where every ``name`` field is replaced by ``values`` (at the first position)."""
+        canon = canonical_name(name)
+        lower = canon.lower()
+        out: list[tuple[str, str]] = []
+        inserted = False
+        for n, v in self.fields:
+            if n.lower() == lower:
+                if not inserted:
+                    out.extend((canon, x) for x in values)
+                    inserted = True
+                continue
+            out.append((n, v))
+        if not inserted:
+            out.extend((canon, x) for x in values)
+        return Headers(tuple(out))
+
+    def add(self, name: str, value: str) -> Headers:
+        """A copy with one more field at the end."""
+        return Headers((*self.fields, (canonical_name(name), value)))
+
+    def remove(self, name: str) -> Headers:
+        """A copy without any ``name`` field."""
+        lower = canonical_name(name).lower()
+        return Headers(tuple((n, v) for n, v in self.fields if n.lower() != lower))
+
+
+@dataclass(frozen=True)
+class Via:
+    """One Via hop: ``SIP/2.0/UDP host:port;branch=...;rport;received=...``."""
+
+    transport: str
+    host: str
+    port: int | None
+    params: dict[str, str | None] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def parse(cls, text: str) -> Via:
+        """Parse one Via element (one comma-separated item)."""
+        proto, _, rest = text.strip().partition(" ")
+        parts = [p.strip() for p in proto.split("/")]
+        if not rest.strip() and "\t" in proto:
+            proto, _, rest = text.strip().partition("\t")
+            parts = [p.strip() for p in proto.split("/")]
+        if len(parts) != 3 or parts[0].upper() != "SIP":
+            raise SipParseError(f"bad Via: {text!r}")
+        sent_by, _, param_text = rest.strip().partition(";")
+        host, port = split_host_port(sent_by.replace(" ", ""))
+        return cls(
+            transport=parts[2].upper(), host=host, port=port, params=split_params(param_text)
+        )
+
+    @property
+    def branch(self) -> str | None:
+        """The branch parameter (transaction identity)."""
+        return self.params.get("branch")
+
+    def __str__(self) -> str:
+        from siprec_node.sip.uri import format_params
+
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = f":{self.port}" if self.port is not None else ""
+        return f"SIP/2.0/{self.transport} {host}{port}{format_params(self.params)}"
+
+
+@dataclass(frozen=True)
+class CSeq:
+    """``CSeq: <number> <method>``."""
+
+    number: int
+    method: str
+
+    @classmethod
+    def parse(cls, text: str) -> CSeq:
+        """Parse a CSeq value; the number must fit in 32 bits."""
+        parts = text.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise SipParseError(f"bad CSeq: {text!r}")
+        number = int(parts[0])
+        if number >= 2**31:
+            raise SipParseError(f"CSeq number out of range: {text!r}")
+        return cls(number, parts[1].upper())
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+
+class _MessageMixin:
+    headers: Headers
+    body: bytes
+
+    @property
+    def call_id(self) -> str:
+        """The Call-ID."""
+        return self.headers.get("Call-ID") or ""
+
+    @property
+    def cseq(self) -> CSeq:
+        """The parsed CSeq."""
+        return CSeq.parse(self.headers.get("CSeq") or "")
+
+    @property
+    def from_(self) -> NameAddr:
+        """The parsed From header."""
+        return NameAddr.parse(self.headers.get("From") or "")
+
+    @property
+    def to(self) -> NameAddr:
+        """The parsed To header."""
+        return NameAddr.parse(self.headers.get("To") or "")
+
+    @property
+    def vias(self) -> list[Via]:
+        """Every Via hop, topmost first."""
+        return [Via.parse(v) for v in self.headers.get_all("Via")]
+
+    @property
+    def top_via(self) -> Via:
+        """The topmost Via (the one this hop's transaction is keyed on)."""
+        return Via.parse(self.headers.get_all("Via")[0])
+
+    @property
+    def content_type(self) -> str | None:
+        """The Content-Type value, if any."""
+        return self.headers.get("Content-Type")
+
+
+@dataclass(frozen=True)
+class SipRequest(_MessageMixin):
+    """A SIP request, immutable once parsed or built."""
+
+    method: str
+    uri: str
+    headers: Headers
+    body: bytes = b""
+    version: str = SIP_VERSION
+
+    def serialize(self) -> bytes:
+        """Wire form with CRLF line endings and a Content-Length matching the body."""
+        start = f"{self.method} {self.uri} {self.version}"
+        return _serialize(start, self.headers, self.body)
+
+    def __bytes__(self) -> bytes:
+        return self.serialize()
+
+
+@dataclass(frozen=True)
+class SipResponse(_MessageMixin):
+    """A SIP response, immutable once parsed or built."""
+
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes = b""
+    version: str = SIP_VERSION
+
+    def serialize(self) -> bytes:
+        """Wire form with CRLF line endings and a Content-Length matching the body."""
+        return _serialize(f"{self.version} {self.status} {self.reason}", self.headers, self.body)
+
+    def __bytes__(self) -> bytes:
+        return self.serialize()
+
+
+SipMessage = Union[SipRequest, SipResponse]  # noqa: UP007 - used at runtime in isinstance
+
+
+def _serialize(start: str, headers: Headers, body: bytes) -> bytes:
+    lines = [start]
+    lines.extend(f"{n}: {v}" for n, v in headers.fields if n != "Content-Length")
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
+
+
+def split_head(data: bytes) -> tuple[bytes, bytes] | None:
+    """Split raw bytes at the end of the header section (CRLFCRLF or bare LFLF).
+
+    Returns ``(head, rest)`` or ``None`` when the header section is incomplete.
+    """
+    crlf = data.find(b"\r\n\r\n")
+    lf = data.find(b"\n\n")
+    mixed = data.find(b"\n\r\n")
+    candidates = [
+        (i, n) for i, n in ((crlf, 4), (lf, 2), (mixed, 3)) if i >= 0
+    ]
+    if not candidates:
+        return None
+    index, length = min(candidates)
+    return data[:index], data[index + length :]
+
+
+def parse_message(
+    data: bytes,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_headers: int = DEFAULT_MAX_HEADERS,
+    stream: bool = False,
+) -> SipMessage:
+    """Parse one SIP message from ``data``.
+
+    ``stream`` says the bytes came from a stream transport, where Content-Length is mandatory
+    (a missing one means an empty body) and extra bytes are a framing error; on datagrams a
+    missing Content-Length means "the rest of the datagram" and trailing bytes are ignored.
+    Raises :class:`SipParseError` for anything unacceptable, and nothing else.
+    """
+    if len(data) > max_size:
+        raise SipParseError(f"message larger than {max_size} bytes", status=413)
+    data = data.lstrip(b"\r\n")  # RFC 3261 7.5: leading CRLFs before the start line are ignored
+    if not data:
+        raise SipParseError("empty message")
+    parts = split_head(data)
+    if parts is None:
+        # A datagram may end right after the last header line with no blank line.
+        head, rest = data.rstrip(b"\r\n"), b""
+    else:
+        head, rest = parts
+    try:
+        head_text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        head_text = head.decode("latin-1")
+    if "\x00" in head_text:
+        raise SipParseError("NUL byte in header section")
+    lines = _unfold(head_text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+    if not lines:
+        raise SipParseError("empty message")
+    start_line = lines[0].strip()
+    header_lines = lines[1:]
+    if len(header_lines) > max_headers:
+        raise SipParseError(f"more than {max_headers} header fields", status=413)
+    fields: list[tuple[str, str]] = []
+    for line in header_lines:
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        name = name.strip()
+        if not colon or not name or any(c not in _TOKEN_CHARS for c in name):
+            raise SipParseError(f"malformed header line: {line[:60]!r}")
+        fields.append((canonical_name(name), value.strip()))
+    headers = Headers(tuple(fields))
+    body = _frame_body(headers, rest, stream)
+    # Content-Length is framing, derived from the body on output: not kept in the model.
+    return _build(start_line, headers.remove("Content-Length"), body)
+
+
+def _unfold(lines: list[str]) -> list[str]:
+    """Join continuation lines (starting with SP or HTAB) onto the previous header line."""
+    out: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t") and len(out) > 1 and line.strip():
+            out[-1] = out[-1].rstrip() + " " + line.strip()
+        else:
+            out.append(line)
+    return out
+
+
+def _frame_body(headers: Headers, rest: bytes, stream: bool) -> bytes:
+    values = headers.get_raw("Content-Length")
+    if not values:
+        return b"" if stream else rest
+    lengths = {v.strip() for v in values}
+    if len(lengths) != 1:
+        raise SipParseError("conflicting Content-Length headers")
+    text = lengths.pop()
+    if not text.isdigit():
+        raise SipParseError(f"bad Content-Length: {text!r}")
+    length = int(text)
+    if length > len(rest):
+        raise SipParseError(
+            f"Content-Length {length} larger than the {len(rest)} body bytes received"
+        )
+    if stream and length < len(rest):
+        raise SipParseError("bytes after the body on a stream transport")
+    return rest[:length]
+
+
+def _build(start_line: str, headers: Headers, body: bytes) -> SipMessage:
+    parts = start_line.split(None, 2)
+    if len(parts) < 2:
+        raise SipParseError(f"malformed start line: {start_line[:60]!r}")
+    if parts[0].upper().startswith("SIP/"):
+        if parts[0].upper() != SIP_VERSION:
+            raise SipParseError(f"unsupported version {parts[0]!r}", status=505)
+        code = parts[1]
+        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+            raise SipParseError(f"bad status code {code!r}")
+        reason = parts[2].strip() if len(parts) > 2 else ""
+        response = SipResponse(int(code), reason, headers, body)
+        _check_required(response.headers, REQUIRED_RESPONSE_HEADERS)
+        _check_cseq(response.headers)
+        return response
+    if len(parts) != 3:
+        raise SipParseError(f"malformed request line: {start_line[:60]!r}")
+    method, uri, version = parts[0], parts[1], parts[2].strip()
+    if any(c not in _TOKEN_CHARS for c in method):
+        raise SipParseError(f"bad method {method[:20]!r}")
+    if version.upper() != SIP_VERSION:
+        raise SipParseError(f"unsupported version {version[:20]!r}", status=505)
+    if ":" not in uri:
+        raise SipParseError(f"bad Request-URI {uri[:60]!r}")
+    request = SipRequest(method.upper(), uri, headers, body)
+    _check_required(headers, REQUIRED_REQUEST_HEADERS)
+    cseq = _check_cseq(headers)
+    if cseq.method != request.method:
+        raise SipParseError(f"CSeq method {cseq.method} does not match {request.method}")
+    return request
+
+
+def _check_required(headers: Headers, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = headers.get(name)
+        if value is None or not value.strip():
+            raise SipParseError(f"missing {name} header")
+    for name in ("From", "To"):
+        NameAddr.parse(headers.get(name) or "")
+    vias = headers.get_all("Via")
+    if not vias:
+        raise SipParseError("missing Via header")
+    Via.parse(vias[0])
+
+
+def _check_cseq(headers: Headers) -> CSeq:
+    return CSeq.parse(headers.get("CSeq") or "")
+
+
+def reason_phrase(status: int) -> str:
+    """The standard reason phrase for ``status``."""
+    return REASON_PHRASES.get(status, "Unknown")
+
+
+REASON_PHRASES = {
+    100: "Trying",
+    180: "Ringing",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    491: "Request Pending",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+}
+
+
+def make_response(
+    request: SipRequest,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    body: bytes = b"",
+) -> SipResponse:
+    """Build a response to ``request`` per RFC 3261 §8.2.6.
+
+    Via, From, Call-ID and CSeq are copied; To is copied and gets ``to_tag`` when it has no tag
+    yet (never for 100 Trying); Record-Route is copied on 2xx/1xx of dialog-creating requests.
+    """
+    out: list[tuple[str, str]] = [("Via", v) for v in request.headers.get_raw("Via")]
+    to_value = request.headers.get("To") or ""
+    if to_tag and status != 100:
+        to = NameAddr.parse(to_value)
+        if to.tag is None:
+            to_value = str(to.with_param("tag", to_tag))
+    out.append(("From", request.headers.get("From") or ""))
+    out.append(("To", to_value))
+    out.append(("Call-ID", request.call_id))
+    out.append(("CSeq", request.headers.get("CSeq") or ""))
+    if request.method in ("INVITE", "SUBSCRIBE") and 100 < status < 300:
+        out.extend(("Record-Route", v) for v in request.headers.get_raw("Record-Route"))
+    if status == 100 and "Timestamp" in request.headers:
+        out.append(("Timestamp", request.headers.get("Timestamp") or ""))
+    out.extend((canonical_name(n), v) for n, v in headers)
+    return SipResponse(status, reason or reason_phrase(status), Headers(tuple(out)), body)
