@@ -1,0 +1,406 @@
+"""The node's settings as typed, immutable pydantic models, one per TOML section.
+
+Every key is optional and defaults to the value in SPEC's configuration table. Unknown keys are
+errors. Rules that involve two keys (``media.port_min`` below ``media.port_max``) are checked
+once both keys are valid and are reported against the key to change.
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import timedelta
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from siprec_node.config.addresses import (
+    HostPort,
+    ListenAddress,
+    parse_host,
+    parse_host_port,
+    parse_listen_address,
+)
+from siprec_node.config.durations import format_duration, parse_duration
+
+__all__ = [
+    "CROSS_FIELD_ERROR",
+    "KNOWN_CODECS",
+    "HttpSettings",
+    "LogSettings",
+    "MediaSettings",
+    "NodeSettings",
+    "RecordingSettings",
+    "SessionSettings",
+    "Settings",
+    "SipSettings",
+    "StoreSettings",
+    "TlsSettings",
+]
+
+KNOWN_CODECS: tuple[str, ...] = ("PCMU", "PCMA", "G722", "opus")
+"""Codec names accepted in ``media.codecs``, in their canonical spelling."""
+
+CROSS_FIELD_ERROR = "config_rules"
+"""pydantic error type of a model-level check; ``ctx["problems"]`` lists (key, value, why)."""
+
+_STORE_URL_SCHEMES = ("redis", "rediss", "redis+sentinel", "unix")
+_CLUSTER_NODE_SCHEMES = ("redis", "rediss")
+
+
+# --- field types -------------------------------------------------------------------------------
+
+
+def _not_bool(value: Any) -> Any:
+    # TOML and pydantic's lax mode would otherwise read `true` as 1.
+    if isinstance(value, bool):
+        raise ValueError("must be an integer")
+    return value
+
+
+def _duration(value: Any) -> timedelta:
+    return parse_duration(value)
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be longer than zero")
+    return value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _host(value: Any) -> str:
+    return parse_host(value)
+
+
+def _optional_host(value: Any) -> str | None:
+    return None if value is None else parse_host(value)
+
+
+def _path(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _listen_text(value: str) -> str:
+    parse_listen_address(value)
+    return value.strip()
+
+
+def _network(value: Any) -> Any:
+    if not isinstance(value, str):
+        if isinstance(value, IPv4Network | IPv6Network):
+            return value
+        raise ValueError("must be a string")
+    try:
+        return ip_network(value.strip())
+    except ValueError as exc:
+        if "host bits" in str(exc):
+            raise ValueError("has host bits set; use the network, like 10.0.0.0/8") from None
+        raise ValueError("must be a CIDR like 10.0.0.0/8 or 2001:db8::/32") from None
+
+
+def _codec(value: str) -> str:
+    canonical = {name.lower(): name for name in KNOWN_CODECS}
+    name = canonical.get(value.strip().lower())
+    if name is None:
+        raise ValueError(f"must be one of: {', '.join(KNOWN_CODECS)}")
+    return name
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(_duration),
+    AfterValidator(_positive),
+    PlainSerializer(format_duration, return_type=str),
+]
+"""A positive duration, written ``"5s"`` in files and read from numbers of seconds too."""
+Host = Annotated[str, BeforeValidator(_host)]
+OptionalHost = Annotated[str | None, BeforeValidator(_optional_host)]
+FilePath = Annotated[Path, BeforeValidator(_path)]
+ListenText = Annotated[str, AfterValidator(_listen_text)]
+Network = Annotated[
+    IPv4Network | IPv6Network, BeforeValidator(_network), PlainSerializer(str, return_type=str)
+]
+Codec = Annotated[str, AfterValidator(_codec)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=False)
+
+
+def _problems(*problems: tuple[str, Any, str]) -> PydanticCustomError:
+    """One error carrying several (key, value, why) findings of a model-level check."""
+    summary = "; ".join(f"{key}: {why}" for key, _, why in problems)
+    return PydanticCustomError(
+        CROSS_FIELD_ERROR, "{summary}", {"summary": summary, "problems": list(problems)}
+    )
+
+
+# --- sections ----------------------------------------------------------------------------------
+
+
+class NodeSettings(_Section):
+    """``[node]``: who this node is."""
+
+    id: str = Field(default_factory=socket.gethostname)
+    """Stable identity of this node; recovery after a restart relies on it. Default: host name."""
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty")
+        if any(ch.isspace() or not ch.isprintable() for ch in value):
+            raise ValueError("must not contain spaces or control characters")
+        return value
+
+
+class TlsSettings(_Section):
+    """``[sip.tls]``: certificate and key of ``tls:`` listeners; a CA file demands client certs."""
+
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
+    ca_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _check_pair(self) -> TlsSettings:
+        if self.cert_file is not None and self.key_file is None:
+            raise _problems(("key_file", None, "must be set together with cert_file"))
+        if self.key_file is not None and self.cert_file is None:
+            raise _problems(("cert_file", None, "must be set together with key_file"))
+        return self
+
+
+class SipSettings(_Section):
+    """``[sip]``: listeners, admission and parser limits."""
+
+    listen: list[ListenText] = Field(
+        default_factory=lambda: ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
+    )
+    """``udp:``/``tcp:``/``tls:`` + host:port; port 0 picks a free one."""
+    advertise_host: OptionalHost = None
+    """Host written into Contact headers; derived from the listener when unset."""
+    tls: TlsSettings = Field(default_factory=TlsSettings)
+    allow_sources: list[Network] = Field(default_factory=list)
+    """CIDRs allowed to start recordings (empty: all); others get 403."""
+    max_sessions: Int = Field(default=2000, ge=1)
+    """Concurrent recordings; beyond it, 503 + Retry-After."""
+    max_message_size: Int = Field(default=65535, ge=1024, le=16 * 1024 * 1024)
+    """Largest SIP message accepted, in bytes."""
+    max_headers: Int = Field(default=256, ge=1)
+    """Most header fields accepted in one SIP message."""
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one address")
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> SipSettings:
+        if any(address.transport == "tls" for address in self.listen_addresses):
+            missing = [
+                (f"tls.{key}", None, "must be set when sip.listen has a tls: address")
+                for key in ("cert_file", "key_file")
+                if getattr(self.tls, key) is None
+            ]
+            if missing:
+                raise _problems(*missing)
+        return self
+
+    @property
+    def listen_addresses(self) -> tuple[ListenAddress, ...]:
+        """``listen`` parsed into transport, host and port."""
+        return tuple(parse_listen_address(text) for text in self.listen)
+
+
+class MediaSettings(_Section):
+    """``[media]``: RTP sockets, workers and codecs."""
+
+    host: Host = "0.0.0.0"
+    """RTP bind address."""
+    advertise_host: OptionalHost = None
+    """Address put in SDP answers; derived when unset."""
+    port_min: Int = Field(default=20000, ge=1024, le=65535)
+    port_max: Int = Field(default=39999, ge=1024, le=65535)
+    workers: Int = Field(default=1, ge=0, le=1024)
+    """Media worker processes; 0 runs media inside the SIP process."""
+    rtp_timeout: Duration = timedelta(seconds=60)
+    """Silence of all streams this long marks a call stalled."""
+    codecs: list[Codec] = Field(default_factory=lambda: list(KNOWN_CODECS))
+    """Codec preference, most preferred first."""
+
+    @field_validator("port_min")
+    @classmethod
+    def _check_even(cls, value: int) -> int:
+        if value % 2:
+            raise ValueError("must be even (RTP uses even ports, RTCP the next one)")
+        return value
+
+    @field_validator("codecs")
+    @classmethod
+    def _check_codecs(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one codec")
+        twice = sorted({name for name in value if value.count(name) > 1})
+        if twice:
+            raise ValueError(f"lists {', '.join(twice)} more than once")
+        return value
+
+    @model_validator(mode="after")
+    def _check_range(self) -> MediaSettings:
+        if self.port_min >= self.port_max:
+            why = f"port_min must be lower than port_max ({self.port_max})"
+            raise _problems(("port_min", self.port_min, why))
+        return self
+
+
+class RecordingSettings(_Section):
+    """``[recording]``: where and how recordings are written."""
+
+    directory: FilePath = Path("recordings")
+    format: Annotated[Literal["wav", "wav-g711", "flac", "opus"], BeforeValidator(_lower)] = "wav"
+    channels: Annotated[Literal["stereo", "separate", "both"], BeforeValidator(_lower)] = "stereo"
+
+
+class StoreSettings(_Section):
+    """``[store]``: where session state is shared."""
+
+    backend: Annotated[Literal["memory", "redis"], BeforeValidator(_lower)] = "memory"
+    url: str | list[str] = "redis://127.0.0.1:6379/0"
+    """A ``redis://``, ``rediss://``, ``redis+sentinel://`` or ``unix://`` URL, or a list of
+    cluster nodes (``host:port`` or ``redis://host:port``)."""
+    prefix: str = "siprec:"
+    """Prefix of every key the node writes."""
+    ttl: Duration = timedelta(hours=24)
+    """Lifetime of a session record after its last update."""
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _check_url(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            scheme = urlsplit(value.strip()).scheme.lower()
+            if scheme not in _STORE_URL_SCHEMES:
+                raise ValueError(
+                    "must start with redis://, rediss://, redis+sentinel:// or unix://,"
+                    " or be a list of cluster nodes"
+                )
+            return value.strip()
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("must name at least one cluster node")
+            for item in value:
+                _check_cluster_node(item)
+            return [item.strip() for item in value]
+        raise ValueError("must be a URL string or a list of cluster nodes")
+
+
+def _check_cluster_node(item: Any) -> None:
+    if not isinstance(item, str):
+        raise ValueError("cluster nodes must be strings")
+    text = item.strip()
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.scheme.lower() not in _CLUSTER_NODE_SCHEMES or not parts.hostname:
+            raise ValueError(f"cluster node {item!r} must be host:port or redis://host:port")
+        return
+    try:
+        parse_host_port(text)
+    except ValueError:
+        raise ValueError(f"cluster node {item!r} must be host:port or redis://host:port") from None
+
+
+class SessionSettings(_Section):
+    """``[session]``: liveness and clean-up timing."""
+
+    heartbeat_interval: Duration = timedelta(seconds=5)
+    """How often the node proves it is alive."""
+    node_ttl: Duration = timedelta(seconds=15)
+    """A node silent this long is dead; its sessions are taken over."""
+    cleanup_interval: Duration = timedelta(seconds=30)
+    """Sweep for stale sessions this often."""
+    session_timeout: Duration = timedelta(hours=1)
+    """A session with no SIP and no RTP activity this long is ended."""
+
+    @model_validator(mode="after")
+    def _check_liveness(self) -> SessionSettings:
+        if self.node_ttl <= self.heartbeat_interval:
+            raise _problems(
+                (
+                    "node_ttl",
+                    format_duration(self.node_ttl),
+                    "node_ttl must be longer than heartbeat_interval"
+                    f" ({format_duration(self.heartbeat_interval)})",
+                )
+            )
+        return self
+
+
+class HttpSettings(_Section):
+    """``[http]``: health, metrics and admin API."""
+
+    listen: str = "127.0.0.1:8080"
+    """``host:port``; an empty string disables the HTTP server."""
+    token: SecretStr | None = None
+    """Bearer token the admin API requires when set."""
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            parse_host_port(value)
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value():
+            raise ValueError("must not be empty (leave it unset to disable)")
+        return value
+
+    @property
+    def address(self) -> HostPort | None:
+        """``listen`` parsed, or ``None`` when the HTTP server is disabled."""
+        return parse_host_port(self.listen) if self.listen else None
+
+
+class LogSettings(_Section):
+    """``[log]``: level and output format."""
+
+    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
+    format: Annotated[Literal["auto", "json", "console"], BeforeValidator(_lower)] = "auto"
+    """``json`` lines, a ``console`` renderer, or ``auto``: JSON unless stderr is a terminal."""
+
+
+class Settings(_Section):
+    """All settings of a node; ``Settings()`` is the embedded defaults."""
+
+    node: NodeSettings = Field(default_factory=NodeSettings)
+    sip: SipSettings = Field(default_factory=SipSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    session: SessionSettings = Field(default_factory=SessionSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
