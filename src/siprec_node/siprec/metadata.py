@@ -1,0 +1,298 @@
+"""The RFC 7865 recording metadata model and how updates apply to it.
+
+A recording session's metadata describes the communication sessions being recorded, their
+participants and media streams, and which participant sends or receives which stream. An SRC
+sends a ``complete`` snapshot (which replaces what we had) or a ``partial`` update (which changes
+only the elements it names, matched by id). Times are kept as the strings the SRC sent
+(RFC 3339 in principle); vendor extension data is kept as raw XML, one string per element.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+DataMode = Literal["complete", "partial"]
+
+
+@dataclass
+class DisplayName:
+    """A participant's display name, optionally tagged with a language (``xml:lang``)."""
+
+    text: str
+    lang: str | None = None
+
+
+@dataclass
+class NameID:
+    """An address of record and the display names that go with it."""
+
+    aor: str | None = None
+    names: list[DisplayName] = field(default_factory=list)
+
+
+@dataclass
+class Group:
+    """A group of related communication sessions (``<group>``)."""
+
+    id: str
+    associate_time: str | None = None
+    disassociate_time: str | None = None
+    extensions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CommunicationSession:
+    """A communication session being recorded (``<session>``)."""
+
+    id: str
+    sip_session_ids: list[str] = field(default_factory=list)
+    group_refs: list[str] = field(default_factory=list)
+    start_time: str | None = None
+    stop_time: str | None = None
+    extensions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Participant:
+    """A party of a communication session (``<participant>``)."""
+
+    id: str
+    name_ids: list[NameID] = field(default_factory=list)
+    extensions: list[str] = field(default_factory=list)
+
+    @property
+    def aor(self) -> str | None:
+        """The first address of record given for this participant."""
+        return next((n.aor for n in self.name_ids if n.aor), None)
+
+    @property
+    def display_name(self) -> str | None:
+        """The first display name given for this participant."""
+        return next((d.text for n in self.name_ids for d in n.names if d.text), None)
+
+
+@dataclass
+class Stream:
+    """A media stream (``<stream>``); ``label`` matches an ``a=label`` of the SDP."""
+
+    id: str
+    session_id: str | None = None
+    label: str | None = None
+    mode: str | None = None  # BroadWorks: mixed | separate
+    extensions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SessionRecordingAssoc:
+    """When a communication session joined (or left) this recording."""
+
+    session_id: str
+    associate_time: str | None = None
+    disassociate_time: str | None = None
+    extensions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ParticipantSessionAssoc:
+    """When a participant joined (or left) a communication session."""
+
+    participant_id: str
+    session_id: str | None = None
+    associate_time: str | None = None
+    disassociate_time: str | None = None
+    extensions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ParticipantStreamAssoc:
+    """The streams a participant sends and receives (stream ids)."""
+
+    participant_id: str
+    send: list[str] = field(default_factory=list)
+    recv: list[str] = field(default_factory=list)
+    extensions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RecordingMetadata:
+    """One RFC 7865 metadata document, or the state obtained by applying several.
+
+    Element collections keep document order. ``warnings`` lists what the parser found unexpected
+    but accepted (an unknown namespace, an element without an id, ...).
+    """
+
+    data_mode: DataMode = "complete"
+    groups: list[Group] = field(default_factory=list)
+    sessions: list[CommunicationSession] = field(default_factory=list)
+    participants: list[Participant] = field(default_factory=list)
+    streams: list[Stream] = field(default_factory=list)
+    session_recording_assocs: list[SessionRecordingAssoc] = field(default_factory=list)
+    participant_session_assocs: list[ParticipantSessionAssoc] = field(default_factory=list)
+    participant_stream_assocs: list[ParticipantStreamAssoc] = field(default_factory=list)
+    extensions: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    # -- look-ups ------------------------------------------------------------------------
+
+    def participant(self, participant_id: str) -> Participant | None:
+        """The participant with this id, if any."""
+        return next((p for p in self.participants if p.id == participant_id), None)
+
+    def stream(self, stream_id: str) -> Stream | None:
+        """The stream with this id, if any."""
+        return next((s for s in self.streams if s.id == stream_id), None)
+
+    def streams_with_label(self, label: str) -> list[Stream]:
+        """The streams declared with this SDP label (usually one)."""
+        return [s for s in self.streams if s.label == label]
+
+    def stream_assoc(self, participant_id: str) -> ParticipantStreamAssoc | None:
+        """The send/recv association of a participant, if any."""
+        return next(
+            (a for a in self.participant_stream_assocs if a.participant_id == participant_id),
+            None,
+        )
+
+    def senders(self, stream_id: str) -> list[Participant]:
+        """The participants that send on a stream (several for a mixed stream)."""
+        result = []
+        for assoc in self.participant_stream_assocs:
+            if stream_id in assoc.send:
+                participant = self.participant(assoc.participant_id)
+                if participant is not None and participant not in result:
+                    result.append(participant)
+        return result
+
+    def senders_for_label(self, label: str) -> list[Participant]:
+        """The participants that send on the stream(s) carrying this SDP label."""
+        result: list[Participant] = []
+        for stream in self.streams_with_label(label):
+            for participant in self.senders(stream.id):
+                if participant not in result:
+                    result.append(participant)
+        return result
+
+    def active_participants(self) -> list[Participant]:
+        """Participants not disassociated from every session they were associated with."""
+        active = []
+        for participant in self.participants:
+            assocs = [
+                a for a in self.participant_session_assocs if a.participant_id == participant.id
+            ]
+            if not assocs or any(a.disassociate_time is None for a in assocs):
+                active.append(participant)
+        return active
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dictionary of this metadata."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RecordingMetadata:
+        """Rebuild metadata from :meth:`to_dict` output."""
+        mode = data.get("data_mode", "complete")
+        return cls(
+            data_mode="partial" if mode == "partial" else "complete",
+            groups=[Group(**g) for g in data.get("groups", [])],
+            sessions=[CommunicationSession(**s) for s in data.get("sessions", [])],
+            participants=[
+                Participant(
+                    id=p["id"],
+                    name_ids=[
+                        NameID(
+                            aor=n.get("aor"),
+                            names=[DisplayName(**d) for d in n.get("names", [])],
+                        )
+                        for n in p.get("name_ids", [])
+                    ],
+                    extensions=list(p.get("extensions", [])),
+                )
+                for p in data.get("participants", [])
+            ],
+            streams=[Stream(**s) for s in data.get("streams", [])],
+            session_recording_assocs=[
+                SessionRecordingAssoc(**a) for a in data.get("session_recording_assocs", [])
+            ],
+            participant_session_assocs=[
+                ParticipantSessionAssoc(**a) for a in data.get("participant_session_assocs", [])
+            ],
+            participant_stream_assocs=[
+                ParticipantStreamAssoc(**a) for a in data.get("participant_stream_assocs", [])
+            ],
+            extensions=list(data.get("extensions", [])),
+            warnings=list(data.get("warnings", [])),
+        )
+
+
+def apply_update(current: RecordingMetadata | None, update: RecordingMetadata) -> RecordingMetadata:
+    """The metadata state after ``update``; neither argument is modified.
+
+    A ``complete`` update replaces the current state. A ``partial`` one is merged element by
+    element, matched by id: fields it gives replace ours, elements it introduces are added, and
+    a participant's stream association is replaced as a whole (a participant that stops sending
+    is sent with no ``<send>``). The result is always ``complete`` and carries the update's
+    warnings.
+    """
+    if update.data_mode == "complete" or current is None:
+        result = copy.deepcopy(update)
+        if update.data_mode == "partial":
+            result.warnings.append("partial metadata update without a prior snapshot")
+        result.data_mode = "complete"
+        return result
+    result = copy.deepcopy(current)
+    result.data_mode = "complete"
+    result.warnings = list(update.warnings)
+    for group in update.groups:
+        _merge(result.groups, group, lambda g: g.id)
+    for session in update.sessions:
+        _merge(result.sessions, session, lambda s: s.id)
+    for participant in update.participants:
+        _merge(result.participants, participant, lambda p: p.id)
+    for stream in update.streams:
+        _merge(result.streams, stream, lambda s: s.id)
+    for sra in update.session_recording_assocs:
+        _merge(result.session_recording_assocs, sra, lambda a: a.session_id)
+    for psa in update.participant_session_assocs:
+        _merge(
+            result.participant_session_assocs,
+            psa,
+            lambda a: (a.participant_id, a.session_id),
+            wildcard=psa.session_id is None,
+        )
+    for pst in update.participant_stream_assocs:
+        _replace(result.participant_stream_assocs, pst, lambda a: a.participant_id)
+    for extension in update.extensions:
+        if extension not in result.extensions:
+            result.extensions.append(extension)
+    return result
+
+
+def _merge(items: list[Any], new: Any, key: Any, *, wildcard: bool = False) -> None:
+    """Merge ``new`` into the element of ``items`` with the same key, or append a copy."""
+    matches = [item for item in items if key(item) == key(new)]
+    if wildcard and not matches:
+        # an association without a session id updates the participant's associations
+        matches = [item for item in items if key(item)[0] == key(new)[0]]
+    if not matches:
+        items.append(copy.deepcopy(new))
+        return
+    for existing in matches:
+        for name, value in vars(new).items():
+            if name == "extensions":
+                for extension in value:
+                    if extension not in existing.extensions:
+                        existing.extensions.append(extension)
+            elif value not in (None, [], ""):
+                setattr(existing, name, copy.deepcopy(value))
+
+
+def _replace(items: list[Any], new: Any, key: Any) -> None:
+    for index, item in enumerate(items):
+        if key(item) == key(new):
+            items[index] = copy.deepcopy(new)
+            return
+    items.append(copy.deepcopy(new))
