@@ -130,7 +130,7 @@ Duration = Annotated[
     timedelta,
     BeforeValidator(_duration),
     AfterValidator(_positive),
-    PlainSerializer(format_duration, return_type=str),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
 ]
 """A positive duration, written ``"5s"`` in files and read from numbers of seconds too."""
 Host = Annotated[str, BeforeValidator(_host)]
@@ -138,7 +138,9 @@ OptionalHost = Annotated[str | None, BeforeValidator(_optional_host)]
 FilePath = Annotated[Path, BeforeValidator(_path)]
 ListenText = Annotated[str, AfterValidator(_listen_text)]
 Network = Annotated[
-    IPv4Network | IPv6Network, BeforeValidator(_network), PlainSerializer(str, return_type=str)
+    IPv4Network | IPv6Network,
+    BeforeValidator(_network),
+    PlainSerializer(str, return_type=str, when_used="json"),
 ]
 Codec = Annotated[str, AfterValidator(_codec)]
 
