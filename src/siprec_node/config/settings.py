@@ -71,10 +71,6 @@ def _not_bool(value: Any) -> Any:
     return value
 
 
-def _duration(value: Any) -> timedelta:
-    return parse_duration(value)
-
-
 def _positive(value: timedelta) -> timedelta:
     if value <= timedelta(0):
         raise ValueError("must be longer than zero")
@@ -83,10 +79,6 @@ def _positive(value: timedelta) -> timedelta:
 
 def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
-
-
-def _host(value: Any) -> str:
-    return parse_host(value)
 
 
 def _optional_host(value: Any) -> str | None:
@@ -128,12 +120,12 @@ def _codec(value: str) -> str:
 Int = Annotated[int, BeforeValidator(_not_bool)]
 Duration = Annotated[
     timedelta,
-    BeforeValidator(_duration),
+    BeforeValidator(parse_duration),
     AfterValidator(_positive),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
 ]
 """A positive duration, written ``"5s"`` in files and read from numbers of seconds too."""
-Host = Annotated[str, BeforeValidator(_host)]
+Host = Annotated[str, BeforeValidator(parse_host)]
 OptionalHost = Annotated[str | None, BeforeValidator(_optional_host)]
 FilePath = Annotated[Path, BeforeValidator(_path)]
 ListenText = Annotated[str, AfterValidator(_listen_text)]
@@ -146,6 +138,8 @@ Codec = Annotated[str, AfterValidator(_codec)]
 
 
 class _Section(BaseModel):
+    """Base of every section: immutable, unknown keys rejected."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=False)
 
 
