@@ -1,1 +1,35 @@
 """Session persistence: SessionState, stores (memory, Redis) and the SessionManager."""
+
+from .errors import (
+    CorruptRecord,
+    InvalidTransition,
+    OwnershipConflict,
+    SessionNotFound,
+    StoreClosed,
+    StoreError,
+    StoreUnavailable,
+    VersionConflict,
+)
+from .memory_store import MemorySessionStore
+from .redis_store import RedisSessionStore
+from .state import ConversationMetrics, SessionState, SessionStatus, Turn
+from .store import NodeInfo, SessionStore
+
+__all__ = [
+    "ConversationMetrics",
+    "CorruptRecord",
+    "InvalidTransition",
+    "MemorySessionStore",
+    "NodeInfo",
+    "OwnershipConflict",
+    "RedisSessionStore",
+    "SessionNotFound",
+    "SessionState",
+    "SessionStatus",
+    "SessionStore",
+    "StoreClosed",
+    "StoreError",
+    "StoreUnavailable",
+    "Turn",
+    "VersionConflict",
+]

@@ -1,0 +1,369 @@
+"""The stored record of one recorded call: `SessionState`, its status lifecycle and metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from .errors import InvalidTransition
+
+SCHEMA_VERSION = 1
+"""Written as `"schema"` in every JSON record; readers accept any value and ignore unknown keys."""
+
+DEFAULT_MAX_HISTORY = 1000
+"""Turns kept in `SessionState.history`; older turns are dropped, metrics still count them."""
+
+
+def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime, name: str = "datetime") -> datetime:
+    """`value` converted to UTC; naive datetimes are refused (their zone is unknowable)."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware (UTC), got naive {value.isoformat()}")
+    return value.astimezone(UTC)
+
+
+_SAME_AS_CREATED = datetime.min.replace(tzinfo=UTC)
+"""Default of `updated_at` and `last_activity`: replaced by `created_at`."""
+
+
+def new_session_id() -> str:
+    """A fresh, random session id (32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+class SessionStatus(StrEnum):
+    """Lifecycle of a session: `connecting` → `active` → `ended` | `failed`."""
+
+    CONNECTING = "connecting"
+    ACTIVE = "active"
+    ENDED = "ended"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for `ended` and `failed`: the call is over and leaves the active index."""
+        return self in (SessionStatus.ENDED, SessionStatus.FAILED)
+
+    def can_become(self, new: SessionStatus) -> bool:
+        """Whether the lifecycle allows going from this status to `new` (staying put is allowed)."""
+        return SessionStatus(new) in _TRANSITIONS[self]
+
+    def predecessors(self) -> frozenset[SessionStatus]:
+        """The statuses from which this one may be reached (including itself)."""
+        return frozenset(s for s, nexts in _TRANSITIONS.items() if self in nexts)
+
+
+_TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
+    SessionStatus.CONNECTING: frozenset(SessionStatus),
+    SessionStatus.ACTIVE: frozenset(
+        {SessionStatus.ACTIVE, SessionStatus.ENDED, SessionStatus.FAILED}
+    ),
+    SessionStatus.ENDED: frozenset({SessionStatus.ENDED}),
+    SessionStatus.FAILED: frozenset({SessionStatus.FAILED}),
+}
+
+
+def _format_time(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _parse_time(value: Any, name: str) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"{name}: not an ISO 8601 time: {value!r}") from exc
+    else:
+        raise ValueError(f"{name}: expected an ISO 8601 string, got {value!r}")
+    if parsed.tzinfo is None:  # tolerate old writers: stored times are UTC by contract
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _int(value: Any, name: str, default: int = 0) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name}: expected an integer, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return int(value)
+
+
+def _str(value: Any, name: str, default: str = "") -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ValueError(f"{name}: expected a string, got {value!r}")
+    return value
+
+
+def _int_map(value: Any, name: str) -> dict[str, int]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name}: expected an object, got {value!r}")
+    return {str(k): _int(v, f"{name}.{k}") for k, v in value.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One stretch of speech: who spoke, when, for how long, and whether they were cut off."""
+
+    participant: str
+    start: datetime
+    duration_ms: int
+    interrupted: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.participant, str) or not self.participant:
+            raise ValueError("turn participant must be a non-empty string")
+        object.__setattr__(self, "start", as_utc(self.start, "turn start"))
+        if isinstance(self.duration_ms, bool) or not isinstance(self.duration_ms, int):
+            raise TypeError("turn duration_ms must be an int")
+        if self.duration_ms < 0:
+            raise ValueError(f"turn duration_ms must be >= 0, got {self.duration_ms}")
+
+    @property
+    def end(self) -> datetime:
+        """When the turn stopped."""
+        return self.start + timedelta(milliseconds=self.duration_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {
+            "participant": self.participant,
+            "start": _format_time(self.start),
+            "duration_ms": self.duration_ms,
+            "interrupted": self.interrupted,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Turn:
+        """Inverse of `to_dict`; unknown keys are ignored."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"turn: expected an object, got {data!r}")
+        return cls(
+            participant=_str(data.get("participant"), "turn.participant"),
+            start=_parse_time(data.get("start"), "turn.start"),
+            duration_ms=_int(data.get("duration_ms"), "turn.duration_ms"),
+            interrupted=bool(data.get("interrupted", False)),
+        )
+
+
+@dataclass(slots=True)
+class ConversationMetrics:
+    """Totals over every turn of the call (not only those still in `history`)."""
+
+    turn_count: int = 0
+    interruptions: int = 0
+    speech_ms: dict[str, int] = field(default_factory=dict)
+    turns_by: dict[str, int] = field(default_factory=dict)
+    interruptions_by: dict[str, int] = field(default_factory=dict)
+    """Per participant: how many of their turns were cut off by someone else."""
+
+    def record(self, turn: Turn) -> None:
+        """Account for one more turn."""
+        who = turn.participant
+        self.turn_count += 1
+        self.turns_by[who] = self.turns_by.get(who, 0) + 1
+        self.speech_ms[who] = self.speech_ms.get(who, 0) + turn.duration_ms
+        if turn.interrupted:
+            self.interruptions += 1
+            self.interruptions_by[who] = self.interruptions_by.get(who, 0) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {
+            "turn_count": self.turn_count,
+            "interruptions": self.interruptions,
+            "speech_ms": dict(self.speech_ms),
+            "turns_by": dict(self.turns_by),
+            "interruptions_by": dict(self.interruptions_by),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> ConversationMetrics:
+        """Inverse of `to_dict`; unknown keys are ignored, missing ones are zero."""
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise ValueError(f"metrics: expected an object, got {data!r}")
+        return cls(
+            turn_count=_int(data.get("turn_count"), "metrics.turn_count"),
+            interruptions=_int(data.get("interruptions"), "metrics.interruptions"),
+            speech_ms=_int_map(data.get("speech_ms"), "metrics.speech_ms"),
+            turns_by=_int_map(data.get("turns_by"), "metrics.turns_by"),
+            interruptions_by=_int_map(data.get("interruptions_by"), "metrics.interruptions_by"),
+        )
+
+
+@dataclass(kw_only=True, slots=True)
+class SessionState:
+    """Everything the fleet stores about one recorded call.
+
+    `version` is owned by the store: 0 for a state never saved, bumped by every save and claim,
+    and used for compare-and-set (`store.save(state, expected_version=state.version)`).
+    """
+
+    id: str = field(default_factory=new_session_id)
+    call_id: str = ""
+    provider: str = ""
+    direction: str = ""
+    from_: str = ""
+    to: str = ""
+    status: SessionStatus = SessionStatus.CONNECTING
+    node_id: str = ""
+    end_reason: str | None = None
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = _SAME_AS_CREATED
+    last_activity: datetime = _SAME_AS_CREATED
+    history: list[Turn] = field(default_factory=list)
+    metrics: ConversationMetrics = field(default_factory=ConversationMetrics)
+    recovery_data: dict[str, Any] = field(default_factory=dict)
+    version: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise ValueError("session id must be a non-empty string")
+        self.status = SessionStatus(self.status)
+        self.created_at = as_utc(self.created_at, "created_at")
+        if self.updated_at is _SAME_AS_CREATED:
+            self.updated_at = self.created_at
+        if self.last_activity is _SAME_AS_CREATED:
+            self.last_activity = self.created_at
+        self.updated_at = max(as_utc(self.updated_at, "updated_at"), self.created_at)
+        self.last_activity = max(as_utc(self.last_activity, "last_activity"), self.created_at)
+        if not isinstance(self.recovery_data, dict):
+            raise TypeError("recovery_data must be a dict")
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the session is `ended` or `failed`."""
+        return self.status.is_terminal
+
+    def transition(self, status: SessionStatus | str, *, reason: str | None = None) -> None:
+        """Move to `status`, enforcing the lifecycle; `reason` becomes `end_reason`."""
+        new = SessionStatus(status)
+        if not self.status.can_become(new):
+            raise InvalidTransition(self.id, self.status, new)
+        self.status = new
+        if reason is not None:
+            self.end_reason = reason
+
+    def touch(self, at: datetime | None = None) -> None:
+        """Record SIP or RTP activity at `at` (default now); never moves backwards."""
+        at = utcnow() if at is None else as_utc(at, "at")
+        self.last_activity = max(self.last_activity, at)
+
+    def add_turn(
+        self,
+        participant: str,
+        start: datetime,
+        duration_ms: int,
+        *,
+        interrupted: bool = False,
+        max_history: int = DEFAULT_MAX_HISTORY,
+    ) -> Turn:
+        """Append a turn to `history` (keeping the last `max_history`) and update `metrics`."""
+        turn = Turn(participant, start, duration_ms, interrupted)
+        self.metrics.record(turn)
+        self.history.append(turn)
+        if max_history >= 0 and len(self.history) > max_history:
+            del self.history[: len(self.history) - max_history]
+        self.touch(turn.end)
+        return turn
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (`from_` is written as `"from"`)."""
+        return {
+            "schema": SCHEMA_VERSION,
+            "id": self.id,
+            "call_id": self.call_id,
+            "provider": self.provider,
+            "direction": self.direction,
+            "from": self.from_,
+            "to": self.to,
+            "status": self.status.value,
+            "node_id": self.node_id,
+            "end_reason": self.end_reason,
+            "created_at": _format_time(self.created_at),
+            "updated_at": _format_time(self.updated_at),
+            "last_activity": _format_time(self.last_activity),
+            "history": [t.to_dict() for t in self.history],
+            "metrics": self.metrics.to_dict(),
+            "recovery_data": self.recovery_data,
+            "version": self.version,
+        }
+
+    def to_json(self) -> str:
+        """Compact JSON with sorted keys: equal states give equal strings."""
+        try:
+            return json.dumps(
+                self.to_dict(), sort_keys=True, separators=(",", ":"), allow_nan=False
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"session {self.id!r}: recovery_data is not JSON-safe: {exc}") from exc
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SessionState:
+        """Inverse of `to_dict`; unknown keys are ignored, missing optional ones get defaults."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"session: expected an object, got {type(data).__name__}")
+        created = _parse_time(data.get("created_at"), "created_at")
+        history = data.get("history") or []
+        if not isinstance(history, list):
+            raise ValueError("history: expected a list")
+        recovery = data.get("recovery_data") or {}
+        if not isinstance(recovery, dict):
+            raise ValueError("recovery_data: expected an object")
+        end_reason = data.get("end_reason")
+        try:
+            status = SessionStatus(data.get("status", SessionStatus.CONNECTING))
+        except ValueError as exc:
+            raise ValueError(f"status: unknown value {data.get('status')!r}") from exc
+        return cls(
+            id=_str(data.get("id"), "id"),
+            call_id=_str(data.get("call_id"), "call_id"),
+            provider=_str(data.get("provider"), "provider"),
+            direction=_str(data.get("direction"), "direction"),
+            from_=_str(data.get("from"), "from"),
+            to=_str(data.get("to"), "to"),
+            status=status,
+            node_id=_str(data.get("node_id"), "node_id"),
+            end_reason=None if end_reason is None else _str(end_reason, "end_reason"),
+            created_at=created,
+            updated_at=_parse_time(data.get("updated_at") or created, "updated_at"),
+            last_activity=_parse_time(data.get("last_activity") or created, "last_activity"),
+            history=[Turn.from_dict(t) for t in history],
+            metrics=ConversationMetrics.from_dict(data.get("metrics")),
+            recovery_data=recovery,
+            version=_int(data.get("version"), "version"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> SessionState:
+        """Parse `to_json` output; raises ValueError on anything that is not a session record."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    def copy(self) -> SessionState:
+        """A deep copy (no list or dict shared with this state)."""
+        return SessionState.from_dict(json.loads(self.to_json()))

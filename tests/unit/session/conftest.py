@@ -1,0 +1,46 @@
+"""Fixtures of the session tests: a redis-server of our own, and the store `backend`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from siprec_node.session import SessionStore
+from tests.redis_server import RedisProcess, redis_available
+
+from .backends import Backend, FakeClock, MemoryBackend, RedisBackend
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisProcess]:
+    """A redis-server on a free port for the whole test session."""
+    if not redis_available():
+        pytest.skip("redis-server not installed")
+    server = RedisProcess()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    """Every store kind the conformance suite runs against."""
+    made: Backend
+    if request.param == "memory":
+        made = MemoryBackend()
+    else:
+        made = RedisBackend(request.getfixturevalue("redis_server").url)
+    yield made
+    await made.aclose()
+
+
+@pytest.fixture
+def store(backend: Backend) -> SessionStore:
+    """A fresh, empty store."""
+    return backend.new()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A settable clock."""
+    return FakeClock()
