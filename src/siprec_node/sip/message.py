@@ -9,12 +9,21 @@ that were actually sent.
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Union
 
 from siprec_node.sip.errors import SipParseError
-from siprec_node.sip.uri import NameAddr, split_host_port, split_params, split_quoted
+from siprec_node.sip.uri import (
+    NameAddr,
+    format_params,
+    parse_decimal,
+    split_host_port,
+    split_params,
+    split_quoted,
+)
 
 SIP_VERSION = "SIP/2.0"
 DEFAULT_MAX_SIZE = 65535
@@ -138,6 +147,13 @@ REQUIRED_REQUEST_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 REQUIRED_RESPONSE_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
+_SP_HT = " \t"  # the only whitespace SIP knows (LWS); str.strip() would also eat \x1c, \x85...
+_LWS = re.compile(r"[ \t]+")
+_VIA_PROTOCOL = re.compile(
+    r"[ \t]*SIP[ \t]*/[ \t]*[^ \t/]+[ \t]*/[ \t]*([^ \t/;,]+)[ \t]+(.*)", re.I | re.S
+)
+# The end of the header section: an empty line, whatever mix of CRLF and bare LF ends the lines.
+HEADER_END = re.compile(rb"\n\r?\n")
 
 
 def canonical_name(name: str) -> str:
@@ -240,18 +256,21 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        """Parse one Via element (one comma-separated item)."""
-        proto, _, rest = text.strip().partition(" ")
-        parts = [p.strip() for p in proto.split("/")]
-        if not rest.strip() and "\t" in proto:
-            proto, _, rest = text.strip().partition("\t")
-            parts = [p.strip() for p in proto.split("/")]
-        if len(parts) != 3 or parts[0].upper() != "SIP":
-            raise SipParseError(f"bad Via: {text!r}")
-        sent_by, _, param_text = rest.strip().partition(";")
-        host, port = split_host_port(sent_by.replace(" ", ""))
+        """Parse one Via element (one comma-separated item).
+
+        Whitespace is allowed around the slashes and the colon (RFC 3261 LWS), as in
+        ``SIP / 2.0 / UDP host : 5060``.
+        """
+        match = _VIA_PROTOCOL.match(text)
+        if match is None:
+            raise SipParseError(f"bad Via: {text[:80]!r}")
+        sent_by, _, param_text = match.group(2).partition(";")
+        host, port = split_host_port(_LWS.sub("", sent_by))
         return cls(
-            transport=parts[2].upper(), host=host, port=port, params=split_params(param_text)
+            transport=match.group(1).upper(),
+            host=host,
+            port=port,
+            params=split_params(param_text),
         )
 
     @property
@@ -260,8 +279,6 @@ class Via:
         return self.params.get("branch")
 
     def __str__(self) -> str:
-        from siprec_node.sip.uri import format_params
-
         host = f"[{self.host}]" if ":" in self.host else self.host
         port = f":{self.port}" if self.port is not None else ""
         return f"SIP/2.0/{self.transport} {host}{port}{format_params(self.params)}"
@@ -276,13 +293,15 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
-        """Parse a CSeq value; the number must fit in 32 bits."""
+        """Parse a CSeq value; the number must be below 2**31 (RFC 3261 §8.1.1.5)."""
         parts = text.split()
-        if len(parts) != 2 or not parts[0].isdigit():
-            raise SipParseError(f"bad CSeq: {text!r}")
-        number = int(parts[0])
+        if len(parts) != 2:
+            raise SipParseError(f"bad CSeq: {text[:80]!r}")
+        number = parse_decimal(parts[0], max_digits=10)
+        if number is None:
+            raise SipParseError(f"bad CSeq: {text[:80]!r}")
         if number >= 2**31:
-            raise SipParseError(f"CSeq number out of range: {text!r}")
+            raise SipParseError(f"CSeq number out of range: {text[:80]!r}")
         return cls(number, parts[1].upper())
 
     def __str__(self) -> str:
@@ -377,20 +396,18 @@ def _serialize(start: str, headers: Headers, body: bytes) -> bytes:
 
 
 def split_head(data: bytes) -> tuple[bytes, bytes] | None:
-    """Split raw bytes at the end of the header section (CRLFCRLF or bare LFLF).
+    """Split raw bytes at the end of the header section (CRLFCRLF, bare LFLF or a mix).
 
-    Returns ``(head, rest)`` or ``None`` when the header section is incomplete.
+    Returns ``(head, rest)`` or ``None`` when the header section is incomplete; ``head`` ends
+    with the last header line's text (its line end excluded).
     """
-    crlf = data.find(b"\r\n\r\n")
-    lf = data.find(b"\n\n")
-    mixed = data.find(b"\n\r\n")
-    candidates = [
-        (i, n) for i, n in ((crlf, 4), (lf, 2), (mixed, 3)) if i >= 0
-    ]
-    if not candidates:
+    match = HEADER_END.search(data)
+    if match is None:
         return None
-    index, length = min(candidates)
-    return data[:index], data[index + length :]
+    end = match.start()
+    if end and data[end - 1 : end] == b"\r":
+        end -= 1
+    return data[:end], data[match.end() :]
 
 
 def parse_message(
@@ -427,7 +444,7 @@ def parse_message(
     lines = _unfold(head_text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
     if not lines:
         raise SipParseError("empty message")
-    start_line = lines[0].strip()
+    start_line = lines[0].strip(_SP_HT)
     header_lines = lines[1:]
     if len(header_lines) > max_headers:
         raise SipParseError(f"more than {max_headers} header fields", status=413)
@@ -436,10 +453,10 @@ def parse_message(
         if not line.strip():
             continue
         name, colon, value = line.partition(":")
-        name = name.strip()
+        name = name.strip(_SP_HT)
         if not colon or not name or any(c not in _TOKEN_CHARS for c in name):
             raise SipParseError(f"malformed header line: {line[:60]!r}")
-        fields.append((canonical_name(name), value.strip()))
+        fields.append((canonical_name(name), value.strip(_SP_HT)))
     headers = Headers(tuple(fields))
     body = _frame_body(headers, rest, stream)
     # Content-Length is framing, derived from the body on output: not kept in the model.
@@ -450,24 +467,50 @@ def _unfold(lines: list[str]) -> list[str]:
     """Join continuation lines (starting with SP or HTAB) onto the previous header line."""
     out: list[str] = []
     for line in lines:
-        if line[:1] in (" ", "\t") and len(out) > 1 and line.strip():
-            out[-1] = out[-1].rstrip() + " " + line.strip()
+        if line[:1] in (" ", "\t") and len(out) > 1 and line.strip(_SP_HT):
+            out[-1] = out[-1].rstrip(_SP_HT) + " " + line.strip(_SP_HT)
         else:
             out.append(line)
     return out
 
 
-def _frame_body(headers: Headers, rest: bytes, stream: bool) -> bytes:
-    values = headers.get_raw("Content-Length")
-    if not values:
-        return b"" if stream else rest
-    lengths = {v.strip() for v in values}
+def content_length(values: Iterable[str]) -> int | None:
+    """The body length announced by the Content-Length field values, ``None`` when there are none.
+
+    Several equal values are accepted (some proxies duplicate the header); conflicting or
+    non-numeric ones raise :class:`SipParseError`.
+    """
+    lengths = {v.strip(_SP_HT) for v in values}
+    if not lengths:
+        return None
     if len(lengths) != 1:
         raise SipParseError("conflicting Content-Length headers")
     text = lengths.pop()
-    if not text.isdigit():
-        raise SipParseError(f"bad Content-Length: {text!r}")
-    length = int(text)
+    length = parse_decimal(text, max_digits=10)
+    if length is None:
+        raise SipParseError(f"bad Content-Length: {text[:20]!r}")
+    return length
+
+
+def head_content_length(head: bytes) -> int | None:
+    """The Content-Length announced in a raw header section (start line first), if any.
+
+    For stream framing, before the message is parsed: lines are split and unfolded as
+    :func:`parse_message` does. Raises :class:`SipParseError` for conflicting or bad values.
+    """
+    text = head.decode("latin-1").replace("\r\n", "\n").replace("\r", "\n")
+    values = []
+    for line in _unfold(text.split("\n"))[1:]:
+        name, colon, value = line.partition(":")
+        if colon and canonical_name(name.strip(_SP_HT)) == "Content-Length":
+            values.append(value)
+    return content_length(values)
+
+
+def _frame_body(headers: Headers, rest: bytes, stream: bool) -> bytes:
+    length = content_length(headers.get_raw("Content-Length"))
+    if length is None:
+        return b"" if stream else rest
     if length > len(rest):
         raise SipParseError(
             f"Content-Length {length} larger than the {len(rest)} body bytes received"
@@ -478,23 +521,23 @@ def _frame_body(headers: Headers, rest: bytes, stream: bool) -> bytes:
 
 
 def _build(start_line: str, headers: Headers, body: bytes) -> SipMessage:
-    parts = start_line.split(None, 2)
+    parts = _LWS.split(start_line, maxsplit=2)
     if len(parts) < 2:
         raise SipParseError(f"malformed start line: {start_line[:60]!r}")
     if parts[0].upper().startswith("SIP/"):
         if parts[0].upper() != SIP_VERSION:
-            raise SipParseError(f"unsupported version {parts[0]!r}", status=505)
-        code = parts[1]
-        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
-            raise SipParseError(f"bad status code {code!r}")
-        reason = parts[2].strip() if len(parts) > 2 else ""
-        response = SipResponse(int(code), reason, headers, body)
+            raise SipParseError(f"unsupported version {parts[0][:20]!r}", status=505)
+        code = parse_decimal(parts[1], max_digits=3)
+        if code is None or not 100 <= code <= 699:
+            raise SipParseError(f"bad status code {parts[1][:20]!r}")
+        reason = parts[2].strip(_SP_HT) if len(parts) > 2 else ""
+        response = SipResponse(code, reason, headers, body)
         _check_required(response.headers, REQUIRED_RESPONSE_HEADERS)
         _check_cseq(response.headers)
         return response
     if len(parts) != 3:
         raise SipParseError(f"malformed request line: {start_line[:60]!r}")
-    method, uri, version = parts[0], parts[1], parts[2].strip()
+    method, uri, version = parts[0], parts[1], parts[2].strip(_SP_HT)
     if any(c not in _TOKEN_CHARS for c in method):
         raise SipParseError(f"bad method {method[:20]!r}")
     if version.upper() != SIP_VERSION:
@@ -592,3 +635,98 @@ def make_response(
         out.append(("Timestamp", request.headers.get("Timestamp") or ""))
     out.extend((canonical_name(n), v) for n, v in headers)
     return SipResponse(status, reason or reason_phrase(status), Headers(tuple(out)), body)
+
+
+# How much of a broken request error_response_for looks at: the headers it needs come first.
+_SALVAGE_LIMIT = 65536
+_SALVAGED = ("Via", "From", "To", "Call-ID", "CSeq")
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_UNSAFE_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_MAX_REASON = 100
+
+
+def error_response_for(
+    data: bytes, error: SipParseError, *, to_tag: str | None = None
+) -> bytes | None:
+    """Wire bytes of a ``<status> <reason>`` response to a request that failed to parse.
+
+    Via, From, To, Call-ID and CSeq are salvaged header by header from ``data`` (best effort,
+    copied byte for byte so that the SRC can match the response to its transaction), the status
+    is ``error.status`` and the reason phrase is ``error.reason`` made safe (one line of printable
+    ASCII, at most 100 characters). To gets ``to_tag`` (a random one when not given) if it has no
+    tag. Returns ``None`` when there is nothing to answer: no usable top Via, or ``data`` is a
+    response or an ACK (which are never answered). Never raises.
+    """
+    head = data[:_SALVAGE_LIMIT].lstrip(b"\r\n")
+    end = HEADER_END.search(head)
+    if end is not None:
+        head = head[: end.start()]
+    lines = _unfold_bytes(_LINE_BREAK.split(head))
+    start = lines[0].strip() if lines else b""
+    words = start.split(None, 1)
+    if not words or words[0].upper().startswith(b"SIP/") or words[0].upper() == b"ACK":
+        return None
+    found: dict[str, list[bytes]] = {name: [] for name in _SALVAGED}
+    for line in lines[1:]:
+        raw_name, colon, raw_value = line.partition(b":")
+        name = raw_name.strip(b" \t").decode("latin-1")
+        value = raw_value.strip(b" \t")
+        if not colon or not name or any(c not in _TOKEN_CHARS for c in name):
+            continue
+        canon = canonical_name(name)
+        if canon in found and value and not _UNSAFE_VALUE.search(value):
+            found[canon].append(value)
+    if not found["Via"] or not _usable_via(found["Via"][0]):
+        return None
+    cseq_words = found["CSeq"][0].split() if found["CSeq"] else []
+    if cseq_words and cseq_words[-1].upper() == b"ACK":
+        return None
+    status = error.status if 300 <= error.status <= 699 else 400
+    reason = _sanitise_reason(error.reason) or reason_phrase(status)
+    out = [f"{SIP_VERSION} {status} {reason}".encode("ascii")]
+    out.extend(b"Via: " + v for v in found["Via"])
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        if found[name]:
+            value = found[name][0]
+            if name == "To":
+                value = _with_to_tag(value, to_tag or secrets.token_hex(6))
+            out.append(name.encode("ascii") + b": " + value)
+    out.append(b"Content-Length: 0")
+    return b"\r\n".join(out) + b"\r\n\r\n"
+
+
+def _unfold_bytes(lines: list[bytes]) -> list[bytes]:
+    out: list[bytes] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and len(out) > 1 and line.strip(b" \t"):
+            out[-1] = out[-1].rstrip(b" \t") + b" " + line.strip(b" \t")
+        else:
+            out.append(line)
+    return out
+
+
+def _usable_via(value: bytes) -> bool:
+    """Whether the first hop of a Via field value parses (responses are routed on it)."""
+    try:
+        Via.parse(split_quoted(value.decode("latin-1"), ",")[0])
+    except SipParseError:
+        return False
+    return True
+
+
+def _with_to_tag(value: bytes, tag: str) -> bytes:
+    """``value`` with ``;tag=`` appended when it is a parseable To without a tag."""
+    text = value.decode("latin-1")
+    try:
+        to = NameAddr.parse(text)
+    except SipParseError:
+        return value
+    if to.tag is not None or ("<" in text and ">" not in text):
+        return value  # tagged already, or a missing ">" would make the tag part of the URI
+    return value + b";tag=" + tag.encode("ascii", "replace")
+
+
+def _sanitise_reason(reason: str) -> str:
+    """One line of printable ASCII, at most 100 characters."""
+    printable = "".join(c if " " <= c <= "~" else " " for c in reason[: _MAX_REASON * 4])
+    return " ".join(printable.split())[:_MAX_REASON].rstrip()

@@ -132,20 +132,32 @@ def split_host_port(text: str) -> tuple[str, int | None]:
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
-            raise SipParseError(f"unterminated IPv6 reference: {text!r}")
+            raise SipParseError(f"unterminated IPv6 reference: {text[:80]!r}")
         host, rest = text[1:end], text[end + 1 :]
         port_text = rest[1:] if rest.startswith(":") else ""
         if rest and not rest.startswith(":"):
-            raise SipParseError(f"bad host: {text!r}")
+            raise SipParseError(f"bad host: {text[:80]!r}")
     else:
         host, _, port_text = text.partition(":")
     if not host:
-        raise SipParseError(f"missing host in {text!r}")
+        raise SipParseError(f"missing host in {text[:80]!r}")
     if not port_text:
         return host, None
-    if not port_text.isdigit() or int(port_text) > 65535:
-        raise SipParseError(f"bad port in {text!r}")
-    return host, int(port_text)
+    port = parse_decimal(port_text, max_digits=5)
+    if port is None or port > 65535:
+        raise SipParseError(f"bad port in {text[:80]!r}")
+    return host, port
+
+
+def parse_decimal(text: str, max_digits: int) -> int | None:
+    """``text`` as a non-negative integer of at most ``max_digits`` ASCII digits, else ``None``.
+
+    ``str.isdigit`` alone is not enough: it accepts ``"²"`` and other Unicode digits that ``int``
+    rejects, and ``int`` refuses strings of more than 4300 digits.
+    """
+    if not text or len(text) > max_digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -172,7 +184,7 @@ class NameAddr:
                 display = display_text
             gt = text.find(">", lt)
             if gt < 0:
-                # "<sip:a@b;+sip.src" – the closing bracket is missing; the URI runs to the end
+                # "<sip:a@b;+sip.src": the closing bracket is missing; the URI runs to the end
                 # and any ;params are taken to belong to the URI, as the sender meant them.
                 uri, param_text = text[lt + 1 :].strip(), ""
             else:
@@ -183,7 +195,7 @@ class NameAddr:
             uri = uri.strip()
             param_text = ";" + param_text if param_text else ""
         if not uri:
-            raise SipParseError(f"no URI in {text!r}")
+            raise SipParseError(f"no URI in {text[:80]!r}")
         return cls(uri=uri, display=display, params=split_params(param_text))
 
     @property
