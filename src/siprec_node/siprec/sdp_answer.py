@@ -1,0 +1,556 @@
+"""The recorder's SDP answer (RFC 3264, RFC 7866) and the state it keeps across a call.
+
+Every offered m-line is mirrored in order. An audio stream we can record is answered
+``recvonly`` (``inactive`` when the offer holds it) with one codec from our preference, plus
+``telephone-event`` when offered, its label echoed and, for SDES-SRTP, our own key. Anything
+else is refused with port 0. Ports come from the caller and stay with a stream (matched by
+label, else by position) across re-offers; the ``o=`` line keeps one session id per call and
+its version only moves when the answer changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from siprec_node.siprec.codecs import (
+    DECODABLE,
+    DEFAULT_CODEC_PREFERENCE,
+    STATIC_PAYLOAD_TYPES,
+    TELEPHONE_EVENT,
+    Codec,
+    codec_for_payload_type,
+    decodable,
+    normalize_codec_name,
+)
+from siprec_node.siprec.errors import NotAcceptable
+from siprec_node.siprec.sdp import (
+    Attribute,
+    Connection,
+    Crypto,
+    MediaDescription,
+    Origin,
+    SessionDescription,
+    parse_sdp,
+)
+
+SRTP_SUITES: tuple[str, ...] = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
+RTP_PROFILES = frozenset({"RTP/AVP", "RTP/AVPF"})
+SRTP_PROFILES = frozenset({"RTP/SAVP", "RTP/SAVPF"})
+SRTP_KEY_LENGTH = 30  # AES_CM_128 suites: 128-bit key + 112-bit salt
+# Payload types we use in our own offers (delayed offer) for codecs without a static one.
+_OFFER_DYNAMIC_PTS = {"OPUS": 111}
+_OFFER_TELEPHONE_EVENT_PT = 101
+
+PortSource = Callable[[int, str | None], int] | Mapping[Any, int]
+
+
+@dataclass(frozen=True)
+class SrtpKeys:
+    """SDES-SRTP material for one stream.
+
+    ``remote_key`` (base64 key||salt from the SRC's ``a=crypto``) decrypts what the SRC sends;
+    ``local_key`` is the one we answered with.
+    """
+
+    suite: str
+    tag: int
+    remote_key: str
+    local_key: str
+    remote_key_params: str
+
+
+@dataclass(frozen=True)
+class NegotiatedStream:
+    """What was agreed for one m-line; the media layer records from it.
+
+    ``accepted`` is False for refused m-lines (answered with port 0, ``reason`` says why);
+    ``index`` is the m-line's position in the offer and ``port`` our local RTP port.
+    """
+
+    index: int
+    label: str | None
+    media: str
+    accepted: bool
+    port: int
+    proto: str
+    codec: str | None = None
+    payload_type: int | None = None
+    clock_rate: int | None = None
+    channels: int | None = None
+    fmtp: str | None = None
+    telephone_event_pt: int | None = None
+    direction: str = "inactive"
+    paused: bool = False
+    srtp: SrtpKeys | None = None
+    remote_address: str | None = None
+    remote_port: int = 0
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(vars(self))
+        data["srtp"] = dict(vars(self.srtp)) if self.srtp else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NegotiatedStream:
+        values = dict(data)
+        srtp = values.pop("srtp", None)
+        return cls(**values, srtp=SrtpKeys(**srtp) if srtp else None)
+
+
+@dataclass(frozen=True)
+class SdpAnswer:
+    """An answer (or our own offer) ready to send, with what it negotiates per stream."""
+
+    sdp: SessionDescription
+    body: bytes
+    streams: tuple[NegotiatedStream, ...]
+    changed: bool
+
+    @property
+    def accepted_streams(self) -> tuple[NegotiatedStream, ...]:
+        return tuple(s for s in self.streams if s.accepted)
+
+
+@dataclass
+class _Slot:
+    """A local RTP port held by one stream of the call."""
+
+    index: int
+    label: str | None
+    port: int
+    srtp_key: str | None = None
+
+
+@dataclass
+class _Choice:
+    payload_type: int
+    codec: Codec
+    offered: Codec
+    fmtp: str | None
+    telephone_event: tuple[int, Codec, str | None] | None
+
+
+class SdpAnswerer:
+    """Answers the SDP offers of one recording session.
+
+    ``ports`` gives our RTP port for a new stream: a callable ``(stream_index, label) -> port``
+    or a mapping keyed by label or by index; a port of 0 (or a missing key) refuses the stream.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        ports: PortSource,
+        *,
+        codecs: Sequence[str] = DEFAULT_CODEC_PREFERENCE,
+        srtp_suites: Sequence[str] = SRTP_SUITES,
+        username: str = "siprec-node",
+        session_name: str = "siprec-node",
+        session_id: int | None = None,
+    ) -> None:
+        self.address = address
+        self.ports = ports
+        self.codecs = tuple(normalize_codec_name(c) for c in codecs)
+        self.srtp_suites = tuple(srtp_suites)
+        self.username = username
+        self.session_name = session_name
+        self.session_id = session_id if session_id is not None else secrets.randbits(62)
+        self.version = 1
+        self._signature: bytes | None = None
+        self._slots: list[_Slot] = []
+        self._local_offer: SessionDescription | None = None
+
+    # -- answering ----------------------------------------------------------------------
+
+    def answer(self, offer: SessionDescription | bytes | str) -> SdpAnswer:
+        """Answer an offer. Raises :class:`NotAcceptable` when no audio stream is usable."""
+        if not isinstance(offer, SessionDescription):
+            offer = parse_sdp(offer)
+        answer = self._new_description()
+        streams: list[NegotiatedStream] = []
+        used: set[int] = set()
+        for index, media in enumerate(offer.media):
+            line, stream = self._answer_media(offer, index, media, used)
+            answer.media.append(line)
+            streams.append(stream)
+        if not any(s.accepted for s in streams):
+            reasons = "; ".join(f"m-line {s.index}: {s.reason}" for s in streams)
+            raise NotAcceptable(f"no audio stream can be recorded ({reasons or 'no m-lines'})")
+        self._local_offer = None
+        return self._finish(answer, streams)
+
+    def _answer_media(
+        self, offer: SessionDescription, index: int, media: MediaDescription, used: set[int]
+    ) -> tuple[MediaDescription, NegotiatedStream]:
+        label = media.label
+        connection = offer.connection_for(media)
+        base = NegotiatedStream(
+            index=index,
+            label=label,
+            media=media.media,
+            accepted=False,
+            port=0,
+            proto=media.proto,
+            remote_address=connection.host if connection else None,
+            remote_port=media.port,
+        )
+        reason = self._refusal(media)
+        choice = None if reason else self._choose_codec(media)
+        if reason is None and choice is None:
+            reason = "no acceptable codec offered"
+        crypto = None
+        if reason is None and media.proto.upper() in SRTP_PROFILES:
+            crypto = next((c for c in media.cryptos if c.suite in self.srtp_suites), None)
+            if crypto is None or not crypto.inline_key:
+                reason = "SRTP without a supported a=crypto suite"
+        slot = None
+        if reason is None:
+            slot = self._slot_for(index, label, used)
+            if slot is None:
+                reason = "no port available"
+        if reason is not None or slot is None or choice is None:
+            return self._refused_line(media), replace(base, reason=reason)
+        used.add(id(slot))
+        hold = offer.is_on_hold(media)
+        offered_direction = offer.direction_for(media)
+        direction = "inactive" if hold or offered_direction == "recvonly" else "recvonly"
+        srtp = None
+        if crypto is not None:
+            if slot.srtp_key is None:
+                slot.srtp_key = _new_srtp_key()
+            srtp = SrtpKeys(
+                suite=crypto.suite,
+                tag=crypto.tag,
+                remote_key=crypto.inline_key or "",
+                local_key=slot.srtp_key,
+                remote_key_params=crypto.key_params,
+            )
+        line = _audio_line(media.proto, slot.port, choice, label, direction, srtp)
+        stream = replace(
+            base,
+            accepted=True,
+            port=slot.port,
+            codec=choice.codec.name,
+            payload_type=choice.payload_type,
+            clock_rate=choice.codec.clock_rate,
+            channels=choice.offered.channels if choice.codec.name == "opus" else 1,
+            fmtp=choice.fmtp,
+            telephone_event_pt=choice.telephone_event[0] if choice.telephone_event else None,
+            direction=direction,
+            paused=direction == "inactive",
+            srtp=srtp,
+        )
+        return line, stream
+
+    def _refusal(self, media: MediaDescription) -> str | None:
+        if media.port == 0:
+            return "stream disabled in the offer"
+        if media.media != "audio":
+            return f"{media.media} is not recorded"
+        proto = media.proto.upper()
+        if proto not in RTP_PROFILES and proto not in SRTP_PROFILES:
+            return f"transport {media.proto} not supported"
+        return None
+
+    def _choose_codec(self, media: MediaDescription) -> _Choice | None:
+        rtpmaps = media.rtpmaps
+        offered: list[tuple[int, Codec]] = []
+        for pt in media.payload_types:
+            codec = codec_for_payload_type(pt, rtpmaps)
+            if codec is not None:
+                offered.append((pt, codec))
+        fmtps = media.fmtps
+        for wanted in self.codecs:
+            for pt, codec in offered:
+                known = decodable(codec)
+                if known is not None and normalize_codec_name(known.name) == wanted:
+                    return _Choice(
+                        pt, known, codec, fmtps.get(pt), _telephone_event(offered, known, fmtps)
+                    )
+        return None
+
+    def _slot_for(self, index: int, label: str | None, used: set[int]) -> _Slot | None:
+        free = [s for s in self._slots if id(s) not in used]
+        slot = None
+        if label is not None:
+            slot = next((s for s in free if s.label == label), None)
+        if slot is None:
+            slot = next(
+                (s for s in free if s.index == index and (s.label is None or label is None)), None
+            )
+        if slot is not None:
+            slot.index, slot.label = index, label if label is not None else slot.label
+            return slot
+        port = self._allocate(index, label)
+        if port <= 0:
+            return None
+        slot = _Slot(index=index, label=label, port=port)
+        self._slots.append(slot)
+        return slot
+
+    def _allocate(self, index: int, label: str | None) -> int:
+        if callable(self.ports):
+            return int(self.ports(index, label))
+        if label is not None and label in self.ports:
+            return int(self.ports[label])
+        return int(self.ports.get(index, 0))
+
+    @staticmethod
+    def _refused_line(media: MediaDescription) -> MediaDescription:
+        line = MediaDescription(
+            media=media.media, port=0, proto=media.proto, formats=list(media.formats)
+        )
+        if media.label is not None:
+            line.attributes.append(Attribute("label", media.label))
+        return line
+
+    # -- delayed offer ------------------------------------------------------------------
+
+    def offer_for_delayed_offer(
+        self, count: int = 1, labels: Sequence[str] | None = None, *, srtp: bool = False
+    ) -> SdpAnswer:
+        """Our own ``recvonly`` offer, for an INVITE that came without SDP (Cisco CUCM).
+
+        The SRC's answer (in the ACK) goes to :meth:`accept_answer`.
+        """
+        if labels is not None:
+            count = len(labels)
+        offer = self._new_description()
+        streams: list[NegotiatedStream] = []
+        used: set[int] = set()
+        for index in range(count):
+            label = labels[index] if labels is not None else None
+            slot = self._slot_for(index, label, used)
+            if slot is None:
+                raise NotAcceptable("no port available for our offer")
+            used.add(id(slot))
+            media = MediaDescription(
+                media="audio", port=slot.port, proto="RTP/SAVP" if srtp else "RTP/AVP"
+            )
+            for name in self.codecs:
+                codec = DECODABLE.get(name)
+                if codec is None:
+                    continue
+                pt = _static_payload_type(codec)
+                pt = pt if pt is not None else _OFFER_DYNAMIC_PTS.get(name)
+                if pt is None:
+                    continue
+                media.formats.append(str(pt))
+                media.attributes.append(Attribute("rtpmap", f"{pt} {_rtpmap(codec)}"))
+            media.formats.append(str(_OFFER_TELEPHONE_EVENT_PT))
+            media.attributes.append(
+                Attribute("rtpmap", f"{_OFFER_TELEPHONE_EVENT_PT} telephone-event/8000")
+            )
+            media.attributes.append(Attribute("fmtp", f"{_OFFER_TELEPHONE_EVENT_PT} 0-16"))
+            if label is not None:
+                media.attributes.append(Attribute("label", label))
+            if srtp:
+                if slot.srtp_key is None:
+                    slot.srtp_key = _new_srtp_key()
+                for tag, suite in enumerate(self.srtp_suites, start=1):
+                    media.attributes.append(
+                        Attribute("crypto", f"{tag} {suite} inline:{slot.srtp_key}")
+                    )
+            media.attributes.append(Attribute("recvonly"))
+            offer.media.append(media)
+            streams.append(
+                NegotiatedStream(
+                    index=index,
+                    label=label,
+                    media="audio",
+                    accepted=False,
+                    port=slot.port,
+                    proto=media.proto,
+                    direction="recvonly",
+                    reason="awaiting the answer",
+                )
+            )
+        result = self._finish(offer, streams)
+        self._local_offer = result.sdp
+        return result
+
+    def accept_answer(
+        self, answer: SessionDescription | bytes | str
+    ) -> tuple[NegotiatedStream, ...]:
+        """What the SRC's answer to :meth:`offer_for_delayed_offer` negotiated."""
+        if self._local_offer is None:
+            raise ValueError("no offer of ours is waiting for an answer")
+        if not isinstance(answer, SessionDescription):
+            answer = parse_sdp(answer)
+        ours = self._local_offer
+        streams: list[NegotiatedStream] = []
+        for index, local in enumerate(ours.media):
+            remote = answer.media[index] if index < len(answer.media) else None
+            base = NegotiatedStream(
+                index=index,
+                label=local.label,
+                media=local.media,
+                accepted=False,
+                port=local.port,
+                proto=local.proto,
+            )
+            if remote is None or remote.port == 0:
+                streams.append(replace(base, port=0, reason="refused in the answer"))
+                continue
+            rtpmaps = {**local.rtpmaps, **remote.rtpmaps}
+            offered = [
+                (pt, c) for pt in remote.payload_types if (c := codec_for_payload_type(pt, rtpmaps))
+            ]
+            chosen = next(((pt, c, k) for pt, c in offered if (k := decodable(c))), None)
+            if chosen is None:
+                streams.append(replace(base, reason="no acceptable codec in the answer"))
+                continue
+            pt, codec, known = chosen
+            fmtps = {**local.fmtps, **remote.fmtps}
+            event = _telephone_event(offered, known, fmtps)
+            srtp = None
+            if local.proto in SRTP_PROFILES:
+                crypto = next((c for c in remote.cryptos if c.suite in self.srtp_suites), None)
+                local_key = next((c.inline_key for c in local.cryptos), None)
+                if crypto is None or not crypto.inline_key or local_key is None:
+                    streams.append(replace(base, reason="SRTP answer without a usable a=crypto"))
+                    continue
+                srtp = SrtpKeys(
+                    crypto.suite, crypto.tag, crypto.inline_key, local_key, crypto.key_params
+                )
+            connection = answer.connection_for(remote)
+            hold = answer.is_on_hold(remote) or answer.direction_for(remote) == "recvonly"
+            streams.append(
+                replace(
+                    base,
+                    accepted=True,
+                    codec=known.name,
+                    payload_type=pt,
+                    clock_rate=known.clock_rate,
+                    channels=codec.channels if known.name == "opus" else 1,
+                    fmtp=fmtps.get(pt),
+                    telephone_event_pt=event[0] if event else None,
+                    direction="inactive" if hold else "recvonly",
+                    paused=hold,
+                    srtp=srtp,
+                    remote_address=connection.host if connection else None,
+                    remote_port=remote.port,
+                )
+            )
+        self._local_offer = None
+        return tuple(streams)
+
+    # -- o= line and state --------------------------------------------------------------
+
+    def _new_description(self) -> SessionDescription:
+        return SessionDescription(
+            origin=Origin(
+                username=self.username,
+                session_id=str(self.session_id),
+                session_version=str(self.version),
+                addr_type="IP6" if ":" in self.address else "IP4",
+                address=self.address,
+            ),
+            session_name=self.session_name,
+            connection=Connection.for_address(self.address),
+        )
+
+    def _finish(
+        self, description: SessionDescription, streams: list[NegotiatedStream]
+    ) -> SdpAnswer:
+        description.origin.session_version = "0"
+        signature = description.to_bytes()
+        changed = self._signature is not None and signature != self._signature
+        if changed:
+            self.version += 1
+        self._signature = signature
+        description.origin.session_version = str(self.version)
+        return SdpAnswer(description, description.to_bytes(), tuple(streams), changed)
+
+    @property
+    def local_ports(self) -> dict[int, int]:
+        """Our RTP port by m-line index, for every stream that holds one."""
+        return {slot.index: slot.port for slot in self._slots}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe state, enough to answer re-offers identically after a restart."""
+        return {
+            "address": self.address,
+            "codecs": list(self.codecs),
+            "srtp_suites": list(self.srtp_suites),
+            "username": self.username,
+            "session_name": self.session_name,
+            "session_id": self.session_id,
+            "version": self.version,
+            "signature": self._signature.decode("utf-8") if self._signature else None,
+            "slots": [vars(slot).copy() for slot in self._slots],
+            "local_offer": str(self._local_offer) if self._local_offer else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], ports: PortSource) -> SdpAnswerer:
+        """Restore an answerer saved with :meth:`to_dict`; ``ports`` serves new streams."""
+        answerer = cls(
+            data["address"],
+            ports,
+            codecs=data.get("codecs", DEFAULT_CODEC_PREFERENCE),
+            srtp_suites=data.get("srtp_suites", SRTP_SUITES),
+            username=data.get("username", "siprec-node"),
+            session_name=data.get("session_name", "siprec-node"),
+            session_id=int(data["session_id"]),
+        )
+        answerer.version = int(data.get("version", 1))
+        signature = data.get("signature")
+        answerer._signature = signature.encode("utf-8") if signature else None
+        answerer._slots = [_Slot(**slot) for slot in data.get("slots", [])]
+        local_offer = data.get("local_offer")
+        answerer._local_offer = parse_sdp(local_offer) if local_offer else None
+        return answerer
+
+
+def _telephone_event(
+    offered: list[tuple[int, Codec]], chosen: Codec, fmtps: Mapping[int, str]
+) -> tuple[int, Codec, str | None] | None:
+    events = [(pt, c) for pt, c in offered if c.name.lower() == TELEPHONE_EVENT]
+    if not events:
+        return None
+    pt, codec = next(((pt, c) for pt, c in events if c.clock_rate == chosen.clock_rate), events[0])
+    return pt, codec, fmtps.get(pt)
+
+
+def _audio_line(
+    proto: str, port: int, choice: _Choice, label: str | None, direction: str, srtp: SrtpKeys | None
+) -> MediaDescription:
+    line = MediaDescription(
+        media="audio", port=port, proto=proto, formats=[str(choice.payload_type)]
+    )
+    line.attributes.append(Attribute("rtpmap", f"{choice.payload_type} {_rtpmap(choice.offered)}"))
+    if choice.fmtp:
+        line.attributes.append(Attribute("fmtp", f"{choice.payload_type} {choice.fmtp}"))
+    if choice.telephone_event is not None:
+        pt, codec, fmtp = choice.telephone_event
+        line.formats.append(str(pt))
+        line.attributes.append(Attribute("rtpmap", f"{pt} {_rtpmap(codec)}"))
+        if fmtp:
+            line.attributes.append(Attribute("fmtp", f"{pt} {fmtp}"))
+    if label is not None:
+        line.attributes.append(Attribute("label", label))
+    if srtp is not None:
+        line.attributes.append(
+            Attribute("crypto", str(Crypto(srtp.tag, srtp.suite, f"inline:{srtp.local_key}")))
+        )
+    line.attributes.append(Attribute(direction))
+    return line
+
+
+def _rtpmap(codec: Codec) -> str:
+    text = f"{codec.name}/{codec.clock_rate}"
+    return f"{text}/{codec.channels}" if codec.channels != 1 else text
+
+
+def _static_payload_type(codec: Codec) -> int | None:
+    return next((pt for pt, c in STATIC_PAYLOAD_TYPES.items() if c == codec), None)
+
+
+def _new_srtp_key() -> str:
+    return base64.b64encode(secrets.token_bytes(SRTP_KEY_LENGTH)).decode("ascii")
