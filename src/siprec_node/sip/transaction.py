@@ -444,7 +444,9 @@ class TransactionLayer:
     Feed it :meth:`receive_request`, :meth:`receive_response`, :meth:`handle_timer`; drive it
     with :meth:`send_response`, :meth:`send_request`, :meth:`ack_received`; drain
     :meth:`datagrams_to_send` after each call and sleep until :meth:`next_timer`.
-    Terminated transactions are removed at once (``len(layer)`` counts the live ones).
+    Terminated transactions are removed at once (``len(layer)`` counts the live ones). A server
+    transaction without a final response has no timer (§17.2): the TU must answer every
+    :class:`RequestReceived` and :class:`CancelReceived`, or it stays in the table.
     """
 
     def __init__(
