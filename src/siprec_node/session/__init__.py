@@ -10,6 +10,7 @@ from .errors import (
     StoreUnavailable,
     VersionConflict,
 )
+from .manager import ManagerConfig, SessionCallback, SessionManager
 from .memory_store import MemorySessionStore
 from .redis_store import RedisSessionStore
 from .state import ConversationMetrics, SessionState, SessionStatus, Turn
@@ -19,10 +20,13 @@ __all__ = [
     "ConversationMetrics",
     "CorruptRecord",
     "InvalidTransition",
+    "ManagerConfig",
     "MemorySessionStore",
     "NodeInfo",
     "OwnershipConflict",
     "RedisSessionStore",
+    "SessionCallback",
+    "SessionManager",
     "SessionNotFound",
     "SessionState",
     "SessionStatus",

@@ -325,10 +325,12 @@ class SessionState:
         if not isinstance(data, Mapping):
             raise ValueError(f"session: expected an object, got {type(data).__name__}")
         created = _parse_time(data.get("created_at"), "created_at")
-        history = data.get("history") or []
+        history = data.get("history")
+        history = [] if history is None else history
         if not isinstance(history, list):
             raise ValueError("history: expected a list")
-        recovery = data.get("recovery_data") or {}
+        recovery = data.get("recovery_data")
+        recovery = {} if recovery is None else recovery
         if not isinstance(recovery, dict):
             raise ValueError("recovery_data: expected an object")
         end_reason = data.get("end_reason")
