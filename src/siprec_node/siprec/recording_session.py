@@ -1,0 +1,238 @@
+"""A recording session: who is recorded on which stream, and whether a request is SIPREC.
+
+Streams are tied to participants by label: an SDP ``a=label`` names a metadata ``<stream>``,
+and the participants whose stream association lists that stream under ``send`` are the ones
+heard on it (several for a mixed stream). Without metadata (a plain SIP trunk fork), the first
+recorded stream is the caller and the second the callee, named from From and To.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from siprec_node.siprec.metadata import RecordingMetadata, apply_update
+from siprec_node.siprec.sdp_answer import NegotiatedStream
+
+_SRC_FEATURE = re.compile(r"[;<\s]\+sip\.src(?![\w.\-])", re.IGNORECASE)
+_SRC_PARAM = re.compile(r";\s*src\s*(?=[;>,=]|$)", re.IGNORECASE)
+
+
+def recognize_siprec(
+    require: Sequence[str], contact_values: Sequence[str], content_disposition_values: Sequence[str]
+) -> bool:
+    """True when a request presents itself as a SIPREC recording session.
+
+    Any one sign suffices: ``Require: siprec``; a Contact with the ``+sip.src`` feature tag
+    (inside or outside the URI brackets, even without a closing ``>``) or a bare ``;src``
+    parameter (BroadWorks); a ``recording-session`` Content-Disposition (header or body part).
+    """
+    if any(tag.strip().lower() == "siprec" for value in require for tag in value.split(",")):
+        return True
+    if any(_SRC_FEATURE.search(value) or _SRC_PARAM.search(value) for value in contact_values):
+        return True
+    return any(
+        item.partition(";")[0].strip().lower() == "recording-session"
+        for value in content_disposition_values
+        for item in value.split(",")
+    )
+
+
+@dataclass(frozen=True)
+class Party:
+    """A party named by a SIP header (From or To): display name and URI."""
+
+    display_name: str | None = None
+    uri: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordedParticipant:
+    """A participant as the recording knows it, from metadata or from SIP headers."""
+
+    id: str
+    name: str | None
+    aor: str | None
+    source: Literal["metadata", "sip"]
+
+
+@dataclass
+class RecordedStream:
+    """One m-line of the call as negotiated, with its pause state."""
+
+    index: int
+    label: str | None
+    negotiated: NegotiatedStream
+    paused: bool = False
+
+    @property
+    def recorded(self) -> bool:
+        return self.negotiated.accepted
+
+
+class RecordingSession:
+    """The recording-domain state of one SIPREC (or plain SIP) call.
+
+    ``session_id`` is ours (a UUID), distinct from the SIP Call-ID. The SIP layer feeds it
+    metadata (:meth:`apply_metadata`) and negotiated streams (:meth:`update_streams`).
+    """
+
+    def __init__(
+        self,
+        call_id: str = "",
+        *,
+        session_id: str | None = None,
+        caller: Party | None = None,
+        callee: Party | None = None,
+        metadata: RecordingMetadata | None = None,
+    ) -> None:
+        self.session_id = session_id or str(uuid.uuid4())
+        self.call_id = call_id
+        self.caller = caller or Party()
+        self.callee = callee or Party()
+        self.metadata: RecordingMetadata | None = None
+        self.streams: list[RecordedStream] = []
+        if metadata is not None:
+            self.apply_metadata(metadata)
+
+    # -- updates -------------------------------------------------------------------------
+
+    def apply_metadata(self, update: RecordingMetadata) -> RecordingMetadata:
+        """Apply a complete snapshot or a partial update; returns the new metadata."""
+        self.metadata = apply_update(self.metadata, update)
+        return self.metadata
+
+    def update_streams(self, negotiated: Iterable[NegotiatedStream]) -> None:
+        """Take the streams of a new answer; pause state follows the SDP (hold = paused)."""
+        self.streams = [
+            RecordedStream(index=n.index, label=n.label, negotiated=n, paused=n.paused)
+            for n in negotiated
+        ]
+
+    def set_paused(
+        self, paused: bool, *, label: str | None = None, index: int | None = None
+    ) -> None:
+        """Pause or resume one stream (by label or index), or every stream when neither given."""
+        for stream in self._select(label, index):
+            stream.paused = paused
+
+    # -- queries -------------------------------------------------------------------------
+
+    @property
+    def recorded_streams(self) -> list[RecordedStream]:
+        return [s for s in self.streams if s.recorded]
+
+    @property
+    def paused(self) -> bool:
+        """True when every recorded stream is paused."""
+        streams = self.recorded_streams
+        return bool(streams) and all(s.paused for s in streams)
+
+    def stream(
+        self, *, label: str | None = None, index: int | None = None
+    ) -> RecordedStream | None:
+        found = self._select(label, index)
+        return found[0] if found and (label is not None or index is not None) else None
+
+    def participants(self) -> list[RecordedParticipant]:
+        """Everyone the recording is about: metadata participants, else caller and callee."""
+        if self.metadata is not None and self.metadata.participants:
+            return [
+                RecordedParticipant(p.id, p.display_name, p.aor, "metadata")
+                for p in self.metadata.participants
+            ]
+        return [
+            RecordedParticipant("caller", self.caller.display_name, self.caller.uri, "sip"),
+            RecordedParticipant("callee", self.callee.display_name, self.callee.uri, "sip"),
+        ]
+
+    def participants_for_stream(self, stream: RecordedStream) -> list[RecordedParticipant]:
+        """Who is heard on a stream: metadata senders for its label, else by position."""
+        everyone = self.participants()
+        by_id = {p.id: p for p in everyone}
+        if self.metadata is not None and stream.label is not None:
+            senders = [by_id[p.id] for p in self.metadata.senders_for_label(stream.label)]
+            if senders:
+                return senders
+        # no label match: the n-th recorded stream is the n-th (active) participant
+        position = next(
+            (i for i, s in enumerate(self.recorded_streams) if s.index == stream.index), None
+        )
+        if position is None:
+            return []
+        candidates = everyone
+        if self.metadata is not None and self.metadata.participants:
+            active = {p.id for p in self.metadata.active_participants()}
+            candidates = [p for p in everyone if p.id in active] or everyone
+        return [candidates[position]] if position < len(candidates) else []
+
+    def participant_for_label(self, label: str) -> RecordedParticipant | None:
+        """The (first) participant heard on the stream with this label."""
+        stream = self.stream(label=label)
+        if stream is None:
+            return None
+        found = self.participants_for_stream(stream)
+        return found[0] if found else None
+
+    def streams_by_participant(self) -> dict[str, list[int]]:
+        """Stream indexes each participant is heard on."""
+        result: dict[str, list[int]] = {}
+        for stream in self.recorded_streams:
+            for participant in self.participants_for_stream(stream):
+                result.setdefault(participant.id, []).append(stream.index)
+        return result
+
+    def _select(self, label: str | None, index: int | None) -> list[RecordedStream]:
+        return [
+            s
+            for s in self.streams
+            if (label is None or s.label == label) and (index is None or s.index == index)
+        ]
+
+    # -- snapshots -----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe snapshot (participant mapping included for readers of the snapshot)."""
+        return {
+            "session_id": self.session_id,
+            "call_id": self.call_id,
+            "caller": vars(self.caller).copy(),
+            "callee": vars(self.callee).copy(),
+            "metadata": self.metadata.to_dict() if self.metadata is not None else None,
+            "streams": [
+                {
+                    "index": s.index,
+                    "label": s.label,
+                    "paused": s.paused,
+                    "negotiated": s.negotiated.to_dict(),
+                    "participant_ids": [p.id for p in self.participants_for_stream(s)],
+                }
+                for s in self.streams
+            ],
+            "participants": [vars(p).copy() for p in self.participants()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RecordingSession:
+        """Rebuild a session from :meth:`to_dict` output."""
+        session = cls(
+            data.get("call_id", ""),
+            session_id=data["session_id"],
+            caller=Party(**data.get("caller") or {}),
+            callee=Party(**data.get("callee") or {}),
+        )
+        metadata = data.get("metadata")
+        session.metadata = RecordingMetadata.from_dict(metadata) if metadata else None
+        session.streams = [
+            RecordedStream(
+                index=s["index"],
+                label=s.get("label"),
+                negotiated=NegotiatedStream.from_dict(s["negotiated"]),
+                paused=bool(s.get("paused", False)),
+            )
+            for s in data.get("streams", [])
+        ]
+        return session
