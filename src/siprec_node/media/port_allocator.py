@@ -7,6 +7,7 @@ can really be bound is checked by the media layer, which reports failures with :
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 from collections import deque
 from dataclasses import dataclass
@@ -95,10 +96,8 @@ class PortAllocator:
     def quarantine(self, port: int, now: float, duration: float = 60.0) -> None:
         """Take a port that failed to bind out of circulation for ``duration`` seconds."""
         self._in_use.discard(port)
-        try:
+        with contextlib.suppress(ValueError):
             self._free.remove(port)
-        except ValueError:
-            pass
         heapq.heappush(self._cooling, (now + duration, port))
 
     def _release_cooled(self, now: float) -> None:

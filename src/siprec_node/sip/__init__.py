@@ -1,1 +1,1 @@
-"""SIP stack: sans-I/O messages, transactions and dialogs; asyncio transports; the SIPREC handler."""
+"""SIP stack: sans-I/O messages, transactions, dialogs; asyncio transports; the SIPREC handler."""

@@ -1,0 +1,131 @@
+"""CallData, the snapshot of one recorded call, and CallStore, the minimal store the handler uses.
+
+The handler writes a CallData snapshot at every change of state (INVITE accepted, ACK, each
+re-INVITE/UPDATE, pause/resume, end). With no store configured it keeps an in-memory one; in a
+fleet, ``adapters.SharedCallStore`` puts the same snapshots in the shared ``SessionStore``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, Protocol, runtime_checkable
+
+
+class CallStatus:
+    """Status values of a call's lifecycle (the same words as ``SessionStatus``)."""
+
+    CONNECTING = "connecting"
+    ACTIVE = "active"
+    ENDED = "ended"
+    FAILED = "failed"
+
+    FINAL = frozenset({ENDED, FAILED})
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class CallData:
+    """Everything a node needs to know about one recorded call, JSON-safe via ``to_dict``.
+
+    ``recording`` is ``RecordingSession.to_dict()`` (participants, streams, labels, metadata),
+    ``dialog`` is ``Dialog.to_dict()`` (Call-ID, tags, URIs, CSeqs, contact, route set, transport
+    and peer), ``media`` holds per-stream ports, codecs, SSRCs, file paths and offsets.
+    """
+
+    session_id: str
+    call_id: str
+    node_id: str
+    status: str = CallStatus.CONNECTING
+    created_at: datetime = field(default_factory=utc_now)
+    updated_at: datetime = field(default_factory=utc_now)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+    from_uri: str = ""
+    to_uri: str = ""
+    from_display: str | None = None
+    to_display: str | None = None
+    vendor_ids: dict[str, str] = field(default_factory=dict)
+    dialog: dict[str, Any] = field(default_factory=dict)
+    recording: dict[str, Any] = field(default_factory=dict)
+    media: dict[str, Any] = field(default_factory=dict)
+    last_activity: datetime = field(default_factory=utc_now)
+    version: int = 0
+
+    @property
+    def is_final(self) -> bool:
+        """True once the call has ended or failed."""
+        return self.status in CallStatus.FINAL
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (datetimes as ISO 8601 strings)."""
+        out = asdict(self)
+        for key, value in out.items():
+            if isinstance(value, datetime):
+                out[key] = value.isoformat()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallData:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored (newer writers)."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        for key in ("created_at", "updated_at", "started_at", "ended_at", "last_activity"):
+            value = kwargs.get(key)
+            if isinstance(value, str):
+                kwargs[key] = datetime.fromisoformat(value)
+        return cls(**kwargs)
+
+
+@runtime_checkable
+class CallStore(Protocol):
+    """The minimal store the SIP handler writes CallData snapshots through."""
+
+    async def save(self, call: CallData) -> None:
+        """Insert or replace the snapshot of ``call.session_id``."""
+
+    async def load(self, session_id: str) -> CallData | None:
+        """The snapshot of ``session_id``, or None."""
+
+    async def delete(self, session_id: str) -> None:
+        """Forget ``session_id`` (no error when absent)."""
+
+    async def list(self) -> list[CallData]:
+        """Every stored snapshot that is not final."""
+
+
+class MemoryCallStore:
+    """The default CallStore: snapshots kept in this process, copied in and out."""
+
+    def __init__(self) -> None:
+        self._calls: dict[str, dict[str, Any]] = {}
+        self._lock = asyncio.Lock()
+
+    async def save(self, call: CallData) -> None:
+        """Store a copy of the snapshot."""
+        async with self._lock:
+            self._calls[call.session_id] = call.to_dict()
+
+    async def load(self, session_id: str) -> CallData | None:
+        """A copy of the stored snapshot, or None."""
+        data = self._calls.get(session_id)
+        return CallData.from_dict(data) if data is not None else None
+
+    async def delete(self, session_id: str) -> None:
+        """Forget a snapshot."""
+        async with self._lock:
+            self._calls.pop(session_id, None)
+
+    async def list(self) -> list[CallData]:
+        """Every non-final snapshot."""
+        calls = [CallData.from_dict(d) for d in self._calls.values()]
+        return [c for c in calls if not c.is_final]
+
+    def __len__(self) -> int:
+        return len(self._calls)

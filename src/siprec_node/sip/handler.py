@@ -1,0 +1,839 @@
+"""The SIPREC handler: routes requests to the recording logic and owns the registry of live calls.
+
+It sits on top of the sans-I/O transaction layer and dialog table. The only asyncio it touches is
+the event loop's clock and ``call_at`` for the transaction timers, and the snapshot writer's
+background task; bytes in and out go through callables given by the node (``on_message`` in,
+``send`` out), so the whole handler runs in tests without a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from siprec_node import __version__
+from siprec_node.media.port_allocator import PortAllocator, PortRange
+from siprec_node.media.rtp_ports import RtpPorts
+from siprec_node.sip.call import CallData, CallStatus, CallStore, MemoryCallStore, utc_now
+from siprec_node.sip.dialog import Dialog, DialogTable
+from siprec_node.sip.errors import SipParseError
+from siprec_node.sip.message import (
+    DEFAULT_MAX_HEADERS,
+    DEFAULT_MAX_SIZE,
+    SipRequest,
+    SipResponse,
+    error_response_for,
+    make_response,
+    parse_message,
+)
+from siprec_node.sip.recording import CallRecording, PortsUnavailable, RecordingOffer
+from siprec_node.sip.snapshots import SnapshotWriter
+from siprec_node.sip.transaction import (
+    AckReceived,
+    AckTimeout,
+    Address,
+    CancelReceived,
+    ClientTimeout,
+    Event,
+    RequestReceived,
+    ResponseReceived,
+    TimerConfig,
+    TransactionKey,
+    TransactionLayer,
+    TransactionState,
+    TransactionTimeout,
+    new_branch,
+    new_tag,
+)
+from siprec_node.sip.uri import SipUri
+from siprec_node.siprec.errors import SiprecError, UnsupportedBody
+from siprec_node.siprec.recording_session import Party
+
+log = structlog.get_logger("siprec_node.sip.handler")
+
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO")
+SUPPORTED_OPTIONS = ("siprec", "timer", "replaces")
+# Require: options we can honour. 100rel only obliges us to send provisionals reliably, and the
+# only provisional we ever send is 100 Trying, which is never sent reliably (RFC 3262 §3).
+HONOURED_REQUIRE = frozenset({"siprec", "timer", "100rel"})
+ACCEPT = "application/sdp, application/rs-metadata+xml, application/rs-metadata, multipart/mixed"
+NOT_ALLOWED_METHODS = frozenset(
+    {"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "PUBLISH", "REFER", "PRACK"}
+)
+MIN_SE = 90
+
+
+@dataclass(frozen=True)
+class HandlerConfig:
+    """What the handler needs from the node's settings (see ``config.Settings``)."""
+
+    node_id: str = field(default_factory=socket.gethostname)
+    session_node_id: str | None = None
+    """SPEC's name for ``node_id``; wins when set."""
+    call_store: CallStore | None = None
+    """Where CallData snapshots go; an in-memory store when None."""
+    advertise_host: str | None = None
+    """Host written into Contact headers; derived from the peer's route when None."""
+    media_host: str = "0.0.0.0"
+    """Address the RTP sockets bind to."""
+    media_advertise_host: str | None = None
+    """Address put in SDP; derived like ``advertise_host`` when None."""
+    port_min: int = 20000
+    port_max: int = 39999
+    port_cooldown: float = 10.0
+    max_sessions: int = 2000
+    allow_sources: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722", "opus")
+    timers: TimerConfig = field(default_factory=TimerConfig)
+    retry_after: int = 30
+    max_message_size: int = DEFAULT_MAX_SIZE
+    max_headers: int = DEFAULT_MAX_HEADERS
+    user_agent: str = f"siprec-node/{__version__}"
+
+    @property
+    def effective_node_id(self) -> str:
+        """``session_node_id`` if given, else ``node_id``."""
+        return self.session_node_id or self.node_id
+
+
+@dataclass
+class Call:
+    """A live call: its dialog, recording state, snapshot and the transaction answering it."""
+
+    data: CallData
+    dialog: Dialog
+    recording: CallRecording
+    invite_key: TransactionKey
+    log: Any
+    answered: bool = False
+    confirmed: bool = False
+    ports: list[int] = field(default_factory=list)
+    session_expires: int | None = None
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+
+Sender = Callable[[bytes, Address], None]
+
+
+def local_address_towards(peer_host: str) -> str:
+    """The local address the kernel would use to reach ``peer_host`` (no packet is sent)."""
+    family = socket.AF_INET6 if ":" in peer_host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((peer_host, 9))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+
+
+class SipHandler:
+    """Answers SIP for recording sessions and keeps the registry of live calls."""
+
+    def __init__(
+        self,
+        config: HandlerConfig | None = None,
+        *,
+        send: Sender | None = None,
+        clock: Callable[[], float] | None = None,
+        local_address: Callable[[str], str] = local_address_towards,
+    ) -> None:
+        self.config = config or HandlerConfig()
+        self.node_id = self.config.effective_node_id
+        self._send = send
+        self._clock = clock
+        self._local_address = local_address
+        self.transactions = TransactionLayer(self.config.timers)
+        self.dialogs = DialogTable()
+        self.calls: dict[str, Call] = {}  # by session id
+        self._by_dialog: dict[tuple[str, str], Call] = {}  # (Call-ID, local tag)
+        self._by_invite: dict[TransactionKey, Call] = {}
+        self.media = RtpPorts(
+            PortAllocator(
+                PortRange(self.config.port_min, self.config.port_max), self.config.port_cooldown
+            ),
+            host=self.config.media_host,
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.store: CallStore = self.config.call_store or MemoryCallStore()
+        self.snapshots: SnapshotWriter | None = None
+        self.listeners: dict[str, tuple[str, int]] = {}  # transport -> (bound host, port)
+        self.draining = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        self._advertise_cache: dict[str, str] = {}
+        self.stats: dict[str, int] = {
+            "requests": 0,
+            "responses": 0,
+            "malformed": 0,
+            "calls_started": 0,
+            "calls_ended": 0,
+            "calls_failed": 0,
+            "rejected": 0,
+        }
+
+    # ------------------------------------------------------------------ wiring
+
+    def attach(self, send: Sender) -> None:
+        """Set the function that puts bytes on the wire."""
+        self._send = send
+
+    def set_listener(self, transport: str, host: str, port: int) -> None:
+        """Tell the handler where it listens (for Contact headers)."""
+        self.listeners.setdefault(transport, (host, port))
+
+    def now(self) -> float:
+        """The transaction clock (the event loop's monotonic time when running in one)."""
+        if self._clock is not None:
+            return self._clock()
+        try:
+            return asyncio.get_running_loop().time()
+        except RuntimeError:
+            return time.monotonic()
+
+    async def start(self) -> None:
+        """Start the snapshot writer; call once inside the event loop."""
+        if self.snapshots is None:
+            self.snapshots = SnapshotWriter(self.store)
+
+    @property
+    def ready(self) -> bool:
+        """False while snapshots cannot be written (store down) or while draining."""
+        return not self.draining and (self.snapshots is None or self.snapshots.healthy)
+
+    # ------------------------------------------------------------------ input
+
+    def on_message(self, data: bytes, source: Address) -> None:
+        """Handle one datagram or framed stream message."""
+        now = self.now()
+        try:
+            message = parse_message(
+                data,
+                max_size=self.config.max_message_size,
+                max_headers=self.config.max_headers,
+                stream=source.reliable,
+            )
+        except SipParseError as error:
+            self.on_malformed(data, error, source)
+            return
+        if isinstance(message, SipResponse):
+            self.stats["responses"] += 1
+            events = self.transactions.receive_response(message, now)
+        else:
+            self.stats["requests"] += 1
+            events = self.transactions.receive_request(message, source, now)
+        self._process(events, now)
+
+    def on_malformed(self, data: bytes, error: SipParseError, source: Address) -> None:
+        """Answer a message that does not parse (400/413/505) when it is an answerable request."""
+        self.stats["malformed"] += 1
+        log.warning(
+            "sip_malformed",
+            peer=f"{source.host}:{source.port}",
+            transport=source.transport,
+            status=error.status,
+            error=error.reason,
+            size=len(data),
+        )
+        response = error_response_for(data, error)
+        if response is not None:
+            self._emit(response, self._reply_destination(data, source))
+
+    def _reply_destination(self, data: bytes, source: Address) -> Address:
+        # A request too broken to parse gets its answer where it came from (RFC 3581 style).
+        del data
+        return source
+
+    def on_timer(self) -> None:
+        """Fire due transaction timers."""
+        self._timer = None
+        self._timer_deadline = None
+        now = self.now()
+        self._process(self.transactions.handle_timer(now), now)
+
+    def _process(self, events: Iterable[Event], now: float) -> None:
+        for event in events:
+            try:
+                self._dispatch(event, now)
+            except Exception:
+                log.exception("event_failed", event=type(event).__name__)
+                if isinstance(event, RequestReceived | CancelReceived):
+                    request = event.request if isinstance(event, RequestReceived) else event.cancel
+                    self._respond_safely(event.key, make_response(request, 500), now)
+        self._flush()
+        self._schedule_timer()
+
+    def _flush(self) -> None:
+        for out in self.transactions.datagrams_to_send():
+            self._emit(out.data, out.destination)
+
+    def _emit(self, data: bytes, destination: Address) -> None:
+        if self._send is None:
+            log.error("no_transport_attached")
+            return
+        self._send(data, destination)
+
+    def _schedule_timer(self) -> None:
+        deadline = self.transactions.next_timer()
+        if deadline is None or deadline == self._timer_deadline:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # driven by hand (tests): the caller calls on_timer
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_deadline = deadline
+        self._timer = loop.call_at(deadline, self.on_timer)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(self, event: Event, now: float) -> None:
+        if isinstance(event, RequestReceived):
+            self._on_request(event.request, event.key, event.source, now)
+        elif isinstance(event, AckReceived):
+            self._on_ack(event, now)
+        elif isinstance(event, CancelReceived):
+            self._on_cancel(event, now)
+        elif isinstance(event, AckTimeout):
+            call = self._by_invite.get(event.key)
+            if call is not None:
+                call.log.warning("ack_timeout", waited_s=self.config.timers.timeout)
+                self._end_call(call, CallStatus.FAILED, "no ACK for the 200 OK")
+        elif isinstance(event, TransactionTimeout):
+            log.info("final_response_unacknowledged", status=event.response.status)
+        elif isinstance(event, ResponseReceived):
+            log.info(
+                "response_received",
+                call_id=event.response.call_id,
+                method=event.key.method,
+                status=event.response.status,
+            )
+        elif isinstance(event, ClientTimeout):
+            log.warning(
+                "request_timeout", call_id=event.request.call_id, method=event.request.method
+            )
+
+    def _on_request(
+        self, request: SipRequest, key: TransactionKey, source: Address, now: float
+    ) -> None:
+        method = request.method
+        in_dialog = request.to.tag is not None
+        if method == "INVITE" and not in_dialog:
+            self._on_invite(request, key, source, now)
+        elif method == "OPTIONS":
+            self._on_options(request, key, now)
+        elif method in ("INVITE", "UPDATE", "BYE", "INFO"):
+            self._on_in_dialog(request, key, now)
+        elif method in NOT_ALLOWED_METHODS:
+            self._respond(key, request, 405, now, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
+        else:
+            self._respond(key, request, 501, now, headers=[("Allow", ", ".join(ALLOWED_METHODS))])
+
+    # ------------------------------------------------------------------ responses
+
+    def _respond(
+        self,
+        key: TransactionKey,
+        request: SipRequest,
+        status: int,
+        now: float,
+        *,
+        reason: str | None = None,
+        to_tag: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> SipResponse:
+        extra = [("Server", self.config.user_agent), *headers]
+        if status >= 300 and to_tag is None and request.to.tag is None:
+            to_tag = new_tag()  # a final response to an out-of-dialog request needs a To tag
+        response = make_response(request, status, reason, to_tag=to_tag, headers=extra, body=body)
+        self.transactions.send_response(key, response, now)
+        return response
+
+    def _respond_safely(self, key: TransactionKey, response: SipResponse, now: float) -> None:
+        with contextlib.suppress(Exception):
+            self.transactions.send_response(key, response, now)
+
+    def _capabilities(self) -> list[tuple[str, str]]:
+        return [
+            ("Allow", ", ".join(ALLOWED_METHODS)),
+            ("Accept", ACCEPT),
+            ("Supported", ", ".join(SUPPORTED_OPTIONS)),
+        ]
+
+    def _on_options(self, request: SipRequest, key: TransactionKey, now: float) -> None:
+        if self.draining:
+            self._respond(
+                key, request, 503, now, headers=[("Retry-After", str(self.config.retry_after))]
+            )
+            return
+        self._respond(key, request, 200, now, headers=self._capabilities())
+
+    # ------------------------------------------------------------------ INVITE
+
+    def _on_invite(
+        self, request: SipRequest, key: TransactionKey, source: Address, now: float
+    ) -> None:
+        call_log = log.bind(call_id=request.call_id)
+        self._respond(key, request, 100, now)
+        rejection = self._admission(request, source)
+        if rejection is not None:
+            status, reason, headers = rejection
+            self.stats["rejected"] += 1
+            call_log.info("invite_rejected", status=status, reason=reason)
+            self._respond(key, request, status, now, reason=reason, headers=headers)
+            return
+        try:
+            offer = RecordingOffer.from_request(request)
+            recording = CallRecording.start(
+                offer,
+                codecs=self.config.codecs,
+                media_host=self._media_host(source.host),
+                allocate=lambda: self.media.reserve(now),
+                call_id=request.call_id,
+                caller=Party(request.from_.display, request.from_.uri),
+                callee=Party(request.to.display, request.to.uri),
+            )
+        except UnsupportedBody as exc:
+            call_log.info("invite_rejected", status=exc.status, reason=exc.reason)
+            self._respond(key, request, exc.status, now, headers=[("Accept", exc.accept)])
+            return
+        except SiprecError as exc:
+            call_log.info("invite_rejected", status=exc.status, reason=exc.reason)
+            self._respond(key, request, exc.status, now, reason=_phrase(exc))
+            return
+        except PortsUnavailable as exc:
+            call_log.warning("invite_rejected", status=503, reason=str(exc))
+            self._respond(
+                key,
+                request,
+                503,
+                now,
+                reason="No Media Ports",
+                headers=[("Retry-After", str(self.config.retry_after))],
+            )
+            return
+        session_id = recording.session_id
+        call_log = call_log.bind(session_id=session_id)
+        local_tag = new_tag()
+        contact = self._contact(source)
+        data = CallData(
+            session_id=session_id,
+            call_id=request.call_id,
+            node_id=self.node_id,
+            from_uri=request.from_.uri,
+            to_uri=request.to.uri,
+            from_display=request.from_.display,
+            to_display=request.to.display,
+            vendor_ids=dict(offer.vendor_ids),
+        )
+        call = Call(
+            data=data,
+            dialog=Dialog.from_invite(request, local_tag, contact, source),
+            recording=recording,
+            invite_key=key,
+            log=call_log,
+            ports=recording.ports,
+            session_expires=self._session_expires(request),
+        )
+        # The call counts against capacity and can be cancelled from now on.
+        self.calls[session_id] = call
+        self._by_invite[key] = call
+        self.stats["calls_started"] += 1
+        self._snapshot(call)
+        call_log.info(
+            "call_offered",
+            peer=f"{source.host}:{source.port}",
+            transport=source.transport,
+            siprec=offer.is_siprec,
+            streams=recording.stream_summary(),
+        )
+        self._spawn(self._answer_invite(call, request))
+
+    async def _answer_invite(self, call: Call, request: SipRequest) -> None:
+        """Open the media sockets, then send the 200 unless a CANCEL came first."""
+        try:
+            await self.media.open(call.ports)
+        except OSError as exc:
+            if call.data.is_final:
+                return
+            call.log.error("media_open_failed", error=str(exc))
+            self._respond_now(
+                call.invite_key,
+                request,
+                503,
+                reason="Media Unavailable",
+                headers=[("Retry-After", str(self.config.retry_after))],
+            )
+            self._end_call(call, CallStatus.FAILED, f"media sockets failed: {exc}")
+            return
+        if call.data.is_final:  # cancelled (487 sent) while the media was being prepared
+            return
+        headers = [
+            ("Contact", call.dialog.local_contact),
+            ("Supported", ", ".join(SUPPORTED_OPTIONS)),
+            ("Allow", ", ".join(ALLOWED_METHODS)),
+            ("Content-Type", "application/sdp"),
+        ]
+        if call.session_expires is not None:
+            headers += [
+                ("Session-Expires", f"{call.session_expires};refresher=uac"),
+                ("Require", "timer"),
+            ]
+        self._respond_now(
+            call.invite_key,
+            request,
+            200,
+            to_tag=call.dialog.local_tag,
+            headers=headers,
+            body=call.recording.answer_sdp(),
+        )
+        call.dialog.confirm()
+        call.answered = True
+        self.dialogs.add(call.dialog)
+        self._by_dialog[(call.dialog.call_id, call.dialog.local_tag)] = call
+        self._snapshot(call)
+        call.log.info("call_answered")
+
+    def _respond_now(
+        self,
+        key: TransactionKey,
+        request: SipRequest,
+        status: int,
+        **kwargs: Any,
+    ) -> None:
+        """Respond from outside event processing (a task): flush and re-arm timers at once."""
+        self._respond(key, request, status, self.now(), **kwargs)
+        self._flush()
+        self._schedule_timer()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("handler_task_failed", error=repr(task.exception()))
+
+    async def idle(self) -> None:
+        """Wait until every pending answer task has finished (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _admission(
+        self, request: SipRequest, source: Address
+    ) -> tuple[int, str | None, list[tuple[str, str]]] | None:
+        retry = [("Retry-After", str(self.config.retry_after))]
+        max_forwards = request.headers.get("Max-Forwards")
+        if max_forwards is not None and max_forwards.strip() == "0":
+            return 483, None, []
+        if self.draining:
+            return 503, "Draining", retry
+        if self.config.allow_sources and not _allowed(source.host, self.config.allow_sources):
+            return 403, "Source Not Allowed", []
+        if len(self.calls) >= self.config.max_sessions:
+            return 503, "Maximum Sessions Reached", retry
+        scheme = request.uri.split(":", 1)[0].lower()
+        if scheme not in ("sip", "sips", "tel"):
+            return 416, None, []
+        unsupported = request.headers.tokens("Require") - HONOURED_REQUIRE
+        if unsupported:
+            return 420, None, [("Unsupported", ", ".join(sorted(unsupported)))]
+        expires = request.headers.get("Session-Expires")
+        if expires is not None:
+            value = expires.split(";", 1)[0].strip()
+            if not value.isdigit():
+                return 400, "Bad Session-Expires", []
+            if int(value) < MIN_SE:
+                return 422, "Session Interval Too Small", [("Min-SE", str(MIN_SE))]
+        return None
+
+    def _session_expires(self, request: SipRequest) -> int | None:
+        """RFC 4028: echo the interval when the SRC asks for session timers (it refreshes)."""
+        value = request.headers.get("Session-Expires")
+        if value is None:
+            return None
+        return int(value.split(";", 1)[0].strip())
+
+    def _advertised_host(self, peer_host: str) -> str:
+        cached = self._advertise_cache.get(peer_host)
+        if cached is None:
+            cached = self._local_address(peer_host)
+            self._advertise_cache[peer_host] = cached
+        return cached
+
+    def _contact(self, source: Address) -> str:
+        host = self.config.advertise_host
+        bound = self.listeners.get(source.transport)
+        if host is None:
+            bound_host = bound[0] if bound else "0.0.0.0"
+            host = (
+                bound_host if not _is_wildcard(bound_host) else self._advertised_host(source.host)
+            )
+        port = bound[1] if bound else None
+        uri = SipUri("sip", "srs", host, port)
+        params = f";transport={source.transport}" if source.transport != "udp" else ""
+        return f"<{uri}{params}>;+sip.srs"
+
+    def _media_host(self, peer_host: str) -> str:
+        host = self.config.media_advertise_host
+        if host is not None:
+            return host
+        return self._advertised_host(peer_host)
+
+    # ------------------------------------------------------------------ ACK, CANCEL, BYE
+
+    def _on_ack(self, event: AckReceived, now: float) -> None:
+        ack = event.ack
+        dialog = self.dialogs.lookup(ack)
+        call = self._by_dialog.get((dialog.call_id, dialog.local_tag)) if dialog else None
+        if call is None:
+            log.debug("ack_without_dialog", call_id=ack.call_id)
+            return
+        if event.lenient:
+            call.log.info("ack_matched_leniently", cseq=ack.headers.get("CSeq"))
+        if call.confirmed:
+            return
+        call.confirmed = True
+        if ack.body:
+            try:
+                call.recording.apply_ack(ack)
+            except SiprecError as exc:
+                call.log.warning("ack_body_rejected", error=exc.reason)
+        call.data.status = CallStatus.ACTIVE
+        call.data.started_at = call.data.started_at or utc_now()
+        self._touch(call)
+        self._snapshot(call)
+        call.log.info("call_active")
+
+    def _on_cancel(self, event: CancelReceived, now: float) -> None:
+        cancel = event.cancel
+        if event.invite_key is None:
+            self._respond(event.key, cancel, 481, now)
+            return
+        self._respond(event.key, cancel, 200, now)
+        state = self.transactions.get_state(event.invite_key)
+        call = self._by_invite.get(event.invite_key)
+        if state is TransactionState.PROCEEDING:
+            invite = self.transactions.get_request(event.invite_key)
+            self._respond(event.invite_key, invite, 487, now)
+            if call is not None:
+                self._end_call(call, CallStatus.FAILED, "cancelled before answer")
+            log.info("invite_cancelled", call_id=cancel.call_id)
+        elif call is not None:
+            # INTEROP: a CANCEL that crossed our 200 changes nothing; the SRC sends BYE.
+            call.log.info("cancel_after_answer_ignored")
+
+    def _on_in_dialog(self, request: SipRequest, key: TransactionKey, now: float) -> None:
+        match = self.dialogs.match(request)
+        call = (
+            self._by_dialog.get((match.dialog.call_id, match.dialog.local_tag)) if match else None
+        )
+        if match is None or call is None:
+            log.info("unknown_dialog", call_id=request.call_id, method=request.method)
+            self._respond(key, request, 481, now)
+            return
+        dialog = match.dialog
+        if match.lenient:
+            call.log.info("request_matched_leniently", method=request.method)
+        check = dialog.check_request(request)
+        if check.status is not None:
+            call.log.info(
+                "in_dialog_rejected",
+                method=request.method,
+                status=check.status,
+                reason=check.reason,
+            )
+            self._respond(key, request, check.status, now, reason=check.reason or None)
+            return
+        if check.lenient:
+            call.log.info("cseq_out_of_order_accepted", method=request.method, reason=check.reason)
+        self._touch(call)
+        if request.method == "BYE":
+            self._respond(key, request, 200, now)
+            self._end_call(call, CallStatus.ENDED, "BYE from SRC")
+        elif request.method == "INFO":
+            self._respond(key, request, 200, now)
+        else:
+            self._on_modify(call, request, key, now)
+
+    def _on_modify(self, call: Call, request: SipRequest, key: TransactionKey, now: float) -> None:
+        """re-INVITE or UPDATE: metadata and/or SDP changes; same ports, same dialog."""
+        try:
+            changed = call.recording.apply_update(request, allocate=lambda: self.media.reserve(now))
+        except UnsupportedBody as exc:
+            self._respond(key, request, exc.status, now, headers=[("Accept", exc.accept)])
+            return
+        except SiprecError as exc:
+            call.log.info(
+                "update_rejected", method=request.method, status=exc.status, reason=exc.reason
+            )
+            self._respond(key, request, exc.status, now, reason=_phrase(exc))
+            return
+        except PortsUnavailable:
+            self._respond(
+                key,
+                request,
+                503,
+                now,
+                reason="No Media Ports",
+                headers=[("Retry-After", str(self.config.retry_after))],
+            )
+            return
+        call.dialog.refresh_target(request)
+        call.ports = call.recording.ports
+        self._spawn(self.media.open(call.ports))  # streams added mid-call start receiving
+        headers: list[tuple[str, str]] = [
+            ("Contact", call.dialog.local_contact),
+            ("Supported", ", ".join(SUPPORTED_OPTIONS)),
+            ("Allow", ", ".join(ALLOWED_METHODS)),
+        ]
+        expires = request.headers.get("Session-Expires")
+        if expires is not None:
+            value = expires.split(";", 1)[0].strip()
+            if value.isdigit():
+                call.session_expires = int(value)
+                headers += [("Session-Expires", f"{value};refresher=uac"), ("Require", "timer")]
+        body = b""
+        if call.recording.has_offer(request):
+            headers.append(("Content-Type", "application/sdp"))
+            body = call.recording.answer_sdp()
+        self._respond(key, request, 200, now, headers=headers, body=body)
+        self._snapshot(call)
+        call.log.info(
+            "call_updated",
+            method=request.method,
+            changes=changed,
+            streams=call.recording.stream_summary(),
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _touch(self, call: Call) -> None:
+        call.data.last_activity = utc_now()
+
+    def _snapshot(self, call: Call) -> None:
+        data = call.data
+        data.updated_at = utc_now()
+        data.dialog = call.dialog.to_dict()
+        data.recording = call.recording.to_dict()
+        data.media = {"ports": list(call.ports), "streams": call.recording.media_snapshot()}
+        data.version += 1
+        if self.snapshots is not None:
+            self.snapshots.submit(data)
+
+    def _end_call(self, call: Call, status: str, reason: str) -> None:
+        if call.data.is_final:
+            return
+        now = self.now()
+        self.media.release(call.ports, now)
+        call.dialog.terminate()
+        self.dialogs.remove(call.dialog)
+        self.calls.pop(call.data.session_id, None)
+        self._by_dialog.pop((call.dialog.call_id, call.dialog.local_tag), None)
+        self._by_invite.pop(call.invite_key, None)
+        call.data.status = status
+        call.data.end_reason = reason
+        call.data.ended_at = utc_now()
+        self.stats["calls_ended" if status == CallStatus.ENDED else "calls_failed"] += 1
+        self._snapshot(call)
+        duration = None
+        if call.data.started_at is not None:
+            duration = round((call.data.ended_at - call.data.started_at).total_seconds(), 3)
+        call.log.info("call_ended", status=status, reason=reason, duration_s=duration)
+
+    def send_bye(self, call: Call, reason: str) -> None:
+        """End a call from our side (operator stop, shutdown): BYE to the SRC, then finalise."""
+        now = self.now()
+        if call.confirmed or call.answered:
+            peer = call.dialog.peer
+            listener = self.listeners.get(peer.transport)
+            sent_by = self.config.advertise_host or (
+                listener[0]
+                if listener and not _is_wildcard(listener[0])
+                else self._advertised_host(peer.host)
+            )
+            port = listener[1] if listener else 5060
+            via = f"SIP/2.0/{peer.transport.upper()} {sent_by}:{port};branch={new_branch()};rport"
+            bye = call.dialog.create_request(
+                "BYE",
+                via,
+                headers=[
+                    ("Reason", f'SIP;cause=200;text="{reason}"'),
+                    ("User-Agent", self.config.user_agent),
+                ],
+            )
+            destination = _request_destination(bye, peer)
+            self.transactions.send_request(bye, destination, now)
+            self._flush()
+            self._schedule_timer()
+        self._end_call(call, CallStatus.ENDED, reason)
+
+    async def drain(self, grace: float = 0.0) -> None:
+        """Refuse new calls (503), give live ones ``grace`` seconds, then BYE and finalise."""
+        self.draining = True
+        log.info("draining", live_calls=len(self.calls), grace_s=grace)
+        deadline = self.now() + grace
+        while self.calls and self.now() < deadline:
+            await asyncio.sleep(0.1)
+        for call in list(self.calls.values()):
+            self.send_bye(call, "recorder shutting down")
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Flush snapshots, stop timers, close the media sockets."""
+        await self.idle()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.media.close()
+        if self.snapshots is not None:
+            await self.snapshots.close(timeout)
+
+
+def _phrase(exc: SiprecError) -> str:
+    """A one-line reason phrase carrying the error (truncated, printable ASCII)."""
+    text = "".join(c if 32 <= ord(c) < 127 else " " for c in exc.reason)[:80].strip()
+    return f"{exc.reason_phrase} ({text})" if text else exc.reason_phrase
+
+
+def _is_wildcard(host: str) -> bool:
+    return host in ("0.0.0.0", "::", "")
+
+
+def _allowed(
+    host: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in net for net in networks)
+
+
+def _request_destination(request: SipRequest, peer: Address) -> Address:
+    """Where an in-dialog request goes: the connection the dialog uses, else the next hop URI."""
+    if peer.reliable:
+        return peer
+    target = request.headers.get_all("Route")
+    uri_text = request.uri
+    if target:
+        from siprec_node.sip.uri import NameAddr
+
+        uri_text = NameAddr.parse(target[0]).uri
+    try:
+        uri = SipUri.parse(uri_text)
+        return Address("udp", uri.host, uri.port or 5060, None)
+    except SipParseError:
+        return peer

@@ -1,0 +1,252 @@
+"""The recording side of one SIP call: reads what a request offers, keeps what was answered.
+
+This is the glue between SIP messages and the ``siprec`` domain (which knows nothing of SIP
+messages): body extraction, metadata parsing and merging, the SDP answerer, and the
+:class:`RecordingSession` tying participants to streams by label.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from siprec_node.sip.message import SipRequest
+from siprec_node.siprec.errors import NotAcceptable, SdpError
+from siprec_node.siprec.metadata import RecordingMetadata
+from siprec_node.siprec.metadata_parser import parse_metadata
+from siprec_node.siprec.multipart import ExtractedBody, extract_body
+from siprec_node.siprec.recording_session import Party, RecordingSession, recognize_siprec
+from siprec_node.siprec.sdp_answer import NegotiatedStream, SdpAnswer, SdpAnswerer
+
+PortSource = Callable[[], int]
+
+# Headers in which SRCs carry their own identifiers of the communication session.
+VENDOR_ID_HEADERS = (
+    "User-to-User",
+    "Cisco-Guid",
+    "Session-ID",
+    "X-UCID",
+    "P-Com.Session-Id",
+    "X-Cisco-Recording-Participant",
+)
+
+
+class PortsUnavailable(Exception):
+    """Every stream was refused because the RTP port range is exhausted."""
+
+
+@dataclass(frozen=True)
+class RecordingOffer:
+    """What a request brings for the recording: body parts, metadata, SIPREC signs."""
+
+    body: ExtractedBody
+    metadata: RecordingMetadata | None
+    is_siprec: bool
+    vendor_ids: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_request(cls, request: SipRequest) -> RecordingOffer:
+        """Extract and parse; raises the ``siprec`` errors (415, 400) for unusable bodies."""
+        body = extract_body(request.content_type, request.body)
+        metadata = parse_metadata(body.metadata) if body.metadata is not None else None
+        is_siprec = recognize_siprec(
+            require=request.headers.get_all("Require"),
+            contact_values=request.headers.get_all("Contact"),
+            content_disposition_values=[
+                *request.headers.get_raw("Content-Disposition"),
+                *body.dispositions,
+            ],
+        )
+        vendor_ids = {
+            name: value
+            for name in VENDOR_ID_HEADERS
+            if (value := request.headers.get(name)) is not None
+        }
+        return cls(body, metadata, is_siprec, vendor_ids)
+
+
+class CallRecording:
+    """Recording state of one call: the answerer, negotiated streams, metadata, participants."""
+
+    def __init__(
+        self,
+        session_id: str,
+        answerer: SdpAnswerer,
+        session: RecordingSession,
+        *,
+        is_siprec: bool,
+        vendor_ids: dict[str, str] | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.answerer = answerer
+        self.session = session
+        self.is_siprec = is_siprec
+        self.vendor_ids = dict(vendor_ids or {})
+        self.last: SdpAnswer | None = None
+        self.awaiting_answer = False
+        self.sdp_in_answer = True
+
+    # ---- creation
+
+    @classmethod
+    def start(
+        cls,
+        offer: RecordingOffer,
+        *,
+        codecs: tuple[str, ...],
+        media_host: str,
+        allocate: PortSource,
+        call_id: str,
+        caller: Party,
+        callee: Party,
+    ) -> CallRecording:
+        """Answer an initial INVITE's offer (or make ours for a delayed offer)."""
+        exhausted: list[bool] = []
+        answerer = SdpAnswerer(media_host, _port_source(allocate, exhausted), codecs=codecs)
+        session = RecordingSession(
+            call_id, session_id=str(uuid.uuid4()), caller=caller, callee=callee
+        )
+        recording = cls(
+            session.session_id,
+            answerer,
+            session,
+            is_siprec=offer.is_siprec,
+            vendor_ids=offer.vendor_ids,
+        )
+        if offer.metadata is not None:
+            session.apply_metadata(offer.metadata)
+        recording._negotiate(offer, exhausted)
+        return recording
+
+    def _negotiate(self, offer: RecordingOffer, exhausted: list[bool]) -> list[str]:
+        before = {s.label or str(s.index): s for s in self.streams}
+        try:
+            if offer.body.sdp is not None:
+                answer = self.answerer.answer(offer.body.sdp)
+                self.awaiting_answer = False
+            else:
+                labels = [s.label for s in self.streams if s.label is not None] or None
+                answer = self.answerer.offer_for_delayed_offer(
+                    count=max(1, len(self.streams)), labels=labels
+                )
+                self.awaiting_answer = True
+        except NotAcceptable:
+            if exhausted:
+                raise PortsUnavailable("no free RTP port for any offered stream") from None
+            raise
+        except ValueError as exc:  # a malformed SDP that the parser could not use
+            raise SdpError(str(exc)) from exc
+        self.last = answer
+        self.session.update_streams(answer.streams)
+        return _stream_changes(before, {s.label or str(s.index): s for s in answer.streams})
+
+    # ---- mid-call
+
+    def has_offer(self, request: SipRequest) -> bool:
+        """True when our 200 to ``request`` must carry SDP (it offered, or we offered)."""
+        del request
+        return self.sdp_in_answer
+
+    def apply_update(self, request: SipRequest, *, allocate: PortSource) -> list[str]:
+        """Apply a re-INVITE or UPDATE: metadata (complete or partial) and/or a new offer."""
+        offer = RecordingOffer.from_request(request)
+        changes: list[str] = []
+        if offer.metadata is not None:
+            self.session.apply_metadata(offer.metadata)
+            changes.append("metadata")
+        # A re-INVITE without SDP asks us to offer (RFC 3261 §14.2); an UPDATE without one does not.
+        self.sdp_in_answer = offer.body.sdp is not None or (
+            request.method == "INVITE" and offer.body.is_empty
+        )
+        if self.sdp_in_answer:
+            exhausted: list[bool] = []
+            self.answerer.ports = _port_source(allocate, exhausted)
+            changes += self._negotiate(offer, exhausted)
+        self.vendor_ids.update(offer.vendor_ids)
+        return changes
+
+    def apply_ack(self, ack: SipRequest) -> None:
+        """The SRC's SDP answer in the ACK, for our delayed-offer 200."""
+        if not self.awaiting_answer:
+            return
+        body = extract_body(ack.content_type, ack.body)
+        if body.sdp is None:
+            return
+        streams = self.answerer.accept_answer(body.sdp)
+        self.awaiting_answer = False
+        self.session.update_streams(streams)
+
+    # ---- views
+
+    def answer_sdp(self) -> bytes:
+        """The SDP body of our latest answer (or offer)."""
+        assert self.last is not None
+        return self.last.body
+
+    @property
+    def streams(self) -> tuple[NegotiatedStream, ...]:
+        """What was negotiated per m-line in the latest exchange."""
+        return tuple(s.negotiated for s in self.session.streams)
+
+    @property
+    def ports(self) -> list[int]:
+        """Every local RTP port this call holds."""
+        return sorted(set(self.answerer.local_ports.values()))
+
+    def stream_summary(self) -> list[dict[str, Any]]:
+        """A compact per-stream description for logs."""
+        return [
+            {
+                "label": s.label,
+                "port": s.port,
+                "codec": s.codec,
+                "direction": s.direction,
+                **({"refused": s.reason} if not s.accepted else {}),
+            }
+            for s in self.streams
+        ]
+
+    def media_snapshot(self) -> list[dict[str, Any]]:
+        """Per-stream media state for the CallData snapshot."""
+        return [s.to_dict() for s in self.streams]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe state of the recording (session, answerer, vendor ids)."""
+        return {
+            "session": self.session.to_dict(),
+            "answerer": self.answerer.to_dict(),
+            "is_siprec": self.is_siprec,
+            "vendor_ids": dict(self.vendor_ids),
+            "awaiting_answer": self.awaiting_answer,
+        }
+
+
+def _port_source(allocate: PortSource, exhausted: list[bool]) -> Callable[[int, str | None], int]:
+    """Adapt the node's allocator to the answerer's ``(index, label) -> port`` (0 refuses)."""
+    from siprec_node.media.port_allocator import PortsExhausted
+
+    def source(index: int, label: str | None) -> int:
+        del index, label
+        try:
+            return allocate()
+        except PortsExhausted:
+            exhausted.append(True)
+            return 0
+
+    return source
+
+
+def _stream_changes(
+    before: dict[str, NegotiatedStream], after: dict[str, NegotiatedStream]
+) -> list[str]:
+    changes = [f"stream {k} added" for k in after if k not in before]
+    changes += [f"stream {k} removed" for k in before if k not in after]
+    for key in after.keys() & before.keys():
+        old, new = before[key], after[key]
+        if old.paused != new.paused:
+            changes.append(f"stream {key} {'paused' if new.paused else 'resumed'}")
+        elif old.codec != new.codec:
+            changes.append(f"stream {key} codec {old.codec}->{new.codec}")
+    return changes

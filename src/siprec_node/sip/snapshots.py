@@ -1,0 +1,99 @@
+"""Writes CallData snapshots to a CallStore without ever blocking SIP.
+
+Snapshots are coalesced per session (the newest wins: a store that is slow or down never makes the
+node write stale states after fresh ones) and written by one background task. A failed write keeps
+the snapshot pending and is retried with backoff, so an outage of the store loses nothing: the
+store catches up when it is back. ``healthy`` is False while writes are failing, for readiness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+
+import structlog
+
+from siprec_node.sip.call import CallData, CallStore
+
+log = structlog.get_logger("siprec_node.sip.snapshots")
+
+
+class SnapshotWriter:
+    """Coalescing, retrying, ordered-per-session writer of CallData snapshots."""
+
+    def __init__(
+        self, store: CallStore, *, retry_initial: float = 0.2, retry_max: float = 5.0
+    ) -> None:
+        self.store = store
+        self._pending: dict[str, CallData] = {}
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.healthy = True
+        self.writes = 0
+        self.failures = 0
+
+    @property
+    def backlog(self) -> int:
+        """Snapshots waiting to be written."""
+        return len(self._pending)
+
+    def submit(self, call: CallData) -> None:
+        """Queue a copy of ``call``'s current state; returns at once."""
+        self._pending[call.session_id] = copy.deepcopy(call)
+        self._idle.clear()
+        self._wakeup.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued snapshot is written; False on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Flush what can be flushed within ``timeout``, then stop."""
+        await self.flush(timeout)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        delay = self._retry_initial
+        while True:
+            if not self._pending:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            session_id, call = next(iter(self._pending.items()))
+            try:
+                await self.store.save(call)
+            except Exception as exc:
+                self.failures += 1
+                if self.healthy:
+                    log.warning("snapshot_store_failing", error=str(exc), backlog=self.backlog)
+                self.healthy = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry_max)
+                continue
+            self.writes += 1
+            if not self.healthy:
+                log.info("snapshot_store_recovered", backlog=self.backlog)
+            self.healthy = True
+            delay = self._retry_initial
+            # Remove only if no newer snapshot arrived while this one was being written.
+            if self._pending.get(session_id) is call:
+                del self._pending[session_id]
+            else:
+                # move the newer one to the back so that other sessions are not starved
+                newer = self._pending.pop(session_id)
+                self._pending[session_id] = newer

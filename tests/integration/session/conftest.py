@@ -1,0 +1,39 @@
+"""Fixtures of the session integration tests: redis-server, Sentinel and Cluster processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.redis_server import ClusterSetup, RedisProcess, SentinelSetup, redis_available
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisProcess]:
+    """A standalone redis-server on a free port."""
+    if not redis_available():
+        pytest.skip("redis-server not installed")
+    server = RedisProcess()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def sentinel_setup() -> Iterator[SentinelSetup]:
+    """A master, a replica and a sentinel."""
+    if not redis_available():
+        pytest.skip("redis-server not installed")
+    setup = SentinelSetup()
+    yield setup
+    setup.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster_setup() -> Iterator[ClusterSetup]:
+    """A three-master Redis Cluster."""
+    if not redis_available():
+        pytest.skip("redis-server not installed")
+    setup = ClusterSetup()
+    yield setup
+    setup.stop()
