@@ -201,7 +201,9 @@ def _collect_parts(body: bytes, params: dict[str, str], result: ExtractedBody, d
             )
         else:
             part_type, part_params = parse_content_type(type_value)
-        if part_type == SDP_TYPE and result.sdp is None:
+        if part_type in (SDP_TYPE, *METADATA_TYPES) and not content.strip():
+            result.other_types.append(part_type)  # an empty part offers nothing
+        elif part_type == SDP_TYPE and result.sdp is None:
             result.sdp = content
         elif part_type in METADATA_TYPES and result.metadata is None:
             result.metadata = content

@@ -275,3 +275,20 @@ def test_build_multipart_rejects_bad_input() -> None:
         build_multipart([])
     with pytest.raises(ValueError):
         build_multipart([BodyPart("application/sdp", b"v=0")], boundary="trailing ")
+
+
+def test_empty_sdp_part_counts_as_no_sdp() -> None:
+    body = crlf(
+        "--b",
+        "Content-Type: application/sdp",
+        "",
+        "",
+        "--b",
+        "Content-Type: application/rs-metadata+xml",
+        "",
+        "<recording/>",
+        "--b--",
+    )
+    result = extract_body("multipart/mixed;boundary=b", body)
+    assert (result.sdp, result.metadata) == (None, b"<recording/>")
+    assert result.other_types == ["application/sdp"]
