@@ -240,8 +240,10 @@ class _Reader:
             elif name in ("associatetime", "disassociatetime"):
                 # older draft: the session's own association with the recording
                 sra = self.sras.setdefault(session_id, SessionRecordingAssoc(session_id))
-                setattr(sra, "associate_time" if name == "associatetime" else "disassociate_time",
-                        text)  # fmt: skip
+                if name == "associatetime":
+                    sra.associate_time = text
+                else:
+                    sra.disassociate_time = text
             else:
                 self.extension(child, session.extensions, "session")
 
