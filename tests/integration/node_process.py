@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,8 +26,8 @@ def free_port(kinds: tuple[int, ...] = (socket.SOCK_DGRAM, socket.SOCK_STREAM)) 
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        if port % 2 or port > 65000:
-            continue
+        # Linux hands out odd ports for bind(0); the even neighbour is as likely to be free.
+        port -= port % 2
         sockets = []
         try:
             for kind in kinds:
@@ -59,23 +60,25 @@ class NodeProcess:
             for line in iter(self.proc.stderr.readline, b""):
                 text = line.decode("utf-8", "replace").rstrip("\n")
                 self.raw.append(text)
-                try:
+                with contextlib.suppress(ValueError):
                     self.lines.append(json.loads(text))
-                except ValueError:
-                    pass
 
         self._reader = threading.Thread(target=read, daemon=True)
         self._reader.start()
 
-    def wait_for_event(self, event: str, timeout: float = 10.0, **match: object) -> dict[str, object]:
-        """Wait for a log line with ``event`` (and the given fields); returns it."""
+    def wait_for_event(
+        self, event: str, timeout: float = 10.0, *, skip: int = 0, **match: object
+    ) -> dict[str, object]:
+        """Wait for a log line with ``event`` (and the given fields), past the first ``skip``."""
         deadline = time.monotonic() + timeout
-        seen = 0
         while time.monotonic() < deadline:
-            for line in self.lines[seen:]:
-                if line.get("event") == event and all(line.get(k) == v for k, v in match.items()):
-                    return line
-            seen = 0
+            found = [
+                line
+                for line in list(self.lines)
+                if line.get("event") == event and all(line.get(k) == v for k, v in match.items())
+            ]
+            if len(found) > skip:
+                return found[skip]
             if self.proc.poll() is not None and not any(
                 ln.get("event") == event for ln in self.lines
             ):
