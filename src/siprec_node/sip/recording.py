@@ -127,7 +127,9 @@ class CallRecording:
                 answer = self.answerer.answer(offer.body.sdp)
                 self.awaiting_answer = False
             else:
-                labels = [s.label for s in self.streams if s.label is not None] or None
+                # Our offer mirrors the call's streams; labels only when every stream has one.
+                known = [s.label for s in self.streams if s.label is not None]
+                labels = known if known and len(known) == len(self.streams) else None
                 answer = self.answerer.offer_for_delayed_offer(
                     count=max(1, len(self.streams)), labels=labels
                 )
