@@ -32,11 +32,13 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as aioredis
+import structlog
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisClusterException, RedisError
 
 from .errors import (
+    CorruptRecord,
     InvalidTransition,
     OwnershipConflict,
     SessionNotFound,
@@ -59,6 +61,7 @@ from .store import (
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _FETCH_BATCH = 500
+log = structlog.get_logger("siprec_node.session.redis_store")
 _RECORD_FIELDS = ("data", "version", "node", "activity")
 
 # KEYS: record, active index, owner's node index
@@ -269,6 +272,28 @@ def _connect(url: str | Sequence[str], options: dict[str, Any]) -> tuple[Any, Se
     )
 
 
+def _decode_row(session_id: str, row: list[Any]) -> SessionState:
+    """A state from an HMGET of `_RECORD_FIELDS`; `CorruptRecord` if it does not decode."""
+    data, version, node, activity = row
+    try:
+        version_n, activity_ms = int(version or 0), int(activity or 0)
+    except ValueError as exc:
+        raise CorruptRecord(session_id, f"bad version or activity: {exc}") from exc
+    return decode_record(
+        session_id, data, version=version_n, node_id=node or "", activity_ms=activity_ms
+    )
+
+
+def _decode_listed(session_id: str, row: list[Any]) -> SessionState | None:
+    """Like `_decode_row`, but a corrupt record is logged and skipped, so that one bad record
+    does not stop listing (and with it cleanup and takeover) for the whole fleet."""
+    try:
+        return _decode_row(session_id, row)
+    except CorruptRecord as exc:
+        log.warning("skipping corrupt session record", session_id=session_id, error=exc.reason)
+        return None
+
+
 def _escape_glob(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
@@ -370,19 +395,11 @@ class RedisSessionStore(SessionStore):
         states: list[SessionState] = []
         ghosts: list[str] = []
         for session_id in ids:
-            data, version, node, activity = rows[session_id]
-            if data is None or (owner is not None and node != owner):
+            row = rows[session_id]
+            if row[0] is None or (owner is not None and row[2] != owner):
                 ghosts.append(session_id)
-                continue
-            states.append(
-                decode_record(
-                    session_id,
-                    data,
-                    version=int(version or 0),
-                    node_id=node or "",
-                    activity_ms=int(activity or 0),
-                )
-            )
+            elif (state := _decode_listed(session_id, row)) is not None:
+                states.append(state)
         for start in range(0, len(ghosts), _FETCH_BATCH):
             batch = ghosts[start : start + _FETCH_BATCH]
             await self._prune_script(
@@ -436,13 +453,7 @@ class RedisSessionStore(SessionStore):
             )
         if data is None:
             raise SessionNotFound(session_id)
-        return decode_record(
-            session_id,
-            data,
-            version=int(version or 0),
-            node_id=node or "",
-            activity_ms=int(activity or 0),
-        )
+        return _decode_row(session_id, [data, version, node, activity])
 
     async def delete(self, session_id: str) -> bool:
         key = self.session_key(session_id)
@@ -473,17 +484,10 @@ class RedisSessionStore(SessionStore):
             rows = await self._fetch(ids)
         states = []
         for session_id in ids:
-            data, version, node, activity = rows[session_id]
-            if data is not None:
-                states.append(
-                    decode_record(
-                        session_id,
-                        data,
-                        version=int(version or 0),
-                        node_id=node or "",
-                        activity_ms=int(activity or 0),
-                    )
-                )
+            if rows[session_id][0] is not None:
+                state = _decode_listed(session_id, rows[session_id])
+                if state is not None:
+                    states.append(state)
         return states
 
     async def list_by_node(

@@ -1,4 +1,4 @@
-"""Fixtures of the session tests: a redis-server of our own, and the store `backend`."""
+"""Fixtures of the session tests: a redis-server of our own, the store `backend`, a clock."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from siprec_node.session import SessionStore
 from tests.redis_server import RedisProcess, redis_available
 
 from .backends import Backend, FakeClock, MemoryBackend, RedisBackend
@@ -32,12 +31,6 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         made = RedisBackend(request.getfixturevalue("redis_server").url)
     yield made
     await made.aclose()
-
-
-@pytest.fixture
-def store(backend: Backend) -> SessionStore:
-    """A fresh, empty store."""
-    return backend.new()
 
 
 @pytest.fixture

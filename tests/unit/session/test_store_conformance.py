@@ -1,5 +1,8 @@
 """One behaviour, every store: this suite runs against each `backend` (memory, Redis; the
-integration tests re-run it on Sentinel and Cluster by overriding the `backend` fixture)."""
+integration tests re-run it on Sentinel and Cluster by importing it and overriding `backend`).
+
+Only the `backend` fixture comes from outside; everything else is defined here.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +25,18 @@ from siprec_node.session import (
 from .backends import Backend, FakeClock
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(backend: Backend) -> SessionStore:
+    """A fresh, empty store of the backend under test."""
+    return backend.new()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A settable clock."""
+    return FakeClock()
 
 
 def make_state(node: str = "node-a", **fields: object) -> SessionState:
