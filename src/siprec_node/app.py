@@ -15,6 +15,7 @@ import structlog
 
 from siprec_node import __version__
 from siprec_node.config import Settings
+from siprec_node.http import HttpApi
 from siprec_node.sip.call import CallStore, MemoryCallStore
 from siprec_node.sip.handler import HandlerConfig, SipHandler
 from siprec_node.sip.transaction import TimerConfig
@@ -72,6 +73,7 @@ class Node:
     handler: SipHandler = field(init=False)
     transports: SipTransports = field(init=False)
     listeners: list[BoundListener] = field(default_factory=list)
+    http: HttpApi | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         store: CallStore = MemoryCallStore()
@@ -85,6 +87,11 @@ class Node:
             on_framing_error=self.handler.on_malformed,
         )
         self.handler.attach(self.transports.send)
+        if self.settings.http.address is not None:
+            token = self.settings.http.token
+            self.http = HttpApi(
+                self.handler, token=token.get_secret_value() if token is not None else None
+            )
 
     async def start(self) -> None:
         """Bind every listener and start the handler."""
@@ -93,6 +100,10 @@ class Node:
             bound = await self.transports.listen(address.transport, address.host, address.port)
             self.handler.set_listener(bound.transport, bound.host, bound.port)
             self.listeners.append(bound)
+        http_port = None
+        if self.http is not None and self.settings.http.address is not None:
+            address = self.settings.http.address
+            http_port = await self.http.start(address.host, address.port)
         log.info(
             "node_started",
             node_id=self.handler.node_id,
@@ -100,11 +111,14 @@ class Node:
             listeners=[str(b) for b in self.listeners],
             rtp_ports=f"{self.settings.media.port_min}-{self.settings.media.port_max}",
             store=self.settings.store.backend,
+            http_port=http_port,
         )
 
     async def stop(self, grace: float = DRAIN_GRACE) -> None:
         """Drain and shut down: 503 to new calls, BYE and finalise live ones, flush the store."""
         await self.handler.drain(grace)
+        if self.http is not None:
+            await self.http.close()
         # Give the BYEs a moment on the wire before the sockets close.
         await asyncio.sleep(0.2)
         await self.handler.close()

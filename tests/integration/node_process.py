@@ -107,7 +107,13 @@ class NodeProcess:
         return code
 
 
-def start_node(config: str = "", *, env: dict[str, str] | None = None) -> NodeProcess:
+def start_node(
+    config: str = "",
+    *,
+    env: dict[str, str] | None = None,
+    http_port: int | None = None,
+    http_token: str | None = None,
+) -> NodeProcess:
     """Start a node on 127.0.0.1 with a free SIP port (UDP and TCP) and free RTP ports.
 
     ``config`` is extra TOML appended to the generated file (sections must not repeat the
@@ -132,7 +138,8 @@ port_max = {min(65535, rtp_min + 199)}
 directory = "{workdir / "recordings"}"
 
 [http]
-listen = ""
+listen = "{f"127.0.0.1:{http_port}" if http_port else ""}"
+{f'token = "{http_token}"' if http_token else ""}
 
 [log]
 level = "debug"

@@ -752,6 +752,21 @@ class SipHandler:
             duration = round((call.data.ended_at - call.data.started_at).total_seconds(), 3)
         call.log.info("call_ended", status=status, reason=reason, duration_s=duration)
 
+    def set_operator_pause(self, session_id: str, paused: bool) -> Call:
+        """Pause or resume recording of a live call (admin API); raises KeyError if unknown."""
+        call = self.calls[session_id]
+        if call.recording.operator_paused != paused:
+            call.recording.operator_paused = paused
+            self._snapshot(call)
+            call.log.info("recording_paused" if paused else "recording_resumed", by="operator")
+        return call
+
+    def stop_call(self, session_id: str) -> Call:
+        """End a live call from our side (admin API): BYE, then finalise; KeyError if unknown."""
+        call = self.calls[session_id]
+        self.send_bye(call, "stopped by operator")
+        return call
+
     def send_bye(self, call: Call, reason: str) -> None:
         """End a call from our side (operator stop, shutdown): BYE to the SRC, then finalise."""
         now = self.now()
@@ -775,8 +790,12 @@ class SipHandler:
             )
             destination = _request_destination(bye, peer)
             self.transactions.send_request(bye, destination, now)
-            self._flush()
-            self._schedule_timer()
+        elif self.transactions.get_state(call.invite_key) is TransactionState.PROCEEDING:
+            # Not answered yet: refuse the INVITE so that the SRC can try another recorder.
+            invite = self.transactions.get_request(call.invite_key)
+            self._respond(call.invite_key, invite, 480, now, reason="Recording Stopped")
+        self._flush()
+        self._schedule_timer()
         self._end_call(call, CallStatus.ENDED, reason)
 
     async def drain(self, grace: float = 0.0) -> None:

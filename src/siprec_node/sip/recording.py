@@ -87,6 +87,8 @@ class CallRecording:
         self.last: SdpAnswer | None = None
         self.awaiting_answer = False
         self.sdp_in_answer = True
+        self.operator_paused = False
+        """Paused by an operator (admin API): nothing is recorded, whatever the SDP says."""
 
     # ---- creation
 
@@ -222,6 +224,7 @@ class CallRecording:
             "is_siprec": self.is_siprec,
             "vendor_ids": dict(self.vendor_ids),
             "awaiting_answer": self.awaiting_answer,
+            "operator_paused": self.operator_paused,
         }
 
 
