@@ -162,7 +162,9 @@ class SipHandler:
             host=self.config.media_host,
         )
         self._tasks: set[asyncio.Task[None]] = set()
-        self.store: CallStore = self.config.call_store or MemoryCallStore()
+        # `is None`, not `or`: an empty MemoryCallStore is falsy (it has __len__).
+        configured = self.config.call_store
+        self.store: CallStore = configured if configured is not None else MemoryCallStore()
         self.snapshots: SnapshotWriter | None = None
         self.listeners: dict[str, tuple[str, int]] = {}  # transport -> (bound host, port)
         self.draining = False
