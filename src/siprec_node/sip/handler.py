@@ -283,6 +283,8 @@ class SipHandler:
         self._send(data, destination)
 
     def _schedule_timer(self) -> None:
+        if self._clock is not None:
+            return  # an injected clock is not the loop's: its owner calls on_timer
         deadline = self.transactions.next_timer()
         if deadline is None or deadline == self._timer_deadline:
             return
