@@ -555,7 +555,7 @@ def _build(start_line: str, headers: Headers, body: bytes) -> SipMessage:
 def _check_required(headers: Headers, names: tuple[str, ...]) -> None:
     for name in names:
         value = headers.get(name)
-        if value is None or not value.strip():
+        if not value:  # values are trimmed of SP/HTAB already
             raise SipParseError(f"missing {name} header")
     for name in ("From", "To"):
         NameAddr.parse(headers.get(name) or "")
