@@ -202,29 +202,35 @@ def _split_multi_host(url: str) -> tuple[str | None, str | None, list[str], str,
     return user, password, hosts, path, params
 
 
+def _cluster_from_list(urls: list[str], options: dict[str, Any]) -> RedisCluster:
+    """A cluster client from seed nodes given as `redis://host:port` or `host:port`."""
+    if not urls:
+        raise ValueError("store url: empty list of cluster nodes")
+    nodes = []
+    username = password = None
+    ssl = False
+    for i, item in enumerate(urls):
+        text = item.strip()
+        if "://" not in text:
+            nodes.append(ClusterNode(*_host_port(text, 6379)))
+            continue
+        parts = urlsplit(text)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError(f"store url: cluster node {item!r} must be host:port or redis://…")
+        nodes.append(ClusterNode(parts.hostname, parts.port or 6379))
+        if i == 0:  # credentials and TLS are taken from the first node
+            username = unquote(parts.username) if parts.username else None
+            password = unquote(parts.password) if parts.password else None
+            ssl = parts.scheme == "rediss"
+    return RedisCluster(
+        startup_nodes=nodes, username=username, password=password, ssl=ssl, **options
+    )
+
+
 def _connect(url: str | Sequence[str], options: dict[str, Any]) -> tuple[Any, Sentinel | None]:
     """A redis.asyncio client for `url` (and the Sentinel manager, if any)."""
     if not isinstance(url, str):
-        urls = list(url)
-        if not urls:
-            raise ValueError("store url: empty list of cluster nodes")
-        if len(urls) == 1 and not urls[0].startswith("redis+cluster://"):
-            url = urls[0]
-        else:
-            nodes = []
-            for u in urls:
-                parts = urlsplit(u)
-                if parts.scheme not in ("redis", "rediss"):
-                    raise ValueError(f"store url: cluster node {u!r} must be redis:// or rediss://")
-                nodes.append(ClusterNode(parts.hostname or "127.0.0.1", parts.port or 6379))
-            first = urlsplit(urls[0])
-            return RedisCluster(
-                startup_nodes=nodes,
-                username=unquote(first.username) if first.username else None,
-                password=unquote(first.password) if first.password else None,
-                ssl=first.scheme == "rediss",
-                **options,
-            ), None
+        return _cluster_from_list(list(url), options), None
     scheme = url.partition("://")[0].lower()
     if scheme in ("redis+cluster", "rediss+cluster"):
         user, password, hosts, _, _ = _split_multi_host(url)
@@ -303,7 +309,8 @@ class RedisSessionStore(SessionStore):
 
     `url`: `redis://[:password@]host:port/db`, `rediss://…`, `unix://…`,
     `redis+sentinel://[:password@]host:port[,host:port]/service_name[/db]`,
-    `redis+cluster://host:port[,host:port]`, or a list of `redis://host:port` cluster nodes.
+    `redis+cluster://host:port[,host:port]`, or a list of cluster seed nodes (`redis://host:port`
+    or `host:port`; a list always means Cluster, even of one node).
     Connections are opened lazily, so constructing never blocks.
     """
 

@@ -51,6 +51,7 @@ async def test_sentinel_url() -> None:
     "url",
     [
         ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"],
+        ["127.0.0.1:7000", " 127.0.0.1:7001 "],
         "redis+cluster://127.0.0.1:7000,127.0.0.1:7001",
     ],
 )
@@ -63,9 +64,9 @@ async def test_cluster_urls(url: str | list[str]) -> None:
     await store.close()
 
 
-async def test_a_one_element_list_is_a_plain_url() -> None:
-    store = RedisSessionStore(["redis://127.0.0.1:7000/0"])
-    assert not store.is_cluster
+async def test_a_list_is_always_a_cluster_even_of_one_seed() -> None:
+    store = RedisSessionStore(["redis://:pw@127.0.0.1:7000"])
+    assert store.is_cluster
     await store.close()
 
 
@@ -79,7 +80,8 @@ async def test_a_one_element_list_is_a_plain_url() -> None:
         ("redis+cluster:///", "no cluster node"),
         ("redis+cluster://h:port", "bad port"),
         ([], "empty list"),
-        (["redis://a:1", "http://b:2"], "must be redis://"),
+        (["redis://a:1", "http://b:2"], "must be host:port or redis://"),
+        (["a:1", "b:x"], "bad port"),
     ],
 )
 def test_bad_urls_name_the_problem(url: str | list[str], message: str) -> None:

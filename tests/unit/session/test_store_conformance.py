@@ -10,6 +10,8 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from siprec_node.session import (
     InvalidTransition,
@@ -449,3 +451,78 @@ async def test_async_context_manager_closes(backend: Backend) -> None:
         await store.save(make_state())
     with pytest.raises(StoreClosed):
         await store.list_active()
+
+
+# -- random operation sequences against a model ---------------------------------------------
+
+SESSION_IDS = ["a", "b", "index:active", "session:a"]
+NODES = ["n1", "n2", ""]
+operations = st.one_of(
+    st.tuples(
+        st.just("save"),
+        st.sampled_from(SESSION_IDS),
+        st.sampled_from(NODES),
+        st.sampled_from(SessionStatus),
+    ),
+    st.tuples(
+        st.just("claim"),
+        st.sampled_from(SESSION_IDS),
+        st.sampled_from(NODES),
+        st.sampled_from(NODES),
+    ),
+    st.tuples(st.just("delete"), st.sampled_from(SESSION_IDS)),
+    st.tuples(st.just("touch"), st.sampled_from(SESSION_IDS)),
+)
+
+
+@settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(ops=st.lists(operations, max_size=25))
+async def test_random_operations_match_a_model(backend: Backend, ops: list[tuple]) -> None:
+    store = backend.new()
+    model: dict[str, tuple[str, SessionStatus]] = {}
+    try:
+        for op in ops:
+            kind, session_id = op[0], op[1]
+            current = model.get(session_id)
+            if kind == "save":
+                node, status = op[2], op[3]
+                state = SessionState(id=session_id, node_id=node, status=status)
+                if current and current[0] != node:
+                    with pytest.raises(OwnershipConflict):
+                        await store.save(state)
+                elif current and not current[1].can_become(status):
+                    with pytest.raises(InvalidTransition):
+                        await store.save(state)
+                else:
+                    await store.save(state)
+                    model[session_id] = (node, status)
+            elif kind == "claim":
+                src, dst = op[2], op[3]
+                expected = bool(current and current[0] == src and not current[1].is_terminal)
+                assert await store.claim(session_id, src, dst) is expected
+                if expected and current:
+                    model[session_id] = (dst, current[1])
+            elif kind == "delete":
+                assert await store.delete(session_id) is (current is not None)
+                model.pop(session_id, None)
+            elif current is None:
+                with pytest.raises(SessionNotFound):
+                    await store.touch(session_id)
+            else:
+                await store.touch(session_id)
+
+            live = {i for i, (_, s) in model.items() if not s.is_terminal}
+            assert ids(await store.list_active()) == live
+            assert ids(await store.list_all()) == set(model)
+            for node in NODES:
+                mine = {i for i in live if model[i][0] == node}
+                assert ids(await store.list_by_node(node)) == mine
+        for session_id, (node, status) in model.items():
+            loaded = await store.load(session_id)
+            assert (loaded.node_id, loaded.status) == (node, status)
+    finally:
+        await store.close()
