@@ -641,7 +641,6 @@ def make_response(
 _SALVAGE_LIMIT = 65536
 _SALVAGED = ("Via", "From", "To", "Call-ID", "CSeq")
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
-_UNSAFE_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _MAX_REASON = 100
 
 
@@ -674,7 +673,7 @@ def error_response_for(
         if not colon or not name or any(c not in _TOKEN_CHARS for c in name):
             continue
         canon = canonical_name(name)
-        if canon in found and value and not _UNSAFE_VALUE.search(value):
+        if canon in found and value and b"\x00" not in value:  # NUL could truncate the answer
             found[canon].append(value)
     if not found["Via"] or not _usable_via(found["Via"][0]):
         return None
@@ -727,6 +726,10 @@ def _with_to_tag(value: bytes, tag: str) -> bytes:
 
 
 def _sanitise_reason(reason: str) -> str:
-    """One line of printable ASCII, at most 100 characters."""
-    printable = "".join(c if " " <= c <= "~" else " " for c in reason[: _MAX_REASON * 4])
-    return " ".join(printable.split())[:_MAX_REASON].rstrip()
+    """One line of printable ASCII, at most 100 characters (controls become spaces, the rest
+    of what is not ASCII becomes ``?``)."""
+    chars = (
+        c if " " <= c <= "~" else " " if c.isspace() or c < " " or c == "\x7f" else "?"
+        for c in reason[: _MAX_REASON * 4]
+    )
+    return " ".join("".join(chars).split())[:_MAX_REASON].rstrip()
