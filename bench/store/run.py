@@ -326,7 +326,17 @@ async def main_async(args: argparse.Namespace, host: str, port: int) -> None:
                 await store.save(s)
             for clients in (1, 50):
                 results += await bench_store(store, name, sessions, args.ops, clients)
-        assert len(await redis_store.list_active()) == args.sessions
+        list_rows = []
+        for store, name in ((redis_store, "RedisSessionStore"), (memory_store, "MemoryStore")):
+            for label, call in (
+                ("list_active", store.list_active),
+                ("list_by_node", lambda store=store: store.list_by_node("bench-node")),
+                ("list_all (SCAN)", store.list_all),
+            ):
+                assert len(await call()) == args.sessions
+                _, lat = await timed(lambda _i, call=call: call(), 20, 1)
+                p50, p99 = percentiles(lat)
+                list_rows.append([label, name, str(args.sessions), f"{p50 / 1000:,.1f}"])
 
         for clients in (1, 50):
             results += await bench_raw_client(url, payload, args.ops, clients)
@@ -361,6 +371,8 @@ async def main_async(args: argparse.Namespace, host: str, port: int) -> None:
             ["op", "backend", "clients", "ops/s", "p50 µs", "p99 µs", "store / redis-benchmark"],
             rows,
         )
+
+        print_table(["listing", "backend", "sessions", "p50 ms"], list_rows)
 
         hb_rows = []
         makers: list[tuple[str, Callable[[], SessionStore], tuple[str, int] | None]] = [
