@@ -16,17 +16,17 @@ def split_params(text: str) -> dict[str, str | None]:
     """Parse ``;a=b;c`` into an ordered dict (names lower-cased, quoted values unquoted)."""
     params: dict[str, str | None] = {}
     for part in split_quoted(text, ";"):
-        part = part.strip()
+        part = part.strip(" \t")
         if not part:
             continue
         name, sep, value = part.partition("=")
-        name = name.strip().lower()
+        name = name.strip(" \t").lower()
         if not name:
             continue
         if sep:
-            value = value.strip()
+            value = value.strip(" \t")
             if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
-                value = value[1:-1]
+                value = _unquote(value)  # a quoted-string: drop the quotes and the escapes
             params[name] = value
         else:
             params[name] = None
@@ -34,13 +34,13 @@ def split_params(text: str) -> dict[str, str | None]:
 
 
 def format_params(params: dict[str, str | None]) -> str:
-    """Render parameters back as ``;a=b;c``."""
+    """Render parameters back as ``;a=b;c``, quoting values that need it."""
     out = []
     for name, value in params.items():
         if value is None:
             out.append(f";{name}")
-        elif value == "" or any(c in value for c in ' ;,"<>'):
-            escaped = value.replace('"', '\\"')
+        elif value == "" or any(c in value for c in ' \t;,"<>\\'):
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
             out.append(f';{name}="{escaped}"')
         else:
             out.append(f";{name}={value}")
