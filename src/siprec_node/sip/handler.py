@@ -606,14 +606,20 @@ class SipHandler:
             return
         if event.lenient:
             call.log.info("ack_matched_leniently", cseq=ack.headers.get("CSeq"))
-        if call.confirmed:
-            return
-        call.confirmed = True
-        if ack.body:
+        answered = False
+        if ack.body and call.recording.awaiting_answer:
+            # The answer to our offer: the initial delayed-offer 200, or a re-INVITE's 200.
             try:
                 call.recording.apply_ack(ack)
+                answered = True
             except SiprecError as exc:
                 call.log.warning("ack_body_rejected", error=exc.reason)
+        if call.confirmed:
+            if answered:
+                self._touch(call)
+                self._snapshot(call)
+            return
+        call.confirmed = True
         call.data.status = CallStatus.ACTIVE
         call.data.started_at = call.data.started_at or utc_now()
         self._touch(call)
