@@ -7,16 +7,30 @@ SIGTERM / SIGINT drain the node: new INVITEs get 503 with Retry-After, live call
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import ssl
+import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import structlog
 
 from siprec_node import __version__
+from siprec_node.adapters import SharedCallStore, to_call_data
 from siprec_node.config import Settings
 from siprec_node.http import HttpApi
-from siprec_node.sip.call import CallStore, MemoryCallStore
+from siprec_node.session import (
+    ManagerConfig,
+    MemorySessionStore,
+    RedisSessionStore,
+    SessionManager,
+    SessionState,
+    SessionStore,
+    StoreError,
+)
+from siprec_node.sip.call import CallStore
 from siprec_node.sip.handler import HandlerConfig, SipHandler
 from siprec_node.sip.transaction import TimerConfig
 from siprec_node.sip.transport import BoundListener, SipTransports
@@ -25,6 +39,28 @@ log = structlog.get_logger("siprec_node.app")
 
 DRAIN_GRACE = 0.0
 """Seconds live calls get to end by themselves after SIGTERM before the node ends them."""
+STORE_RETRY = 2.0
+"""Seconds between attempts to reach a store that was down when the node started."""
+
+
+def session_store(settings: Settings) -> SessionStore:
+    """The SessionStore ``store.backend`` names."""
+    if settings.store.backend == "redis":
+        return RedisSessionStore(
+            settings.store.url, prefix=settings.store.prefix, ttl=settings.store.ttl
+        )
+    return MemorySessionStore(ttl=settings.store.ttl)
+
+
+def manager_config(settings: Settings) -> ManagerConfig:
+    """The SessionManager's configuration derived from the node's settings."""
+    return ManagerConfig(
+        node_id=settings.node.id,
+        heartbeat_interval=settings.session.heartbeat_interval,
+        cleanup_interval=settings.session.cleanup_interval,
+        session_timeout=settings.session.session_timeout,
+        node_ttl=settings.session.node_ttl,
+    )
 
 
 def handler_config(settings: Settings, call_store: CallStore | None = None) -> HandlerConfig:
@@ -76,8 +112,16 @@ class Node:
     http: HttpApi | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        store: CallStore = MemoryCallStore()
-        self.handler = SipHandler(handler_config(self.settings, store))
+        self.store = session_store(self.settings)
+        call_store: CallStore = SharedCallStore(self.store, self.settings.node.id)
+        self.handler = SipHandler(handler_config(self.settings, call_store))
+        self.manager = SessionManager(
+            self.store,
+            manager_config(self.settings),
+            on_timeout=self._on_timeout,
+            on_takeover=self._on_takeover,
+        )
+        self._store_task: asyncio.Task[None] | None = None
         server_tls, client_tls = tls_contexts(self.settings)
         self.transports = SipTransports(
             self.handler.on_message,
@@ -90,16 +134,46 @@ class Node:
         if self.settings.http.address is not None:
             token = self.settings.http.token
             self.http = HttpApi(
-                self.handler, token=token.get_secret_value() if token is not None else None
+                self.handler,
+                token=token.get_secret_value() if token is not None else None,
+                readiness=self._store_ready,
             )
 
+    async def _on_timeout(self, state: SessionState) -> None:
+        self.handler.expire(state.id)
+
+    async def _on_takeover(self, state: SessionState) -> None:
+        self.handler.adopt_finished(to_call_data(state), state.end_reason or "owner died")
+
+    async def _store_ready(self) -> bool:
+        try:
+            return await self.store.ping() and self.manager.running
+        except StoreError:
+            return False
+
+    async def _attach_store(self) -> None:
+        """Recover this node's calls and start the session manager, retrying while the store
+        is down: SIP is served meanwhile and /readyz says 503."""
+        while True:
+            try:
+                await self.handler.recover()
+                await self.manager.start()
+                return
+            except StoreError as exc:
+                log.warning("store_unavailable", error=str(exc), retry_s=STORE_RETRY)
+                await asyncio.sleep(STORE_RETRY)
+
     async def start(self) -> None:
-        """Bind every listener and start the handler."""
+        """Bind every listener, recover this node's calls, start the session manager."""
         await self.handler.start()
         for address in self.settings.sip.listen_addresses:
             bound = await self.transports.listen(address.transport, address.host, address.port)
             self.handler.set_listener(bound.transport, bound.host, bound.port)
             self.listeners.append(bound)
+        # Listeners first so that in-dialog requests of recovered calls are not lost; the
+        # recovery itself runs before any snapshot of them is needed.
+        self._store_task = asyncio.get_running_loop().create_task(self._attach_store())
+        await asyncio.wait({self._store_task}, timeout=STORE_RETRY)
         http_port = None
         if self.http is not None and self.settings.http.address is not None:
             address = self.settings.http.address
@@ -122,6 +196,10 @@ class Node:
         # Give the BYEs a moment on the wire before the sockets close.
         await asyncio.sleep(0.2)
         await self.handler.close()
+        if self._store_task is not None:
+            self._store_task.cancel()
+        await self.manager.stop()
+        await self.store.close()
         await self.transports.close()
         log.info("node_stopped", node_id=self.handler.node_id, stats=self.handler.stats)
 
@@ -145,3 +223,105 @@ def run_node(settings: Settings) -> int:
         log.error("node_failed", error=str(exc))
         return 1
     return 0
+
+
+async def _with_store(settings: Settings, work: Callable[[SessionStore], Awaitable[int]]) -> int:
+    store = session_store(settings)
+    try:
+        return await work(store)
+    except StoreError as exc:
+        print(f"store unavailable: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+
+
+def _age(moment: datetime, now: datetime) -> str:
+    seconds = max(0.0, (now - moment).total_seconds())
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+def list_sessions(settings: Settings, *, all_: bool = False, as_json: bool = False) -> int:
+    """``siprec-node sessions``: the sessions in the configured store."""
+
+    async def work(store: SessionStore) -> int:
+        states = await (store.list_all() if all_ else store.list_active())
+        nodes = {n.node_id: n for n in await store.list_nodes(settings.session.node_ttl)}
+        now = datetime.now(UTC)
+        rows = []
+        for state in sorted(states, key=lambda s: s.created_at):
+            node = nodes.get(state.node_id)
+            rows.append(
+                {
+                    "id": state.id,
+                    "call_id": state.call_id,
+                    "status": state.status.value,
+                    "node_id": state.node_id,
+                    "started_at": state.created_at.isoformat(),
+                    "last_activity": state.last_activity.isoformat(),
+                    "end_reason": state.end_reason,
+                    "heartbeat_age_s": (
+                        round((now - node.last_heartbeat).total_seconds(), 1) if node else None
+                    ),
+                    "node_alive": node.alive if node else False,
+                }
+            )
+        if as_json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        header = ("SESSION", "CALL-ID", "STATUS", "NODE", "STARTED", "HEARTBEAT")
+        table = [header]
+        for row, state in zip(rows, sorted(states, key=lambda s: s.created_at), strict=True):
+            node = nodes.get(state.node_id)
+            table.append(
+                (
+                    row["id"],
+                    row["call_id"],
+                    row["status"],
+                    row["node_id"] + ("" if row["node_alive"] else " (dead)"),
+                    state.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    _age(node.last_heartbeat, now) if node else "never",
+                )
+            )
+        _print_table(table)
+        return 0
+
+    return asyncio.run(_with_store(settings, work))
+
+
+def list_nodes(settings: Settings, *, as_json: bool = False) -> int:
+    """``siprec-node nodes``: the nodes known to the store and whether each is alive."""
+
+    async def work(store: SessionStore) -> int:
+        now = datetime.now(UTC)
+        nodes = await store.list_nodes(settings.session.node_ttl)
+        if as_json:
+            print(
+                json.dumps(
+                    [
+                        {
+                            "node_id": n.node_id,
+                            "last_heartbeat": n.last_heartbeat.isoformat(),
+                            "alive": n.alive,
+                        }
+                        for n in nodes
+                    ],
+                    indent=2,
+                )
+            )
+            return 0
+        table = [("NODE", "ALIVE", "LAST HEARTBEAT")]
+        table += [
+            (n.node_id, "yes" if n.alive else "no", f"{_age(n.last_heartbeat, now)} ago")
+            for n in nodes
+        ]
+        _print_table(table)
+        return 0
+
+    return asyncio.run(_with_store(settings, work))
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

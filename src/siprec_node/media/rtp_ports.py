@@ -123,6 +123,27 @@ class RtpPorts:
             return port
         raise PortsExhausted(f"no bindable RTP port after {RESERVE_ATTEMPTS} attempts")
 
+    def reclaim(self, port: int) -> bool:
+        """Bind a specific port again (restart recovery: a call keeps its ports).
+
+        False when the port is outside the range, already held, or cannot be bound.
+        """
+        if port in self._reserved or not self.allocator.reserve(port):
+            return False
+        try:
+            rtp = self._bind(port)
+            try:
+                rtcp = self._bind(port + 1)
+            except OSError:
+                rtp.close()
+                raise
+        except OSError as exc:
+            log.warning("rtp_port_not_reclaimed", port=port, error=str(exc))
+            self.allocator.release(port, time.monotonic())
+            return False
+        self._reserved[port] = _Reserved(port, rtp, rtcp)
+        return True
+
     def _bind(self, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)

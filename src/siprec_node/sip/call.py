@@ -56,6 +56,8 @@ class CallData:
     recording: dict[str, Any] = field(default_factory=dict)
     media: dict[str, Any] = field(default_factory=dict)
     last_activity: datetime = field(default_factory=utc_now)
+    recoveries: int = 0
+    """How many times a restarted node picked this call back up."""
     version: int = 0
 
     @property
@@ -83,12 +85,20 @@ class CallData:
         return cls(**kwargs)
 
 
+class SnapshotRejected(Exception):
+    """A store refused a snapshot for good (e.g. the session was taken over): do not retry."""
+
+
 @runtime_checkable
 class CallStore(Protocol):
     """The minimal store the SIP handler writes CallData snapshots through."""
 
     async def save(self, call: CallData) -> None:
-        """Insert or replace the snapshot of ``call.session_id``."""
+        """Insert or replace the snapshot of ``call.session_id``.
+
+        Raises :class:`SnapshotRejected` when the store will never accept it; any other error
+        is taken as an outage and the write is retried.
+        """
 
     async def load(self, session_id: str) -> CallData | None:
         """The snapshot of ``session_id``, or None."""
@@ -98,6 +108,9 @@ class CallStore(Protocol):
 
     async def list(self) -> list[CallData]:
         """Every stored snapshot that is not final."""
+
+    async def touch(self, session_id: str, at: datetime) -> None:
+        """Record activity (RTP) without a new snapshot."""
 
 
 class MemoryCallStore:
@@ -126,6 +139,12 @@ class MemoryCallStore:
         """Every non-final snapshot."""
         calls = [CallData.from_dict(d) for d in self._calls.values()]
         return [c for c in calls if not c.is_final]
+
+    async def touch(self, session_id: str, at: datetime) -> None:
+        """Record activity on a stored snapshot."""
+        data = self._calls.get(session_id)
+        if data is not None:
+            data["last_activity"] = at.isoformat()
 
     def __len__(self) -> int:
         return len(self._calls)

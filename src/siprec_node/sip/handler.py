@@ -23,7 +23,7 @@ from siprec_node import __version__
 from siprec_node.media.port_allocator import PortAllocator, PortRange
 from siprec_node.media.rtp_ports import RtpPorts
 from siprec_node.sip.call import CallData, CallStatus, CallStore, MemoryCallStore, utc_now
-from siprec_node.sip.dialog import Dialog, DialogTable
+from siprec_node.sip.dialog import Dialog, DialogState, DialogTable
 from siprec_node.sip.errors import SipParseError
 from siprec_node.sip.message import (
     DEFAULT_MAX_HEADERS,
@@ -69,6 +69,7 @@ NOT_ALLOWED_METHODS = frozenset(
     {"REGISTER", "SUBSCRIBE", "NOTIFY", "MESSAGE", "PUBLISH", "REFER", "PRACK"}
 )
 MIN_SE = 90
+FINISHED_DIALOGS = 10000
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,11 @@ class HandlerConfig:
     """SPEC's name for ``node_id``; wins when set."""
     call_store: CallStore | None = None
     """Where CallData snapshots go; an in-memory store when None."""
+    session_store: Any = None
+    """A ``session.SessionStore``: snapshots go there through ``adapters.SharedCallStore``
+    (SPEC's Python API) when no ``call_store`` is given."""
+    activity_interval: float = 5.0
+    """How often RTP activity of live calls is reported to the store (seconds)."""
     advertise_host: str | None = None
     """Host written into Contact headers; derived from the peer's route when None."""
     media_host: str = "0.0.0.0"
@@ -162,9 +168,11 @@ class SipHandler:
             host=self.config.media_host,
         )
         self._tasks: set[asyncio.Task[None]] = set()
-        # `is None`, not `or`: an empty MemoryCallStore is falsy (it has __len__).
-        configured = self.config.call_store
-        self.store: CallStore = configured if configured is not None else MemoryCallStore()
+        self._activity_task: asyncio.Task[None] | None = None
+        # Dialogs of calls finalised for a dead node, answerable if their SRC fails over here.
+        self._finished: dict[tuple[str, str], tuple[Dialog, str]] = {}
+        self._finished_by_remote: dict[tuple[str, str | None], tuple[str, str]] = {}
+        self.store: CallStore = self._call_store()
         self.snapshots: SnapshotWriter | None = None
         self.listeners: dict[str, tuple[str, int]] = {}  # transport -> (bound host, port)
         self.draining = False
@@ -182,6 +190,17 @@ class SipHandler:
         }
 
     # ------------------------------------------------------------------ wiring
+
+    def _call_store(self) -> CallStore:
+        # `is None`, not `or`: an empty MemoryCallStore is falsy (it has __len__).
+        if self.config.call_store is not None:
+            return self.config.call_store
+        if self.config.session_store is not None:
+            # The one place sip reaches into adapters: SPEC's API hands the handler a rich store.
+            from siprec_node.adapters import SharedCallStore
+
+            return SharedCallStore(self.config.session_store, self.node_id)
+        return MemoryCallStore()
 
     def attach(self, send: Sender) -> None:
         """Set the function that puts bytes on the wire."""
@@ -201,9 +220,133 @@ class SipHandler:
             return time.monotonic()
 
     async def start(self) -> None:
-        """Start the snapshot writer; call once inside the event loop."""
+        """Start the snapshot writer and the activity reporter; once, inside the event loop."""
         if self.snapshots is None:
             self.snapshots = SnapshotWriter(self.store)
+        if self._activity_task is None and self.config.activity_interval > 0:
+            self._activity_task = asyncio.get_running_loop().create_task(self._report_activity())
+
+    async def _report_activity(self) -> None:
+        """Tell the store which calls received RTP lately (session_timeout counts RTP too)."""
+        seen: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(self.config.activity_interval)
+            for session_id, call in list(self.calls.items()):
+                packets = sum(
+                    c.packets for p in call.ports if (c := self.media.counters(p)) is not None
+                )
+                if packets != seen.get(session_id, 0):
+                    seen[session_id] = packets
+                    call.data.last_activity = utc_now()
+                    try:
+                        await self.store.touch(session_id, call.data.last_activity)
+                    except Exception as exc:  # an outage: the next snapshot carries the time
+                        log.debug("activity_touch_failed", session_id=session_id, error=str(exc))
+            for session_id in [k for k in seen if k not in self.calls]:
+                del seen[session_id]
+
+    # ------------------------------------------------------------------ recovery, takeover
+
+    async def recover(self) -> list[str]:
+        """Restore this node's live calls from the store (restart with the same node id).
+
+        Each call gets its dialog, recording state and RTP ports back, so in-dialog requests
+        are answered from the restored dialog (never 481). Calls that never got their 200 are
+        closed as failed. Returns the session ids restored.
+        """
+        restored: list[str] = []
+        for data in await self.store.list():
+            if data.node_id != self.node_id or data.is_final or data.session_id in self.calls:
+                continue
+            try:
+                call = self._restore(data)
+            except Exception as exc:
+                log.exception(
+                    "call_not_recovered", session_id=data.session_id, call_id=data.call_id
+                )
+                data.status, data.end_reason = CallStatus.FAILED, f"not recoverable: {exc}"
+                data.ended_at = utc_now()
+                if self.snapshots is not None:
+                    self.snapshots.submit(data)
+                continue
+            if call is not None:
+                restored.append(call.data.session_id)
+        if restored:
+            log.info("calls_recovered", count=len(restored))
+        return restored
+
+    def _restore(self, data: CallData) -> Call | None:
+        call_log = log.bind(call_id=data.call_id, session_id=data.session_id)
+        dialog = Dialog.from_dict(data.dialog)
+        recording = CallRecording.from_dict(
+            data.recording, allocate=lambda: self.media.reserve(self.now())
+        )
+        call = Call(
+            data=data,
+            dialog=dialog,
+            recording=recording,
+            invite_key=TransactionKey("INVITE", f"recovered:{data.session_id}", ""),
+            log=call_log,
+            answered=True,
+            confirmed=data.status == CallStatus.ACTIVE,
+        )
+        if dialog.state is not DialogState.CONFIRMED:
+            # The 200 was never sent: the SRC has retried elsewhere or will retransmit.
+            call_log.info("call_not_recovered", reason="crashed before the answer")
+            call.data.status = CallStatus.FAILED
+            call.data.end_reason = "node restarted before answering"
+            call.data.ended_at = utc_now()
+            self._snapshot(call)
+            return None
+        lost = [p for p in recording.ports if not self.media.reclaim(p)]
+        call.ports = [p for p in recording.ports if p not in lost]
+        self.calls[data.session_id] = call
+        self.dialogs.add(dialog)
+        self._by_dialog[(dialog.call_id, dialog.local_tag)] = call
+        data.recoveries = data.recoveries + 1
+        self._snapshot(call)
+        self._spawn(self.media.open(call.ports))
+        call_log.info("call_recovered", status=data.status, ports=call.ports, lost_ports=lost)
+        return call
+
+    def adopt_finished(self, data: CallData, reason: str) -> None:
+        """Remember the dialog of a call finalised on behalf of a dead node.
+
+        If its SRC fails over to this node, a BYE (or OPTIONS) in that dialog is answered 200
+        rather than 481; anything else gets 481 since the recording has ended.
+        """
+        try:
+            dialog = Dialog.from_dict(data.dialog)
+        except Exception:
+            log.warning("takeover_without_dialog", session_id=data.session_id)
+            return
+        self._finished[(dialog.call_id, dialog.local_tag)] = (dialog, data.session_id)
+        self._finished_by_remote[(dialog.call_id, dialog.remote_tag)] = (
+            dialog.call_id,
+            dialog.local_tag,
+        )
+        while len(self._finished) > FINISHED_DIALOGS:
+            (call_id, local_tag), (old, _) = next(iter(self._finished.items()))
+            del self._finished[(call_id, local_tag)]
+            self._finished_by_remote.pop((call_id, old.remote_tag), None)
+        log.info(
+            "takeover_adopted", session_id=data.session_id, call_id=data.call_id, reason=reason
+        )
+
+    def expire(self, session_id: str, reason: str = "session timeout") -> bool:
+        """End a live call the session manager found idle for ``session_timeout``."""
+        call = self.calls.get(session_id)
+        if call is None:
+            return False
+        self.send_bye(call, reason)
+        return True
+
+    def _finished_dialog(self, request: SipRequest) -> tuple[Dialog, str] | None:
+        to_tag = request.to.tag
+        if to_tag is not None:
+            return self._finished.get((request.call_id, to_tag))
+        key = self._finished_by_remote.get((request.call_id, request.from_.tag))
+        return self._finished.get(key) if key else None
 
     @property
     def ready(self) -> bool:
@@ -650,6 +793,11 @@ class SipHandler:
             self._by_dialog.get((match.dialog.call_id, match.dialog.local_tag)) if match else None
         )
         if match is None or call is None:
+            finished = self._finished_dialog(request)
+            if finished is not None and request.method == "BYE":
+                log.info("bye_for_finished_call", call_id=request.call_id, session_id=finished[1])
+                self._respond(key, request, 200, now)
+                return
             log.info("unknown_dialog", call_id=request.call_id, method=request.method)
             self._respond(key, request, 481, now)
             return
@@ -821,6 +969,9 @@ class SipHandler:
     async def close(self, timeout: float = 5.0) -> None:
         """Flush snapshots, stop timers, close the media sockets."""
         await self.idle()
+        if self._activity_task is not None:
+            self._activity_task.cancel()
+            self._activity_task = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -18,6 +18,7 @@ from siprec_node.siprec.metadata import RecordingMetadata
 from siprec_node.siprec.metadata_parser import parse_metadata
 from siprec_node.siprec.multipart import ExtractedBody, extract_body
 from siprec_node.siprec.recording_session import Party, RecordingSession, recognize_siprec
+from siprec_node.siprec.sdp import parse_sdp
 from siprec_node.siprec.sdp_answer import NegotiatedStream, SdpAnswer, SdpAnswerer
 
 PortSource = Callable[[], int]
@@ -120,6 +121,26 @@ class CallRecording:
         if offer.metadata is not None:
             session.apply_metadata(offer.metadata)
         recording._negotiate(offer, exhausted)
+        return recording
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, allocate: PortSource) -> CallRecording:
+        """Rebuild from :meth:`to_dict` (restart recovery); ``allocate`` serves new streams."""
+        exhausted: list[bool] = []
+        session = RecordingSession.from_dict(data["session"])
+        answerer = SdpAnswerer.from_dict(data["answerer"], _port_source(allocate, exhausted))
+        recording = cls(
+            session.session_id,
+            answerer,
+            session,
+            is_siprec=bool(data.get("is_siprec", True)),
+            vendor_ids=data.get("vendor_ids") or {},
+        )
+        recording.awaiting_answer = bool(data.get("awaiting_answer", False))
+        recording.operator_paused = bool(data.get("operator_paused", False))
+        last = data.get("answer_sdp")
+        if last:  # our last answer as sent, for a re-INVITE without offer after the restart
+            recording.last = SdpAnswer(parse_sdp(last), last.encode(), recording.streams, False)
         return recording
 
     def _negotiate(self, offer: RecordingOffer, exhausted: list[bool]) -> list[str]:
@@ -225,6 +246,7 @@ class CallRecording:
             "vendor_ids": dict(self.vendor_ids),
             "awaiting_answer": self.awaiting_answer,
             "operator_paused": self.operator_paused,
+            "answer_sdp": self.last.body.decode("utf-8", "replace") if self.last else None,
         }
 
 

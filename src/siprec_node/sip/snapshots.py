@@ -14,7 +14,7 @@ import copy
 
 import structlog
 
-from siprec_node.sip.call import CallData, CallStore
+from siprec_node.sip.call import CallData, CallStore, SnapshotRejected
 
 log = structlog.get_logger("siprec_node.sip.snapshots")
 
@@ -36,6 +36,7 @@ class SnapshotWriter:
         self.healthy = True
         self.writes = 0
         self.failures = 0
+        self.rejected = 0
 
     @property
     def backlog(self) -> int:
@@ -77,6 +78,12 @@ class SnapshotWriter:
             session_id, call = next(iter(self._pending.items()))
             try:
                 await self.store.save(call)
+            except SnapshotRejected as exc:
+                self.rejected += 1
+                log.warning("snapshot_rejected", session_id=session_id, error=str(exc))
+                if self._pending.get(session_id) is call:
+                    del self._pending[session_id]
+                continue
             except Exception as exc:
                 self.failures += 1
                 if self.healthy:
