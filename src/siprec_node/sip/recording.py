@@ -218,7 +218,9 @@ class CallRecording:
     @property
     def ports(self) -> list[int]:
         """Every local RTP port this call holds."""
-        return sorted(set(self.answerer.local_ports.values()))
+        # Not ``answerer.local_ports``: it is keyed by m-line index, and a stream whose label
+        # changed (or that left the offer) keeps its port under the index another stream now has.
+        return sorted({int(slot["port"]) for slot in self.answerer.to_dict()["slots"]})
 
     def stream_summary(self) -> list[dict[str, Any]]:
         """A compact per-stream description for logs."""
