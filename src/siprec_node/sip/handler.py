@@ -522,7 +522,9 @@ class SipHandler:
                 key, request, 503, now, headers=[("Retry-After", str(self.config.retry_after))]
             )
             return
-        self._respond(key, request, 200, now, headers=self._capabilities())
+        # RFC 3261 §8.2.6.2: a response to a request without a To tag carries one (make_response
+        # keeps the request's tag when there is one).
+        self._respond(key, request, 200, now, to_tag=new_tag(), headers=self._capabilities())
 
     # ------------------------------------------------------------------ INVITE
 
