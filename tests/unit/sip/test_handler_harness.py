@@ -327,7 +327,8 @@ class Harness:
         self.strict = True
         self.unparsed: list[bytes] = []
         self._seen = 0
-        self.store = MemoryCallStore()
+        shared = overrides.pop("call_store", None)  # another harness's store (restart tests)
+        self.store = shared if isinstance(shared, MemoryCallStore) else MemoryCallStore()
         base = random.randrange(42000, 58000, 2)
         options: dict[str, object] = {
             "node_id": "test-node",
