@@ -211,7 +211,7 @@ class Headers:
             return raw
         out: list[str] = []
         for value in raw:
-            out.extend(p.strip() for p in split_quoted(value, ",") if p.strip())
+            out.extend(p.strip(_SP_HT) for p in split_quoted(value, ",") if p.strip(_SP_HT))
         return out
 
     def tokens(self, name: str) -> set[str]:
@@ -450,7 +450,7 @@ def parse_message(
         raise SipParseError(f"more than {max_headers} header fields", status=413)
     fields: list[tuple[str, str]] = []
     for line in header_lines:
-        if not line.strip():
+        if not line.strip(_SP_HT):
             continue
         name, colon, value = line.partition(":")
         name = name.strip(_SP_HT)

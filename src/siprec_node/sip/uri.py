@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from siprec_node.sip.errors import SipParseError
 
+_LWS = " \t"  # SIP whitespace; str.strip() would also eat \x1c-\x1f, \x85, \xa0...
+
 
 def split_params(text: str) -> dict[str, str | None]:
     """Parse ``;a=b;c`` into an ordered dict (names lower-cased, quoted values unquoted)."""
@@ -91,7 +93,7 @@ class SipUri:
     @classmethod
     def parse(cls, text: str) -> SipUri:
         """Parse a URI; a bare ``user@host`` gets the ``sip`` scheme."""
-        text = text.strip()
+        text = text.strip(_LWS)
         if not text:
             raise SipParseError("empty URI")
         scheme, colon, rest = text.partition(":")
@@ -128,7 +130,7 @@ class SipUri:
 
 def split_host_port(text: str) -> tuple[str, int | None]:
     """Split ``host[:port]`` / ``[v6][:port]``; the port is validated to 0..65535."""
-    text = text.strip()
+    text = text.strip(_LWS)
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
@@ -171,13 +173,13 @@ class NameAddr:
     @classmethod
     def parse(cls, text: str) -> NameAddr:
         """Parse a name-addr or addr-spec; tolerates a missing closing ``>``."""
-        text = text.strip()
+        text = text.strip(_LWS)
         if not text:
             raise SipParseError("empty address")
         display: str | None = None
         lt = _find_unquoted(text, "<")
         if lt >= 0:
-            display_text = text[:lt].strip()
+            display_text = text[:lt].strip(_LWS)
             if display_text.startswith('"'):
                 display = _unquote(display_text)
             elif display_text:
@@ -186,13 +188,13 @@ class NameAddr:
             if gt < 0:
                 # "<sip:a@b;+sip.src": the closing bracket is missing; the URI runs to the end
                 # and any ;params are taken to belong to the URI, as the sender meant them.
-                uri, param_text = text[lt + 1 :].strip(), ""
+                uri, param_text = text[lt + 1 :].strip(_LWS), ""
             else:
-                uri, param_text = text[lt + 1 : gt].strip(), text[gt + 1 :]
+                uri, param_text = text[lt + 1 : gt].strip(_LWS), text[gt + 1 :]
         else:
             # addr-spec: parameters after the URI belong to the header, not the URI
             uri, _, param_text = text.partition(";")
-            uri = uri.strip()
+            uri = uri.strip(_LWS)
             param_text = ";" + param_text if param_text else ""
         if not uri:
             raise SipParseError(f"no URI in {text[:80]!r}")
@@ -234,7 +236,7 @@ def _find_unquoted(text: str, ch: str) -> int:
 
 def _unquote(text: str) -> str:
     """Remove the surrounding quotes of a quoted-string and its backslash escapes."""
-    text = text.strip()
+    text = text.strip(_LWS)
     if not text.startswith('"'):
         return text
     out = []
