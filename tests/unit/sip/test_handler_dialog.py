@@ -145,6 +145,27 @@ async def test_cancel_of_a_rejected_invite_gets_200_only(h: Harness) -> None:
     assert [(s.response.cseq.method, s.response.status) for s in sent] == [("CANCEL", 200)]
 
 
+async def test_operator_stop_before_the_answer_refuses_the_invite(h: Harness) -> None:
+    async with GatedMediaOpen(h) as media:
+        dialogue = Dialogue("stop-early@sbc")
+        h.handler.on_message(dialogue.siprec_invite(), SBC)
+        await asyncio.sleep(0)
+        assert statuses(h.take()) == [100]
+        session_id = h.only_call()
+        h.handler.stop_call(session_id)
+        sent = h.take()
+        assert [type(s.message).__name__ for s in sent] == ["SipResponse"]  # no BYE
+        refusal = sent[0].response
+        assert refusal.status >= 400 and refusal.cseq.method == "INVITE"
+        assert refusal.to.tag
+        assert h.handler.calls == {}
+        assert h.handler.media.reserved == 0
+        media.gate.set()
+        await h.handler.idle()
+        assert h.take() == []  # no 200 after the refusal
+        assert (await h.snapshot(session_id)).is_final
+
+
 # ---------------------------------------------------------------------------------------------
 # BYE
 

@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from siprec_node.sip.call import CallData, MemoryCallStore
+from siprec_node.sip.call import CallData, CallStore, MemoryCallStore
 from siprec_node.sip.errors import SipParseError
 from siprec_node.sip.handler import HandlerConfig, SipHandler
 from siprec_node.sip.message import SipRequest, SipResponse, parse_message
@@ -327,8 +327,9 @@ class Harness:
         self.strict = True
         self.unparsed: list[bytes] = []
         self._seen = 0
-        shared = overrides.pop("call_store", None)  # another harness's store (restart tests)
-        self.store = shared if isinstance(shared, MemoryCallStore) else MemoryCallStore()
+        # Any CallStore may be given (another harness's, for restarts; a SharedCallStore).
+        given = overrides.pop("call_store", None)
+        self.store: CallStore = given if isinstance(given, CallStore) else MemoryCallStore()
         base = random.randrange(42000, 58000, 2)
         options: dict[str, object] = {
             "node_id": "test-node",
