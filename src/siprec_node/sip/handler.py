@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import socket
 import time
@@ -123,6 +124,8 @@ class Call:
     confirmed: bool = False
     ports: list[int] = field(default_factory=list)
     session_expires: int | None = None
+    refresher: str | None = None
+    refresh_timer: asyncio.TimerHandle | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
 
 
@@ -169,6 +172,8 @@ class SipHandler:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._activity_task: asyncio.Task[None] | None = None
+        # Calls we ended before their ACK came: the BYE goes when it does (or at Timer H).
+        self._bye_after_ack: dict[TransactionKey, tuple[Dialog, str]] = {}
         # Dialogs of calls finalised for a dead node, answerable if their SRC fails over here.
         self._finished: dict[tuple[str, str], tuple[Dialog, str]] = {}
         self._finished_by_remote: dict[tuple[str, str | None], tuple[str, str]] = {}
@@ -408,7 +413,7 @@ class SipHandler:
             try:
                 self._dispatch(event, now)
             except Exception:
-                log.exception("event_failed", event=type(event).__name__)
+                log.exception("event_failed", event_type=type(event).__name__)
                 if isinstance(event, RequestReceived | CancelReceived):
                     request = event.request if isinstance(event, RequestReceived) else event.cancel
                     self._respond_safely(event.key, make_response(request, 500), now)
@@ -450,9 +455,14 @@ class SipHandler:
         elif isinstance(event, CancelReceived):
             self._on_cancel(event, now)
         elif isinstance(event, AckTimeout):
+            pending = self._bye_after_ack.pop(event.key, None)
+            if pending is not None:  # we wanted to end it: the BYE may go now (RFC 3261 §15)
+                self._send_bye_request(*pending)
             call = self._by_invite.get(event.key)
             if call is not None:
                 call.log.warning("ack_timeout", waited_s=self.config.timers.timeout)
+                # §13.3.1.4: no ACK within 64*T1 — confirm the dialog and end the session.
+                self._send_bye_request(call.dialog, "no ACK for the 200 OK")
                 self._end_call(call, CallStatus.FAILED, "no ACK for the 200 OK")
         elif isinstance(event, TransactionTimeout):
             log.info("final_response_unacknowledged", status=event.response.status)
@@ -552,14 +562,17 @@ class SipHandler:
                 callee=Party(request.to.display, request.to.uri),
             )
         except UnsupportedBody as exc:
+            self.stats["rejected"] += 1
             call_log.info("invite_rejected", status=exc.status, reason=exc.reason)
             self._respond(key, request, exc.status, now, headers=[("Accept", exc.accept)])
             return
         except SiprecError as exc:
+            self.stats["rejected"] += 1
             call_log.info("invite_rejected", status=exc.status, reason=exc.reason)
             self._respond(key, request, exc.status, now, reason=_phrase(exc))
             return
         except PortsUnavailable as exc:
+            self.stats["rejected"] += 1
             call_log.warning("invite_rejected", status=503, reason=str(exc))
             self._respond(
                 key,
@@ -611,10 +624,10 @@ class SipHandler:
         """Open the media sockets, then send the 200 unless a CANCEL came first."""
         try:
             await self.media.open(call.ports)
-        except OSError as exc:
+        except Exception as exc:  # the INVITE must get a final response whatever happened
             if call.data.is_final:
                 return
-            call.log.error("media_open_failed", error=str(exc))
+            call.log.error("media_open_failed", error=repr(exc))
             self._respond_now(
                 call.invite_key,
                 request,
@@ -632,11 +645,7 @@ class SipHandler:
             ("Allow", ", ".join(ALLOWED_METHODS)),
             ("Content-Type", "application/sdp"),
         ]
-        if call.session_expires is not None:
-            headers += [
-                ("Session-Expires", f"{call.session_expires};refresher=uac"),
-                ("Require", "timer"),
-            ]
+        headers += self._session_timer_headers(request, call)
         self._respond_now(
             call.invite_key,
             request,
@@ -707,6 +716,66 @@ class SipHandler:
                 return 422, "Session Interval Too Small", [("Min-SE", str(MIN_SE))]
         return None
 
+    def _session_timer_headers(self, request: SipRequest, call: Call) -> list[tuple[str, str]]:
+        """RFC 4028 §9 for the 2xx of an INVITE or UPDATE that carries Session-Expires.
+
+        Only when the SRC supports timers: the interval is echoed and the refresher is the SRC
+        (``uac``) unless it asked us to refresh, in which case its choice is kept and the node
+        refreshes with an UPDATE at half the interval.
+        """
+        value = request.headers.get("Session-Expires")
+        uac_timer = "timer" in (
+            request.headers.tokens("Supported") | request.headers.tokens("Require")
+        )
+        if value is None or not uac_timer:
+            call.session_expires, call.refresher = None, None
+            return []
+        interval_text, _, params = value.partition(";")
+        if not interval_text.strip().isdigit():
+            call.log.info("session_expires_ignored", value=value)
+            return []
+        interval = int(interval_text.strip())
+        refresher = "uas" if "refresher=uas" in params.replace(" ", "").lower() else "uac"
+        call.session_expires, call.refresher = interval, refresher
+        headers = [("Session-Expires", f"{interval};refresher={refresher}")]
+        if refresher == "uac":
+            headers.append(("Require", "timer"))
+        else:
+            self._schedule_refresh(call)
+        return headers
+
+    def _schedule_refresh(self, call: Call) -> None:
+        """Arm our session refresh (an UPDATE at half the interval) when we are the refresher."""
+        if call.refresh_timer is not None:
+            call.refresh_timer.cancel()
+            call.refresh_timer = None
+        if call.session_expires is None or self._clock is not None:
+            return  # an injected clock drives no loop timers (tests fire them by hand)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        call.refresh_timer = loop.call_later(
+            call.session_expires / 2, self.refresh_session, call.data.session_id
+        )
+
+    def refresh_session(self, session_id: str) -> None:
+        """Send the RFC 4028 refresh the SRC asked us to do (refresher=uas): UPDATE, no body."""
+        call = self.calls.get(session_id)
+        if call is None or call.session_expires is None or not call.confirmed:
+            return
+        call.refresh_timer = None
+        self._send_in_dialog(
+            call.dialog,
+            "UPDATE",
+            [
+                ("Session-Expires", f"{call.session_expires};refresher=uas"),
+                ("Supported", "timer"),
+            ],
+        )
+        call.log.info("session_refreshed", interval_s=call.session_expires)
+        self._schedule_refresh(call)
+
     def _session_expires(self, request: SipRequest) -> int | None:
         """RFC 4028: echo the interval when the SRC asks for session timers (it refreshes)."""
         value = request.headers.get("Session-Expires")
@@ -744,6 +813,9 @@ class SipHandler:
 
     def _on_ack(self, event: AckReceived, now: float) -> None:
         ack = event.ack
+        if event.key is not None and event.key in self._bye_after_ack:
+            self._send_bye_request(*self._bye_after_ack.pop(event.key))
+            return
         dialog = self.dialogs.lookup(ack)
         call = self._by_dialog.get((dialog.call_id, dialog.local_tag)) if dialog else None
         if call is None:
@@ -776,12 +848,19 @@ class SipHandler:
         if event.invite_key is None:
             self._respond(event.key, cancel, 481, now)
             return
-        self._respond(event.key, cancel, 200, now)
-        state = self.transactions.get_state(event.invite_key)
         call = self._by_invite.get(event.invite_key)
+        # §9.2: the 200 to the CANCEL carries the To tag of the INVITE's response.
+        self._respond(event.key, cancel, 200, now, to_tag=call.dialog.local_tag if call else None)
+        state = self.transactions.get_state(event.invite_key)
         if state is TransactionState.PROCEEDING:
             invite = self.transactions.get_request(event.invite_key)
-            self._respond(event.invite_key, invite, 487, now)
+            self._respond(
+                event.invite_key,
+                invite,
+                487,
+                now,
+                to_tag=call.dialog.local_tag if call else None,
+            )
             if call is not None:
                 self._end_call(call, CallStatus.FAILED, "cancelled before answer")
             log.info("invite_cancelled", call_id=cancel.call_id)
@@ -814,31 +893,38 @@ class SipHandler:
                 status=check.status,
                 reason=check.reason,
             )
-            self._respond(key, request, check.status, now, reason=check.reason or None)
+            reason = check.reason or None
+            self._respond(key, request, check.status, now, to_tag=dialog.local_tag, reason=reason)
             return
         if check.lenient:
             call.log.info("cseq_out_of_order_accepted", method=request.method, reason=check.reason)
         self._touch(call)
         if request.method == "BYE":
-            self._respond(key, request, 200, now)
+            if self.transactions.get_state(call.invite_key) is TransactionState.ACCEPTED:
+                # A BYE proves the SRC got our 200: stop retransmitting it (lost ACK).
+                self.transactions.ack_received(call.invite_key, now)
+            self._respond(key, request, 200, now, to_tag=dialog.local_tag)
             self._end_call(call, CallStatus.ENDED, "BYE from SRC")
         elif request.method == "INFO":
-            self._respond(key, request, 200, now)
+            self._respond(key, request, 200, now, to_tag=dialog.local_tag)
         else:
             self._on_modify(call, request, key, now)
 
     def _on_modify(self, call: Call, request: SipRequest, key: TransactionKey, now: float) -> None:
         """re-INVITE or UPDATE: metadata and/or SDP changes; same ports, same dialog."""
+        tag = call.dialog.local_tag
         try:
             changed = call.recording.apply_update(request, allocate=lambda: self.media.reserve(now))
         except UnsupportedBody as exc:
-            self._respond(key, request, exc.status, now, headers=[("Accept", exc.accept)])
+            self._respond(
+                key, request, exc.status, now, to_tag=tag, headers=[("Accept", exc.accept)]
+            )
             return
         except SiprecError as exc:
             call.log.info(
                 "update_rejected", method=request.method, status=exc.status, reason=exc.reason
             )
-            self._respond(key, request, exc.status, now, reason=_phrase(exc))
+            self._respond(key, request, exc.status, now, to_tag=tag, reason=_phrase(exc))
             return
         except PortsUnavailable:
             self._respond(
@@ -846,6 +932,7 @@ class SipHandler:
                 request,
                 503,
                 now,
+                to_tag=tag,
                 reason="No Media Ports",
                 headers=[("Retry-After", str(self.config.retry_after))],
             )
@@ -858,17 +945,12 @@ class SipHandler:
             ("Supported", ", ".join(SUPPORTED_OPTIONS)),
             ("Allow", ", ".join(ALLOWED_METHODS)),
         ]
-        expires = request.headers.get("Session-Expires")
-        if expires is not None:
-            value = expires.split(";", 1)[0].strip()
-            if value.isdigit():
-                call.session_expires = int(value)
-                headers += [("Session-Expires", f"{value};refresher=uac"), ("Require", "timer")]
+        headers += self._session_timer_headers(request, call)
         body = b""
         if call.recording.has_offer(request):
             headers.append(("Content-Type", "application/sdp"))
             body = call.recording.answer_sdp()
-        self._respond(key, request, 200, now, headers=headers, body=body)
+        self._respond(key, request, 200, now, to_tag=tag, headers=headers, body=body)
         self._snapshot(call)
         call.log.info(
             "call_updated",
@@ -896,6 +978,9 @@ class SipHandler:
         if call.data.is_final:
             return
         now = self.now()
+        if call.refresh_timer is not None:
+            call.refresh_timer.cancel()
+            call.refresh_timer = None
         self.media.release(call.ports, now)
         call.dialog.terminate()
         self.dialogs.remove(call.dialog)
@@ -928,35 +1013,51 @@ class SipHandler:
         return call
 
     def send_bye(self, call: Call, reason: str) -> None:
-        """End a call from our side (operator stop, shutdown): BYE to the SRC, then finalise."""
+        """End a call from our side (operator stop, shutdown, timeout) and finalise it.
+
+        Answered and acknowledged: BYE now. Answered but not yet acknowledged: the BYE waits
+        for the ACK or Timer H (RFC 3261 §15), the recording ends at once. Not answered: 480.
+        """
         now = self.now()
-        if call.confirmed or call.answered:
-            peer = call.dialog.peer
-            listener = self.listeners.get(peer.transport)
-            sent_by = self.config.advertise_host or (
-                listener[0]
-                if listener and not _is_wildcard(listener[0])
-                else self._advertised_host(peer.host)
-            )
-            port = listener[1] if listener else 5060
-            via = f"SIP/2.0/{peer.transport.upper()} {sent_by}:{port};branch={new_branch()};rport"
-            bye = call.dialog.create_request(
-                "BYE",
-                via,
-                headers=[
-                    ("Reason", f'SIP;cause=200;text="{reason}"'),
-                    ("User-Agent", self.config.user_agent),
-                ],
-            )
-            destination = _request_destination(bye, peer)
-            self.transactions.send_request(bye, destination, now)
-        elif self.transactions.get_state(call.invite_key) is TransactionState.PROCEEDING:
+        if call.confirmed:
+            self._send_bye_request(call.dialog, reason)
+            self._end_call(call, CallStatus.ENDED, reason)
+            return
+        if call.answered:
+            # A copy of the dialog as it stands: ending the call terminates the original.
+            self._bye_after_ack[call.invite_key] = (dataclasses.replace(call.dialog), reason)
+            self._end_call(call, CallStatus.ENDED, reason)
+            return
+        if self.transactions.get_state(call.invite_key) is TransactionState.PROCEEDING:
             # Not answered yet: refuse the INVITE so that the SRC can try another recorder.
             invite = self.transactions.get_request(call.invite_key)
             self._respond(call.invite_key, invite, 480, now, reason="Recording Stopped")
+            self._flush()
+            self._schedule_timer()
+        self._end_call(call, CallStatus.FAILED, reason)
+
+    def _send_bye_request(self, dialog: Dialog, reason: str) -> None:
+        self._send_in_dialog(
+            dialog,
+            "BYE",
+            [("Reason", f'SIP;cause=200;text="{reason}"'), ("User-Agent", self.config.user_agent)],
+        )
+
+    def _send_in_dialog(self, dialog: Dialog, method: str, headers: list[tuple[str, str]]) -> None:
+        """Send a request in ``dialog`` through a client transaction."""
+        peer = dialog.peer
+        listener = self.listeners.get(peer.transport)
+        sent_by = self.config.advertise_host or (
+            listener[0]
+            if listener and not _is_wildcard(listener[0])
+            else self._advertised_host(peer.host)
+        )
+        port = listener[1] if listener else 5060
+        via = f"SIP/2.0/{peer.transport.upper()} {sent_by}:{port};branch={new_branch()};rport"
+        request = dialog.create_request(method, via, headers=headers)
+        self.transactions.send_request(request, _request_destination(request, peer), self.now())
         self._flush()
         self._schedule_timer()
-        self._end_call(call, CallStatus.ENDED, reason)
 
     async def drain(self, grace: float = 0.0) -> None:
         """Refuse new calls (503), give live ones ``grace`` seconds, then BYE and finalise."""

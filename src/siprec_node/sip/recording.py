@@ -181,10 +181,9 @@ class CallRecording:
         if offer.metadata is not None:
             self.session.apply_metadata(offer.metadata)
             changes.append("metadata")
-        # A re-INVITE without SDP asks us to offer (RFC 3261 §14.2); an UPDATE without one does not.
-        self.sdp_in_answer = offer.body.sdp is not None or (
-            request.method == "INVITE" and offer.body.is_empty
-        )
+        # A re-INVITE without SDP (metadata-only included) asks us to offer: its 2xx must carry
+        # an offer (RFC 3261 §14.2, §13.3.1.4). An UPDATE without SDP gets no SDP (RFC 3311).
+        self.sdp_in_answer = offer.body.sdp is not None or request.method == "INVITE"
         if self.sdp_in_answer:
             exhausted: list[bool] = []
             self.answerer.ports = _port_source(allocate, exhausted)

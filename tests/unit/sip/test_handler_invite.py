@@ -225,14 +225,21 @@ async def test_without_ack_the_call_fails_at_64_t1_and_its_ports_are_freed(h: Ha
     assert h.handler.media.reserved == 2
     h.advance(64 * T1 - 0.01)
     assert len(h.handler.calls) == 1  # still waiting
-    h.advance(0.02)
+    at_timeout = h.advance(0.02)
     assert h.handler.calls == {}
     assert h.handler.media.reserved == 0
+    # RFC 3261 §13.3.1.4: no ACK within 64*T1 ends the session with a BYE.
+    byes = [s.message for s in at_timeout if isinstance(s.message, SipRequest)]
+    assert [b.method for b in byes] == ["BYE"]
+    assert byes[0].headers.get("To") is not None and "no ACK" in (
+        byes[0].headers.get("Reason") or ""
+    )
     failed = await h.snapshot(session_id)
     assert failed.status == CallStatus.FAILED
     assert failed.end_reason is not None and "ACK" in failed.end_reason
     assert h.handler.stats["calls_failed"] == 1
-    assert h.advance(60.0) == []  # nothing more is retransmitted
+    later = h.advance(60.0)  # only the BYE's own retransmissions (nobody answers it here)
+    assert {s.message.method for s in later} <= {"BYE"}  # type: ignore[union-attr]
     # A BYE for the dead dialog is answered 481.
     assert statuses(h.feed(dialogue.bye())) == [481]
 
