@@ -13,7 +13,7 @@ from tests.redis_server import ClusterSetup, RedisProcess, SentinelSetup, redis_
 def redis_server() -> Iterator[RedisProcess]:
     """A standalone redis-server on a free port."""
     if not redis_available():
-        pytest.skip("redis-server not installed")
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
     server = RedisProcess()
     yield server
     server.stop()
@@ -23,7 +23,7 @@ def redis_server() -> Iterator[RedisProcess]:
 def sentinel_setup() -> Iterator[SentinelSetup]:
     """A master, a replica and a sentinel."""
     if not redis_available():
-        pytest.skip("redis-server not installed")
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
     setup = SentinelSetup()
     yield setup
     setup.stop()
@@ -33,7 +33,7 @@ def sentinel_setup() -> Iterator[SentinelSetup]:
 def cluster_setup() -> Iterator[ClusterSetup]:
     """A three-master Redis Cluster."""
     if not redis_available():
-        pytest.skip("redis-server not installed")
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
     setup = ClusterSetup()
     yield setup
     setup.stop()

@@ -15,7 +15,7 @@ from .backends import Backend, FakeClock, MemoryBackend, RedisBackend
 def redis_server() -> Iterator[RedisProcess]:
     """A redis-server on a free port for the whole test session."""
     if not redis_available():
-        pytest.skip("redis-server not installed")
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
     server = RedisProcess()
     yield server
     server.stop()
