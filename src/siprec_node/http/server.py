@@ -2,8 +2,8 @@
 
 ``GET /healthz`` (200 while the process runs), ``GET /readyz`` (200 when listening and the store
 answers, 503 otherwise or while draining), ``GET /metrics``, ``GET /sessions``,
-``GET /sessions/{id}``, ``POST /sessions/{id}/pause|resume|stop``. With ``http.token`` set, the
-``/sessions`` endpoints require ``Authorization: Bearer <token>``.
+``GET /sessions/{id}``, ``POST /sessions/{id}/pause|resume|stop|metadata-request``. With
+``http.token`` set, the ``/sessions`` endpoints require ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ class HttpApi:
                 web.post("/sessions/{session_id}/pause", self.pause),
                 web.post("/sessions/{session_id}/resume", self.resume),
                 web.post("/sessions/{session_id}/stop", self.stop),
+                web.post("/sessions/{session_id}/metadata-request", self.metadata_request),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -208,6 +209,15 @@ class HttpApi:
         """Resume recording after an operator pause."""
         call = self.handler.set_operator_pause(self._call(request).data.session_id, False)
         return web.json_response(call_summary(call))
+
+    async def metadata_request(self, request: web.Request) -> web.Response:
+        """Ask the SRC for a fresh metadata snapshot (UPDATE with rs-metadata-request)."""
+        session_id = self._call(request).data.session_id
+        try:
+            call = self.handler.request_metadata(session_id)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=409)
+        return web.json_response(call_summary(call), status=202)
 
     async def stop(self, request: web.Request) -> web.Response:
         """End the recording: BYE to the SRC, files finalised."""

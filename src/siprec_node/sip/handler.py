@@ -56,6 +56,7 @@ from siprec_node.sip.transaction import (
 )
 from siprec_node.sip.uri import SipUri
 from siprec_node.siprec.errors import SiprecError, UnsupportedBody
+from siprec_node.siprec.multipart import metadata_request_part
 from siprec_node.siprec.recording_session import Party
 
 log = structlog.get_logger("siprec_node.sip.handler")
@@ -125,6 +126,8 @@ class Call:
     ports: list[int] = field(default_factory=list)
     session_expires: int | None = None
     refresher: str | None = None
+    remote_allow: frozenset[str] = frozenset()
+    """Methods the SRC said it allows (its INVITE's Allow header); empty when it did not say."""
     refresh_timer: asyncio.TimerHandle | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
 
@@ -605,6 +608,7 @@ class SipHandler:
             log=call_log,
             ports=recording.ports,
             session_expires=self._session_expires(request),
+            remote_allow=frozenset(m.upper() for m in request.headers.get_all("Allow")),
         )
         # The call counts against capacity and can be cancelled from now on.
         self.calls[session_id] = call
@@ -1006,6 +1010,26 @@ class SipHandler:
             call.log.info("recording_paused" if paused else "recording_resumed", by="operator")
         return call
 
+    def request_metadata(self, session_id: str) -> Call:
+        """Ask the SRC for a fresh metadata snapshot (RFC 7866 §6.1.2): an UPDATE carrying
+        ``application/rs-metadata-request``; the SRC answers with a complete snapshot in a later
+        re-INVITE or UPDATE. KeyError if unknown; ValueError if the call cannot take it now.
+        """
+        call = self.calls[session_id]
+        if not call.confirmed:
+            raise ValueError("the call is not established yet")
+        if call.remote_allow and "UPDATE" not in call.remote_allow:
+            raise ValueError("the SRC does not allow UPDATE")
+        part = metadata_request_part()
+        headers = [
+            ("Content-Type", part.content_type),
+            ("Content-Disposition", f"{part.disposition};handling=required"),
+            ("User-Agent", self.config.user_agent),
+        ]
+        self._send_in_dialog(call.dialog, "UPDATE", headers, part.content)
+        call.log.info("metadata_requested")
+        return call
+
     def stop_call(self, session_id: str) -> Call:
         """End a live call from our side (admin API): BYE, then finalise; KeyError if unknown."""
         call = self.calls[session_id]
@@ -1043,7 +1067,9 @@ class SipHandler:
             [("Reason", f'SIP;cause=200;text="{reason}"'), ("User-Agent", self.config.user_agent)],
         )
 
-    def _send_in_dialog(self, dialog: Dialog, method: str, headers: list[tuple[str, str]]) -> None:
+    def _send_in_dialog(
+        self, dialog: Dialog, method: str, headers: list[tuple[str, str]], body: bytes = b""
+    ) -> None:
         """Send a request in ``dialog`` through a client transaction."""
         peer = dialog.peer
         listener = self.listeners.get(peer.transport)
@@ -1054,7 +1080,7 @@ class SipHandler:
         )
         port = listener[1] if listener else 5060
         via = f"SIP/2.0/{peer.transport.upper()} {sent_by}:{port};branch={new_branch()};rport"
-        request = dialog.create_request(method, via, headers=headers)
+        request = dialog.create_request(method, via, headers=headers, body=body)
         self.transactions.send_request(request, _request_destination(request, peer), self.now())
         self._flush()
         self._schedule_timer()

@@ -130,3 +130,21 @@ async def test_in_dialog_request_without_to_tag_is_answered_with_ours(h: Harness
     sent = h.feed(dialogue.bye(to_tag=None))
     assert statuses(sent) == [200]
     assert sent[0].response.to.tag == ok.to.tag
+
+
+async def test_operator_metadata_request_sends_update(h: Harness) -> None:
+    dialogue, ok = await h.confirmed_call("meta-request@sbc")
+    h.handler.request_metadata(h.only_call())
+    updates = requests(h.take())
+    assert [u.method for u in updates] == ["UPDATE"]
+    update = updates[0]
+    assert update.headers.get("Content-Type") == "application/rs-metadata-request"
+    assert (update.headers.get("Content-Disposition") or "").startswith("recording-session")
+    assert update.to.tag == dialogue.from_tag and update.from_.tag == ok.to.tag
+    assert update.body
+
+
+async def test_metadata_request_refused_before_the_ack(h: Harness) -> None:
+    await h.answered_call("meta-early@sbc")
+    with pytest.raises(ValueError, match="not established"):
+        h.handler.request_metadata(h.only_call())
