@@ -438,6 +438,36 @@ def test_cucm_delayed_offer(recorder: Recorder, transport: str) -> None:
     assert_ended(recorder, run)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_cucm_delayed_offer_reinvite(recorder: Recorder, transport: str) -> None:
+    """A re-INVITE without SDP mid-call: we offer again, the SRC answers in the ACK."""
+    with SippRun("cucm_delayed_offer_reinvite.xml", recorder, transport=transport) as run:
+        first = checkpoint(run, recorder, "call_active")
+        recorder.wait_for_event("call_updated", call_id=run.call_id)
+        # nothing is logged for an ACK of a re-INVITE: poll until the answer shows, or give up
+        deadline = time.monotonic() + 2
+        while True:
+            second = recorder.session(run.call_id)
+            if second["streams"][0]["codec"] == "PCMA" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        run.release()
+        finish(run)
+    offers = run.answers()  # our two offers, in the 200s
+    assert len(offers) == 2
+    assert offers[1].ports == offers[0].ports
+    assert only(offers[1].media).direction == "recvonly"
+    assert only(first["streams"])["codec"] == "PCMU"
+    # the answer in the second ACK is what is recorded now
+    assert only(second["streams"]) == {
+        "label": None,
+        "port": offers[0].media[0].port,
+        "codec": "PCMA",
+        "direction": "recvonly",
+    }
+    assert_ended(recorder, run)
+
+
 def test_session_timer_refresh(recorder: Recorder) -> None:
     run = run_scenario("siprec_session_timer.xml", recorder)
     first, refresh = run.answers()
