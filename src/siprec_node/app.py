@@ -164,16 +164,20 @@ class Node:
                 await asyncio.sleep(STORE_RETRY)
 
     async def start(self) -> None:
-        """Bind every listener, recover this node's calls, start the session manager."""
+        """Recover this node's calls, bind every listener, start the session manager.
+
+        Recovery comes first so that the SRCs' in-dialog requests find their dialogs; if the
+        store does not answer in time the node listens anyway, answers requests for unknown
+        dialogs 503 (not 481) and keeps trying to recover in the background.
+        """
         await self.handler.start()
+        self.handler.recovering = True
+        self._store_task = asyncio.get_running_loop().create_task(self._attach_store())
+        await asyncio.wait({self._store_task}, timeout=STORE_RETRY)
         for address in self.settings.sip.listen_addresses:
             bound = await self.transports.listen(address.transport, address.host, address.port)
             self.handler.set_listener(bound.transport, bound.host, bound.port)
             self.listeners.append(bound)
-        # Listeners first so that in-dialog requests of recovered calls are not lost; the
-        # recovery itself runs before any snapshot of them is needed.
-        self._store_task = asyncio.get_running_loop().create_task(self._attach_store())
-        await asyncio.wait({self._store_task}, timeout=STORE_RETRY)
         http_port = None
         if self.http is not None and self.settings.http.address is not None:
             address = self.settings.http.address

@@ -184,6 +184,9 @@ class SipHandler:
         self.snapshots: SnapshotWriter | None = None
         self.listeners: dict[str, tuple[str, int]] = {}  # transport -> (bound host, port)
         self.draining = False
+        self.recovering = False
+        """True while a restarted node has not yet restored its calls from the store: requests
+        for dialogs it does not know get 503 + Retry-After then, never 481."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._advertise_cache: dict[str, str] = {}
@@ -279,8 +282,8 @@ class SipHandler:
                 continue
             if call is not None:
                 restored.append(call.data.session_id)
-        if restored:
-            log.info("calls_recovered", count=len(restored))
+        self.recovering = False
+        log.info("calls_recovered", count=len(restored))
         return restored
 
     def _restore(self, data: CallData) -> Call | None:
@@ -882,6 +885,15 @@ class SipHandler:
             if finished is not None and request.method == "BYE":
                 log.info("bye_for_finished_call", call_id=request.call_id, session_id=finished[1])
                 self._respond(key, request, 200, now)
+                return
+            if self.recovering:
+                # The dialog may be ours, not loaded yet: ask the SRC to retry, never 481.
+                log.info(
+                    "in_dialog_before_recovery", call_id=request.call_id, method=request.method
+                )
+                self._respond(
+                    key, request, 503, now, reason="Recovering", headers=[("Retry-After", "1")]
+                )
                 return
             log.info("unknown_dialog", call_id=request.call_id, method=request.method)
             self._respond(key, request, 481, now)

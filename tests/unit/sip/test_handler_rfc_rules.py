@@ -148,3 +148,14 @@ async def test_metadata_request_refused_before_the_ack(h: Harness) -> None:
     await h.answered_call("meta-early@sbc")
     with pytest.raises(ValueError, match="not established"):
         h.handler.request_metadata(h.only_call())
+
+
+async def test_unknown_dialog_while_recovering_gets_503_not_481(h: Harness) -> None:
+    h.handler.recovering = True
+    stranger = Dialogue("not-yet-recovered@sbc")
+    stranger.to_tag = "ours-after-restart"
+    sent = h.feed(stranger.bye())
+    assert statuses(sent) == [503]
+    assert sent[0].response.headers.get("Retry-After") == "1"
+    await h.handler.recover()  # nothing stored: recovery completes, 481 from now on
+    assert statuses(h.feed(stranger.bye())) == [481]
