@@ -134,7 +134,7 @@ def test_broadworks_mixed_stream_without_require(recorder: Recorder, transport: 
     with SippRun("siprec_broadworks_mixed.xml", recorder, transport=transport) as run:
         session = checkpoint(run, recorder, "call_active")
         finish(run)
-    assert session["siprec"] is True  # recognised by Contact ;src alone
+    assert session["siprec"] is True  # no Require: Contact ;src and the recording-session part
     assert participants(session) == [
         ("bw-part-caller", "Grace Hopper", "sip:+14085550101@bw.example.net"),
         ("bw-part-callee", "Alan Turing", "tel:+14085550202"),
