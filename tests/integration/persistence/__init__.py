@@ -1,0 +1,1 @@
+"""Process-level persistence faults: node restart, node death, store outage, graceful stop."""
