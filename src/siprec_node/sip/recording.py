@@ -273,7 +273,9 @@ def _stream_changes(
     changes += [f"stream {k} removed" for k in before if k not in after]
     for key in after.keys() & before.keys():
         old, new = before[key], after[key]
-        if old.paused != new.paused:
+        if old.accepted != new.accepted:
+            changes.append(f"stream {key} {'accepted' if new.accepted else 'refused'}")
+        elif old.paused != new.paused:
             changes.append(f"stream {key} {'paused' if new.paused else 'resumed'}")
         elif old.codec != new.codec:
             changes.append(f"stream {key} codec {old.codec}->{new.codec}")
