@@ -1,0 +1,420 @@
+"""Per-stream recording files of ``FORMAT.md``: writers for the receive path, readers for the rest.
+
+Writers do plain file I/O on a raw descriptor and never read a clock: the caller passes the time
+to :meth:`~WavG711Writer.tick`. Each file is born whole: its header is written to a temporary name
+and renamed into place, so a stream file that exists always has a complete header.
+
+Crash safety. Payload is buffered in memory and written (one ``write`` syscall) once the buffer
+holds ``buffer_ms`` of audio (100 ms by default, or 4 KiB for frame logs), at every ``tick`` and
+at close. Bytes handed to the kernel survive SIGKILL of the process (the page cache is the
+kernel's), so what SIGKILL loses is what was buffered: at most ``buffer_ms`` of audio, plus what
+the caller had not yet handed over (the stream timeline's reorder window, 60 ms by default). The
+``.wav`` header's sizes lag the data by at most ``header_interval`` (1 s); ``read_wav_g711``
+reads past a stale header. Nothing is fsync'ed: a power cut may lose what the kernel had not
+written back, which is outside what this format promises.
+
+An existing file is continued, not replaced (a restarted node records into the same files): the
+writer takes the samples/records already there and appends after them, after cutting a truncated
+last frame record.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+G711_LAWS = {"PCMU": 7, "PCMA": 6}  # WAVE format tags
+SILENCE = {"PCMU": 0xFF, "PCMA": 0xD5}
+G711_RATE = 8000
+
+# RIFF header, fmt chunk (18 bytes: WAVEFORMATEX with cbSize 0), fact chunk, data chunk header.
+_WAV_HEADER = struct.Struct("<4sI4s4sIHHIIHHH4sII4sI")
+WAV_HEADER_SIZE = _WAV_HEADER.size  # 58
+_CHUNK = struct.Struct("<4sI")
+_FMT = struct.Struct("<HHIIHH")
+
+FRAMES_MAGIC = b"SRFRAMES"
+FRAMES_VERSION = 1
+_FRAMES_HEADER = struct.Struct("<8sII")
+FRAMES_HEADER_SIZE = _FRAMES_HEADER.size  # 16
+_RECORD = struct.Struct("<QH")
+RECORD_HEADER_SIZE = _RECORD.size  # 10
+_RECORD_PACK = _RECORD.pack
+
+FRAMES_BUFFER_BYTES = 4096
+_SILENCE_CHUNK = 65536
+
+
+class StreamFileError(ValueError):
+    """A stream file is not in the format of ``FORMAT.md`` (or not ours to continue)."""
+
+
+def media_file_name(index: int, codec: str) -> str:
+    """``stream-<i>.wav`` for PCMU/PCMA, ``stream-<i>.frames`` for every other codec."""
+    suffix = "wav" if codec.upper() in G711_LAWS else "frames"
+    return f"stream-{index}.{suffix}"
+
+
+def info_file_name(index: int) -> str:
+    return f"stream-{index}.json"
+
+
+def _create_whole(path: Path, header: bytes) -> None:
+    """Create ``path`` holding ``header`` atomically (temp + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(header)
+    os.replace(tmp, path)
+
+
+def _wav_header(law: str, data_size: int) -> bytes:
+    return _WAV_HEADER.pack(
+        b"RIFF",
+        WAV_HEADER_SIZE - 8 + data_size,
+        b"WAVE",
+        b"fmt ",
+        18,
+        G711_LAWS[law],
+        1,  # channels
+        G711_RATE,
+        G711_RATE,  # bytes per second
+        1,  # block align
+        8,  # bits per sample
+        0,  # cbSize
+        b"fact",
+        4,
+        data_size,  # samples per channel
+        b"data",
+        data_size,
+    )
+
+
+class WavG711Writer:
+    """Writes one G.711 stream as a RIFF/WAVE file (mono, 8 kHz, 8-bit µ-law or A-law).
+
+    ``write(position, payload)`` takes payloads in increasing position order (positions are
+    samples since the call's media epoch); a gap before a position is filled with the law's
+    silence byte, and bytes overlapping what was already written are skipped.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        law: str,
+        *,
+        buffer_ms: int = 100,
+        header_interval: float = 1.0,
+    ) -> None:
+        if law not in G711_LAWS:
+            raise ValueError(f"law must be PCMU or PCMA, not {law!r}")
+        self.path = Path(path)
+        self.law = law
+        self.silence = SILENCE[law]
+        self.header_interval = header_interval
+        self._limit = max(1, G711_RATE * buffer_ms // 1000)
+        if not self.path.exists():
+            _create_whole(self.path, _wav_header(law, 0))
+        self._fd = os.open(self.path, os.O_RDWR)
+        try:
+            self._written = self._continue()
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._end = self._written  # samples covered, buffered ones included
+        self._buffer = bytearray()
+        self._header_size = -1
+        self._header_due = float("-inf")
+        self.closed = False
+
+    def _continue(self) -> int:
+        head = os.pread(self._fd, WAV_HEADER_SIZE, 0)
+        law, data_offset = _parse_wav_header(head, str(self.path))
+        if law != self.law or data_offset != WAV_HEADER_SIZE:
+            raise StreamFileError(f"{self.path}: not a {self.law} stream file of ours")
+        return os.lseek(self._fd, 0, os.SEEK_END) - WAV_HEADER_SIZE
+
+    @property
+    def end(self) -> int:
+        """Samples covered so far (written or buffered): the next contiguous position."""
+        return self._end
+
+    @property
+    def samples_on_disk(self) -> int:
+        return self._written
+
+    def write(self, position: int, payload: bytes | memoryview) -> None:
+        end = self._end
+        if position != end:
+            if position > end:
+                self._fill(position - end)
+            else:
+                payload = payload[end - position :]
+                if not payload:
+                    return
+        buffer = self._buffer
+        buffer += payload
+        self._end += len(payload)
+        if len(buffer) >= self._limit:
+            self.flush()
+
+    def _fill(self, count: int) -> None:
+        buffer = self._buffer
+        self._end += count
+        while count > 0:
+            n = min(count, _SILENCE_CHUNK)
+            buffer += bytes((self.silence,)) * n
+            count -= n
+            if len(buffer) >= _SILENCE_CHUNK:
+                self.flush()
+
+    def flush(self) -> None:
+        """Hand the buffered samples to the kernel (one write)."""
+        if self._buffer:
+            data = self._buffer
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            view.release()
+            self._written += len(data)
+            data.clear()
+
+    def tick(self, now: float) -> None:
+        """Flush, and rewrite the header's sizes when ``header_interval`` has passed."""
+        self.flush()
+        if now >= self._header_due:
+            self._header_due = now + self.header_interval
+            self._update_header()
+
+    def _update_header(self) -> None:
+        if self._header_size != self._written:
+            os.pwrite(self._fd, _wav_header(self.law, self._written), 0)
+            self._header_size = self._written
+
+    def close(self) -> None:
+        """Flush, pad the data to an even size with one silence sample if needed, final header.
+
+        (RIFF wants even chunks; a silence sample rather than a pad byte keeps the data size equal
+        to the bytes present, so a reader never has to guess which it is.)
+        """
+        if self.closed:
+            return
+        if self._end % 2:
+            self._buffer.append(self.silence)
+            self._end += 1
+        self.flush()
+        self._update_header()
+        os.close(self._fd)
+        self.closed = True
+
+
+def _parse_wav_header(data: bytes, name: str) -> tuple[str, int]:
+    """(law, offset of the samples) from the start of a G.711 WAVE file."""
+    if len(data) < 12 or data[0:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise StreamFileError(f"{name}: not a RIFF/WAVE file")
+    law = None
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk, size = _CHUNK.unpack_from(data, pos)
+        body = pos + 8
+        if chunk == b"fmt ":
+            if size < _FMT.size or body + _FMT.size > len(data):
+                raise StreamFileError(f"{name}: short fmt chunk")
+            tag, channels, rate, _, _, bits = _FMT.unpack_from(data, body)
+            law = {7: "PCMU", 6: "PCMA"}.get(tag)
+            if law is None or channels != 1 or rate != G711_RATE or bits != 8:
+                raise StreamFileError(
+                    f"{name}: not mono 8 kHz G.711 (tag {tag}, {channels} ch, {rate} Hz, {bits})"
+                )
+        elif chunk == b"data":
+            if law is None:
+                raise StreamFileError(f"{name}: data before fmt")
+            return law, body
+        pos = body + size + (size & 1)
+    raise StreamFileError(f"{name}: no data chunk in the header")
+
+
+def read_wav_g711(path: str | os.PathLike[str]) -> tuple[str, bytes]:
+    """(``"PCMU"``|``"PCMA"``, samples) of a stream ``.wav``.
+
+    Takes every sample present after the ``data`` header, whatever the header's size says: a
+    file cut by a crash has more samples than its last header update counted.
+    """
+    data = Path(path).read_bytes()
+    law, offset = _parse_wav_header(data, str(path))
+    return law, data[offset:]
+
+
+class FramesWriter:
+    """Writes a frame log (``.frames``): one record per RTP payload, at its position."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], clock_rate: int, *, buffer_ms: int = 100
+    ) -> None:
+        self.path = Path(path)
+        self.clock_rate = clock_rate
+        self._limit_ticks = max(1, clock_rate * buffer_ms // 1000)
+        if not self.path.exists():
+            _create_whole(self.path, _FRAMES_HEADER.pack(FRAMES_MAGIC, FRAMES_VERSION, clock_rate))
+        self._fd = os.open(self.path, os.O_RDWR)
+        try:
+            self._last = self._continue()
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._buffer = bytearray()
+        self._buffer_first = 0
+        self.closed = False
+
+    def _continue(self) -> int:
+        data = os.pread(self._fd, os.fstat(self._fd).st_size, 0)
+        clock_rate, records, whole = _parse_frames(data, str(self.path))
+        if clock_rate != self.clock_rate:
+            raise StreamFileError(f"{self.path}: clock rate {clock_rate}, not {self.clock_rate}")
+        if whole < len(data):
+            os.ftruncate(self._fd, whole)
+        os.lseek(self._fd, whole, os.SEEK_SET)
+        return records[-1][0] if records else -1
+
+    @property
+    def last_position(self) -> int:
+        """Position of the last record written or buffered (-1 when none)."""
+        return self._last
+
+    def write(self, position: int, payload: bytes | memoryview) -> None:
+        buffer = self._buffer
+        if not buffer:
+            self._buffer_first = position
+        buffer += _RECORD_PACK(position, len(payload))
+        buffer += payload
+        self._last = position
+        if len(buffer) >= FRAMES_BUFFER_BYTES or position - self._buffer_first >= self._limit_ticks:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            view = memoryview(self._buffer)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            view.release()
+            self._buffer.clear()
+
+    def tick(self, now: float) -> None:
+        """Flush (a frame log has no header to update)."""
+        self.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.flush()
+        os.close(self._fd)
+        self.closed = True
+
+
+def _parse_frames(data: bytes, name: str) -> tuple[int, list[tuple[int, bytes]], int]:
+    """(clock rate, whole records, offset just past the last whole record)."""
+    if len(data) < FRAMES_HEADER_SIZE:
+        raise StreamFileError(f"{name}: shorter than a frame log header")
+    magic, version, clock_rate = _FRAMES_HEADER.unpack_from(data)
+    if magic != FRAMES_MAGIC or version != FRAMES_VERSION:
+        raise StreamFileError(f"{name}: not a version {FRAMES_VERSION} frame log")
+    records: list[tuple[int, bytes]] = []
+    pos = FRAMES_HEADER_SIZE
+    size = len(data)
+    unpack = _RECORD.unpack_from
+    while pos + RECORD_HEADER_SIZE <= size:
+        position, length = unpack(data, pos)
+        start = pos + RECORD_HEADER_SIZE
+        if start + length > size:
+            break
+        records.append((position, data[start : start + length]))
+        pos = start + length
+    return clock_rate, records, pos
+
+
+def read_frames(path: str | os.PathLike[str]) -> tuple[int, list[tuple[int, bytes]]]:
+    """(clock rate, [(position, payload)]) of a ``.frames`` log; a truncated last record is
+    ignored."""
+    clock_rate, records, _ = _parse_frames(Path(path).read_bytes(), str(path))
+    return clock_rate, records
+
+
+# -- stream-<i>.json --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SsrcSpan:
+    """An SSRC recorded on the stream, from ``first_position`` on (None: nothing placed yet)."""
+
+    ssrc: int
+    first_position: int | None
+
+
+@dataclass(frozen=True)
+class PauseSpan:
+    """A pause (SDP ``inactive``), in positions; ``end`` is None while it lasts."""
+
+    start: int
+    end: int | None
+
+
+@dataclass(frozen=True)
+class DtmfRecord:
+    """One RFC 4733 telephone-event: where it starts, which key, how long (in clock units)."""
+
+    position: int
+    event: int
+    duration: int
+
+
+@dataclass
+class StreamInfo:
+    """The content of ``stream-<i>.json``: the stream's description and statistics."""
+
+    index: int
+    label: str | None
+    codec: str
+    payload_type: int
+    clock_rate: int
+    channels: int
+    epoch: float
+    ssrcs: list[SsrcSpan] = field(default_factory=list)
+    packets: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    late: int = 0
+    jitter_ms: float = 0.0
+    first_position: int | None = None
+    last_position: int | None = None
+    pauses: list[PauseSpan] = field(default_factory=list)
+    dtmf: list[DtmfRecord] = field(default_factory=list)
+    closed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StreamInfo:
+        values = dict(data)
+        values["ssrcs"] = [SsrcSpan(**s) for s in values.get("ssrcs", [])]
+        values["pauses"] = [PauseSpan(**p) for p in values.get("pauses", [])]
+        values["dtmf"] = [DtmfRecord(**d) for d in values.get("dtmf", [])]
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def write_stream_info(path: str | os.PathLike[str], info: StreamInfo) -> None:
+    """Write the sidecar atomically (temp file + rename): a reader sees the old or the new one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(info.to_dict(), f, separators=(",", ":"))
+    os.replace(tmp, path)
+
+
+def read_stream_info(path: str | os.PathLike[str]) -> StreamInfo:
+    with open(path, encoding="utf-8") as f:
+        return StreamInfo.from_dict(json.load(f))
