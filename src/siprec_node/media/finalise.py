@@ -1,0 +1,724 @@
+"""Finalisation of a recording: per-stream parts in, final audio files and sidecar JSON out.
+
+`finalise_call` reads a call's `<stem>.parts/` folder (media/FORMAT.md), decodes every stream in
+bulk, aligns them on the call's media epoch and writes, beside the parts folder:
+
+- `recording.channels = "stereo"` (and `"both"`): `<stem>.<ext>`, the first offered stream
+  (lowest m-line index) on the left, the second on the right, at the call's common rate
+  (`decode.output_rate`: 8 kHz for G.711 calls, 16 kHz with G.722, 48 kHz with Opus). A call
+  with a single stream (a mixed one, as BroadWorks and Metaswitch send) gets a **mono** file: a
+  mix cannot be split into parties, and copying it to both channels would only suggest it was.
+  A call with three or more streams gets the stereo file of the first two **and** one file per
+  stream, so that no stream is lost.
+- `"separate"` (and `"both"`): `<stem>.stream-<i>.<ext>` per stream, at the rate the stream
+  carries (no resampling).
+- `recording.format`: `wav` (PCM16), `flac`, `opus` (Ogg Opus at 32 kbps per channel; see
+  `audio_out`), or `wav-g711`: the G.711 bytes as received, no transcoding. Two legs in the same
+  law make one stereo G.711 WAV; legs in different laws cannot share a WAV header, so each
+  stream gets its own G.711 file (and no stereo file). A G.722 or Opus stream has no G.711 form:
+  in `wav-g711` it is written as PCM16 WAV of its own.
+- `<stem>.json`: the sidecar of SPEC ("Files written per recording"). Its `turns`, times in ms
+  are counted from `media_epoch`, sample 0 of every file.
+
+Every file has the call's duration, `ended_at - media_epoch`, on every channel: streams that
+start late or stop early are padded with silence, gaps and pauses are silence. Pauses given by
+the caller (the SIP layer's pause/resume) and pauses a stream recorded as ended are silenced
+even if media was written during them.
+
+Crash-cut parts are finalised like any others: a `.wav` is read to its last whole sample
+whatever its header says, a `.frames` log to its last whole record, a missing or unreadable
+`stream-<i>.json` falls back to what the media file says (the law of a `.wav`, the clock of a
+`.frames`: 48 kHz is Opus, 8 kHz is G.722), an open pause of a stream that was not closed is
+not trusted (the stream may have resumed after the last rewrite of its JSON). Finalising again
+gives the same files: each is written to a temporary name and renamed, leftovers of an
+interrupted run are removed, and files an earlier run listed in the sidecar that this run does
+not write are deleted once the new sidecar is in place. The parts folder is left alone unless
+`remove_parts=True`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..siprec.recording_session import RecordingSession
+from . import audio_out
+from .decode import (
+    DECODED_RATES,
+    G711_CODECS,
+    G711_SILENCE,
+    FrameLog,
+    UnsupportedCodec,
+    canonical_codec,
+    decode_frames,
+    decode_g711,
+    decode_g711_stereo,
+    fit,
+    output_rate,
+    resample,
+)
+from .vad import Conversation, TurnSink, VadConfig, analyse
+
+Format = Literal["wav", "wav-g711", "flac", "opus"]
+Channels = Literal["stereo", "separate", "both"]
+FORMATS: tuple[str, ...] = ("wav", "wav-g711", "flac", "opus")
+CHANNELS: tuple[str, ...] = ("stereo", "separate", "both")
+EXTENSIONS = {"wav": "wav", "wav-g711": "wav", "flac": "flac", "opus": "opus"}
+SIDECAR_SCHEMA = 1
+
+
+# -- inputs --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParticipantInfo:
+    """A participant of the recording and the streams they are heard on.
+
+    A stream belongs to a participant when its m-line index is in `streams` or its label in
+    `labels`. When no participant names any stream, the n-th stream is the n-th participant's.
+    """
+
+    id: str
+    name: str | None = None
+    aor: str | None = None
+    streams: tuple[int, ...] = ()
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """What the sidecar says about the call besides its media."""
+
+    session_id: str
+    call_id: str
+    node_id: str
+    status: str
+    end_reason: str | None
+    started_at: datetime
+    ended_at: datetime | None = None
+    """None when unknown (a takeover of a dead node's call): the end of the recorded media."""
+
+
+Pause = tuple[datetime, datetime | None]
+"""Start and end of a pause of the whole recording; end None: paused until the call ended."""
+
+
+def participants_from_session(session: RecordingSession) -> list[ParticipantInfo]:
+    """The participants of a SIPREC session with the streams each is heard on."""
+    heard = session.streams_by_participant()
+    return [
+        ParticipantInfo(p.id, p.name, p.aor, streams=tuple(heard.get(p.id, ())))
+        for p in session.participants()
+    ]
+
+
+# -- outputs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FinalisedRecording:
+    """What finalisation wrote: the sidecar, the audio files, and the conversation found."""
+
+    sidecar: Path
+    files: tuple[Path, ...]
+    duration_s: float
+    sample_rate: int
+    media_epoch: datetime
+    conversation: Conversation | None
+    metadata: dict[str, Any] = field(repr=False)
+    """The sidecar's content."""
+
+    def record_turns(self, state: TurnSink) -> None:
+        """Add the turns to a `SessionState` (its `history` and `metrics`); call it once."""
+        if self.conversation is not None:
+            self.conversation.record_into(state, self.media_epoch)
+
+
+# -- reading the parts (the shapes of media/stream_file.py's readers) ----------------------
+
+_FRAMES_HEADER = struct.Struct("<8sII")
+_FRAME_RECORD = struct.Struct("<QH")
+_WAV_LAWS = {7: "PCMU", 6: "PCMA"}
+
+
+def _read_wav_g711(path: Path) -> tuple[str, bytes]:
+    """(law, every whole sample after the `data` header, whatever its size field says)."""
+    data = path.read_bytes()
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError(f"{path.name}: not a RIFF/WAVE file")
+    law, pos = None, 12
+    while pos + 8 <= len(data):
+        chunk, size = struct.unpack_from("<4sI", data, pos)
+        if chunk == b"fmt " and pos + 10 <= len(data):
+            law = _WAV_LAWS.get(struct.unpack_from("<H", data, pos + 8)[0])
+        elif chunk == b"data":
+            if law is None:
+                raise ValueError(f"{path.name}: not a G.711 WAVE file")
+            return law, data[pos + 8 :]
+        pos += 8 + size + (size & 1)
+    raise ValueError(f"{path.name}: no data chunk")
+
+
+def _read_frames(path: Path) -> tuple[int, list[tuple[int, bytes]]]:
+    """(clock rate, [(position, payload)]); a truncated last record is ignored."""
+    data = path.read_bytes()
+    if len(data) < _FRAMES_HEADER.size:
+        raise ValueError(f"{path.name}: shorter than a frame log header")
+    magic, version, clock_rate = _FRAMES_HEADER.unpack_from(data)
+    if magic != b"SRFRAMES" or version != 1:
+        raise ValueError(f"{path.name}: not a version 1 frame log")
+    records, pos, size = [], _FRAMES_HEADER.size, len(data)
+    while pos + _FRAME_RECORD.size <= size:
+        position, length = _FRAME_RECORD.unpack_from(data, pos)
+        start = pos + _FRAME_RECORD.size
+        if start + length > size:
+            break
+        records.append((position, data[start : start + length]))
+        pos = start + length
+    return clock_rate, records
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# -- one stream ----------------------------------------------------------------------------
+
+
+def _number(value: Any, default: float | None = None) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default
+    return float(value)
+
+
+@dataclass(eq=False)
+class _Stream:
+    index: int
+    info: dict[str, Any]
+    codec: str | None  # canonical; None when not decodable
+    clock_rate: int
+    epoch: float | None
+    codes: np.ndarray | None = None  # G.711
+    frames: FrameLog | None = None  # G.722, Opus
+    problems: list[str] = field(default_factory=list)
+    _pcm: np.ndarray | None = None
+
+    def start(self, call_epoch: float) -> float:
+        """The stream's epoch (the call's when its JSON is lost)."""
+        return call_epoch if self.epoch is None else self.epoch
+
+    def decoded(self) -> np.ndarray:
+        """A frame log's PCM from the stream's epoch to its last payload (decoded once)."""
+        if self._pcm is None:
+            assert self.codec is not None and self.frames is not None
+            self._pcm = decode_frames(self.codec, self.frames)
+        return self._pcm
+
+    @property
+    def label(self) -> str | None:
+        label = self.info.get("label")
+        return None if label is None else str(label)
+
+    @property
+    def closed(self) -> bool:
+        return self.info.get("closed") is True
+
+    @property
+    def rate(self) -> int:
+        return DECODED_RATES[self.codec] if self.codec else 8000
+
+    def native_length(self) -> int:
+        """Samples recorded, at the rate the stream carries, from the stream's epoch."""
+        return self.codes.size if self.codes is not None else self.decoded().size
+
+    def pause_spans(self) -> list[tuple[float, float | None]]:
+        """This stream's pauses in seconds from its epoch; an open one only if it was closed."""
+        spans = []
+        for pause in self.info.get("pauses") or ():
+            if not isinstance(pause, Mapping):
+                continue
+            start, end = _number(pause.get("start")), _number(pause.get("end"))
+            if start is None or (end is None and not self.closed):
+                continue
+            spans.append((start / self.clock_rate, None if end is None else end / self.clock_rate))
+        return spans
+
+
+def _index_of(name: str) -> int | None:
+    stem = name.split(".", 1)[0]
+    if not stem.startswith("stream-") or not name.endswith((".wav", ".frames", ".json")):
+        return None
+    digits = stem.removeprefix("stream-")
+    return int(digits) if digits.isdigit() else None
+
+
+def _load_streams(parts: Path) -> list[_Stream]:
+    try:
+        names = sorted(p.name for p in parts.iterdir())
+    except FileNotFoundError:
+        return []
+    indexes = sorted({i for i in map(_index_of, names) if i is not None})
+    return [_load_stream(parts, i) for i in indexes]
+
+
+def _load_stream(parts: Path, index: int) -> _Stream:
+    info = _read_json(parts / f"stream-{index}.json") or {}
+    wav, frames = parts / f"stream-{index}.wav", parts / f"stream-{index}.frames"
+    stream = _Stream(index, info, None, 8000, _number(info.get("epoch")))
+    named = info.get("codec")
+    if isinstance(named, str):
+        try:
+            stream.codec = canonical_codec(named)
+        except UnsupportedCodec:
+            stream.problems.append(f"codec {named!r} is not decoded")
+            return stream
+    if stream.codec in (None, *G711_CODECS) and wav.exists():
+        try:
+            law, samples = _read_wav_g711(wav)
+        except (OSError, ValueError) as exc:
+            stream.problems.append(f"unreadable {wav.name}: {exc}")
+        else:
+            stream.codec = stream.codec or law
+            if law != stream.codec:
+                stream.problems.append(f"{wav.name} is {law}, its JSON says {stream.codec}")
+            stream.codes = np.frombuffer(samples, dtype=np.uint8)
+    elif stream.codec not in G711_CODECS and frames.exists():
+        try:
+            clock_rate, records = _read_frames(frames)
+        except (OSError, ValueError) as exc:
+            stream.problems.append(f"unreadable {frames.name}: {exc}")
+        else:
+            stream.codec = stream.codec or ("OPUS" if clock_rate == 48000 else "G722")
+            stream.clock_rate = clock_rate
+            positions = np.fromiter((p for p, _ in records), np.int64, count=len(records))
+            stream.frames = FrameLog(clock_rate, positions, [r for _, r in records])
+    if stream.codec is not None and stream.codes is None and stream.frames is None:
+        # described but nothing recorded (no packet came, or the media file is unreadable)
+        stream.clock_rate = int(_number(info.get("clock_rate"), 0) or 0) or (
+            48000 if stream.codec == "OPUS" else 8000
+        )
+        if stream.codec in G711_CODECS:
+            stream.codes = np.zeros(0, np.uint8)
+        else:
+            stream.frames = FrameLog(stream.clock_rate)
+    return stream
+
+
+# -- timelines -----------------------------------------------------------------------------
+
+
+def _silence_spans(
+    samples: np.ndarray, spans: Iterable[tuple[float, float | None]], rate: int, fill: int
+) -> None:
+    for start, end in spans:
+        first = max(round(start * rate), 0)
+        last = samples.shape[0] if end is None else min(round(end * rate), samples.shape[0])
+        if last > first:
+            samples[first:last] = fill
+
+
+@dataclass
+class _Timeline:
+    """One stream over the whole call at the rate it carries: G.711 codes or PCM."""
+
+    stream: _Stream
+    rate: int
+    codes: np.ndarray | None
+    pcm: np.ndarray | None
+
+    def as_pcm(self) -> np.ndarray:
+        if self.pcm is None:
+            assert self.codes is not None and self.stream.codec is not None
+            self.pcm = decode_g711(self.codes, self.stream.codec)
+        return self.pcm
+
+    def at(self, rate: int, length: int) -> np.ndarray:
+        """PCM at `rate`, exactly `length` samples."""
+        return fit(resample(self.as_pcm(), self.rate, rate), length)
+
+
+def _timeline(
+    stream: _Stream, epoch: float, end: float, pauses: Sequence[tuple[float, float | None]]
+) -> _Timeline:
+    rate = stream.rate
+    length = max(round((end - epoch) * rate), 0)
+    offset = round((stream.start(epoch) - epoch) * rate)
+    shift = offset / rate
+    own = ((s + shift, None if e is None else e + shift) for s, e in stream.pause_spans())
+    spans = [*pauses, *own]
+    if stream.codes is not None:
+        assert stream.codec is not None
+        silence = G711_SILENCE[stream.codec]
+        codes = fit(stream.codes, length, offset, fill=silence)
+        if spans:
+            codes = codes.copy() if codes is stream.codes else codes
+            _silence_spans(codes, spans, rate, silence)
+        return _Timeline(stream, rate, codes, None)
+    pcm = fit(stream.decoded(), length, offset)
+    if spans:
+        pcm = pcm.copy() if pcm is stream.decoded() else pcm
+        _silence_spans(pcm, spans, rate, 0)
+    return _Timeline(stream, rate, None, pcm)
+
+
+def _intersect(
+    a: list[tuple[float, float]], b: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    out = []
+    for s1, e1 in a:
+        for s2, e2 in b:
+            if min(e1, e2) > max(s1, s2):
+                out.append((max(s1, s2), min(e1, e2)))
+    return sorted(out)
+
+
+def _common_pauses(
+    streams: Sequence[_Stream], epoch: float, end: float
+) -> list[tuple[float, float]]:
+    """The times (s from `epoch`) when every stream was paused."""
+    common: list[tuple[float, float]] | None = None
+    for stream in streams:
+        shift = stream.start(epoch) - epoch
+        spans = [
+            (s + shift, (end - epoch) if e is None else e + shift) for s, e in stream.pause_spans()
+        ]
+        common = spans if common is None else _intersect(common, spans)
+    return common or []
+
+
+# -- participants --------------------------------------------------------------------------
+
+
+def _heard_on(
+    participants: Sequence[ParticipantInfo], streams: Sequence[_Stream]
+) -> dict[int, list[ParticipantInfo]]:
+    if not any(p.streams or p.labels for p in participants):
+        return {s.index: list(participants[n : n + 1]) for n, s in enumerate(streams)}
+    return {
+        s.index: [p for p in participants if s.index in p.streams or (s.label in p.labels)]
+        for s in streams
+    }
+
+
+def _voice(stream: _Stream, heard: Sequence[ParticipantInfo]) -> str:
+    """Whose voice a stream is, for turns: its one participant, else the stream itself."""
+    return heard[0].id if len(heard) == 1 else f"stream-{stream.index}"
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | float) -> str:
+    if not isinstance(value, datetime):
+        value = datetime.fromtimestamp(value, UTC)
+    if value.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")
+
+
+def _write_pcm(fmt: str, path: Path, samples: np.ndarray, rate: int, durable: bool) -> str:
+    if fmt == "flac":
+        audio_out.write_flac(path, samples, rate, durable=durable)
+        return "flac"
+    if fmt == "opus":
+        audio_out.write_opus(path, samples, rate, durable=durable)
+        return "opus"
+    audio_out.write_wav(path, samples, rate, durable=durable)
+    return "pcm_s16le"
+
+
+class _Output:
+    def __init__(self, directory: Path, stem: str, fmt: str, durable: bool) -> None:
+        self.directory, self.stem, self.fmt, self.durable = directory, stem, fmt, durable
+        self.ext = EXTENSIONS[fmt]
+        self.files: list[Path] = []
+        self.described: list[dict[str, Any]] = []
+
+    def path(self, suffix: str = "") -> Path:
+        return self.directory / f"{self.stem}{suffix}.{self.ext}"
+
+    def add(self, path: Path, streams: Sequence[int], rate: int, encoding: str, n: int) -> None:
+        self.files.append(path)
+        self.described.append(
+            {
+                "path": path.name,
+                "streams": list(streams),
+                "channels": len(streams),
+                "sample_rate": rate,
+                "encoding": encoding,
+                "duration_s": round(n / rate, 3),
+            }
+        )
+
+    def mixed(self, lines: Sequence[_Timeline], rate: int, length: int) -> None:
+        """The stereo (two streams) or mono (one stream) file of the call."""
+        path = self.path()
+        indexes = [t.stream.index for t in lines]
+        codecs = {t.stream.codec for t in lines}
+        g711 = all(t.codes is not None for t in lines) and rate == 8000
+        if self.fmt == "wav-g711":
+            if not g711 or len(codecs) != 1:
+                return  # no common G.711 form: the caller writes a file per stream
+            codes = lines[0].codes if len(lines) == 1 else np.stack([t.codes for t in lines], 1)
+            assert codes is not None
+            audio_out.write_wav_g711(path, codes, lines[0].stream.codec or "", durable=self.durable)
+            self.add(path, indexes, rate, f"g711_{lines[0].stream.codec}".lower(), length)
+            return
+        if len(lines) == 2 and g711 and self.fmt == "wav":
+            left, right = lines
+            samples = decode_g711_stereo(
+                left.codes, right.codes, left.stream.codec or "", right.stream.codec or ""
+            )
+        elif len(lines) == 2:
+            samples = np.stack([t.at(rate, length) for t in lines], axis=1)
+        else:
+            samples = lines[0].at(rate, length)
+        self.add(
+            path, indexes, rate, _write_pcm(self.fmt, path, samples, rate, self.durable), length
+        )
+
+    def separate(self, line: _Timeline) -> None:
+        """One stream's own file, at the rate it carries."""
+        path = self.path(f".stream-{line.stream.index}")
+        n = (line.codes if line.codes is not None else line.as_pcm()).shape[0]
+        if self.fmt == "wav-g711" and line.codes is not None:
+            audio_out.write_wav_g711(
+                path, line.codes, line.stream.codec or "", durable=self.durable
+            )
+            encoding = f"g711_{line.stream.codec}".lower()
+        else:
+            fmt = "wav" if self.fmt == "wav-g711" else self.fmt
+            encoding = _write_pcm(fmt, path, line.as_pcm(), line.rate, self.durable)
+        self.add(path, [line.stream.index], line.rate, encoding, n)
+
+
+def _write_json(path: Path, data: Mapping[str, Any], durable: bool) -> None:
+    with audio_out.atomic_file(path, durable=durable) as out:
+        out.write(json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
+
+
+def _clean_leftovers(directory: Path, stem: str) -> None:
+    """Temporary files of an interrupted earlier run of this recording."""
+    prefix = f"{audio_out.TEMP_PREFIX}{stem}"
+    for path in directory.glob(f"{glob.escape(prefix)}*{audio_out.TEMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _previous_files(sidecar: Path) -> set[str]:
+    data = _read_json(sidecar)
+    files = data.get("files") if data else None
+    return {f for f in files if isinstance(f, str)} if isinstance(files, list) else set()
+
+
+# -- the whole call ------------------------------------------------------------------------
+
+
+def finalise_call(
+    parts_dir: str | os.PathLike[str],
+    *,
+    output_dir: str | os.PathLike[str],
+    stem: str,
+    call: CallInfo,
+    fmt: Format | str = "wav",
+    channels: Channels | str = "stereo",
+    participants: Sequence[ParticipantInfo] = (),
+    pauses: Sequence[Pause] | None = None,
+    metrics: bool = True,
+    vad: VadConfig | None = None,
+    durable: bool = True,
+    remove_parts: bool = False,
+) -> FinalisedRecording:
+    """Write the final files and the sidecar of one recording from its parts (see module doc).
+
+    `pauses` are the recording's pauses as the SIP layer knows them (their audio is silenced);
+    None takes the times every stream had recorded as paused. `metrics=False` skips voice
+    activity (the sidecar's `metrics` is then null). `durable=False` skips the fsyncs.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"recording.format must be one of {FORMATS}, not {fmt!r}")
+    if channels not in CHANNELS:
+        raise ValueError(f"recording.channels must be one of {CHANNELS}, not {channels!r}")
+    parts, directory = Path(parts_dir), Path(output_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(directory, stem)
+
+    loaded = _load_streams(parts)
+    streams = [s for s in loaded if s.codec is not None]
+    epochs = [s.epoch for s in streams if s.epoch is not None]
+    epoch = min(epochs) if epochs else call.started_at.timestamp()
+    rate = output_rate(s.codec for s in streams if s.codec)
+    if call.ended_at is not None:
+        end = max(call.ended_at.timestamp(), epoch)
+    else:
+        end = max((s.start(epoch) + s.native_length() / s.rate for s in streams), default=epoch)
+    length = max(round((end - epoch) * rate), 0)
+
+    call_pauses = [
+        (p[0].timestamp() - epoch, None if p[1] is None else p[1].timestamp() - epoch)
+        for p in pauses or ()
+    ]
+    lines = [_timeline(s, epoch, end, call_pauses) for s in streams]
+
+    out = _Output(directory, stem, fmt, durable)
+    if channels != "separate" and lines:
+        out.mixed(lines[:2], rate, length)
+    # every stream in a file of its own: asked for, or not all in the mixed file
+    if channels != "stereo" or len(lines) > 2 or (lines and not out.files):
+        for line in lines:
+            out.separate(line)
+
+    heard = _heard_on(participants, streams)
+    conversation = None
+    if metrics and lines:
+        conversation = analyse(
+            [
+                (_voice(line.stream, heard[line.stream.index]), line.as_pcm(), line.rate)
+                for line in lines
+            ],
+            vad or VadConfig(),
+        )
+
+    if pauses is not None:
+        pause_list = [
+            (p[0].timestamp(), None if p[1] is None else p[1].timestamp()) for p in pauses
+        ]
+    else:
+        pause_list = [(epoch + s, epoch + e) for s, e in _common_pauses(streams, epoch, end)]
+    metadata = _sidecar(
+        call,
+        fmt,
+        channels,
+        rate,
+        epoch,
+        end,
+        out,
+        streams,
+        loaded,
+        heard,
+        participants,
+        pause_list,
+        conversation,
+    )
+    sidecar = directory / f"{stem}.json"
+    previous = _previous_files(sidecar)
+    _write_json(sidecar, metadata, durable)
+    for name in previous - {p.name for p in out.files}:
+        stale = directory / name
+        if stale.parent == directory and name.startswith(stem):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+    if remove_parts:
+        shutil.rmtree(parts, ignore_errors=True)
+    return FinalisedRecording(
+        sidecar=sidecar,
+        files=tuple(out.files),
+        duration_s=length / rate,
+        sample_rate=rate,
+        media_epoch=datetime.fromtimestamp(epoch, UTC),
+        conversation=conversation,
+        metadata=metadata,
+    )
+
+
+def _sidecar(
+    call: CallInfo,
+    fmt: str,
+    channels: str,
+    rate: int,
+    epoch: float,
+    end: float,
+    out: _Output,
+    streams: Sequence[_Stream],
+    loaded: Sequence[_Stream],
+    heard: Mapping[int, Sequence[ParticipantInfo]],
+    participants: Sequence[ParticipantInfo],
+    pauses: Sequence[tuple[float, float | None]],
+    conversation: Conversation | None,
+) -> dict[str, Any]:
+    mixed = next((f for f in out.described if f["path"] == out.path().name), None)
+    positions = ["left", "right"] if mixed and len(mixed["streams"]) == 2 else ["mono"]
+    channel_of = dict(zip(mixed["streams"], positions, strict=False)) if mixed else {}
+
+    def participant(p: ParticipantInfo) -> dict[str, Any]:
+        indexes = [i for i, heard_here in heard.items() if p in heard_here]
+        channel = next((channel_of[i] for i in indexes if i in channel_of), None)
+        return {"id": p.id, "name": p.name, "aor": p.aor, "channel": channel, "streams": indexes}
+
+    def stream(s: _Stream) -> dict[str, Any]:
+        info = s.info
+        ssrcs = [x.get("ssrc") for x in info.get("ssrcs") or () if isinstance(x, Mapping)]
+        ids = [p.id for p in heard.get(s.index, ())]
+        ms = 1000 / s.clock_rate
+        return {
+            "index": s.index,
+            "label": s.label,
+            "participant": ids[0] if len(ids) == 1 else None,
+            "participants": ids,
+            "codec": s.codec or info.get("codec"),
+            "payload_type": info.get("payload_type"),
+            "ssrc": ssrcs[0] if ssrcs else None,
+            "ssrcs": ssrcs,
+            "packets": info.get("packets", 0),
+            "lost": info.get("lost", 0),
+            "duplicates": info.get("duplicates", 0),
+            "late": info.get("late", 0),
+            "jitter_ms": info.get("jitter_ms", 0.0),
+            "pauses": [
+                {
+                    "start": _iso(s.start(epoch) + a),
+                    "end": None if b is None else _iso(s.start(epoch) + b),
+                }
+                for a, b in s.pause_spans()
+            ],
+            "dtmf": [
+                {
+                    "at_ms": round(d.get("position", 0) * ms),
+                    "event": d.get("event"),
+                    "duration_ms": round(d.get("duration", 0) * ms),
+                }
+                for d in info.get("dtmf") or ()
+                if isinstance(d, Mapping)
+            ],
+            "recorded": s in streams,
+            "complete": s.closed,
+            "problems": s.problems,
+        }
+
+    return {
+        "schema": SIDECAR_SCHEMA,
+        "session_id": call.session_id,
+        "call_id": call.call_id,
+        "node_id": call.node_id,
+        "status": call.status,
+        "end_reason": call.end_reason,
+        "started_at": _iso(call.started_at),
+        "ended_at": _iso(call.ended_at or end),
+        "media_epoch": _iso(epoch),
+        "duration_s": round(end - epoch, 3),
+        "format": fmt,
+        "channels": channels,
+        "sample_rate": rate,
+        "files": [p.name for p in out.files],
+        "audio": out.described,
+        "participants": [participant(p) for p in participants],
+        "streams": [stream(s) for s in loaded],
+        "pauses": [{"start": _iso(a), "end": None if b is None else _iso(b)} for a, b in pauses],
+        "metrics": conversation.metrics() if conversation is not None else None,
+    }
