@@ -43,7 +43,6 @@ import glob
 import json
 import os
 import shutil
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -67,6 +66,13 @@ from .decode import (
     fit,
     output_rate,
     resample,
+)
+from .stream_file import (
+    info_file_name,
+    media_file_name,
+    read_frames,
+    read_stream_info,
+    read_wav_g711,
 )
 from .vad import Conversation, TurnSink, VadConfig, analyse
 
@@ -145,48 +151,7 @@ class FinalisedRecording:
             self.conversation.record_into(state, self.media_epoch)
 
 
-# -- reading the parts (the shapes of media/stream_file.py's readers) ----------------------
-
-_FRAMES_HEADER = struct.Struct("<8sII")
-_FRAME_RECORD = struct.Struct("<QH")
-_WAV_LAWS = {7: "PCMU", 6: "PCMA"}
-
-
-def _read_wav_g711(path: Path) -> tuple[str, bytes]:
-    """(law, every whole sample after the `data` header, whatever its size field says)."""
-    data = path.read_bytes()
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError(f"{path.name}: not a RIFF/WAVE file")
-    law, pos = None, 12
-    while pos + 8 <= len(data):
-        chunk, size = struct.unpack_from("<4sI", data, pos)
-        if chunk == b"fmt " and pos + 10 <= len(data):
-            law = _WAV_LAWS.get(struct.unpack_from("<H", data, pos + 8)[0])
-        elif chunk == b"data":
-            if law is None:
-                raise ValueError(f"{path.name}: not a G.711 WAVE file")
-            return law, data[pos + 8 :]
-        pos += 8 + size + (size & 1)
-    raise ValueError(f"{path.name}: no data chunk")
-
-
-def _read_frames(path: Path) -> tuple[int, list[tuple[int, bytes]]]:
-    """(clock rate, [(position, payload)]); a truncated last record is ignored."""
-    data = path.read_bytes()
-    if len(data) < _FRAMES_HEADER.size:
-        raise ValueError(f"{path.name}: shorter than a frame log header")
-    magic, version, clock_rate = _FRAMES_HEADER.unpack_from(data)
-    if magic != b"SRFRAMES" or version != 1:
-        raise ValueError(f"{path.name}: not a version 1 frame log")
-    records, pos, size = [], _FRAMES_HEADER.size, len(data)
-    while pos + _FRAME_RECORD.size <= size:
-        position, length = _FRAME_RECORD.unpack_from(data, pos)
-        start = pos + _FRAME_RECORD.size
-        if start + length > size:
-            break
-        records.append((position, data[start : start + length]))
-        pos = start + length
-    return clock_rate, records
+# -- reading the parts ---------------------------------------------------------------------
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -196,6 +161,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    """`stream-<i>.json` as a dict; empty when missing or unreadable (the media file decides)."""
+    try:
+        return read_stream_info(path).to_dict()
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}
 
 
 # -- one stream ----------------------------------------------------------------------------
@@ -278,8 +251,8 @@ def _load_streams(parts: Path) -> list[_Stream]:
 
 
 def _load_stream(parts: Path, index: int) -> _Stream:
-    info = _read_json(parts / f"stream-{index}.json") or {}
-    wav, frames = parts / f"stream-{index}.wav", parts / f"stream-{index}.frames"
+    info = _read_info(parts / info_file_name(index))
+    wav, frames = parts / media_file_name(index, "PCMU"), parts / media_file_name(index, "G722")
     stream = _Stream(index, info, None, 8000, _number(info.get("epoch")))
     named = info.get("codec")
     if isinstance(named, str):
@@ -290,7 +263,7 @@ def _load_stream(parts: Path, index: int) -> _Stream:
             return stream
     if stream.codec in (None, *G711_CODECS) and wav.exists():
         try:
-            law, samples = _read_wav_g711(wav)
+            law, samples = read_wav_g711(wav)
         except (OSError, ValueError) as exc:
             stream.problems.append(f"unreadable {wav.name}: {exc}")
         else:
@@ -300,7 +273,7 @@ def _load_stream(parts: Path, index: int) -> _Stream:
             stream.codes = np.frombuffer(samples, dtype=np.uint8)
     elif stream.codec not in G711_CODECS and frames.exists():
         try:
-            clock_rate, records = _read_frames(frames)
+            clock_rate, records = read_frames(frames)
         except (OSError, ValueError) as exc:
             stream.problems.append(f"unreadable {frames.name}: {exc}")
         else:
