@@ -1,0 +1,524 @@
+"""Where each RTP payload of one stream goes in the stream file (``FORMAT.md``, Timeline).
+
+:class:`StreamTimeline` is sans-I/O: fed packets (header fields, payload, arrival time), it
+returns the payloads that are ready to write, in position order. Positions are in RTP clock
+units since the call's media epoch, the same origin for every stream of the call.
+
+Placement
+  The first packet of an SSRC is placed by its arrival, ``round((arrival - epoch) * rate)``;
+  later packets by RTP timestamp relative to an anchor (the newest packet seen), the timestamp
+  difference taken modulo 2^32 as a signed number, so timestamp wrap needs nothing special.
+  When timestamp and wall clock disagree by more than ``discontinuity`` (1 s) against what
+  they agreed on at the last anchoring (pause/resume, SSRC change, timestamp jump) the packet
+  is re-anchored by its arrival. A re-anchored position never goes below the end of what was
+  already accepted: audio is never dropped to honour the wall clock, the file only ever gets
+  silence inserted. (So a sender whose clock runs fast stays ahead by its drift; one that runs
+  slow gets a silence gap per second of drift.)
+
+Reordering
+  A packet that continues exactly where the last emitted one ended is emitted at once (the
+  common case: one comparison). Any other packet waits in a small buffer indexed by position;
+  the buffer's first packet is released when it continues the output, or when a packet
+  ``reorder_window`` (60 ms) later has arrived, or by :meth:`expire` when it has waited that long
+  in wall-clock time, or at :meth:`flush`. A packet before the end of what was emitted is late:
+  dropped and counted. So any permutation of packets whose displacement is below the window
+  gives the same output as the ordered stream.
+
+Sequence numbers (RFC 3550 A.1)
+  Only count: extended highest sequence with 16-bit wrap, a 64-packet bitmap of what was
+  received for duplicates, ``lost = expected - received`` (duplicates not received twice). A jump
+  of 3000 or more starts a new counting segment (a sender that renumbered).
+
+Jitter (RFC 3550 A.8)
+  ``J += (|D| - J) / 16`` over transit times in clock units; reported in ms.
+
+SSRC
+  Locked on the first packet. Packets of another SSRC are held as a candidate (the last
+  ``max(50, switch_packets)``); once the candidate has sent ``switch_packets`` packets while
+  the locked SSRC has been silent for ``switch_silence`` seconds, the timeline switches to it:
+  what waits in the reorder buffer is emitted, the new SSRC is re-anchored by wall clock and its
+  held packets replayed, so none of its audio is lost. Otherwise foreign packets are dropped and
+  counted as ``ignored``.
+
+Payload types
+  The negotiated audio PT is placed; ``telephone-event`` becomes DTMF records (RFC 4733: one
+  per event, identified by its timestamp; duration is the largest seen, long events split in
+  segments are merged) and is not placed; comfort noise (PT 13) places nothing, so DTX is
+  silence; any other PT is counted as ``unexpected_payload`` and dropped.
+
+RTCP
+  :meth:`sender_report` keeps the latest SR of the locked SSRC and measures ``sr_offset``: how
+  far the file's time of the SR's RTP timestamp (``epoch + position / rate``) is from the
+  sender's NTP time. It does not move positions (moving the anchor would insert silence or drop
+  written audio, and the first packet's placement is the contract's); it measures the residual
+  misalignment: two legs from one SRC share its clock, so the difference of their offsets is
+  how far apart the legs are in the files.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from collections import deque
+from collections.abc import Callable
+from typing import NamedTuple
+
+from siprec_node.media.stream_file import DtmfRecord, SsrcSpan
+
+COMFORT_NOISE_PT = 13
+MAX_DROPOUT = 3000
+MAX_MISORDER = 100
+_SEEN_BITS = 64
+_SEEN_MASK = (1 << _SEEN_BITS) - 1
+_NEVER = -(1 << 62)  # a position no packet has
+_FORCE = float(1 << 62)  # a baseline that makes the next packet re-anchor
+_CANDIDATE_KEEP = 50
+
+
+class Placed(NamedTuple):
+    """A payload ready to write at ``position`` (stream clock units since the epoch)."""
+
+    position: int
+    payload: bytes
+
+
+_new = tuple.__new__
+
+
+def opus_duration(payload: bytes) -> int:
+    """Samples at 48 kHz in one Opus packet, from its TOC byte (RFC 6716 §3.1); 0 if unknown."""
+    if not payload:
+        return 0
+    toc = payload[0]
+    config = toc >> 3
+    if config < 12:
+        frame = (480, 960, 1920, 2880)[config & 3]
+    elif config < 16:
+        frame = (480, 960)[config & 1]
+    else:
+        frame = (120, 240, 480, 960)[config & 3]
+    code = toc & 3
+    if code == 0:
+        return frame
+    if code < 3:
+        return 2 * frame
+    if len(payload) < 2:
+        return 0
+    return frame * (payload[1] & 0x3F)
+
+
+class _Dtmf:
+    __slots__ = ("duration", "ended", "event", "offset", "position", "timestamp")
+
+    def __init__(self, position: int, event: int, timestamp: int, duration: int) -> None:
+        self.position = position
+        self.event = event
+        self.timestamp = timestamp
+        self.offset = 0  # duration of the earlier segments of a long event
+        self.duration = duration
+        self.ended = False
+
+
+class StreamTimeline:
+    """Places one stream's RTP payloads on the call's timeline (see the module docstring).
+
+    ``reorder_window`` is in clock units (default 60 ms). ``frame_duration`` gives a payload's
+    duration in clock units; None means one byte per clock tick (G.711, and G.722 on its
+    8000 Hz RTP clock). ``start`` is the first position that may still be written (a file
+    continued after a restart).
+    """
+
+    def __init__(
+        self,
+        clock_rate: int,
+        epoch: float,
+        *,
+        payload_type: int,
+        telephone_event_pt: int | None = None,
+        comfort_noise_pt: int | None = COMFORT_NOISE_PT,
+        reorder_window: int | None = None,
+        frame_duration: Callable[[bytes], int] | None = None,
+        switch_packets: int = 5,
+        switch_silence: float = 0.1,
+        discontinuity: float = 1.0,
+        start: int = 0,
+    ) -> None:
+        self.clock_rate = clock_rate
+        self.epoch = epoch
+        self.payload_type = payload_type
+        self.telephone_event_pt = telephone_event_pt
+        self.comfort_noise_pt = comfort_noise_pt
+        self.window = reorder_window if reorder_window is not None else clock_rate * 60 // 1000
+        self.window_seconds = self.window / clock_rate
+        self._duration = frame_duration
+        self.switch_packets = switch_packets
+        self.switch_silence = switch_silence
+        self._limit = discontinuity * clock_rate
+
+        # SSRC and sequence counting (current segment, and the segments before it)
+        self._ssrc: int | None = None
+        self._max_seq = 0xFFFF  # with _cycles and _base: nothing expected yet
+        self._cycles = -0x10000
+        self._base = 0
+        self._received = 0
+        self._seen = 0
+        self._expected_before = 0
+        self._received_before = 0
+        self._last_arrival = 0.0
+        # anchor, jitter
+        self._anchor_ts = 0
+        self._anchor_pos = 0
+        self._baseline = _FORCE
+        self._transit = 0.0
+        self._jitter = 0.0
+        # output
+        self._next = _NEVER  # where a packet continues the output exactly
+        self._frontier = start  # earlier positions are late
+        self._end_seen = start  # end of the furthest packet accepted
+        self._max_pos = _NEVER
+        self._held: dict[int, tuple[bytes, float]] = {}
+        self._order: list[int] = []
+        self._span_pending = False
+        # candidate SSRC
+        self._cand_ssrc: int | None = None
+        self._cand: deque[tuple[int, int, int, bytes, float]] = deque(
+            maxlen=max(_CANDIDATE_KEEP, switch_packets)
+        )
+        self._cand_count = 0
+        # records and counters
+        self._spans: list[list[int | None]] = []  # [ssrc, first position]
+        self._dtmf: list[_Dtmf] = []
+        self._dtmf_current: _Dtmf | None = None
+        self.first_position: int | None = None
+        self.last_position: int | None = None
+        self.duplicates = 0
+        self.late = 0
+        self.ignored = 0
+        self.unexpected_payload = 0
+        self.comfort_noise = 0
+        self.dtmf_packets = 0
+        self.malformed_dtmf = 0
+        self.reanchors = 0
+        self.ssrc_switches = 0
+        self.sender_reports = 0
+        self.sr_offset: float | None = None
+
+    # -- the per-packet path ---------------------------------------------------------------
+
+    def push(
+        self,
+        ssrc: int,
+        sequence: int,
+        timestamp: int,
+        payload_type: int,
+        payload: bytes,
+        arrival: float,
+    ) -> list[Placed]:
+        """Take one RTP packet; return what is ready to write, in position order."""
+        if ssrc != self._ssrc:
+            return self._foreign(ssrc, sequence, timestamp, payload_type, payload, arrival)
+        self._last_arrival = arrival
+        if (sequence - self._max_seq) & 0xFFFF == 1:
+            if sequence == 0:
+                self._cycles += 0x10000
+            self._max_seq = sequence
+            self._seen = ((self._seen << 1) | 1) & _SEEN_MASK
+            self._received += 1
+        elif not self._sequence(sequence):
+            self.duplicates += 1
+            return []
+        if payload_type != self.payload_type:
+            return self._other_payload(timestamp, payload_type, payload, arrival)
+
+        d = (timestamp - self._anchor_ts) & 0xFFFFFFFF
+        if d & 0x80000000:
+            d -= 0x100000000
+        position = self._anchor_pos + d
+        wall = (arrival - self.epoch) * self.clock_rate
+        transit = wall - position
+        deviation = transit - self._baseline
+        if deviation > self._limit or deviation < -self._limit:
+            position = self._reanchor(timestamp, wall)
+        else:
+            if d > 0:
+                self._anchor_ts = timestamp
+                self._anchor_pos = position
+            jump = transit - self._transit
+            if jump < 0:
+                jump = -jump
+            self._jitter += (jump - self._jitter) * 0.0625
+            self._transit = transit
+
+        duration = self._duration
+        end = position + (len(payload) if duration is None else duration(payload))
+        if position == self._next and not self._order:
+            self._next = self._frontier = self._end_seen = end
+            self._max_pos = self.last_position = position
+            return [_new(Placed, (position, payload))]
+        return self._hold(position, end, payload, arrival)
+
+    # -- slower paths ------------------------------------------------------------------------
+
+    def _sequence(self, sequence: int) -> bool:
+        """Count a sequence number that does not follow the highest; False for a duplicate."""
+        delta = (sequence - self._max_seq) & 0xFFFF
+        if delta == 0:
+            return False
+        if delta < MAX_DROPOUT:  # ahead, after a loss
+            if sequence < self._max_seq:
+                self._cycles += 0x10000
+            self._max_seq = sequence
+            self._seen = ((self._seen << delta) | 1) & _SEEN_MASK
+            self._received += 1
+            return True
+        if delta >= 0x10000 - MAX_MISORDER:  # behind: reordered or duplicated
+            back = 0x10000 - delta
+            if back < _SEEN_BITS:
+                bit = 1 << back
+                if self._seen & bit:
+                    return False
+                self._seen |= bit
+            extended = self._cycles + sequence - (0x10000 if sequence > self._max_seq else 0)
+            if extended < self._base:
+                self._base = extended
+            self._received += 1
+            return True
+        # A jump: the sender renumbered. Close the counting segment, start another here.
+        self._new_segment(sequence)
+        self._max_seq = sequence
+        self._cycles = 0
+        self._base = sequence
+        self._received = 1
+        self._seen = 1
+        return True
+
+    def _new_segment(self, sequence: int) -> None:
+        self._expected_before += self._expected()
+        self._received_before += self._received
+        self._max_seq = (sequence - 1) & 0xFFFF
+        self._cycles = -0x10000 if sequence == 0 else 0
+        self._base = sequence
+        self._received = 0
+        self._seen = 0
+
+    def _expected(self) -> int:
+        return self._cycles + self._max_seq - self._base + 1
+
+    def _reanchor(self, timestamp: int, wall: float) -> int:
+        position = round(wall)
+        if position < self._end_seen:
+            position = self._end_seen
+        self._anchor_ts = timestamp
+        self._anchor_pos = position
+        self._baseline = self._transit = wall - position
+        self.reanchors += 1
+        return position
+
+    def _hold(self, position: int, end: int, payload: bytes, arrival: float) -> list[Placed]:
+        if position < self._frontier:
+            self.late += 1
+            return []
+        held = self._held
+        if position in held:
+            self.duplicates += 1
+            return []
+        held[position] = (payload, arrival)
+        insort(self._order, position)
+        if position > self._max_pos:
+            self._max_pos = position
+        if end > self._end_seen:
+            self._end_seen = end
+        return self._release(self._max_pos - self.window)
+
+    def _release(self, limit: int) -> list[Placed]:
+        """Emit held packets from the first while each continues the output or is ≤ ``limit``."""
+        out: list[Placed] = []
+        order = self._order
+        while order:
+            position = order[0]
+            if position > self._next and position > limit:
+                break
+            del order[0]
+            self._emit(position, self._held.pop(position)[0], out)
+        return out
+
+    def _emit(self, position: int, payload: bytes, out: list[Placed]) -> None:
+        duration = self._duration
+        end = position + (len(payload) if duration is None else duration(payload))
+        if end <= self._frontier:  # wholly inside what an earlier, longer packet covered
+            self.late += 1
+            return
+        if self._span_pending:
+            self._span_pending = False
+            self._spans[-1][1] = position
+        if self.first_position is None:
+            self.first_position = position
+        self.last_position = position
+        self._next = end
+        if end > self._frontier:
+            self._frontier = end
+        out.append(_new(Placed, (position, payload)))
+
+    def _other_payload(
+        self, timestamp: int, payload_type: int, payload: bytes, arrival: float
+    ) -> list[Placed]:
+        if payload_type == self.telephone_event_pt:
+            self._telephone_event(timestamp, payload, arrival)
+        elif payload_type == self.comfort_noise_pt:
+            self.comfort_noise += 1
+        else:
+            self.unexpected_payload += 1
+        return []
+
+    def _telephone_event(self, timestamp: int, payload: bytes, arrival: float) -> None:
+        self.dtmf_packets += 1
+        if len(payload) < 4:
+            self.malformed_dtmf += 1
+            return
+        event = payload[0]
+        ended = bool(payload[1] & 0x80)
+        duration = (payload[2] << 8) | payload[3]
+        current = self._dtmf_current
+        if current is not None:
+            duration_so_far = current.duration - current.offset
+            if timestamp == current.timestamp:
+                if current.offset + duration > current.duration:
+                    current.duration = current.offset + duration
+                current.ended = current.ended or ended
+                return
+            step = (timestamp - current.timestamp) & 0xFFFFFFFF
+            if not current.ended and event == current.event and step == duration_so_far:
+                # the next segment of a long event (RFC 4733 §2.5.1.3)
+                current.offset = current.duration
+                current.timestamp = timestamp
+                current.duration += duration
+                current.ended = ended
+                return
+        if self._baseline == _FORCE:  # no audio anchor yet: the event started `duration` ago
+            position = round((arrival - self.epoch) * self.clock_rate) - duration
+        else:
+            d = (timestamp - self._anchor_ts) & 0xFFFFFFFF
+            if d & 0x80000000:
+                d -= 0x100000000
+            position = self._anchor_pos + d
+        record = _Dtmf(max(position, 0), event, timestamp, duration)
+        record.ended = ended
+        self._dtmf.append(record)
+        self._dtmf_current = record
+
+    def _foreign(
+        self,
+        ssrc: int,
+        sequence: int,
+        timestamp: int,
+        payload_type: int,
+        payload: bytes,
+        arrival: float,
+    ) -> list[Placed]:
+        if self._ssrc is None:
+            self._lock(ssrc, sequence)
+            return self.push(ssrc, sequence, timestamp, payload_type, payload, arrival)
+        if ssrc != self._cand_ssrc:
+            self.ignored += self._cand_count
+            self._cand_ssrc = ssrc
+            self._cand.clear()
+            self._cand_count = 0
+        self._cand.append((sequence, timestamp, payload_type, payload, arrival))
+        self._cand_count += 1
+        if (
+            self._cand_count >= self.switch_packets
+            and arrival - self._last_arrival >= self.switch_silence
+        ):
+            out = self.flush()
+            packets = list(self._cand)
+            self.ignored += self._cand_count - len(packets)
+            self._cand_ssrc = None
+            self._cand.clear()
+            self._cand_count = 0
+            self.ssrc_switches += 1
+            self._lock(ssrc, packets[0][0])
+            for packet in packets:
+                out += self.push(ssrc, *packet)
+            return out
+        return []
+
+    def _lock(self, ssrc: int, sequence: int) -> None:
+        self._ssrc = ssrc
+        self._new_segment(sequence)
+        self._baseline = _FORCE
+        self._next = _NEVER
+        self._max_pos = _NEVER
+        self._dtmf_current = None
+        if not self._spans or self._spans[-1][0] != ssrc:
+            self._spans.append([ssrc, None])
+            self._span_pending = True
+
+    # -- control -----------------------------------------------------------------------------
+
+    def flush(self) -> list[Placed]:
+        """Emit everything held (at close, before a pause, before an SSRC switch)."""
+        return self._release(1 << 62)
+
+    def expire(self, now: float) -> list[Placed]:
+        """Emit held packets (and those before them) that have waited ``reorder_window``."""
+        cut = None
+        due = now - self.window_seconds
+        for position in self._order:
+            if self._held[position][1] <= due:
+                cut = position
+        return [] if cut is None else self._release(cut)
+
+    def restart(self) -> list[Placed]:
+        """Flush, and take the next packet as a new start (resume after a pause): it locks its
+        SSRC, starts a new counting segment and is placed by its arrival."""
+        out = self.flush()
+        self._new_segment(0)
+        self._ssrc = None
+        self.ignored += self._cand_count
+        self._cand_ssrc = None
+        self._cand.clear()
+        self._cand_count = 0
+        return out
+
+    def sender_report(self, ssrc: int, ntp_time: float, rtp_timestamp: int) -> None:
+        """An RTCP SR (``ntp_time`` in Unix seconds) of the locked SSRC: measure ``sr_offset``."""
+        if ssrc != self._ssrc or self._baseline == _FORCE:
+            return
+        self.sender_reports += 1
+        d = (rtp_timestamp - self._anchor_ts) & 0xFFFFFFFF
+        if d & 0x80000000:
+            d -= 0x100000000
+        self.sr_offset = self.epoch + (self._anchor_pos + d) / self.clock_rate - ntp_time
+
+    # -- statistics --------------------------------------------------------------------------
+
+    @property
+    def ssrc(self) -> int | None:
+        return self._ssrc
+
+    @property
+    def packets(self) -> int:
+        """RTP packets of the recorded SSRCs, duplicates not counted."""
+        return self._received_before + self._received
+
+    @property
+    def lost(self) -> int:
+        expected = self._expected_before + (self._expected() if self._ssrc is not None else 0)
+        return max(0, expected - self.packets)
+
+    @property
+    def jitter_ms(self) -> float:
+        return self._jitter * 1000.0 / self.clock_rate
+
+    @property
+    def held(self) -> int:
+        """Packets waiting in the reorder buffer."""
+        return len(self._order)
+
+    @property
+    def ssrcs(self) -> list[SsrcSpan]:
+        """SSRCs recorded, with the position of their first placed packet (None: none yet)."""
+        return [SsrcSpan(ssrc, first) for ssrc, first in self._spans]  # type: ignore[arg-type]
+
+    @property
+    def dtmf(self) -> list[DtmfRecord]:
+        return [DtmfRecord(d.position, d.event, d.duration) for d in self._dtmf]
