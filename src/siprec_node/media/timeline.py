@@ -19,10 +19,12 @@ Reordering
   A packet that continues exactly where the last emitted one ended is emitted at once (the
   common case: one comparison). Any other packet waits in a small buffer indexed by position;
   the buffer's first packet is released when it continues the output, or when a packet
-  ``reorder_window`` (60 ms) later has arrived, or by :meth:`expire` when it has waited that long
-  in wall-clock time, or at :meth:`flush`. A packet before the end of what was emitted is late:
-  dropped and counted. So any permutation of packets whose displacement is below the window
-  gives the same output as the ordered stream.
+  ``reorder_window`` (60 ms) later has arrived, or by :meth:`expire` when its time is that far
+  in the past by the wall clock, or at :meth:`flush`. A packet before the end of what was
+  emitted is late: dropped and counted, and so is a packet older (by sequence number) than the
+  newest that disagrees with the wall clock: a straggler from before a discontinuity. So any
+  permutation of packets whose displacement is below the window gives the same output as the
+  ordered stream.
 
 Sequence numbers (RFC 3550 A.1)
   Only count: extended highest sequence with 16-bit wrap, a 64-packet bitmap of what was
@@ -237,6 +239,9 @@ class StreamTimeline:
         transit = wall - position
         deviation = transit - self._baseline
         if deviation > self._limit or deviation < -self._limit:
+            if self._baseline != _FORCE and 0 < (self._max_seq - sequence) & 0xFFFF < MAX_MISORDER:
+                self.late += 1  # a straggler from before a discontinuity: its place is gone
+                return []
             position = self._reanchor(timestamp, wall)
         else:
             if d > 0:
@@ -459,13 +464,16 @@ class StreamTimeline:
         return self._release(1 << 62)
 
     def expire(self, now: float) -> list[Placed]:
-        """Emit held packets (and those before them) that have waited ``reorder_window``."""
-        cut = None
-        due = now - self.window_seconds
-        for position in self._order:
-            if self._held[position][1] <= due:
-                cut = position
-        return [] if cut is None else self._release(cut)
+        """Emit the held packets whose time, by the current anchor, is more than
+        ``reorder_window`` past: a gap before them has waited long enough in wall-clock time.
+
+        (A packet placed ahead of the wall clock, e.g. a stray timestamp, keeps waiting for the
+        packets before it rather than pushing the end of the file ahead of them.)
+        """
+        if not self._order or self._baseline == _FORCE:
+            return []
+        cut = (now - self.epoch) * self.clock_rate - self._baseline - self.window
+        return self._release(int(cut)) if self._order[0] <= cut else []
 
     def restart(self) -> list[Placed]:
         """Flush, and take the next packet as a new start (resume after a pause): it locks its

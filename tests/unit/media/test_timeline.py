@@ -180,6 +180,36 @@ def test_timestamp_jump_reanchors_by_wall_clock() -> None:
     assert tl.reanchors == 2
 
 
+def test_straggler_from_before_a_jump_is_late() -> None:
+    packets = stream(20) + stream(20, ts0=50_000 + 80_000, first=20)
+    packets.insert(24, packets.pop(19))  # the last packet before the jump, 80 ms late
+    tl = timeline()
+    out = run(tl, packets)
+    assert out == expected([i for i in range(40) if i != 19])
+    assert (tl.late, tl.reanchors) == (1, 2)
+
+
+def test_expire_keeps_a_packet_ahead_of_the_wall_clock() -> None:
+    tl = timeline()
+    packets = stream(30)
+    out: list[Placed] = []
+    for p in packets[:10]:
+        out += tl.push(*p)
+    s, q, t, pt, pl, arr = packets[10]
+    # one packet whose timestamp says 0.5 s later than it is (below the 1 s threshold)
+    out += tl.push(s, q, t + 4000, pt, pl, arr)
+    out += tl.expire(arr + 0.2)
+    for p in packets[11:]:
+        out += tl.push(*p)
+        out += tl.expire(p[5] + 0.1)
+    out += tl.flush()
+    assert [o for o in out if o.position < 4000 + 30 * 160] == expected(
+        [i for i in range(30) if i != 10]
+    )
+    assert out[-1].position == 4000 + 10 * 160 + 4000
+    assert tl.late == 0
+
+
 def test_timestamp_jump_back_never_overwrites() -> None:
     packets = stream(20) + stream(20, ts0=50_000 - 8000 * 30, first=20)
     tl = timeline()
@@ -317,8 +347,9 @@ def test_expire_releases_what_waited_the_window() -> None:
         out += tl.push(*p)
     out += tl.push(*packets[6])  # 5 is missing: 6 waits
     assert out[-1].position == 4000 + 4 * 160 and tl.held == 1
-    assert tl.expire(packets[6][5] + 0.03) == []
-    assert tl.expire(packets[6][5] + 0.06) == [(4000 + 6 * 160, payload(6))]
+    # released once its time (by the anchor: its timestamp) is a window in the past
+    assert tl.expire(packets[6][5] + 0.05) == []
+    assert tl.expire(packets[6][5] + 0.07) == [(4000 + 6 * 160, payload(6))]
 
 
 def test_restart_places_the_next_packet_by_arrival() -> None:
