@@ -21,6 +21,7 @@ from siprec_node import __version__
 from siprec_node.adapters import SharedCallStore, to_call_data
 from siprec_node.config import Settings
 from siprec_node.http import HttpApi
+from siprec_node.log import wants_json
 from siprec_node.session import (
     ManagerConfig,
     MemorySessionStore,
@@ -82,6 +83,10 @@ def handler_config(settings: Settings, call_store: CallStore | None = None) -> H
         timers=TimerConfig(),
         max_message_size=settings.sip.max_message_size,
         max_headers=settings.sip.max_headers,
+        recording_dir=str(settings.recording.directory),
+        media_workers=settings.media.workers,
+        log_level=settings.log.level,
+        log_format="json" if wants_json(settings.log.format, sys.stderr) else "console",
     )
 
 

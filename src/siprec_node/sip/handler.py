@@ -21,9 +21,11 @@ from typing import Any
 import structlog
 
 from siprec_node import __version__
+from siprec_node.media.engine import LocalEngine, MediaEngine, WorkerEngine
 from siprec_node.media.port_allocator import PortAllocator, PortRange
 from siprec_node.media.rtp_ports import RtpPorts
 from siprec_node.sip.call import CallData, CallStatus, CallStore, MemoryCallStore, utc_now
+from siprec_node.sip.call_media import CallMedia, MediaState, new_media_state
 from siprec_node.sip.dialog import Dialog, DialogState, DialogTable
 from siprec_node.sip.errors import SipParseError
 from siprec_node.sip.message import (
@@ -88,6 +90,12 @@ class HandlerConfig:
     (SPEC's Python API) when no ``call_store`` is given."""
     activity_interval: float = 5.0
     """How often RTP activity of live calls is reported to the store (seconds)."""
+    recording_dir: str = "recordings"
+    """Root of the recordings (``recording.directory``)."""
+    media_workers: int = 0
+    """Media worker processes; 0 records on the SIP process's own event loop."""
+    log_level: str = "info"
+    log_format: str = "json"
     advertise_host: str | None = None
     """Host written into Contact headers; derived from the peer's route when None."""
     media_host: str = "0.0.0.0"
@@ -126,6 +134,7 @@ class Call:
     ports: list[int] = field(default_factory=list)
     session_expires: int | None = None
     refresher: str | None = None
+    media_state: MediaState | None = None
     remote_allow: frozenset[str] = frozenset()
     """Methods the SRC said it allows (its INVITE's Allow header); empty when it did not say."""
     refresh_timer: asyncio.TimerHandle | None = None
@@ -173,6 +182,17 @@ class SipHandler:
             ),
             host=self.config.media_host,
         )
+        self.engine: MediaEngine = (
+            WorkerEngine(
+                self.config.media_workers,
+                log_level=self.config.log_level,
+                log_format=self.config.log_format,
+                on_worker_died=self._on_worker_died,
+            )
+            if self.config.media_workers > 0
+            else LocalEngine()
+        )
+        self.call_media = CallMedia(self.media, self.engine)
         self._tasks: set[asyncio.Task[None]] = set()
         self._activity_task: asyncio.Task[None] | None = None
         # Calls we ended before their ACK came: the BYE goes when it does (or at Timer H).
@@ -234,6 +254,7 @@ class SipHandler:
         """Start the snapshot writer and the activity reporter; once, inside the event loop."""
         if self.snapshots is None:
             self.snapshots = SnapshotWriter(self.store)
+            await self.engine.start()
         if self._activity_task is None and self.config.activity_interval > 0:
             self._activity_task = asyncio.get_running_loop().create_task(self._report_activity())
 
@@ -243,9 +264,11 @@ class SipHandler:
         while True:
             await asyncio.sleep(self.config.activity_interval)
             for session_id, call in list(self.calls.items()):
-                packets = sum(
-                    c.packets for p in call.ports if (c := self.media.counters(p)) is not None
-                )
+                try:
+                    streams = await self.engine.stats(session_id)
+                except Exception:  # a worker restarting: next round
+                    continue
+                packets = sum(int(s.get("packets", 0)) for s in streams.values())
                 if packets != seen.get(session_id, 0):
                     seen[session_id] = packets
                     call.data.last_activity = utc_now()
@@ -255,6 +278,58 @@ class SipHandler:
                         log.debug("activity_touch_failed", session_id=session_id, error=str(exc))
             for session_id in [k for k in seen if k not in self.calls]:
                 del seen[session_id]
+
+    # ------------------------------------------------------------------ media
+
+    async def _sync_media(self, call: Call, *, raise_errors: bool = False) -> None:
+        """Bring the engine in line with the call's negotiated streams and pause state."""
+        if call.media_state is None or call.data.is_final:
+            return
+        try:
+            changes = await self.call_media.sync(
+                call.data.session_id, call.media_state, call.recording.streams
+            )
+        except Exception as exc:
+            if raise_errors:
+                raise
+            call.log.error("media_sync_failed", error=repr(exc))
+            return
+        if changes:
+            call.log.debug("media_synced", changes=changes)
+
+    async def _reopen_media(self, call: Call) -> None:
+        """Record a recovered call's streams again, into the same files."""
+        if call.media_state is None:
+            return
+        try:
+            await self.call_media.reopen(
+                call.data.session_id, call.media_state, call.recording.streams
+            )
+        except Exception as exc:
+            call.log.error("media_reopen_failed", error=repr(exc))
+
+    async def _close_media(self, call: Call) -> None:
+        """Close the streams of an ended call (files closed cleanly)."""
+        try:
+            stats = await self.call_media.close(call.data.session_id)
+        except Exception as exc:
+            call.log.error("media_close_failed", error=repr(exc))
+            return
+        call.log.info(
+            "media_closed",
+            streams={
+                str(i): {k: s.get(k) for k in ("packets", "lost", "duplicates", "late")}
+                for i, s in stats.items()
+            },
+        )
+
+    async def _on_worker_died(self, index: int, sessions: set[str]) -> None:
+        """A media worker crashed and was restarted: its calls' streams are opened again."""
+        for session_id in sessions:
+            call = self.calls.get(session_id)
+            if call is not None:
+                call.log.warning("media_worker_restarted_for_call", worker=index)
+                await self._reopen_media(call)
 
     # ------------------------------------------------------------------ recovery, takeover
 
@@ -316,7 +391,10 @@ class SipHandler:
         self._by_dialog[(dialog.call_id, dialog.local_tag)] = call
         data.recoveries = data.recoveries + 1
         self._snapshot(call)
-        self._spawn(self.media.open(call.ports))
+        stored_media = data.media.get("state")
+        if stored_media:
+            call.media_state = MediaState.from_dict(stored_media)
+            self._spawn(self._reopen_media(call))
         call_log.info("call_recovered", status=data.status, ports=call.ports, lost_ports=lost)
         return call
 
@@ -612,6 +690,7 @@ class SipHandler:
             ports=recording.ports,
             session_expires=self._session_expires(request),
             remote_allow=frozenset(m.upper() for m in request.headers.get_all("Allow")),
+            media_state=new_media_state(self.config.recording_dir, request.call_id, session_id),
         )
         # The call counts against capacity and can be cancelled from now on.
         self.calls[session_id] = call
@@ -630,7 +709,7 @@ class SipHandler:
     async def _answer_invite(self, call: Call, request: SipRequest) -> None:
         """Open the media sockets, then send the 200 unless a CANCEL came first."""
         try:
-            await self.media.open(call.ports)
+            await self._sync_media(call, raise_errors=True)
         except Exception as exc:  # the INVITE must get a final response whatever happened
             if call.data.is_final:
                 return
@@ -838,6 +917,8 @@ class SipHandler:
                 answered = True
             except SiprecError as exc:
                 call.log.warning("ack_body_rejected", error=exc.reason)
+        if answered:
+            self._spawn(self._sync_media(call))  # the streams of our offer are now agreed
         if call.confirmed:
             if answered:
                 self._touch(call)
@@ -955,7 +1036,7 @@ class SipHandler:
             return
         call.dialog.refresh_target(request)
         call.ports = call.recording.ports
-        self._spawn(self.media.open(call.ports))  # streams added mid-call start receiving
+        self._spawn(self._sync_media(call))  # new streams open, held ones pause, others resume
         headers: list[tuple[str, str]] = [
             ("Contact", call.dialog.local_contact),
             ("Supported", ", ".join(SUPPORTED_OPTIONS)),
@@ -985,7 +1066,11 @@ class SipHandler:
         data.updated_at = utc_now()
         data.dialog = call.dialog.to_dict()
         data.recording = call.recording.to_dict()
-        data.media = {"ports": list(call.ports), "streams": call.recording.media_snapshot()}
+        data.media = {
+            "ports": list(call.ports),
+            "streams": call.recording.media_snapshot(),
+            "state": call.media_state.to_dict() if call.media_state else None,
+        }
         data.version += 1
         if self.snapshots is not None:
             self.snapshots.submit(data)
@@ -998,6 +1083,8 @@ class SipHandler:
             call.refresh_timer.cancel()
             call.refresh_timer = None
         self.media.release(call.ports, now)
+        if call.media_state is not None and call.media_state.open:
+            self._spawn(self._close_media(call))
         call.dialog.terminate()
         self.dialogs.remove(call.dialog)
         self.calls.pop(call.data.session_id, None)
@@ -1018,6 +1105,9 @@ class SipHandler:
         call = self.calls[session_id]
         if call.recording.operator_paused != paused:
             call.recording.operator_paused = paused
+            if call.media_state is not None:
+                call.media_state.operator_paused = paused
+                self._spawn(self._sync_media(call))
             self._snapshot(call)
             call.log.info("recording_paused" if paused else "recording_resumed", by="operator")
         return call
@@ -1116,6 +1206,8 @@ class SipHandler:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        await self.idle()  # media closes spawned by the last calls' ends
+        await self.engine.stop()
         self.media.close()
         if self.snapshots is not None:
             await self.snapshots.close(timeout)

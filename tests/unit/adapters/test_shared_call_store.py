@@ -97,6 +97,7 @@ async def test_restart_recovers_the_call_and_answers_its_bye(backend: Backend) -
     ports = list(first.handler.calls[session_id].ports)
     assert await first.handler.snapshots.flush(5)  # type: ignore[union-attr]
     # the process dies: its sockets close, nothing else is cleaned up
+    await first.handler.engine.stop()
     first.handler.media.close()
     await asyncio.sleep(0.01)  # asyncio closes datagram sockets on the next loop iteration
 
@@ -125,6 +126,7 @@ async def test_surviving_node_answers_bye_of_a_dead_nodes_call(backend: Backend)
     await dead.handler.start()
     dialogue, session_id = await _call_through(dead)
     assert await dead.handler.snapshots.flush(5)  # type: ignore[union-attr]
+    await dead.handler.engine.stop()
     dead.handler.media.close()
     await store.update_heartbeat("rec-dead")
 

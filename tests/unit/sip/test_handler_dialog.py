@@ -27,18 +27,19 @@ async def h() -> AsyncIterator[Harness]:
 
 
 class GatedMediaOpen:
-    """Stands in for ``media.open``: blocks until the test opens the gate."""
+    """Stands in for ``call_media.sync`` (opening the streams before the 200): blocks until the
+    test opens the gate."""
 
     def __init__(self, harness: Harness) -> None:
         self.gate = asyncio.Event()
-        self.calls: list[list[int]] = []
-        self._real = harness.handler.media.open
-        harness.handler.media.open = self  # type: ignore[method-assign]
+        self.calls: list[str] = []
+        self._real = harness.handler.call_media.sync
+        harness.handler.call_media.sync = self  # type: ignore[method-assign]
 
-    async def __call__(self, ports: list[int]) -> None:
-        self.calls.append(list(ports))
+    async def __call__(self, session_id: str, *args: object, **kwargs: object) -> list[str]:
+        self.calls.append(session_id)
         await self.gate.wait()
-        await self._real(ports)
+        return await self._real(session_id, *args, **kwargs)  # type: ignore[arg-type]
 
     async def __aenter__(self) -> GatedMediaOpen:
         return self

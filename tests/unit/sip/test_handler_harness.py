@@ -3,7 +3,7 @@
 The handler runs without sockets for SIP: requests are bytes written here by hand (CRLF, with a
 Content-Length counting the body), fed to ``on_message``; what the handler sends is collected with
 the fake clock's time. Timers are fired by :meth:`Harness.advance`. The INVITE answer needs
-``media.open`` (real UDP sockets on 127.0.0.1 in a per-test port range), hence async tests.
+opening the streams (real UDP sockets on 127.0.0.1 in a per-test port range), hence async tests.
 """
 
 from __future__ import annotations

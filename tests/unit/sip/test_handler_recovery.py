@@ -23,8 +23,9 @@ async def crash(h: Harness) -> None:
     """Stop a node the hard way: sockets closed, no BYE, no final snapshot."""
     assert h.handler.snapshots is not None
     assert await h.handler.snapshots.flush(timeout=5)
+    await h.handler.engine.stop()  # the RTP sockets the engine holds close with the process
     h.handler.media.close()
-    await asyncio.sleep(0)  # asyncio closes a transport's socket on the next loop iteration
+    await asyncio.sleep(0.01)  # asyncio closes a transport's socket on the next loop iteration
 
 
 def successor(h: Harness, node_id: str = "test-node") -> Harness:
@@ -89,13 +90,13 @@ async def test_a_call_answered_but_not_acknowledged_is_confirmed_by_a_late_ack()
 async def test_a_call_not_answered_before_the_crash_is_closed_as_failed() -> None:
     async with Harness() as first:
         gate = asyncio.Event()
-        real_open = first.handler.media.open
+        real_sync = first.handler.call_media.sync
 
-        async def never_ready(ports: list[int]) -> None:
+        async def never_ready(session_id: str, *args: object, **kwargs: object) -> list[str]:
             await gate.wait()
-            await real_open(ports)
+            return await real_sync(session_id, *args, **kwargs)  # type: ignore[arg-type]
 
-        first.handler.media.open = never_ready  # type: ignore[method-assign]
+        first.handler.call_media.sync = never_ready  # type: ignore[method-assign]
         first.handler.on_message(Dialogue("restart-early@sbc").siprec_invite(), SBC)
         await asyncio.sleep(0)
         session_id = first.only_call()

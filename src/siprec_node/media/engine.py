@@ -1,0 +1,419 @@
+"""Where RTP is received and recorded: in this process, or in media worker processes.
+
+The SIP process binds every RTP/RTCP socket itself (so the SDP answer never names a port that
+could not be bound) and hands the sockets to an engine together with what the stream negotiated.
+:class:`LocalEngine` records them on this event loop; :class:`WorkerEngine` passes the sockets
+(SCM_RIGHTS) to worker processes, each owning the calls given to it, so that signalling latency
+never depends on media load and a worker crash loses only that worker's streams (it is restarted
+and its streams re-opened, continuing the same files).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from siprec_node.media.stream_recorder import StreamRecorder
+from siprec_node.siprec.sdp_answer import NegotiatedStream
+
+log = structlog.get_logger("siprec_node.media.engine")
+
+TICK_INTERVAL = 0.5
+"""How often recorders flush buffers and refresh file headers (seconds)."""
+# asyncio's default 256 KiB read buffer costs an mmap/munmap per datagram; RTP needs ~1.5 KiB.
+RECV_SIZE = 4096
+CONTROL_MAX = 1 << 20
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What a recorder needs to know about one stream (JSON-safe, crosses process bounds)."""
+
+    session_id: str
+    index: int
+    negotiated: dict[str, Any]
+    parts_dir: str
+    epoch: float
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Identity of the stream within the node."""
+        return (self.session_id, self.index)
+
+
+class MediaEngine(Protocol):
+    """Receives and records the streams handed to it."""
+
+    async def start(self) -> None:
+        """Start receiving (workers are spawned here)."""
+
+    async def open_stream(self, spec: StreamSpec, rtp: socket.socket, rtcp: socket.socket) -> None:
+        """Record ``spec`` from the two bound sockets (the engine owns them from now on)."""
+
+    async def pause(self, session_id: str, index: int, at: float) -> None:
+        """Stop recording a stream (SDP hold / operator pause) from wall-clock ``at``."""
+
+    async def resume(self, session_id: str, index: int, at: float) -> None:
+        """Record a paused stream again from ``at``."""
+
+    async def close_call(self, session_id: str, at: float) -> dict[int, dict[str, Any]]:
+        """Close every stream of a call; returns their statistics by stream index."""
+
+    async def stats(self, session_id: str) -> dict[int, dict[str, Any]]:
+        """Live statistics of a call's streams."""
+
+    async def stop(self) -> None:
+        """Close everything (files are closed cleanly)."""
+
+
+class _Receiver(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, float], None]) -> None:
+        self.on_datagram = on_datagram
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if hasattr(transport, "max_size"):
+            transport.max_size = RECV_SIZE  # type: ignore[attr-defined]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.on_datagram(data, time.time())
+
+
+@dataclass
+class _Open:
+    spec: StreamSpec
+    recorder: StreamRecorder
+    transports: list[asyncio.BaseTransport] = field(default_factory=list)
+
+
+class LocalEngine:
+    """Records on the current event loop (``media.workers = 0``, and inside each worker)."""
+
+    def __init__(self) -> None:
+        self._streams: dict[tuple[str, int], _Open] = {}
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start the periodic tick (file headers, buffers, stream JSON)."""
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_INTERVAL)
+            now = time.time()
+            for stream in list(self._streams.values()):
+                try:
+                    stream.recorder.tick(now)
+                except Exception:
+                    log.exception("recorder_tick_failed", session_id=stream.spec.session_id)
+
+    async def open_stream(self, spec: StreamSpec, rtp: socket.socket, rtcp: socket.socket) -> None:
+        """Create the recorder (continuing existing files) and start receiving."""
+        if spec.key in self._streams:
+            rtp.close()
+            rtcp.close()
+            return
+        recorder = StreamRecorder(
+            NegotiatedStream.from_dict(spec.negotiated), Path(spec.parts_dir), spec.epoch
+        )
+        opened = _Open(spec, recorder)
+        self._streams[spec.key] = opened
+        loop = asyncio.get_running_loop()
+        for sock, handler in ((rtp, recorder.on_rtp), (rtcp, recorder.on_rtcp)):
+            sock.setblocking(False)
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda h=handler: _Receiver(h), sock=sock
+            )
+            opened.transports.append(transport)
+
+    async def pause(self, session_id: str, index: int, at: float) -> None:
+        """Pause one stream."""
+        opened = self._streams.get((session_id, index))
+        if opened is not None:
+            opened.recorder.pause(at)
+
+    async def resume(self, session_id: str, index: int, at: float) -> None:
+        """Resume one stream."""
+        opened = self._streams.get((session_id, index))
+        if opened is not None:
+            opened.recorder.resume(at)
+
+    async def close_call(self, session_id: str, at: float) -> dict[int, dict[str, Any]]:
+        """Stop receiving and close the files of every stream of ``session_id``."""
+        out: dict[int, dict[str, Any]] = {}
+        for key in [k for k in self._streams if k[0] == session_id]:
+            opened = self._streams.pop(key)
+            for transport in opened.transports:
+                transport.close()
+            opened.recorder.close(at)
+            out[key[1]] = _stats_dict(opened.recorder)
+        return out
+
+    async def stats(self, session_id: str) -> dict[int, dict[str, Any]]:
+        """Live statistics of a call's streams."""
+        return {
+            key[1]: _stats_dict(opened.recorder)
+            for key, opened in self._streams.items()
+            if key[0] == session_id
+        }
+
+    @property
+    def open_streams(self) -> int:
+        """How many streams are being recorded."""
+        return len(self._streams)
+
+    async def stop(self) -> None:
+        """Close every stream cleanly and stop ticking."""
+        now = time.time()
+        for session_id in {k[0] for k in self._streams}:
+            await self.close_call(session_id, now)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+
+def _stats_dict(recorder: StreamRecorder) -> dict[str, Any]:
+    stats = recorder.stats()
+    if hasattr(stats, "__dataclass_fields__"):
+        return asdict(stats)
+    return dict(stats)
+
+
+# ----------------------------------------------------------------------------------- workers
+
+
+class WorkerDied(Exception):
+    """The worker process handling a request exited."""
+
+
+@dataclass
+class _Worker:
+    index: int
+    proc: subprocess.Popen[bytes]
+    sock: socket.socket
+    sessions: set[str] = field(default_factory=set)
+    pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    alive: bool = True
+
+
+class WorkerEngine:
+    """Media worker processes; all streams of a call go to one worker.
+
+    ``on_worker_died(index, sessions)`` is awaited when a worker exits unexpectedly, after it
+    was restarted: the owner re-opens those sessions' streams (with fresh sockets on the same
+    ports), which continue the same files.
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        *,
+        log_level: str = "info",
+        log_format: str = "json",
+        on_worker_died: Callable[[int, set[str]], Awaitable[None]] | None = None,
+    ) -> None:
+        if workers < 1:
+            raise ValueError("WorkerEngine needs at least one worker")
+        self.count = workers
+        self._log_level = log_level
+        self._log_format = log_format
+        self.on_worker_died = on_worker_died
+        self._workers: list[_Worker] = []
+        self._ids = itertools.count(1)
+        self._session_worker: dict[str, int] = {}
+        self._stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.restarts = 0
+
+    async def start(self) -> None:
+        """Spawn the workers."""
+        for index in range(self.count):
+            self._workers.append(self._spawn(index))
+
+    def _spawn(self, index: int) -> _Worker:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "siprec_node.media.worker",
+                "--fd",
+                str(child.fileno()),
+                "--index",
+                str(index),
+                "--log-level",
+                self._log_level,
+                "--log-format",
+                self._log_format,
+            ],
+            pass_fds=[child.fileno()],
+            env=env,
+        )
+        child.close()
+        parent.setblocking(False)
+        worker = _Worker(index, proc, parent)
+        asyncio.get_running_loop().add_reader(parent.fileno(), self._on_readable, worker)
+        log.info("media_worker_started", worker=index, pid=proc.pid)
+        return worker
+
+    def worker_for(self, session_id: str) -> _Worker:
+        """The worker that records ``session_id`` (assigned on first use: least loaded)."""
+        index = self._session_worker.get(session_id)
+        if index is None:
+            index = min(range(len(self._workers)), key=lambda i: len(self._workers[i].sessions))
+            self._session_worker[session_id] = index
+            self._workers[index].sessions.add(session_id)
+        return self._workers[index]
+
+    def _on_readable(self, worker: _Worker) -> None:
+        while True:
+            try:
+                data = worker.sock.recv(CONTROL_MAX)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._lost(worker)
+                return
+            message = json.loads(data)
+            future = worker.pending.pop(int(message.get("id", 0)), None)
+            if future is not None and not future.done():
+                future.set_result(message)
+
+    def _lost(self, worker: _Worker) -> None:
+        if not worker.alive:
+            return
+        worker.alive = False
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(worker.sock.fileno())
+        worker.sock.close()
+        for future in worker.pending.values():
+            if not future.done():
+                future.set_exception(WorkerDied(f"media worker {worker.index} exited"))
+        worker.pending.clear()
+        if self._stopping:
+            return
+        code = worker.proc.poll()
+        sessions = set(worker.sessions)
+        log.error(
+            "media_worker_died",
+            worker=worker.index,
+            pid=worker.proc.pid,
+            exit_code=code,
+            sessions=sorted(sessions),
+        )
+        self.restarts += 1
+        replacement = self._spawn(worker.index)
+        replacement.sessions = sessions
+        self._workers[worker.index] = replacement
+        if self.on_worker_died is not None:
+            task = loop.create_task(self.on_worker_died(worker.index, sessions))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _request(
+        self, worker: _Worker, message: dict[str, Any], fds: list[int] | None = None
+    ) -> dict[str, Any]:
+        if not worker.alive:
+            raise WorkerDied(f"media worker {worker.index} is not running")
+        request_id = next(self._ids)
+        message["id"] = request_id
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        worker.pending[request_id] = future
+        payload = json.dumps(message).encode()
+        try:
+            if fds:
+                socket.send_fds(worker.sock, [payload], fds)
+            else:
+                worker.sock.send(payload)
+        except OSError as exc:
+            worker.pending.pop(request_id, None)
+            raise WorkerDied(str(exc)) from exc
+        reply = await asyncio.wait_for(future, 10.0)
+        if not reply.get("ok"):
+            raise RuntimeError(f"media worker {worker.index}: {reply.get('error')}")
+        return reply
+
+    async def open_stream(self, spec: StreamSpec, rtp: socket.socket, rtcp: socket.socket) -> None:
+        """Hand the sockets to the call's worker; this process closes its copies."""
+        worker = self.worker_for(spec.session_id)
+        try:
+            await self._request(
+                worker, {"op": "open", "spec": asdict(spec)}, [rtp.fileno(), rtcp.fileno()]
+            )
+        finally:
+            rtp.close()
+            rtcp.close()
+
+    async def pause(self, session_id: str, index: int, at: float) -> None:
+        """Pause one stream."""
+        await self._request(
+            self.worker_for(session_id),
+            {"op": "pause", "session_id": session_id, "index": index, "at": at},
+        )
+
+    async def resume(self, session_id: str, index: int, at: float) -> None:
+        """Resume one stream."""
+        await self._request(
+            self.worker_for(session_id),
+            {"op": "resume", "session_id": session_id, "index": index, "at": at},
+        )
+
+    async def close_call(self, session_id: str, at: float) -> dict[int, dict[str, Any]]:
+        """Close a call's streams in its worker."""
+        index = self._session_worker.pop(session_id, None)
+        if index is None:
+            return {}
+        worker = self._workers[index]
+        worker.sessions.discard(session_id)
+        reply = await self._request(worker, {"op": "close", "session_id": session_id, "at": at})
+        return {int(k): v for k, v in reply.get("stats", {}).items()}
+
+    async def stats(self, session_id: str) -> dict[int, dict[str, Any]]:
+        """Live statistics of a call's streams."""
+        if session_id not in self._session_worker:
+            return {}
+        reply = await self._request(
+            self.worker_for(session_id), {"op": "stats", "session_id": session_id}
+        )
+        return {int(k): v for k, v in reply.get("stats", {}).items()}
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running workers."""
+        return [w.proc.pid for w in self._workers if w.alive]
+
+    async def stop(self) -> None:
+        """Ask every worker to close its files and exit; kill the ones that do not."""
+        self._stopping = True
+        for worker in self._workers:
+            if worker.alive:
+                with contextlib.suppress(Exception):
+                    await self._request(worker, {"op": "stop"})
+        for worker in self._workers:
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, worker.proc.wait, 5)
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+            if worker.alive:
+                worker.alive = False
+                with contextlib.suppress(Exception):
+                    asyncio.get_running_loop().remove_reader(worker.sock.fileno())
+                worker.sock.close()

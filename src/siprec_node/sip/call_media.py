@@ -1,0 +1,132 @@
+"""The media side of the calls the handler answers: open, pause, resume and close their streams.
+
+Keeps, per call, which negotiated streams are being recorded and whether each is paused (by the
+SDP — ``a=inactive`` or ``c=0.0.0.0`` — or by an operator), and turns every change of that into
+requests to the media engine. The engine records into the call's parts folder (``FORMAT.md``),
+aligned on the call's media epoch; a restarted node re-opens the same streams into the same files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from siprec_node.media.engine import MediaEngine, StreamSpec
+from siprec_node.media.paths import parts_dir, recording_dir, recording_stem
+from siprec_node.media.rtp_ports import RtpPorts
+from siprec_node.siprec.sdp_answer import NegotiatedStream
+
+log = structlog.get_logger("siprec_node.sip.call_media")
+
+
+@dataclass
+class MediaState:
+    """Where a call records and what each of its streams is doing (part of the snapshot)."""
+
+    epoch: float
+    stem: str
+    directory: str
+    parts: str
+    open: dict[int, bool] = field(default_factory=dict)
+    """Stream index → paused, for every stream handed to the engine."""
+    operator_paused: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (stream indexes as strings, as JSON keys must be)."""
+        return {
+            "epoch": self.epoch,
+            "stem": self.stem,
+            "directory": self.directory,
+            "parts": self.parts,
+            "open": {str(k): v for k, v in self.open.items()},
+            "operator_paused": self.operator_paused,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MediaState:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            epoch=float(data["epoch"]),
+            stem=str(data["stem"]),
+            directory=str(data["directory"]),
+            parts=str(data["parts"]),
+            open={int(k): bool(v) for k, v in (data.get("open") or {}).items()},
+            operator_paused=bool(data.get("operator_paused", False)),
+        )
+
+
+def new_media_state(root: str | Path, call_id: str, session_id: str) -> MediaState:
+    """The recording location of a new call, its epoch being now."""
+    epoch = time.time()
+    started = datetime.fromtimestamp(epoch, UTC)
+    stem = recording_stem(started, call_id, session_id)
+    return MediaState(
+        epoch=epoch,
+        stem=stem,
+        directory=str(recording_dir(root, started)),
+        parts=str(parts_dir(root, started, stem)),
+    )
+
+
+class CallMedia:
+    """Drives the media engine for the handler's calls."""
+
+    def __init__(self, ports: RtpPorts, engine: MediaEngine) -> None:
+        self.ports = ports
+        self.engine = engine
+
+    async def sync(
+        self,
+        session_id: str,
+        state: MediaState,
+        streams: tuple[NegotiatedStream, ...],
+        at: float | None = None,
+    ) -> list[str]:
+        """Make the engine match ``streams``: open new ones, pause and resume the others.
+
+        Returns what changed, for logs. A refused stream that was open stays open and paused
+        (its port stays the call's; the gap is silence).
+        """
+        at = time.time() if at is None else at
+        changes: list[str] = []
+        Path(state.parts).mkdir(parents=True, exist_ok=True)
+        for stream in streams:
+            wanted_pause = state.operator_paused or stream.paused or not stream.accepted
+            if stream.index not in state.open:
+                if not stream.accepted or stream.port == 0:
+                    continue
+                rtp, rtcp = self.ports.take(stream.port)
+                spec = StreamSpec(
+                    session_id=session_id,
+                    index=stream.index,
+                    negotiated=stream.to_dict(),
+                    parts_dir=state.parts,
+                    epoch=state.epoch,
+                )
+                await self.engine.open_stream(spec, rtp, rtcp)
+                state.open[stream.index] = False
+                changes.append(f"stream {stream.index} open")
+            if state.open[stream.index] != wanted_pause:
+                if wanted_pause:
+                    await self.engine.pause(session_id, stream.index, at)
+                else:
+                    await self.engine.resume(session_id, stream.index, at)
+                state.open[stream.index] = wanted_pause
+                changes.append(f"stream {stream.index} {'paused' if wanted_pause else 'resumed'}")
+        return changes
+
+    async def reopen(
+        self, session_id: str, state: MediaState, streams: tuple[NegotiatedStream, ...]
+    ) -> None:
+        """Open every stream again, continuing its files (restart recovery, worker restart)."""
+        state.open.clear()
+        await self.sync(session_id, state, streams)
+
+    async def close(self, session_id: str, at: float | None = None) -> dict[int, dict[str, Any]]:
+        """Close the call's streams (files closed); returns their statistics."""
+        return await self.engine.close_call(session_id, time.time() if at is None else at)
