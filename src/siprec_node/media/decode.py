@@ -106,8 +106,23 @@ def as_codes(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
 
 
 def decode_g711(data: bytes | bytearray | memoryview | np.ndarray, codec: str) -> np.ndarray:
-    """G.711 code bytes to int16 PCM, one table lookup for the whole stream."""
-    return g711_table(codec)[as_codes(data)]
+    """G.711 code bytes to int16 PCM, table lookups over the whole stream.
+
+    Consecutive code pairs are looked up in `g711_pair_table` (half as many lookups as
+    samples, each giving two); an odd last code is looked up alone.
+    """
+    codes = as_codes(data)
+    canon = canonical_codec(codec)
+    table = g711_table(canon)
+    pairs = codes.size // 2
+    out = np.empty(codes.size, dtype="<i2")
+    if pairs:
+        index = np.ascontiguousarray(codes[: 2 * pairs]).view("<u2")
+        # mode="wrap": every uint16 is a valid index, and with `out` the default mode buffers
+        np.take(g711_pair_table(canon, canon), index, out=out[: 2 * pairs].view("<u4"), mode="wrap")
+    if codes.size % 2:
+        out[-1] = table[codes[-1]]
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -133,7 +148,8 @@ def decode_g711_stereo(
         raise ValueError(f"channel lengths differ: {left.shape} and {right.shape}")
     index = left.astype(np.uint16)
     index |= right.astype(np.uint16) << 8
-    return np.take(g711_pair_table(left_codec, right_codec), index).view("<i2").reshape(-1, 2)
+    table = g711_pair_table(left_codec, right_codec)
+    return np.take(table, index, mode="wrap").view("<i2").reshape(-1, 2)
 
 
 # -- frame logs (G.722, Opus) --------------------------------------------------------------
