@@ -134,7 +134,8 @@ class Conversation:
 
 
 def frame_levels(pcm: np.ndarray, rate: int, frame_ms: int = FRAME_MS) -> np.ndarray:
-    """RMS level of each whole frame in dBFS (a trailing partial frame is ignored)."""
+    """RMS level of each whole frame of mono `pcm` in dBFS (a trailing partial frame is
+    ignored)."""
     size = rate * frame_ms // 1000
     count = pcm.shape[0] // size
     frames = pcm[: count * size].reshape(count, size).astype(np.float32)
@@ -243,24 +244,15 @@ def conversation(
     return Conversation(names, tuple(turns), tuple(events), speech)
 
 
-def analyse(
-    channels: Mapping[str, tuple[np.ndarray, int]] | Iterable[tuple[str, np.ndarray, int]],
-    config: VadConfig = VadConfig(),
+def analyse_levels(
+    channels: Iterable[tuple[str, np.ndarray]], config: VadConfig = VadConfig()
 ) -> Conversation:
-    """The conversation of participants each heard on their own channel.
-
-    `channels` maps a participant to `(pcm, rate)`, or lists `(participant, pcm, rate)`; a
-    participant listed more than once (heard on several streams) speaks when any of their
-    channels has speech.
-    """
-    items = (
-        [(name, pcm, rate) for name, (pcm, rate) in channels.items()]
-        if isinstance(channels, Mapping)
-        else list(channels)
-    )
+    """The conversation from each channel's frame levels (`frame_levels`), `(participant,
+    levels)` per channel; a participant listed more than once (heard on several streams)
+    speaks when any of their channels has speech."""
     activity: dict[str, np.ndarray] = {}
-    for name, pcm, rate in items:
-        active = voice_activity(frame_levels(pcm, rate, config.frame_ms), config)
+    for name, levels in channels:
+        active = voice_activity(levels, config)
         known = activity.get(name)
         if known is not None:
             size = max(known.size, active.size)
@@ -268,3 +260,19 @@ def analyse(
         activity[name] = active
     segments = {name: speech_segments(active, config) for name, active in activity.items()}
     return conversation(segments, config)
+
+
+def analyse(
+    channels: Mapping[str, tuple[np.ndarray, int]] | Iterable[tuple[str, np.ndarray, int]],
+    config: VadConfig = VadConfig(),
+) -> Conversation:
+    """The conversation of participants each heard on their own channel: `participant ->
+    (pcm, rate)`, or `(participant, pcm, rate)` per channel."""
+    items = (
+        [(name, pcm, rate) for name, (pcm, rate) in channels.items()]
+        if isinstance(channels, Mapping)
+        else list(channels)
+    )
+    return analyse_levels(
+        ((name, frame_levels(pcm, rate, config.frame_ms)) for name, pcm, rate in items), config
+    )
