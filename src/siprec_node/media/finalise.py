@@ -43,7 +43,7 @@ import glob
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,7 +74,7 @@ from .stream_file import (
     read_stream_info,
     read_wav_g711,
 )
-from .vad import Conversation, TurnSink, VadConfig, analyse
+from .vad import Conversation, TurnSink, VadConfig, analyse_levels, frame_levels
 
 Format = Literal["wav", "wav-g711", "flac", "opus"]
 Channels = Literal["stereo", "separate", "both"]
@@ -295,59 +295,142 @@ def _load_stream(parts: Path, index: int) -> _Stream:
 
 # -- timelines -----------------------------------------------------------------------------
 
+BLOCK_SECONDS = 8
+"""Files are produced in blocks of this many seconds (a whole number of VAD frames at every
+rate): the working set stays in cache, and a long call never needs its file in memory."""
 
-def _silence_spans(
-    samples: np.ndarray, spans: Iterable[tuple[float, float | None]], rate: int, fill: int
-) -> None:
+
+def _sample_spans(
+    spans: Iterable[tuple[float, float | None]], rate: int, length: int
+) -> list[tuple[int, int]]:
+    out = []
     for start, end in spans:
         first = max(round(start * rate), 0)
-        last = samples.shape[0] if end is None else min(round(end * rate), samples.shape[0])
+        last = length if end is None else min(round(end * rate), length)
         if last > first:
-            samples[first:last] = fill
+            out.append((first, last))
+    return out
 
 
-@dataclass
-class _Timeline:
-    """One stream over the whole call at the rate it carries: G.711 codes or PCM."""
+class _Line:
+    """One stream over the whole call (sample 0 = the call's media epoch), read in blocks."""
 
-    stream: _Stream
-    rate: int
-    codes: np.ndarray | None
-    pcm: np.ndarray | None
+    def __init__(self, stream: _Stream, rate: int, length: int) -> None:
+        self.stream, self.rate, self.length = stream, rate, length
 
-    def as_pcm(self) -> np.ndarray:
-        if self.pcm is None:
-            assert self.codes is not None and self.stream.codec is not None
-            self.pcm = decode_g711(self.codes, self.stream.codec)
-        return self.pcm
+    def blocks(self) -> Iterator[tuple[int, int]]:
+        step = BLOCK_SECONDS * self.rate
+        for start in range(0, self.length, step):
+            yield start, min(start + step, self.length)
 
-    def at(self, rate: int, length: int) -> np.ndarray:
-        """PCM at `rate`, exactly `length` samples."""
-        return fit(resample(self.as_pcm(), self.rate, rate), length)
+    def codes(self, start: int, stop: int) -> np.ndarray | None:
+        """G.711 code bytes of a block, None for other codecs."""
+        return None
+
+    def pcm(self, start: int, stop: int) -> np.ndarray:
+        """int16 PCM of a block."""
+        raise NotImplementedError
+
+    def whole(self) -> np.ndarray:
+        return self.pcm(0, self.length)
+
+    def at(self, rate: int, length: int) -> _Line:
+        """This line at another rate, exactly `length` samples long."""
+        if rate == self.rate and length == self.length:
+            return self
+        return _PcmLine(self.stream, rate, fit(resample(self.whole(), self.rate, rate), length))
 
 
-def _timeline(
+class _CodesLine(_Line):
+    """A G.711 stream: its code bytes as recorded, shifted, padded, pauses silenced per block."""
+
+    def __init__(
+        self,
+        stream: _Stream,
+        codes: np.ndarray,
+        offset: int,
+        length: int,
+        silent: list[tuple[int, int]],
+    ) -> None:
+        super().__init__(stream, 8000, length)
+        assert stream.codec is not None
+        self.law, self.source, self.offset, self.silent = stream.codec, codes, offset, silent
+        self.silence = G711_SILENCE[stream.codec]
+
+    def codes(self, start: int, stop: int) -> np.ndarray:
+        first, last = start - self.offset, stop - self.offset
+        muted = [(a, b) for a, b in self.silent if a < stop and b > start]
+        if first >= 0 and last <= self.source.size and not muted:
+            return self.source[first:last]  # the common case: no copy
+        block = np.full(stop - start, self.silence, dtype=np.uint8)
+        lo, hi = max(first, 0), min(last, self.source.size)
+        if hi > lo:
+            block[lo - first : hi - first] = self.source[lo:hi]
+        for a, b in muted:
+            block[max(a - start, 0) : b - start] = self.silence
+        return block
+
+    def pcm(self, start: int, stop: int) -> np.ndarray:
+        return decode_g711(self.codes(start, stop), self.law)
+
+
+class _PcmLine(_Line):
+    """A stream decoded in full (G.722, Opus, or resampled)."""
+
+    def __init__(self, stream: _Stream, rate: int, samples: np.ndarray) -> None:
+        super().__init__(stream, rate, samples.size)
+        self.samples = samples
+
+    def pcm(self, start: int, stop: int) -> np.ndarray:
+        return self.samples[start:stop]
+
+
+def _line(
     stream: _Stream, epoch: float, end: float, pauses: Sequence[tuple[float, float | None]]
-) -> _Timeline:
+) -> _Line:
     rate = stream.rate
     length = max(round((end - epoch) * rate), 0)
     offset = round((stream.start(epoch) - epoch) * rate)
     shift = offset / rate
     own = ((s + shift, None if e is None else e + shift) for s, e in stream.pause_spans())
-    spans = [*pauses, *own]
+    silent = _sample_spans([*pauses, *own], rate, length)
     if stream.codes is not None:
-        assert stream.codec is not None
-        silence = G711_SILENCE[stream.codec]
-        codes = fit(stream.codes, length, offset, fill=silence)
-        if spans:
-            codes = codes.copy() if codes is stream.codes else codes
-            _silence_spans(codes, spans, rate, silence)
-        return _Timeline(stream, rate, codes, None)
-    pcm = fit(stream.decoded(), length, offset)
-    if spans:
-        pcm = pcm.copy() if pcm is stream.decoded() else pcm
-        _silence_spans(pcm, spans, rate, 0)
-    return _Timeline(stream, rate, None, pcm)
+        return _CodesLine(stream, stream.codes, offset, length, silent)
+    samples = fit(stream.decoded(), length, offset)
+    if silent:
+        samples = samples.copy() if samples is stream.decoded() else samples
+        for a, b in silent:
+            samples[a:b] = 0
+    return _PcmLine(stream, rate, samples)
+
+
+class _Levels:
+    """Frame levels of each stream for voice activity, taken from the first file written."""
+
+    def __init__(self, enabled: bool, frame_ms: int) -> None:
+        self.enabled, self.frame_ms = enabled, frame_ms
+        self.done: dict[int, list[np.ndarray]] = {}
+        self._open: dict[int, list[np.ndarray]] = {}
+
+    def wants(self, line: _Line) -> bool:
+        return self.enabled and line.stream.index not in self.done
+
+    def add(self, lines: Sequence[_Line], block: np.ndarray) -> None:
+        """Levels of a mono block of one line or an interleaved block of several."""
+        columns = [block] if block.ndim == 1 else [block[:, c] for c in range(block.shape[1])]
+        for line, pcm in zip(lines, columns, strict=True):
+            if self.wants(line):
+                levels = frame_levels(pcm, line.rate, self.frame_ms)
+                self._open.setdefault(line.stream.index, []).append(levels)
+
+    def close(self) -> None:
+        self.done.update(self._open)
+        self._open = {}
+
+    def of(self, line: _Line) -> np.ndarray:
+        if line.stream.index not in self.done:
+            self.done[line.stream.index] = [frame_levels(line.whole(), line.rate, self.frame_ms)]
+        return np.concatenate(self.done[line.stream.index])
 
 
 def _intersect(
@@ -405,20 +488,25 @@ def _iso(value: datetime | float) -> str:
     return value.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
-def _write_pcm(fmt: str, path: Path, samples: np.ndarray, rate: int, durable: bool) -> str:
+def _write_pcm(fmt: str, path: Path, audio: audio_out.Audio, rate: int, durable: bool) -> str:
     if fmt == "flac":
-        audio_out.write_flac(path, samples, rate, durable=durable)
+        audio_out.write_flac(path, audio, rate, durable=durable)
         return "flac"
     if fmt == "opus":
-        audio_out.write_opus(path, samples, rate, durable=durable)
+        audio_out.write_opus(path, audio, rate, durable=durable)
         return "opus"
-    audio_out.write_wav(path, samples, rate, durable=durable)
+    audio_out.write_wav(path, audio, rate, durable=durable)
     return "pcm_s16le"
 
 
 class _Output:
-    def __init__(self, directory: Path, stem: str, fmt: str, durable: bool) -> None:
+    """The files of one recording, written in blocks; levels for voice activity on the way."""
+
+    def __init__(
+        self, directory: Path, stem: str, fmt: str, durable: bool, levels: _Levels
+    ) -> None:
         self.directory, self.stem, self.fmt, self.durable = directory, stem, fmt, durable
+        self.levels = levels
         self.ext = EXTENSIONS[fmt]
         self.files: list[Path] = []
         self.described: list[dict[str, Any]] = []
@@ -426,64 +514,77 @@ class _Output:
     def path(self, suffix: str = "") -> Path:
         return self.directory / f"{self.stem}{suffix}.{self.ext}"
 
-    def add(self, path: Path, streams: Sequence[int], rate: int, encoding: str, n: int) -> None:
+    def add(self, path: Path, lines: Sequence[_Line], encoding: str) -> None:
         self.files.append(path)
         self.described.append(
             {
                 "path": path.name,
-                "streams": list(streams),
-                "channels": len(streams),
-                "sample_rate": rate,
+                "streams": [line.stream.index for line in lines],
+                "channels": len(lines),
+                "sample_rate": lines[0].rate,
                 "encoding": encoding,
-                "duration_s": round(n / rate, 3),
+                "duration_s": round(lines[0].length / lines[0].rate, 3),
             }
         )
+        self.levels.close()
 
-    def mixed(self, lines: Sequence[_Timeline], rate: int, length: int) -> None:
+    def _pcm_blocks(self, lines: Sequence[_Line]) -> Iterator[np.ndarray]:
+        """Mono or interleaved stereo PCM blocks of lines of equal rate and length."""
+        pair = [line for line in lines if isinstance(line, _CodesLine)]
+        for start, stop in lines[0].blocks():
+            if len(pair) == len(lines) == 2:  # two G.711 legs: one lookup per stereo sample
+                left, right = pair
+                block = decode_g711_stereo(
+                    left.codes(start, stop), right.codes(start, stop), left.law, right.law
+                )
+            elif len(lines) == 1:
+                block = lines[0].pcm(start, stop)
+            else:
+                block = np.stack([line.pcm(start, stop) for line in lines], axis=1)
+            self.levels.add(lines, block)
+            yield block
+
+    def _code_blocks(self, lines: Sequence[_Line]) -> Iterator[np.ndarray]:
+        """G.711 code blocks, mono or interleaved, of lines of the same law."""
+        for start, stop in lines[0].blocks():
+            channels = [line.codes(start, stop) for line in lines]
+            for line, codes in zip(lines, channels, strict=True):
+                if self.levels.wants(line):
+                    self.levels.add([line], decode_g711(codes, line.stream.codec or ""))
+            yield channels[0] if len(lines) == 1 else np.stack(channels, axis=1)
+
+    def mixed(self, lines: Sequence[_Line], rate: int, length: int) -> None:
         """The stereo (two streams) or mono (one stream) file of the call."""
         path = self.path()
-        indexes = [t.stream.index for t in lines]
-        codecs = {t.stream.codec for t in lines}
-        g711 = all(t.codes is not None for t in lines) and rate == 8000
         if self.fmt == "wav-g711":
-            if not g711 or len(codecs) != 1:
+            laws = {line.stream.codec for line in lines}
+            if rate != 8000 or len(laws) != 1 or not all(isinstance(x, _CodesLine) for x in lines):
                 return  # no common G.711 form: the caller writes a file per stream
-            codes = lines[0].codes if len(lines) == 1 else np.stack([t.codes for t in lines], 1)
-            assert codes is not None
-            audio_out.write_wav_g711(path, codes, lines[0].stream.codec or "", durable=self.durable)
-            self.add(path, indexes, rate, f"g711_{lines[0].stream.codec}".lower(), length)
+            law = lines[0].stream.codec or ""
+            audio_out.write_wav_g711(path, self._code_blocks(lines), law, durable=self.durable)
+            self.add(path, lines, f"g711_{law}".lower())
             return
-        if len(lines) == 2 and g711 and self.fmt == "wav":
-            left, right = lines
-            samples = decode_g711_stereo(
-                left.codes, right.codes, left.stream.codec or "", right.stream.codec or ""
-            )
-        elif len(lines) == 2:
-            samples = np.stack([t.at(rate, length) for t in lines], axis=1)
-        else:
-            samples = lines[0].at(rate, length)
-        self.add(
-            path, indexes, rate, _write_pcm(self.fmt, path, samples, rate, self.durable), length
-        )
+        lines = [line.at(rate, length) for line in lines]
+        encoding = _write_pcm(self.fmt, path, self._pcm_blocks(lines), rate, self.durable)
+        self.add(path, lines, encoding)
 
-    def separate(self, line: _Timeline) -> None:
+    def separate(self, line: _Line) -> None:
         """One stream's own file, at the rate it carries."""
         path = self.path(f".stream-{line.stream.index}")
-        n = (line.codes if line.codes is not None else line.as_pcm()).shape[0]
-        if self.fmt == "wav-g711" and line.codes is not None:
-            audio_out.write_wav_g711(
-                path, line.codes, line.stream.codec or "", durable=self.durable
-            )
-            encoding = f"g711_{line.stream.codec}".lower()
+        if self.fmt == "wav-g711" and isinstance(line, _CodesLine):
+            law = line.stream.codec or ""
+            audio_out.write_wav_g711(path, self._code_blocks([line]), law, durable=self.durable)
+            encoding = f"g711_{law}".lower()
         else:
             fmt = "wav" if self.fmt == "wav-g711" else self.fmt
-            encoding = _write_pcm(fmt, path, line.as_pcm(), line.rate, self.durable)
-        self.add(path, [line.stream.index], line.rate, encoding, n)
+            encoding = _write_pcm(fmt, path, self._pcm_blocks([line]), line.rate, self.durable)
+        self.add(path, [line], encoding)
 
 
 def _write_json(path: Path, data: Mapping[str, Any], durable: bool) -> None:
     with audio_out.atomic_file(path, durable=durable) as out:
-        out.write(json.dumps(data, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
+        # compact: with `indent` the json module falls back to its pure-Python encoder
+        out.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
 
 
 def _clean_leftovers(directory: Path, stem: str) -> None:
@@ -547,9 +648,11 @@ def finalise_call(
         (p[0].timestamp() - epoch, None if p[1] is None else p[1].timestamp() - epoch)
         for p in pauses or ()
     ]
-    lines = [_timeline(s, epoch, end, call_pauses) for s in streams]
+    lines = [_line(s, epoch, end, call_pauses) for s in streams]
+    vad = vad or VadConfig()
+    levels = _Levels(metrics, vad.frame_ms)
 
-    out = _Output(directory, stem, fmt, durable)
+    out = _Output(directory, stem, fmt, durable, levels)
     if channels != "separate" and lines:
         out.mixed(lines[:2], rate, length)
     # every stream in a file of its own: asked for, or not all in the mixed file
@@ -560,13 +663,10 @@ def finalise_call(
     heard = _heard_on(participants, streams)
     conversation = None
     if metrics and lines:
-        conversation = analyse(
-            [
-                (_voice(line.stream, heard[line.stream.index]), line.as_pcm(), line.rate)
-                for line in lines
-            ],
-            vad or VadConfig(),
-        )
+        voices = [
+            (_voice(line.stream, heard[line.stream.index]), levels.of(line)) for line in lines
+        ]
+        conversation = analyse_levels(voices, vad)
 
     if pauses is not None:
         pause_list = [
