@@ -84,6 +84,8 @@ def handler_config(settings: Settings, call_store: CallStore | None = None) -> H
         max_message_size=settings.sip.max_message_size,
         max_headers=settings.sip.max_headers,
         recording_dir=str(settings.recording.directory),
+        recording_format=settings.recording.format,
+        recording_channels=settings.recording.channels,
         media_workers=settings.media.workers,
         log_level=settings.log.level,
         log_format="json" if wants_json(settings.log.format, sys.stderr) else "console",
@@ -148,7 +150,13 @@ class Node:
         self.handler.expire(state.id)
 
     async def _on_takeover(self, state: SessionState) -> None:
-        self.handler.adopt_finished(to_call_data(state), state.end_reason or "owner died")
+        data = to_call_data(state)
+        dead = str(state.recovery_data.get("call", {}).get("node_id") or "?")
+        reason = f"node {dead} died"
+        self.handler.adopt_finished(data, reason)
+        result = await self.handler.finalise_orphan(data, reason)
+        if result is not None:
+            result.record_turns(state)  # saved by the manager with the failed status
 
     async def _store_ready(self) -> bool:
         try:

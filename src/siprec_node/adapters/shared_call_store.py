@@ -29,7 +29,7 @@ DIRECTION = "recording"
 def to_session_state(call: CallData) -> SessionState:
     """The SessionState a CallData snapshot is stored as."""
     recording: dict[str, Any] = call.recording or {}
-    return SessionState(
+    state = SessionState(
         id=call.session_id,
         call_id=call.call_id,
         provider=PROVIDER if recording.get("is_siprec", True) else "sip",
@@ -44,6 +44,14 @@ def to_session_state(call: CallData) -> SessionState:
         last_activity=call.last_activity,
         recovery_data={RECOVERY_KEY: call.to_dict()},
     )
+    for turn in call.turns:  # history and metrics are SessionState's to compute
+        state.add_turn(
+            turn["participant"],
+            datetime.fromisoformat(turn["start"]),
+            int(turn["duration_ms"]),
+            interrupted=bool(turn.get("interrupted", False)),
+        )
+    return state
 
 
 def to_call_data(state: SessionState) -> CallData:

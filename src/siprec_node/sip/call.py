@@ -58,7 +58,23 @@ class CallData:
     last_activity: datetime = field(default_factory=utc_now)
     recoveries: int = 0
     """How many times a restarted node picked this call back up."""
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    """Conversation turns found in the audio at finalisation (participant, start, duration_ms,
+    interrupted); the shared store turns them into ``SessionState.history`` and ``metrics``."""
     version: int = 0
+
+    def add_turn(
+        self, participant: str, start: datetime, duration_ms: int, *, interrupted: bool = False
+    ) -> None:
+        """Record one turn (the ``TurnSink`` shape finalisation writes into)."""
+        self.turns.append(
+            {
+                "participant": participant,
+                "start": start.isoformat(),
+                "duration_ms": int(duration_ms),
+                "interrupted": bool(interrupted),
+            }
+        )
 
     @property
     def is_final(self) -> bool:

@@ -35,6 +35,9 @@ class MediaState:
     open: dict[int, bool] = field(default_factory=dict)
     """Stream index → paused, for every stream handed to the engine."""
     operator_paused: bool = False
+    files: list[str] = field(default_factory=list)
+    """The final recording files, once finalised."""
+    sidecar: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (stream indexes as strings, as JSON keys must be)."""
@@ -45,6 +48,8 @@ class MediaState:
             "parts": self.parts,
             "open": {str(k): v for k, v in self.open.items()},
             "operator_paused": self.operator_paused,
+            "files": list(self.files),
+            "sidecar": self.sidecar,
         }
 
     @classmethod
@@ -57,6 +62,8 @@ class MediaState:
             parts=str(data["parts"]),
             open={int(k): bool(v) for k, v in (data.get("open") or {}).items()},
             operator_paused=bool(data.get("operator_paused", False)),
+            files=list(data.get("files") or []),
+            sidecar=data.get("sidecar"),
         )
 
 

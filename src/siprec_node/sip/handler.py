@@ -11,17 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import ipaddress
 import socket
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from siprec_node import __version__
 from siprec_node.media.engine import LocalEngine, MediaEngine, WorkerEngine
+from siprec_node.media.finalise import (
+    CallInfo,
+    FinalisedRecording,
+    finalise_call,
+    participants_from_session,
+)
 from siprec_node.media.port_allocator import PortAllocator, PortRange
 from siprec_node.media.rtp_ports import RtpPorts
 from siprec_node.sip.call import CallData, CallStatus, CallStore, MemoryCallStore, utc_now
@@ -59,7 +67,7 @@ from siprec_node.sip.transaction import (
 from siprec_node.sip.uri import SipUri
 from siprec_node.siprec.errors import SiprecError, UnsupportedBody
 from siprec_node.siprec.multipart import metadata_request_part
-from siprec_node.siprec.recording_session import Party
+from siprec_node.siprec.recording_session import Party, RecordingSession
 
 log = structlog.get_logger("siprec_node.sip.handler")
 
@@ -94,6 +102,8 @@ class HandlerConfig:
     """Root of the recordings (``recording.directory``)."""
     media_workers: int = 0
     """Media worker processes; 0 records on the SIP process's own event loop."""
+    recording_format: str = "wav"
+    recording_channels: str = "stereo"
     log_level: str = "info"
     log_format: str = "json"
     advertise_host: str | None = None
@@ -309,12 +319,12 @@ class SipHandler:
             call.log.error("media_reopen_failed", error=repr(exc))
 
     async def _close_media(self, call: Call) -> None:
-        """Close the streams of an ended call (files closed cleanly)."""
+        """Close the streams of an ended call, then write its final files and sidecar."""
         try:
             stats = await self.call_media.close(call.data.session_id)
         except Exception as exc:
             call.log.error("media_close_failed", error=repr(exc))
-            return
+            stats = {}
         call.log.info(
             "media_closed",
             streams={
@@ -322,6 +332,63 @@ class SipHandler:
                 for i, s in stats.items()
             },
         )
+        await self.finalise(call.data, call.media_state, call.recording.session)
+        self._snapshot(call)
+
+    async def finalise(
+        self, data: CallData, state: MediaState | None, session: RecordingSession | None
+    ) -> FinalisedRecording | None:
+        """Write the final recording of a call from its parts (off the event loop).
+
+        Used for calls that end here and for calls of a dead node this node took over (their
+        parts are where the shared recording directory has them). Conversation turns go into
+        ``data`` for the session store.
+        """
+        if state is None:
+            return None
+        if not Path(state.parts).is_dir():
+            log.warning(
+                "recording_parts_unreachable", session_id=data.session_id, parts=state.parts
+            )
+            return None
+        info = CallInfo(
+            session_id=data.session_id,
+            call_id=data.call_id,
+            node_id=data.node_id,
+            status=data.status,
+            end_reason=data.end_reason,
+            started_at=data.started_at or data.created_at,
+            ended_at=data.ended_at,
+        )
+        job = functools.partial(
+            finalise_call,
+            state.parts,
+            output_dir=state.directory,
+            stem=state.stem,
+            call=info,
+            fmt=self.config.recording_format,
+            channels=self.config.recording_channels,
+            participants=participants_from_session(session) if session is not None else (),
+        )
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(None, job)
+        except Exception as exc:
+            log.exception("recording_finalise_failed", session_id=data.session_id, error=repr(exc))
+            return None
+        data.turns.clear()
+        result.record_turns(data)
+        state.files = [str(path) for path in result.files]
+        state.sidecar = str(result.sidecar)
+        log.info(
+            "recording_finalised",
+            call_id=data.call_id,
+            session_id=data.session_id,
+            files=state.files,
+            sidecar=state.sidecar,
+            duration_s=result.duration_s,
+            turns=len(data.turns),
+        )
+        return result
 
     async def _on_worker_died(self, index: int, sessions: set[str]) -> None:
         """A media worker crashed and was restarted: its calls' streams are opened again."""
@@ -421,6 +488,17 @@ class SipHandler:
         log.info(
             "takeover_adopted", session_id=data.session_id, call_id=data.call_id, reason=reason
         )
+
+    async def finalise_orphan(self, data: CallData, reason: str) -> FinalisedRecording | None:
+        """Finalise the recording of a dead node's call this node took over (status failed)."""
+        media = (data.media or {}).get("state")
+        if not media:
+            return None
+        data.status, data.end_reason = CallStatus.FAILED, reason
+        session = None
+        if data.recording.get("session"):
+            session = RecordingSession.from_dict(data.recording["session"])
+        return await self.finalise(data, MediaState.from_dict(media), session)
 
     def expire(self, session_id: str, reason: str = "session timeout") -> bool:
         """End a live call the session manager found idle for ``session_timeout``."""
