@@ -15,21 +15,23 @@ bulk, aligns them on the call's media epoch and writes, beside the parts folder:
 - `recording.format`: `wav` (PCM16), `flac`, `opus` (Ogg Opus at 32 kbps per channel; see
   `audio_out`), or `wav-g711`: the G.711 bytes as received, no transcoding. Two legs in the same
   law make one stereo G.711 WAV; legs in different laws cannot share a WAV header, so each
-  stream gets its own G.711 file (and no stereo file). A G.722 or Opus stream has no G.711 form:
-  in `wav-g711` it is written as PCM16 WAV of its own.
-- `<stem>.json`: the sidecar of SPEC ("Files written per recording"). Its `turns`, times in ms
-  are counted from `media_epoch`, sample 0 of every file.
+  stream gets its own G.711 file (and there is no stereo file). A G.722 or Opus stream has no
+  G.711 form: in `wav-g711` it gets a PCM16 WAV of its own.
+- `<stem>.json`: the sidecar of SPEC ("Files written per recording"), written last. Times in
+  ms (turns, DTMF) count from `media_epoch`, sample 0 of every file; `files` are names beside
+  the sidecar, `audio` says which streams each file holds, at what rate and encoding.
 
 Every file has the call's duration, `ended_at - media_epoch`, on every channel: streams that
 start late or stop early are padded with silence, gaps and pauses are silence. Pauses given by
-the caller (the SIP layer's pause/resume) and pauses a stream recorded as ended are silenced
-even if media was written during them.
+the caller (the SIP layer's pause/resume) and the pauses in the streams' JSON are silenced even
+if media was written during them.
 
 Crash-cut parts are finalised like any others: a `.wav` is read to its last whole sample
 whatever its header says, a `.frames` log to its last whole record, a missing or unreadable
 `stream-<i>.json` falls back to what the media file says (the law of a `.wav`, the clock of a
-`.frames`: 48 kHz is Opus, 8 kHz is G.722), an open pause of a stream that was not closed is
-not trusted (the stream may have resumed after the last rewrite of its JSON). Finalising again
+`.frames`: 48 kHz is Opus, 8 kHz is G.722; a `.wav` header overrules the JSON's law), an open
+pause of a stream that was not closed is not trusted (the stream may have resumed after the
+last rewrite of its JSON; the receive path wrote no media while paused anyway). Finalising again
 gives the same files: each is written to a temporary name and renamed, leftovers of an
 interrupted run are removed, and files an earlier run listed in the sidecar that this run does
 not write are deleted once the new sidecar is in place. The parts folder is left alone unless
@@ -190,7 +192,7 @@ class _Stream:
     codes: np.ndarray | None = None  # G.711
     frames: FrameLog | None = None  # G.722, Opus
     problems: list[str] = field(default_factory=list)
-    _pcm: np.ndarray | None = None
+    _pcm: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def start(self, call_epoch: float) -> float:
         """The stream's epoch (the call's when its JSON is lost)."""
@@ -267,9 +269,9 @@ def _load_stream(parts: Path, index: int) -> _Stream:
         except (OSError, ValueError) as exc:
             stream.problems.append(f"unreadable {wav.name}: {exc}")
         else:
-            stream.codec = stream.codec or law
-            if law != stream.codec:
+            if stream.codec not in (None, law):
                 stream.problems.append(f"{wav.name} is {law}, its JSON says {stream.codec}")
+            stream.codec = law  # the bytes are what the header says they are
             stream.codes = np.frombuffer(samples, dtype=np.uint8)
     elif stream.codec not in G711_CODECS and frames.exists():
         try:
@@ -323,10 +325,6 @@ class _Line:
         for start in range(0, self.length, step):
             yield start, min(start + step, self.length)
 
-    def codes(self, start: int, stop: int) -> np.ndarray | None:
-        """G.711 code bytes of a block, None for other codecs."""
-        return None
-
     def pcm(self, start: int, stop: int) -> np.ndarray:
         """int16 PCM of a block."""
         raise NotImplementedError
@@ -358,6 +356,7 @@ class _CodesLine(_Line):
         self.silence = G711_SILENCE[stream.codec]
 
     def codes(self, start: int, stop: int) -> np.ndarray:
+        """The code bytes of a block."""
         first, last = start - self.offset, stop - self.offset
         muted = [(a, b) for a, b in self.silent if a < stop and b > start]
         if first >= 0 and last <= self.source.size and not muted:
@@ -544,24 +543,24 @@ class _Output:
             self.levels.add(lines, block)
             yield block
 
-    def _code_blocks(self, lines: Sequence[_Line]) -> Iterator[np.ndarray]:
+    def _code_blocks(self, lines: Sequence[_CodesLine]) -> Iterator[np.ndarray]:
         """G.711 code blocks, mono or interleaved, of lines of the same law."""
         for start, stop in lines[0].blocks():
             channels = [line.codes(start, stop) for line in lines]
             for line, codes in zip(lines, channels, strict=True):
                 if self.levels.wants(line):
-                    self.levels.add([line], decode_g711(codes, line.stream.codec or ""))
+                    self.levels.add([line], decode_g711(codes, line.law))
             yield channels[0] if len(lines) == 1 else np.stack(channels, axis=1)
 
     def mixed(self, lines: Sequence[_Line], rate: int, length: int) -> None:
         """The stereo (two streams) or mono (one stream) file of the call."""
         path = self.path()
         if self.fmt == "wav-g711":
-            laws = {line.stream.codec for line in lines}
-            if rate != 8000 or len(laws) != 1 or not all(isinstance(x, _CodesLine) for x in lines):
+            legs = [line for line in lines if isinstance(line, _CodesLine)]
+            if len(legs) != len(lines) or len({leg.law for leg in legs}) != 1:
                 return  # no common G.711 form: the caller writes a file per stream
-            law = lines[0].stream.codec or ""
-            audio_out.write_wav_g711(path, self._code_blocks(lines), law, durable=self.durable)
+            law = legs[0].law
+            audio_out.write_wav_g711(path, self._code_blocks(legs), law, durable=self.durable)
             self.add(path, lines, f"g711_{law}".lower())
             return
         lines = [line.at(rate, length) for line in lines]
@@ -572,9 +571,10 @@ class _Output:
         """One stream's own file, at the rate it carries."""
         path = self.path(f".stream-{line.stream.index}")
         if self.fmt == "wav-g711" and isinstance(line, _CodesLine):
-            law = line.stream.codec or ""
-            audio_out.write_wav_g711(path, self._code_blocks([line]), law, durable=self.durable)
-            encoding = f"g711_{law}".lower()
+            audio_out.write_wav_g711(
+                path, self._code_blocks([line]), line.law, durable=self.durable
+            )
+            encoding = f"g711_{line.law}".lower()
         else:
             fmt = "wav" if self.fmt == "wav-g711" else self.fmt
             encoding = _write_pcm(fmt, path, self._pcm_blocks([line]), line.rate, self.durable)
@@ -593,6 +593,14 @@ def _clean_leftovers(directory: Path, stem: str) -> None:
     for path in directory.glob(f"{glob.escape(prefix)}*{audio_out.TEMP_SUFFIX}"):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _previous_files(sidecar: Path) -> set[str]:
@@ -629,6 +637,9 @@ def finalise_call(
         raise ValueError(f"recording.format must be one of {FORMATS}, not {fmt!r}")
     if channels not in CHANNELS:
         raise ValueError(f"recording.channels must be one of {CHANNELS}, not {channels!r}")
+    for when in (call.started_at, call.ended_at, *(t for p in pauses or () for t in p)):
+        if when is not None and when.tzinfo is None:
+            raise ValueError(f"times must be timezone-aware, got {when!r}")
     parts, directory = Path(parts_dir), Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(directory, stem)
@@ -669,9 +680,7 @@ def finalise_call(
         conversation = analyse_levels(voices, vad)
 
     if pauses is not None:
-        pause_list = [
-            (p[0].timestamp(), None if p[1] is None else p[1].timestamp()) for p in pauses
-        ]
+        pause_list = [(p[0].timestamp(), end if p[1] is None else p[1].timestamp()) for p in pauses]
     else:
         pause_list = [(epoch + s, epoch + e) for s, e in _common_pauses(streams, epoch, end)]
     metadata = _sidecar(
@@ -692,6 +701,8 @@ def finalise_call(
     sidecar = directory / f"{stem}.json"
     previous = _previous_files(sidecar)
     _write_json(sidecar, metadata, durable)
+    if durable:  # the renames too, before anything they replace is deleted
+        _fsync_directory(directory)
     for name in previous - {p.name for p in out.files}:
         stale = directory / name
         if stale.parent == directory and name.startswith(stem):
@@ -722,7 +733,7 @@ def _sidecar(
     loaded: Sequence[_Stream],
     heard: Mapping[int, Sequence[ParticipantInfo]],
     participants: Sequence[ParticipantInfo],
-    pauses: Sequence[tuple[float, float | None]],
+    pauses: Sequence[tuple[float, float]],
     conversation: Conversation | None,
 ) -> dict[str, Any]:
     mixed = next((f for f in out.described if f["path"] == out.path().name), None)
@@ -756,7 +767,7 @@ def _sidecar(
             "pauses": [
                 {
                     "start": _iso(s.start(epoch) + a),
-                    "end": None if b is None else _iso(s.start(epoch) + b),
+                    "end": _iso(end if b is None else s.start(epoch) + b),
                 }
                 for a, b in s.pause_spans()
             ],
@@ -792,6 +803,6 @@ def _sidecar(
         "audio": out.described,
         "participants": [participant(p) for p in participants],
         "streams": [stream(s) for s in loaded],
-        "pauses": [{"start": _iso(a), "end": None if b is None else _iso(b)} for a, b in pauses],
+        "pauses": [{"start": _iso(a), "end": _iso(b)} for a, b in pauses],
         "metrics": conversation.metrics() if conversation is not None else None,
     }

@@ -20,9 +20,16 @@ import av
 import numpy as np
 import pytest
 
-from siprec_node.media.finalise import CallInfo, ParticipantInfo, finalise_call
+from siprec_node.media.finalise import (
+    CallInfo,
+    ParticipantInfo,
+    finalise_call,
+    participants_from_session,
+)
 from siprec_node.media.paths import parts_dir, recording_dir, recording_stem
 from siprec_node.session.state import SessionState
+from siprec_node.siprec.recording_session import Party, RecordingSession
+from siprec_node.siprec.sdp_answer import NegotiatedStream
 
 EPOCH = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 STARTED = EPOCH - timedelta(milliseconds=150)
@@ -609,3 +616,61 @@ def test_settings_are_checked(tmp_path: Path, fmt: str, channels: str) -> None:
         finalise_call(
             tmp_path, output_dir=tmp_path, stem="z", call=call(1), fmt=fmt, channels=channels
         )
+
+
+def test_wav_g711_two_legs_of_one_law_and_a_wideband_third(parts: Parts, tmp_path: Path) -> None:
+    parts.g711(0, "PCMU", tone(440, 1.0, 8000))
+    parts.g711(1, "PCMU", tone(1000, 1.0, 8000))
+    parts.g722(2, tone(3000, 1.0, 16000))
+    result = finalise_call(
+        parts.path, output_dir=tmp_path, stem="y", fmt="wav-g711", call=call(1.0)
+    )
+    names = [p.name for p in result.files]
+    assert names == ["y.wav", "y.stream-0.wav", "y.stream-1.wav", "y.stream-2.wav"]
+    assert [a["encoding"] for a in result.metadata["audio"]][:1] == ["g711_pcmu"]
+    assert result.metadata["audio"][0]["streams"] == [0, 1]
+
+
+def test_the_wav_header_decides_the_law(parts: Parts, tmp_path: Path) -> None:
+    parts.g711(0, "PCMA", tone(440, 1.0, 8000))
+    parts.info(0, "PCMU", 8000)  # a JSON that disagrees with the file
+    result = finalise_call(parts.path, output_dir=tmp_path, stem="h", call=call(1.0))
+    samples, rate = read_wav(result.files[0])
+    assert dominant(samples[:, 0], rate) == pytest.approx(440, abs=2)
+    assert rms(samples[:, 0]) > 5000  # decoded as A-law, not as µ-law noise
+    stream = result.metadata["streams"][0]
+    assert stream["codec"] == "PCMA" and stream["problems"]
+
+
+def test_a_pause_open_at_a_clean_close_lasts_to_the_end(parts: Parts, tmp_path: Path) -> None:
+    parts.g711(0, "PCMU", tone(440, 2.0, 8000), pauses=[{"start": 8000, "end": None}])
+    result = finalise_call(parts.path, output_dir=tmp_path, stem="c", call=call(2.0))
+    samples, rate = read_wav(result.files[0])
+    assert rms(span(samples[:, 0], rate, 0.1, 0.9)) > 1000
+    assert rms(span(samples[:, 0], rate, 1.0, 2.0)) == 0
+    assert result.metadata["pauses"] == [
+        {"start": "2024-05-01T12:00:01.000+00:00", "end": "2024-05-01T12:00:02.000+00:00"}
+    ]
+
+
+def test_naive_times_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    naive = call(1, ended_at=datetime(2024, 5, 1))
+    with pytest.raises(ValueError):
+        finalise_call(tmp_path, output_dir=tmp_path / "o", stem="n", call=naive)
+    assert not (tmp_path / "o").exists()
+
+
+def test_participants_from_a_recording_session() -> None:
+    session = RecordingSession(
+        "c1", caller=Party("Alice", "sip:alice@a.example"), callee=Party(None, "sip:bob@b.example")
+    )
+    session.update_streams(
+        [
+            NegotiatedStream(0, "1", "audio", True, 20000, "RTP/AVP", codec="PCMU"),
+            NegotiatedStream(1, "2", "audio", True, 20002, "RTP/AVP", codec="PCMU"),
+        ]
+    )
+    assert participants_from_session(session) == [
+        ParticipantInfo("caller", "Alice", "sip:alice@a.example", streams=(0,)),
+        ParticipantInfo("callee", None, "sip:bob@b.example", streams=(1,)),
+    ]
