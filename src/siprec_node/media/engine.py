@@ -36,6 +36,10 @@ TICK_INTERVAL = 0.5
 # asyncio's default 256 KiB read buffer costs an mmap/munmap per datagram; RTP needs ~1.5 KiB.
 RECV_SIZE = 4096
 CONTROL_MAX = 1 << 20
+LAG_INTERVAL = 0.01
+"""How often the event-loop lag probe sleeps (seconds); it records how late it wakes."""
+_LAG_BUCKET = 0.0001  # lag histogram: 0.1 ms buckets up to 1 s (the maximum is kept exactly)
+_LAG_BUCKETS = 10_000
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,60 @@ class _Receiver(asyncio.DatagramProtocol):
         self.on_datagram(data, time.time())
 
 
+class LoopLag:
+    """How late a sleeper of ``interval`` seconds wakes on this loop: p50/p99/max since start
+    (or the last reset), from a fixed histogram so that memory stays constant."""
+
+    def __init__(self, interval: float = LAG_INTERVAL) -> None:
+        self.interval = interval
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the samples so far."""
+        self._counts = [0] * _LAG_BUCKETS
+        self.samples = 0
+        self.max = 0.0
+        self.since = time.time()
+
+    def record(self, lag: float) -> None:
+        """One wake-up ``lag`` seconds after its deadline."""
+        lag = max(lag, 0.0)
+        self._counts[min(int(lag / _LAG_BUCKET), _LAG_BUCKETS - 1)] += 1
+        self.samples += 1
+        self.max = max(self.max, lag)
+
+    def percentile(self, q: float) -> float:
+        """Upper edge of the bucket holding the ``q`` quantile (seconds; 0 with no sample)."""
+        if not self.samples:
+            return 0.0
+        rank = max(1, round(q * self.samples))
+        seen = 0
+        for bucket, count in enumerate(self._counts):
+            seen += count
+            if seen >= rank:
+                return min((bucket + 1) * _LAG_BUCKET, self.max)
+        return self.max
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe figures in milliseconds."""
+        return {
+            "samples": self.samples,
+            "interval_ms": self.interval * 1000.0,
+            "p50_ms": round(self.percentile(0.5) * 1000.0, 3),
+            "p99_ms": round(self.percentile(0.99) * 1000.0, 3),
+            "max_ms": round(self.max * 1000.0, 3),
+            "since": self.since,
+        }
+
+    async def run(self) -> None:
+        """Sleep ``interval`` over and over, recording each wake-up's lateness."""
+        clock = time.monotonic
+        while True:
+            start = clock()
+            await asyncio.sleep(self.interval)
+            self.record(clock() - start - self.interval)
+
+
 @dataclass
 class _Open:
     spec: StreamSpec
@@ -104,11 +162,24 @@ class LocalEngine:
     def __init__(self) -> None:
         self._streams: dict[tuple[str, int], _Open] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self._lag = LoopLag()
+        self._lag_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start the periodic tick (file headers, buffers, stream JSON)."""
+        """Start the periodic tick (file headers, buffers, stream JSON) and the lag probe."""
+        loop = asyncio.get_running_loop()
         if self._ticker is None:
-            self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+            self._ticker = loop.create_task(self._tick_forever())
+        if self._lag_task is None:
+            self._lag.reset()
+            self._lag_task = loop.create_task(self._lag.run())
+
+    async def loop_lag(self, reset: bool = False) -> dict[str, Any]:
+        """This loop's wake-up lag (see :class:`LoopLag`); ``reset`` starts a new window."""
+        summary = self._lag.summary()
+        if reset:
+            self._lag.reset()
+        return summary
 
     async def _tick_forever(self) -> None:
         while True:
@@ -180,11 +251,12 @@ class LocalEngine:
         now = time.time()
         for session_id in {k[0] for k in self._streams}:
             await self.close_call(session_id, now)
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
+        for task in (self._ticker, self._lag_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._ticker = self._lag_task = None
 
 
 def _stats_dict(recorder: StreamRecorder) -> dict[str, Any]:
@@ -394,6 +466,16 @@ class WorkerEngine:
             self.worker_for(session_id), {"op": "stats", "session_id": session_id}
         )
         return {int(k): v for k, v in reply.get("stats", {}).items()}
+
+    async def loop_lag(self, reset: bool = False) -> list[dict[str, Any]]:
+        """Each running worker's event-loop lag (``worker`` and ``pid`` added to the figures
+        of :meth:`LocalEngine.loop_lag`); ``reset`` starts a new window in each."""
+        out = []
+        for worker in self._workers:
+            if worker.alive:
+                reply = await self._request(worker, {"op": "lag", "reset": reset})
+                out.append({"worker": worker.index, "pid": worker.proc.pid, **reply["lag"]})
+        return out
 
     @property
     def pids(self) -> list[int]:

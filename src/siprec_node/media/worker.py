@@ -59,6 +59,8 @@ class _Control:
                 reply["stats"] = await self.engine.close_call(message["session_id"], message["at"])
             elif op == "stats":
                 reply["stats"] = await self.engine.stats(message["session_id"])
+            elif op == "lag":
+                reply["lag"] = await self.engine.loop_lag(bool(message.get("reset")))
             elif op == "stop":
                 await self.engine.stop()
                 self.done.set()
