@@ -317,6 +317,8 @@ class SipHandler:
             )
         except Exception as exc:
             call.log.error("media_reopen_failed", error=repr(exc))
+            return
+        call.log.info("media_reopened", streams=sorted(call.media_state.open))
 
     async def _close_media(self, call: Call) -> None:
         """Close the streams of an ended call, then write its final files and sidecar."""
@@ -443,6 +445,9 @@ class SipHandler:
             answered=True,
             confirmed=data.status == CallStatus.ACTIVE,
         )
+        stored_media = (data.media or {}).get("state")
+        if stored_media:
+            call.media_state = MediaState.from_dict(stored_media)
         if dialog.state is not DialogState.CONFIRMED:
             # The 200 was never sent: the SRC has retried elsewhere or will retransmit.
             call_log.info("call_not_recovered", reason="crashed before the answer")
@@ -458,9 +463,7 @@ class SipHandler:
         self._by_dialog[(dialog.call_id, dialog.local_tag)] = call
         data.recoveries = data.recoveries + 1
         self._snapshot(call)
-        stored_media = data.media.get("state")
-        if stored_media:
-            call.media_state = MediaState.from_dict(stored_media)
+        if call.media_state is not None:
             self._spawn(self._reopen_media(call))
         call_log.info("call_recovered", status=data.status, ports=call.ports, lost_ports=lost)
         return call

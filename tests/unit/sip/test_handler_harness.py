@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -341,6 +342,7 @@ class Harness:
             "port_max": base + 199,
             "port_cooldown": 10.0,
             "timers": TimerConfig(t1=T1, t2=T2, t4=5.0),
+            "recording_dir": tempfile.mkdtemp(prefix="handler-test-recordings-"),
         }
         options.update(overrides)
         self.config = HandlerConfig(**options)  # type: ignore[arg-type]
