@@ -175,19 +175,25 @@ class FrameLog:
 
 
 def scatter(
-    chunks: np.ndarray, starts: np.ndarray, lengths: np.ndarray, length: int | None = None
+    chunks: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    length: int | None = None,
+    *,
+    limit: int | None = None,
 ) -> np.ndarray:
     """Place consecutive runs of `chunks` at `starts` in a silent int16 timeline.
 
     Run `k` is `chunks[sum(lengths[:k]) : sum(lengths[:k + 1])]` and lands at `starts[k]`.
-    Samples that fall before 0 or at/after `length` (default: the end of the last run) are
-    dropped; where runs overlap the later one wins.
+    The timeline is `length` samples long, or else ends with the last run but at most at
+    `limit`; samples outside it are dropped; where runs overlap the later one wins.
     """
     starts = np.asarray(starts, dtype=np.int64)
     lengths = np.asarray(lengths, dtype=np.int64)
     total = int(lengths.sum())
     if length is None:
         length = int((starts + lengths).max()) if starts.size else 0
+        length = length if limit is None else min(length, limit)
     out = np.zeros(max(length, 0), dtype=np.int16)
     if total == 0 or length <= 0:
         return out
@@ -216,9 +222,21 @@ def _decoder(name: str, rate: int) -> av.AudioCodecContext:
     return ctx
 
 
-def decode_g722(log: FrameLog, length: int | None = None) -> np.ndarray:
-    """A G.722 frame log to a 16 kHz int16 timeline (`length` samples if given)."""
+def _bound(length: int | None, limit: int | None) -> int | None:
+    return length if length is not None else limit
+
+
+def decode_g722(
+    log: FrameLog, length: int | None = None, *, limit: int | None = None
+) -> np.ndarray:
+    """A G.722 frame log to a 16 kHz int16 timeline: `length` samples if given, else up to the
+    end of the last payload but at most `limit` (payloads past the end are not decoded)."""
     positions, payloads = log.ordered()
+    scale = 16000 // log.clock_rate if log.clock_rate else 2
+    bound = _bound(length, limit)
+    if bound is not None:
+        count = int(np.searchsorted(positions * scale, bound))
+        positions, payloads = positions[:count], payloads[:count]
     lengths = np.fromiter((len(p) for p in payloads), dtype=np.int64, count=len(payloads))
     blob = b"".join(payloads)
     pcm = np.zeros(0, np.int16)
@@ -227,17 +245,23 @@ def decode_g722(log: FrameLog, length: int | None = None) -> np.ndarray:
         pcm = _frames_pcm([*ctx.decode(av.Packet(blob)), *ctx.decode(None)])
     if pcm.size < 2 * len(blob):  # never expected: the decoder gives 2 samples per byte
         pcm = np.concatenate([pcm, np.zeros(2 * len(blob) - pcm.size, np.int16)])
-    scale = 16000 // log.clock_rate if log.clock_rate else 2
-    return scatter(pcm, positions * scale, 2 * lengths, length)
+    return scatter(pcm, positions * scale, 2 * lengths, length, limit=limit)
 
 
-def decode_opus(log: FrameLog, length: int | None = None) -> np.ndarray:
-    """An Opus frame log to a mono 48 kHz int16 timeline (`length` samples if given).
+def decode_opus(
+    log: FrameLog, length: int | None = None, *, limit: int | None = None
+) -> np.ndarray:
+    """An Opus frame log to a mono 48 kHz int16 timeline: `length` samples if given, else up
+    to the end of the last payload but at most `limit` (payloads past the end are not decoded).
 
     A payload the decoder rejects (corrupt, truncated) is left as silence.
     """
     positions, payloads = log.ordered()
     scale = 48000 // log.clock_rate if log.clock_rate else 1
+    bound = _bound(length, limit)
+    if bound is not None:
+        count = int(np.searchsorted(positions * scale, bound))
+        positions, payloads = positions[:count], payloads[:count]
     ctx = _decoder("opus", 48000)
     chunks: list[np.ndarray] = []
     starts: list[int] = []
@@ -253,16 +277,20 @@ def decode_opus(log: FrameLog, length: int | None = None) -> np.ndarray:
     if not chunks:
         return np.zeros(max(length or 0, 0), np.int16)
     lengths = np.fromiter((c.size for c in chunks), dtype=np.int64, count=len(chunks))
-    return scatter(np.concatenate(chunks), np.asarray(starts, np.int64), lengths, length)
+    starts_array = np.asarray(starts, np.int64)
+    return scatter(np.concatenate(chunks), starts_array, lengths, length, limit=limit)
 
 
-def decode_frames(codec: str, log: FrameLog, length: int | None = None) -> np.ndarray:
-    """A frame log of `G722` or `OPUS` to its int16 timeline at `DECODED_RATES[codec]`."""
+def decode_frames(
+    codec: str, log: FrameLog, length: int | None = None, *, limit: int | None = None
+) -> np.ndarray:
+    """A frame log of `G722` or `OPUS` to its int16 timeline at `DECODED_RATES[codec]` (see
+    `decode_g722`, `decode_opus` for `length` and `limit`)."""
     canon = canonical_codec(codec)
     if canon == G722:
-        return decode_g722(log, length)
+        return decode_g722(log, length, limit=limit)
     if canon == OPUS:
-        return decode_opus(log, length)
+        return decode_opus(log, length, limit=limit)
     raise UnsupportedCodec(f"{codec!r} streams are recorded as G.711 WAV, not as frame logs")
 
 

@@ -202,3 +202,16 @@ def test_codecs_and_rates() -> None:
     assert output_rate(["PCMU", "PCMA"]) == 8000
     assert output_rate(["PCMU", "G722"]) == 16000
     assert output_rate(["G722", "opus"]) == 48000
+
+
+def test_limit_bounds_a_log_with_a_position_far_in_the_future() -> None:
+    packets = encode("g722", tone(1000, 0.2, 16000), 16000, 320)
+    positions = np.arange(len(packets), dtype=np.int64) * 160
+    positions[-1] = 2**40  # a corrupt record: decoded as it is, it would be years of silence
+    log = FrameLog(8000, positions, packets)
+    assert decode_g722(log, limit=16000).size == (len(packets) - 1) * 320
+    assert decode_g722(log, limit=1000).size == 1000
+    assert decode_frames("G722", log, 500).size == 500
+    opus = encode("libopus", tone(440, 0.2, 48000), 48000, 960)
+    far = np.array([960 * k for k in range(len(opus) - 1)] + [2**40])
+    assert decode_opus(FrameLog(48000, far, opus), limit=10**6).size == 960 * (len(opus) - 1)
