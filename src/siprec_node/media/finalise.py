@@ -45,6 +45,7 @@ import glob
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -192,6 +193,9 @@ class _Stream:
     codes: np.ndarray | None = None  # G.711
     frames: FrameLog | None = None  # G.722, Opus
     problems: list[str] = field(default_factory=list)
+    limit: int | None = None
+    """Samples after which a frame log is not decoded (the call's end, or now when unknown):
+    a corrupt position far in the future must not become hours of silence in memory."""
     _pcm: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def start(self, call_epoch: float) -> float:
@@ -202,7 +206,7 @@ class _Stream:
         """A frame log's PCM from the stream's epoch to its last payload (decoded once)."""
         if self._pcm is None:
             assert self.codec is not None and self.frames is not None
-            self._pcm = decode_frames(self.codec, self.frames)
+            self._pcm = decode_frames(self.codec, self.frames, limit=self.limit)
         return self._pcm
 
     @property
@@ -652,6 +656,9 @@ def finalise_call(
     if call.ended_at is not None:
         end = max(call.ended_at.timestamp(), epoch)
     else:
+        now = time.time()  # nothing recorded can lie beyond it
+        for s in streams:
+            s.limit = max(round((now - s.start(epoch)) * s.rate), 0)
         end = max((s.start(epoch) + s.native_length() / s.rate for s in streams), default=epoch)
     length = max(round((end - epoch) * rate), 0)
 
@@ -659,6 +666,8 @@ def finalise_call(
         (p[0].timestamp() - epoch, None if p[1] is None else p[1].timestamp() - epoch)
         for p in pauses or ()
     ]
+    for s in streams:
+        s.limit = max(round((end - s.start(epoch)) * s.rate), 0) if s.limit is None else s.limit
     lines = [_line(s, epoch, end, call_pauses) for s in streams]
     vad = vad or VadConfig()
     levels = _Levels(metrics, vad.frame_ms)

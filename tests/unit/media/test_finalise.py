@@ -674,3 +674,13 @@ def test_participants_from_a_recording_session() -> None:
         ParticipantInfo("caller", "Alice", "sip:alice@a.example", streams=(0,)),
         ParticipantInfo("callee", None, "sip:bob@b.example", streams=(1,)),
     ]
+
+
+def test_a_corrupt_far_future_frame_does_not_stretch_the_call(parts: Parts, tmp_path: Path) -> None:
+    packets = encode("libopus", tone(1000, 1.0, 48000), 48000, frame=960)
+    records = [(960 * k, p) for k, p in enumerate(packets)] + [(2**40, packets[3])]
+    (parts.path / "stream-0.frames").write_bytes(frames_file(48000, records))
+    parts.info(0, "opus", 48000)
+    result = finalise_call(parts.path, output_dir=tmp_path, stem="f", call=call(1.5))
+    samples, rate = read_wav(result.files[0])
+    assert abs(samples.shape[0] / rate - 1.5) <= 0.02
