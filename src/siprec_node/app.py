@@ -127,6 +127,7 @@ class Node:
             manager_config(self.settings),
             on_timeout=self._on_timeout,
             on_takeover=self._on_takeover,
+            on_presumed_dead=self._on_presumed_dead,
         )
         self._store_task: asyncio.Task[None] | None = None
         server_tls, client_tls = tls_contexts(self.settings)
@@ -148,6 +149,11 @@ class Node:
 
     async def _on_timeout(self, state: SessionState) -> None:
         self.handler.expire(state.id)
+
+    async def _on_presumed_dead(self) -> None:
+        lost = await self.handler.verify_ownership()
+        if lost:
+            log.warning("calls_lost_after_stall", sessions=lost)
 
     async def _on_takeover(self, state: SessionState) -> None:
         data = to_call_data(state)

@@ -76,12 +76,15 @@ class SessionManager:
         *,
         on_timeout: SessionCallback | None = None,
         on_takeover: SessionCallback | None = None,
+        on_presumed_dead: Callable[[], Awaitable[None]] | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self.store = store
         self.config = config
         self.on_timeout = on_timeout
         self.on_takeover = on_takeover
+        self.on_presumed_dead = on_presumed_dead
+        self._last_beat: datetime | None = None
         self._clock = clock
         self._tasks: list[asyncio.Task[None]] = []
         self._log = log.bind(node_id=config.node_id)
@@ -102,8 +105,24 @@ class SessionManager:
     # -- duties ------------------------------------------------------------------------------
 
     async def heartbeat(self) -> None:
-        """Prove this node is alive: one write, whatever the number of calls."""
-        await self.store.update_heartbeat(self.node_id, self._now())
+        """Prove this node is alive: one write, whatever the number of calls.
+
+        If the previous successful heartbeat is older than `node_ttl` (the process was stalled,
+        or the store unreachable), other nodes may have taken this node's sessions over:
+        `on_presumed_dead` runs so that the node stops recording what is no longer its own.
+        """
+        now = self._now()
+        await self.store.update_heartbeat(self.node_id, now)
+        stalled = (
+            self._last_beat is not None and now - self._last_beat > self.config.effective_node_ttl
+        )
+        self._last_beat = now
+        if stalled and self.on_presumed_dead is not None:
+            self._log.warning("heartbeat gap longer than node_ttl; checking ownership")
+            try:
+                await self.on_presumed_dead()
+            except Exception:
+                self._log.exception("on_presumed_dead hook failed")
 
     async def recover_own(self) -> list[SessionState]:
         """Active sessions this node id owns (after a restart), for the SIP layer to restore."""

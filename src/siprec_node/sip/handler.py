@@ -263,7 +263,7 @@ class SipHandler:
     async def start(self) -> None:
         """Start the snapshot writer and the activity reporter; once, inside the event loop."""
         if self.snapshots is None:
-            self.snapshots = SnapshotWriter(self.store)
+            self.snapshots = SnapshotWriter(self.store, on_rejected=self._lost_to_another_node)
             await self.engine.start()
         if self._activity_task is None and self.config.activity_interval > 0:
             self._activity_task = asyncio.get_running_loop().create_task(self._report_activity())
@@ -502,6 +502,31 @@ class SipHandler:
         if data.recording.get("session"):
             session = RecordingSession.from_dict(data.recording["session"])
         return await self.finalise(data, MediaState.from_dict(media), session)
+
+    def _lost_to_another_node(self, session_id: str, reason: str) -> None:
+        """The store says another node owns this call now (this node was presumed dead and
+        its calls were taken over): stop recording it here, without a BYE — the SRC talks to
+        the other node now."""
+        call = self.calls.get(session_id)
+        if call is None:
+            return
+        call.log.warning("call_lost_to_another_node", reason=reason)
+        self._end_call(call, CallStatus.FAILED, f"taken over by another node: {reason}")
+
+    async def verify_ownership(self) -> list[str]:
+        """After a stall: end the live calls the store no longer lists as this node's."""
+        owned = {c.session_id for c in await self.store.list() if c.node_id == self.node_id}
+        lost = [
+            sid
+            for sid, call in list(self.calls.items())
+            if sid not in owned
+            and call.data.version > 0
+            and call.answered
+            and (self.snapshots is None or sid not in self.snapshots.pending_ids)
+        ]
+        for session_id in lost:
+            self._lost_to_another_node(session_id, "no longer this node's in the store")
+        return lost
 
     def expire(self, session_id: str, reason: str = "session timeout") -> bool:
         """End a live call the session manager found idle for ``session_timeout``."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+from collections.abc import Callable
 
 import structlog
 
@@ -23,9 +24,15 @@ class SnapshotWriter:
     """Coalescing, retrying, ordered-per-session writer of CallData snapshots."""
 
     def __init__(
-        self, store: CallStore, *, retry_initial: float = 0.2, retry_max: float = 5.0
+        self,
+        store: CallStore,
+        *,
+        retry_initial: float = 0.2,
+        retry_max: float = 5.0,
+        on_rejected: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_rejected = on_rejected
         self._pending: dict[str, CallData] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -37,6 +44,11 @@ class SnapshotWriter:
         self.writes = 0
         self.failures = 0
         self.rejected = 0
+
+    @property
+    def pending_ids(self) -> set[str]:
+        """Sessions with a snapshot not yet written."""
+        return set(self._pending)
 
     @property
     def backlog(self) -> int:
@@ -83,6 +95,8 @@ class SnapshotWriter:
                 log.warning("snapshot_rejected", session_id=session_id, error=str(exc))
                 if self._pending.get(session_id) is call:
                     del self._pending[session_id]
+                if self.on_rejected is not None:
+                    self.on_rejected(session_id, str(exc))
                 continue
             except Exception as exc:
                 self.failures += 1

@@ -180,3 +180,30 @@ async def test_spec_python_api_example(redis_server: RedisProcess) -> None:
         await manager.stop()
         await handler.close()
         await store.close()
+
+
+async def test_a_call_taken_over_elsewhere_stops_recording_here(backend: Backend) -> None:
+    """A node stalled past node_ttl comes back: calls other nodes took over end here, quietly."""
+    store = backend.new()
+    harness = Harness(call_store=SharedCallStore(store, "test-node"))
+    await harness.handler.start()
+    _dialogue, first = await _call_through(harness)
+    assert await harness.handler.snapshots.flush(5)  # type: ignore[union-attr]
+    assert await store.claim(first, "test-node", "other-node")
+    assert await harness.handler.verify_ownership() == [first]
+    assert harness.handler.calls == {}
+    assert harness.take() == []  # no BYE: the SRC talks to the other node now
+
+    second_dialogue = Dialogue(call_id="takeover-call-2")
+    sent = await harness.feed_and_settle(second_dialogue.siprec_invite())
+    assert [s.response.status for s in sent] == [100, 200], [s.data[:200] for s in sent]
+    second_dialogue.to_tag = sent[-1].response.to.tag
+    harness.feed(second_dialogue.ack())
+    second = next(iter(harness.handler.calls))
+    assert await harness.handler.snapshots.flush(5)  # type: ignore[union-attr]
+    assert await store.claim(second, "test-node", "other-node")
+    harness.handler.set_operator_pause(second, True)  # any snapshot now meets the new owner
+    assert await harness.handler.snapshots.flush(5)  # type: ignore[union-attr]
+    assert harness.handler.calls == {}
+    assert (await store.load(second)).node_id == "other-node"
+    await harness.handler.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from siprec_node.session import (
     StoreUnavailable,
 )
 
-from .backends import FakeClock
+from .backends import Backend, FakeClock
 
 HB = timedelta(seconds=5)
 
@@ -348,3 +348,27 @@ async def test_start_raises_if_the_store_is_down() -> None:
     with pytest.raises(StoreUnavailable):
         await manager.start()
     assert not manager.running
+
+
+async def test_heartbeat_gap_longer_than_node_ttl_triggers_ownership_check(
+    backend: Backend, clock: FakeClock
+) -> None:
+    store = backend.new(clock=clock)
+    checks: list[datetime] = []
+
+    async def check() -> None:
+        checks.append(clock())
+
+    manager = SessionManager(
+        store,
+        ManagerConfig(node_id="n1", heartbeat_interval=timedelta(seconds=1)),
+        on_presumed_dead=check,
+        clock=clock,
+    )
+    await manager.heartbeat()
+    clock.advance(2)
+    await manager.heartbeat()
+    assert checks == []  # within node_ttl (3 s)
+    clock.advance(10)  # the process was stopped for 10 s
+    await manager.heartbeat()
+    assert checks == [clock()]
