@@ -292,18 +292,17 @@ def list_sessions(settings: Settings, *, all_: bool = False, as_json: bool = Fal
         if as_json:
             print(json.dumps(rows, indent=2))
             return 0
-        header = ("SESSION", "CALL-ID", "STATUS", "NODE", "STARTED", "HEARTBEAT")
-        table = [header]
-        for row, state in zip(rows, sorted(states, key=lambda s: s.created_at), strict=True):
-            node = nodes.get(state.node_id)
+        table = [("SESSION", "CALL-ID", "STATUS", "NODE", "STARTED", "HEARTBEAT")]
+        for row in rows:
+            age = row["heartbeat_age_s"]
             table.append(
                 (
                     row["id"],
                     row["call_id"],
                     row["status"],
                     row["node_id"] + ("" if row["node_alive"] else " (dead)"),
-                    state.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                    _age(node.last_heartbeat, now) if node else "never",
+                    row["started_at"][:19].replace("T", " "),
+                    "never" if age is None else f"{age:.0f}s",
                 )
             )
         _print_table(table)

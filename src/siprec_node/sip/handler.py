@@ -584,12 +584,8 @@ class SipHandler:
         )
         response = error_response_for(data, error)
         if response is not None:
-            self._emit(response, self._reply_destination(data, source))
-
-    def _reply_destination(self, data: bytes, source: Address) -> Address:
-        # A request too broken to parse gets its answer where it came from (RFC 3581 style).
-        del data
-        return source
+            # A request too broken to parse gets its answer where it came from (RFC 3581 style).
+            self._emit(response, source)
 
     def on_timer(self) -> None:
         """Fire due transaction timers."""
