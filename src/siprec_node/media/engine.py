@@ -123,11 +123,11 @@ class LoopLag:
             return 0.0
         rank = max(1, round(q * self.samples))
         seen = 0
-        for bucket, count in enumerate(self._counts):
+        for bucket, count in enumerate(self._counts[:-1]):
             seen += count
             if seen >= rank:
                 return min((bucket + 1) * _LAG_BUCKET, self.max)
-        return self.max
+        return self.max  # in the overflow bucket: the largest sample is the best bound known
 
     def summary(self) -> dict[str, Any]:
         """JSON-safe figures in milliseconds."""

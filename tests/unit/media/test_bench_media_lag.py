@@ -18,6 +18,9 @@ def test_percentiles_from_the_histogram() -> None:
     assert 49.0 <= s["p50_ms"] <= 50.1
     assert 98.0 <= s["p99_ms"] <= 99.1
     assert s["max_ms"] == 250.0
+    for _ in range(10):
+        lag.record(3.0)  # past the histogram's range: the maximum bounds the quantile
+    assert lag.summary()["p99_ms"] == 3000.0
     lag.reset()
     assert lag.summary()["samples"] == 0
     assert lag.summary()["p99_ms"] == 0.0
