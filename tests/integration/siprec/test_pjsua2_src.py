@@ -33,12 +33,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import pjsua2 as pj  # pjsua2-python, installed by the test extras
 import pytest
 
 from tests.integration.node_process import free_port
 from tests.integration.siprec.harness import Recorder, Sdp, SipMessage
-
-pj = pytest.importorskip("pjsua2")
 
 pytestmark = pytest.mark.integration
 
