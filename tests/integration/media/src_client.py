@@ -1,17 +1,24 @@
 """A minimal recording client written for the tests: SIP over UDP by hand, RTP paced in real time.
 
 Everything here is independent of the node's code: requests are literal text, RTP headers are
-packed with ``struct``, and G.711 is encoded from the ITU-T G.711 formulas with numpy.
+packed with ``struct``, and G.711 is encoded from the ITU-T G.711 formulas with numpy. G.722 and
+Opus payloads come from FFmpeg's encoders through PyAV (imported only when used).
+
+Network impairments (loss, duplication, adjacent swaps) are applied per leg on the way out by
+:class:`Impairment` objects given to :meth:`SrcCall.stream`.
 """
 
 from __future__ import annotations
 
+import os
+import random
 import re
 import socket
 import struct
 import threading
 import time
 import uuid
+import wave
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,10 +27,12 @@ RATE = 8000
 FRAME = 160  # 20 ms
 
 
-def tone(freq: float, seconds: float, amplitude: float = 0.5) -> np.ndarray:
+def tone(
+    freq: float, seconds: float, amplitude: float = 0.5, *, rate: int = RATE, phase: float = 0.0
+) -> np.ndarray:
     """A sine tone as float samples in [-1, 1]."""
-    t = np.arange(int(seconds * RATE)) / RATE
-    return amplitude * np.sin(2 * np.pi * freq * t)
+    t = np.arange(int(seconds * rate)) / rate
+    return amplitude * np.sin(2 * np.pi * freq * t + phase)
 
 
 def ulaw_encode(x: np.ndarray) -> bytes:
@@ -55,6 +64,70 @@ def ulaw_decode(data: bytes) -> np.ndarray:
     return np.where(sign != 0, -magnitude, magnitude) / 32768.0
 
 
+def alaw_decode(data: bytes) -> np.ndarray:
+    """A-law bytes to float samples (inverse formulas)."""
+    a = np.frombuffer(data, dtype=np.uint8).astype(np.int32) ^ 0x55
+    exponent, mantissa = (a >> 4) & 0x07, a & 0x0F
+    magnitude = np.where(
+        exponent == 0,
+        (mantissa << 4) + 8,
+        ((mantissa << 4) + 0x108) << np.maximum(exponent - 1, 0),
+    )
+    return np.where(a & 0x80, magnitude, -magnitude) / 32768.0
+
+
+def _pcm16(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x * 32767), -32768, 32767).astype("<i2")
+
+
+def g722_encode(x: np.ndarray) -> list[bytes]:
+    """16 kHz float samples to G.722 (64 kbit/s, FFmpeg's encoder): 160-byte payloads of 20 ms."""
+    import av
+
+    ctx = av.CodecContext.create("g722", "w")
+    ctx.sample_rate = 16000
+    ctx.layout = "mono"
+    ctx.format = "s16"
+    pcm = _pcm16(x)
+    out = bytearray()
+    for start in range(0, pcm.size, 320):
+        frame = av.AudioFrame.from_ndarray(
+            pcm[start : start + 320].reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = 16000
+        frame.pts = start
+        for packet in ctx.encode(frame):
+            out += bytes(packet)
+    for packet in ctx.encode(None):
+        out += bytes(packet)
+    return [bytes(out[i : i + 160]) for i in range(0, len(out) - 159, 160)]
+
+
+def opus_encode(x: np.ndarray, *, channels: int = 2, bit_rate: int = 64000) -> list[bytes]:
+    """48 kHz float samples to Opus (libopus), one 20 ms packet per 960 samples; with
+    ``channels=2`` the same signal is on both channels of the encoded stream."""
+    import av
+
+    ctx = av.CodecContext.create("libopus", "w")
+    ctx.sample_rate = 48000
+    layout = "stereo" if channels == 2 else "mono"
+    ctx.layout = layout
+    ctx.format = "s16"
+    ctx.bit_rate = bit_rate
+    pcm = _pcm16(x)
+    interleaved = np.repeat(pcm, channels)
+    packets: list[bytes] = []
+    count = pcm.size // 960
+    for n in range(count):
+        chunk = interleaved[n * 960 * channels : (n + 1) * 960 * channels]
+        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout=layout)
+        frame.sample_rate = 48000
+        frame.pts = n * 960
+        packets += [bytes(p) for p in ctx.encode(frame)]
+    packets += [bytes(p) for p in ctx.encode(None)]
+    return packets[:count]
+
+
 def dominant_frequency(x: np.ndarray, rate: int) -> float:
     """The strongest frequency of a signal (Hann-windowed FFT)."""
     spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
@@ -63,6 +136,30 @@ def dominant_frequency(x: np.ndarray, rate: int) -> float:
 
 def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x)))) if len(x) else 0.0
+
+
+def level_db(x: np.ndarray) -> float:
+    """RMS level in dBFS (-200 for digital silence)."""
+    value = rms(x)
+    return 20 * float(np.log10(value)) if value > 0 else -200.0
+
+
+def read_wav(path: str | os.PathLike[str]) -> tuple[int, np.ndarray]:
+    """A PCM16 WAV file (Python's ``wave``) as (rate, float samples shaped (frames, channels))."""
+    with wave.open(str(path)) as w:
+        assert w.getsampwidth() == 2, f"{path}: {w.getsampwidth() * 8}-bit, not PCM16"
+        frames = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        return w.getframerate(), frames.reshape(-1, w.getnchannels()) / 32768.0
+
+
+def silent_runs(x: np.ndarray, *, threshold: float = 1e-3, min_length: int = 3) -> np.ndarray:
+    """(start, end) sample index pairs of the runs of at least ``min_length`` samples whose
+    magnitude is at most ``threshold`` (G.711 silence decodes to 0 or ±8/32768)."""
+    quiet = np.abs(x) <= threshold
+    edges = np.diff(np.concatenate(([0], quiet.astype(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    keep = (ends - starts) >= min_length
+    return np.stack([starts[keep], ends[keep]], axis=1)
 
 
 METADATA = """<?xml version="1.0" encoding="UTF-8"?>
@@ -87,9 +184,31 @@ METADATA = """<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
+@dataclass(frozen=True)
+class Codec:
+    """A payload format offered on one m-line."""
+
+    payload_type: int
+    rtpmap: str
+    fmtp: str | None = None
+
+
+PCMU = Codec(0, "PCMU/8000")
+PCMA = Codec(8, "PCMA/8000")
+G722 = Codec(9, "G722/8000")
+OPUS = Codec(111, "opus/48000/2", "minptime=10;useinbandfec=1")
+
+
 @dataclass
 class RtpLeg:
-    """One stream we send: its payload type, encoded audio and RTP state."""
+    """One stream we send: its payload type, encoded audio and RTP state.
+
+    ``audio`` is G.711 bytes, sent ``FRAME`` bytes a packet and looped; or, with ``frames``,
+    pre-encoded payloads (G.722, Opus) sent one a packet and looped, the RTP timestamp advancing
+    ``step`` per packet (``clock`` ticks a second). ``log`` keeps (ssrc, seq, timestamp, payload)
+    of every packet made, before any impairment, and ``made_at`` the wall-clock time (time.time())
+    each was made (it is sent at once unless an impairment holds it).
+    """
 
     payload_type: int
     audio: bytes
@@ -98,25 +217,118 @@ class RtpLeg:
     timestamp: int = 123456
     sent: int = 0
     offset: int = 0
+    frames: list[bytes] | None = None
+    step: int = FRAME
+    clock: int = RATE
+    log: list[tuple[int, int, int, bytes]] = field(default_factory=list)
+    made_at: list[float] = field(default_factory=list)
 
     def next_packet(self) -> bytes:
-        chunk = self.audio[self.offset : self.offset + FRAME]
-        if len(chunk) < FRAME:
-            self.offset = 0
-            chunk = self.audio[:FRAME]
-        self.offset += FRAME
-        header = struct.pack(
-            "!BBHII",
-            0x80,
-            self.payload_type,
-            self.seq & 0xFFFF,
-            self.timestamp & 0xFFFFFFFF,
-            self.ssrc,
-        )
+        if self.frames is not None:
+            chunk = self.frames[self.offset % len(self.frames)]
+            self.offset += 1
+        else:
+            chunk = self.audio[self.offset : self.offset + FRAME]
+            if len(chunk) < FRAME:
+                self.offset = 0
+                chunk = self.audio[:FRAME]
+            self.offset += FRAME
+        seq, timestamp = self.seq & 0xFFFF, self.timestamp & 0xFFFFFFFF
+        header = struct.pack("!BBHII", 0x80, self.payload_type, seq, timestamp, self.ssrc)
+        self.log.append((self.ssrc, seq, timestamp, chunk))
+        self.made_at.append(time.time())
         self.seq += 1
-        self.timestamp += FRAME
+        self.timestamp += self.step
         self.sent += 1
         return header + chunk
+
+
+def sent_samples(leg: RtpLeg, law: str, missing: set[int] | None = None) -> np.ndarray:
+    """What a G.711 leg (``law`` "PCMU" or "PCMA") sent, decoded, in sending order; the packets
+    whose sequence number is in ``missing`` as the law's silence (0xFF µ-law, 0xD5 A-law)."""
+    decode, silence = (ulaw_decode, b"\xff") if law == "PCMU" else (alaw_decode, b"\xd5")
+    missing = missing or set()
+    quiet = float(decode(silence)[0])
+    return np.concatenate(
+        [
+            np.full(len(payload), quiet) if seq in missing else decode(payload)
+            for _, seq, _, payload in leg.log
+        ]
+    )
+
+
+def rtp_sequence(packet: bytes) -> int:
+    """The sequence number of an RTP packet."""
+    return int(struct.unpack_from("!H", packet, 2)[0])
+
+
+class Impairment:
+    """What the network does to one leg: called with each packet the sender makes (one per
+    20 ms), returns the packets that go on the wire now; :meth:`drain` at the end of a burst.
+    The base class passes everything through."""
+
+    def __call__(self, packet: bytes) -> list[bytes]:
+        return [packet]
+
+    def drain(self) -> list[bytes]:
+        return []
+
+
+class Loss(Impairment):
+    """Drops each packet with probability ``rate`` (seeded); ``dropped`` has their seqs."""
+
+    def __init__(self, rate: float, seed: int) -> None:
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.dropped: list[int] = []
+        self.passed = 0
+
+    def __call__(self, packet: bytes) -> list[bytes]:
+        if self.rng.random() < self.rate:
+            self.dropped.append(rtp_sequence(packet))
+            return []
+        self.passed += 1
+        return [packet]
+
+
+class Duplicate(Impairment):
+    """Sends a packet twice with probability ``rate`` (seeded); ``doubled`` counts them."""
+
+    def __init__(self, rate: float, seed: int) -> None:
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.doubled = 0
+
+    def __call__(self, packet: bytes) -> list[bytes]:
+        if self.rng.random() < self.rate:
+            self.doubled += 1
+            return [packet, packet]
+        return [packet]
+
+
+class Swap(Impairment):
+    """With probability ``rate`` (seeded) holds a packet back and sends it right after the
+    next one: adjacent packets swapped, the later one 20 ms late. ``swapped`` counts swaps."""
+
+    def __init__(self, rate: float, seed: int) -> None:
+        self.rate = rate
+        self.rng = random.Random(seed)
+        self.held: bytes | None = None
+        self.swapped = 0
+
+    def __call__(self, packet: bytes) -> list[bytes]:
+        if self.held is not None:
+            held, self.held = self.held, None
+            self.swapped += 1
+            return [packet, held]
+        if self.rng.random() < self.rate:
+            self.held = packet
+            return []
+        return [packet]
+
+    def drain(self) -> list[bytes]:
+        held, self.held = self.held, None
+        return [held] if held is not None else []
 
 
 @dataclass
@@ -130,6 +342,10 @@ class SrcCall:
     to_tag: str | None = None
     ports: list[int] = field(default_factory=list)
     answer: str = ""
+    codecs: tuple[Codec, ...] = (PCMU, PCMA)
+    """What each m-line offers (one codec each; the m-lines are labelled 1, 2, ...)."""
+    first_rtp: float | None = None
+    """Wall-clock time (time.time()) the first RTP packet was sent."""
 
     def __post_init__(self) -> None:
         self.sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -179,11 +395,14 @@ class SrcCall:
 
     def sdp(self, direction: str = "sendonly") -> str:
         port = self.rtp.getsockname()[1]
-        return (
-            "v=0\no=src 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n"
-            f"m=audio {port} RTP/AVP 0\na=rtpmap:0 PCMU/8000\na=label:1\na={direction}\n"
-            f"m=audio {port} RTP/AVP 8\na=rtpmap:8 PCMA/8000\na=label:2\na={direction}\n"
-        )
+        sdp = "v=0\no=src 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n"
+        for label, codec in enumerate(self.codecs, 1):
+            pt = codec.payload_type
+            sdp += f"m=audio {port} RTP/AVP {pt}\na=rtpmap:{pt} {codec.rtpmap}\n"
+            if codec.fmtp:
+                sdp += f"a=fmtp:{pt} {codec.fmtp}\n"
+            sdp += f"a=label:{label}\na={direction}\n"
+        return sdp
 
     def invite(self) -> None:
         body = (
@@ -213,22 +432,36 @@ class SrcCall:
         status, _ = self._final(self._request("BYE"))
         return status
 
-    def stream(self, legs: list[RtpLeg], seconds: float) -> None:
-        """Send every leg to its port at 20 ms pace for ``seconds`` (timestamps continue)."""
+    def stream(
+        self,
+        legs: list[RtpLeg],
+        seconds: float,
+        impairments: list[Impairment | None] | None = None,
+    ) -> None:
+        """Send every leg to its port at 20 ms pace for ``seconds`` (timestamps continue),
+        through the leg's impairment if one is given."""
         start = time.monotonic()
-        packets = int(seconds / 0.02)
+        packets = round(seconds / 0.02)
+        impaired = impairments or [None] * len(legs)
         for n in range(packets):
-            for leg, port in zip(legs, self.ports, strict=True):
-                self.rtp.sendto(leg.next_packet(), ("127.0.0.1", port))
+            if self.first_rtp is None:
+                self.first_rtp = time.time()
+            for leg, port, impairment in zip(legs, self.ports, impaired, strict=True):
+                packet = leg.next_packet()
+                for out in [packet] if impairment is None else impairment(packet):
+                    self.rtp.sendto(out, ("127.0.0.1", port))
             delay = start + (n + 1) * 0.02 - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+        for port, impairment in zip(self.ports, impaired, strict=True):
+            for out in impairment.drain() if impairment is not None else ():
+                self.rtp.sendto(out, ("127.0.0.1", port))
 
     def skip(self, legs: list[RtpLeg], seconds: float) -> None:
         """Let RTP timestamps advance without sending (a pause on the SRC side)."""
         time.sleep(seconds)
         for leg in legs:
-            leg.timestamp += int(seconds * RATE)
+            leg.timestamp += int(seconds * leg.clock)
 
     def close(self) -> None:
         self.sip.close()
