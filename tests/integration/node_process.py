@@ -228,6 +228,34 @@ def run_sipp(
     )
 
 
+def start_sipp(scenario: str, port: int, *, timeout: int = 20) -> subprocess.Popen[bytes]:
+    """One call of a tests/sipp scenario against 127.0.0.1:``port``, running in the background
+    (for scenarios that wait for the node to act: its BYE, its re-INVITE...)."""
+    return subprocess.Popen(
+        [
+            "sipp",
+            f"127.0.0.1:{port}",
+            "-sf",
+            str(SIPP_DIR / scenario),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-m",
+            "1",
+            "-s",
+            "srs",
+            "-timeout",
+            f"{timeout}s",
+            "-timeout_error",
+            "-nostdin",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=tempfile.mkdtemp(prefix="sipp-"),
+    )
+
+
 def node_fixture(config: str = "") -> Iterator[NodeProcess]:
     """Generator for a pytest fixture: a node started before and stopped (SIGTERM) after."""
     node = start_node(config)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.node_process import ROOT, NodeProcess, free_port, start_node
+from tests.integration.node_process import NodeProcess, free_port, start_node, start_sipp
 
 pytestmark = pytest.mark.integration
 
@@ -58,29 +56,7 @@ def test_admin_api_requires_token(node: NodeProcess) -> None:
 
 
 def test_live_call_listed_paused_and_stopped(node: NodeProcess) -> None:
-    sipp = subprocess.Popen(
-        [
-            "sipp",
-            f"127.0.0.1:{node.sip_port}",
-            "-sf",
-            str(ROOT / "tests/sipp/siprec_drain.xml"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "-m",
-            "1",
-            "-s",
-            "srs",
-            "-timeout",
-            "20s",
-            "-timeout_error",
-            "-nostdin",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=tempfile.mkdtemp(),
-    )
+    sipp = start_sipp("siprec_drain.xml", node.sip_port)
     try:
         active = node.wait_for_event("call_active", timeout=10)
         session_id = active["session_id"]

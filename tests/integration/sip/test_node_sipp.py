@@ -22,6 +22,7 @@ from tests.integration.node_process import (
     node_fixture,
     run_sipp,
     start_node,
+    start_sipp,
 )
 
 pytestmark = pytest.mark.integration
@@ -138,29 +139,7 @@ def test_tcp_keepalive_ping_answered(node: NodeProcess) -> None:
 
 def test_sigterm_ends_live_calls_with_bye() -> None:
     node = start_node()
-    sipp = subprocess.Popen(
-        [
-            "sipp",
-            f"127.0.0.1:{node.sip_port}",
-            "-sf",
-            str(ROOT / "tests/sipp/siprec_drain.xml"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            "0",
-            "-m",
-            "1",
-            "-s",
-            "srs",
-            "-timeout",
-            "20s",
-            "-timeout_error",
-            "-nostdin",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=tempfile.mkdtemp(),
-    )
+    sipp = start_sipp("siprec_drain.xml", node.sip_port)
     try:
         node.wait_for_event("call_active", timeout=10)
         assert node.stop(signal.SIGTERM) == 0, "\n".join(node.raw[-30:])
