@@ -278,6 +278,8 @@ class _Worker:
     index: int
     proc: subprocess.Popen[bytes]
     sock: socket.socket
+    ready: asyncio.Future[None]
+    """Done when the worker has said it reads its control socket."""
     sessions: set[str] = field(default_factory=set)
     pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     alive: bool = True
@@ -313,9 +315,16 @@ class WorkerEngine:
         self.restarts = 0
 
     async def start(self) -> None:
-        """Spawn the workers."""
+        """Spawn the workers and wait until each is ready to take streams."""
         for index in range(self.count):
             self._workers.append(self._spawn(index))
+        await asyncio.gather(*(self._wait_ready(w) for w in self._workers))
+
+    async def _wait_ready(self, worker: _Worker, timeout: float = 20.0) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(worker.ready), timeout)
+        except TimeoutError:
+            log.error("media_worker_not_ready", worker=worker.index, waited_s=timeout)
 
     def _spawn(self, index: int) -> _Worker:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -339,8 +348,9 @@ class WorkerEngine:
         )
         child.close()
         parent.setblocking(False)
-        worker = _Worker(index, proc, parent)
-        asyncio.get_running_loop().add_reader(parent.fileno(), self._on_readable, worker)
+        loop = asyncio.get_running_loop()
+        worker = _Worker(index, proc, parent, ready=loop.create_future())
+        loop.add_reader(parent.fileno(), self._on_readable, worker)
         log.info("media_worker_started", worker=index, pid=proc.pid)
         return worker
 
@@ -365,6 +375,10 @@ class WorkerEngine:
                 self._lost(worker)
                 return
             message = json.loads(data)
+            if message.get("ready"):
+                if not worker.ready.done():
+                    worker.ready.set_result(None)
+                continue
             future = worker.pending.pop(int(message.get("id", 0)), None)
             if future is not None and not future.done():
                 future.set_result(message)
@@ -396,9 +410,17 @@ class WorkerEngine:
         replacement.sessions = sessions
         self._workers[worker.index] = replacement
         if self.on_worker_died is not None:
-            task = loop.create_task(self.on_worker_died(worker.index, sessions))
+            task = loop.create_task(self._after_restart(replacement, sessions))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _after_restart(self, replacement: _Worker, sessions: set[str]) -> None:
+        # Streams are re-opened only once the new worker reads its socket: ports bound any
+        # earlier would queue RTP in the kernel, and those packets would be placed by the late
+        # time they are read.
+        await self._wait_ready(replacement)
+        assert self.on_worker_died is not None
+        await self.on_worker_died(replacement.index, sessions)
 
     async def _request(
         self, worker: _Worker, message: dict[str, Any], fds: list[int] | None = None

@@ -260,6 +260,12 @@ def _load_stream(parts: Path, index: int) -> _Stream:
     info = _read_info(parts / info_file_name(index))
     wav, frames = parts / media_file_name(index, "PCMU"), parts / media_file_name(index, "G722")
     stream = _Stream(index, info, None, 8000, _number(info.get("epoch")))
+    for position in info.get("unclean_restarts") or []:
+        rate = _number(info.get("clock_rate"), 8000) or 8000
+        stream.problems.append(
+            f"recording resumed at {position / rate:.3f}s after a crash: packet counters of "
+            "the seconds before it were lost"
+        )
     named = info.get("codec")
     if isinstance(named, str):
         try:

@@ -392,6 +392,9 @@ class StreamInfo:
     pauses: list[PauseSpan] = field(default_factory=list)
     dtmf: list[DtmfRecord] = field(default_factory=list)
     closed: bool = False
+    unclean_restarts: list[int] = field(default_factory=list)
+    """Positions where recording resumed after an unclean stop (a crash of the node or of its
+    worker): the counters of the up to ``info_interval`` seconds before each were lost."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

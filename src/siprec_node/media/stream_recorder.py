@@ -148,6 +148,9 @@ class StreamRecorder:
         )
         self._srtp = SrtpReceiver.from_keys(stream.srtp) if stream.srtp else None
         self._prior_info = prior
+        self._unclean: list[int] = list(prior.unclean_restarts) if prior else []
+        if prior is not None and not prior.closed:
+            self._unclean.append(start)  # the run before died without closing its files
         self._pauses: list[PauseSpan] = list(prior.pauses) if prior else []
         if self._pauses and self._pauses[-1].end is None:  # paused when the node died
             self._pauses[-1] = replace(self._pauses[-1], end=max(self._position(now), start))
@@ -336,6 +339,7 @@ class StreamRecorder:
             pauses=list(self._pauses),
             dtmf=dtmf,
             closed=self.closed,
+            unclean_restarts=list(self._unclean),
         )
 
     def _duplicates(self) -> int:

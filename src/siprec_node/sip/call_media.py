@@ -8,6 +8,7 @@ aligned on the call's media epoch; a restarted node re-opens the same streams in
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -102,22 +103,28 @@ class CallMedia:
         at = time.time() if at is None else at
         changes: list[str] = []
         Path(state.parts).mkdir(parents=True, exist_ok=True)
+        # New streams open together, so that no leg waits for another's round trip.
+        opening = []
         for stream in streams:
-            wanted_pause = state.operator_paused or stream.paused or not stream.accepted
+            if stream.index in state.open or not stream.accepted or stream.port == 0:
+                continue
+            rtp, rtcp = self.ports.take(stream.port)
+            spec = StreamSpec(
+                session_id=session_id,
+                index=stream.index,
+                negotiated=stream.to_dict(),
+                parts_dir=state.parts,
+                epoch=state.epoch,
+            )
+            opening.append((stream.index, self.engine.open_stream(spec, rtp, rtcp)))
+        await asyncio.gather(*(job for _, job in opening))
+        for index, _ in opening:
+            state.open[index] = False
+            changes.append(f"stream {index} open")
+        for stream in streams:
             if stream.index not in state.open:
-                if not stream.accepted or stream.port == 0:
-                    continue
-                rtp, rtcp = self.ports.take(stream.port)
-                spec = StreamSpec(
-                    session_id=session_id,
-                    index=stream.index,
-                    negotiated=stream.to_dict(),
-                    parts_dir=state.parts,
-                    epoch=state.epoch,
-                )
-                await self.engine.open_stream(spec, rtp, rtcp)
-                state.open[stream.index] = False
-                changes.append(f"stream {stream.index} open")
+                continue
+            wanted_pause = state.operator_paused or stream.paused or not stream.accepted
             if state.open[stream.index] != wanted_pause:
                 if wanted_pause:
                     await self.engine.pause(session_id, stream.index, at)

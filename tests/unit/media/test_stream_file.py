@@ -263,6 +263,7 @@ def test_stream_info_json(tmp_path: Path) -> None:
         "pauses",
         "dtmf",
         "closed",
+        "unclean_restarts",
     }
     assert raw["ssrcs"][0] == {"ssrc": 0x1234, "first_position": 4000}
     assert raw["pauses"][1] == {"start": 40000, "end": None}

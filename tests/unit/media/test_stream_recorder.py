@@ -432,3 +432,21 @@ def test_on_rtp_cost(tmp_path: Path) -> None:
     per_packet = best / n * 1e6
     print(f"StreamRecorder.on_rtp: {per_packet:.2f} µs/packet")
     assert per_packet < 30  # generous: catches a slow path taken on every packet
+
+
+def test_reopening_after_a_crash_marks_where_counting_resumed(tmp_path: Path) -> None:
+    first = StreamRecorder(negotiated(), tmp_path, EPOCH, now=START)
+    feed(first, packets(tone(1.0)))
+    first.tick(START + 1.0)  # the recorder is killed after this: no close()
+    del first
+    second = StreamRecorder(negotiated(), tmp_path, EPOCH, now=START + 2.0)
+    feed(second, packets(tone(1.0), start=START + 2.0, seq0=400, ts0=9000 + 16000))
+    second.close(START + 3.0)
+    info = read_stream_info(tmp_path / "stream-0.json")
+    assert len(info.unclean_restarts) == 1
+    # counting resumed where the file ended when the second recorder took it over
+    assert info.unclean_restarts[0] <= round((START + 2.0 - EPOCH) * 8000)
+    # a clean close and re-open is not a crash
+    third = StreamRecorder(negotiated(), tmp_path, EPOCH, now=START + 4.0)
+    third.close(START + 4.5)
+    assert read_stream_info(tmp_path / "stream-0.json").unclean_restarts == info.unclean_restarts
