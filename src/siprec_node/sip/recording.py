@@ -65,6 +65,9 @@ class RecordingOffer:
             for name in VENDOR_ID_HEADERS
             if (value := request.headers.get(name)) is not None
         }
+        if metadata is not None:
+            for name, value in metadata.vendor_identifiers().items():
+                vendor_ids.setdefault(name, value)
         return cls(body, metadata, is_siprec, vendor_ids)
 
 

@@ -10,6 +10,7 @@ only the elements it names, matched by id). Times are kept as the strings the SR
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -185,6 +186,27 @@ class RecordingMetadata:
                 active.append(participant)
         return active
 
+    def vendor_identifiers(self) -> dict[str, str]:
+        """Call identifiers SRCs put in extension data (Oracle/Acme ``apkt:ucid``, Cisco GUID,
+        user-to-user data), by a stable name; the first value of each wins."""
+        found: dict[str, str] = {}
+        holders: list[Any] = [
+            self,
+            *self.groups,
+            *self.sessions,
+            *self.participants,
+            *self.streams,
+            *self.session_recording_assocs,
+            *self.participant_session_assocs,
+            *self.participant_stream_assocs,
+        ]
+        for holder in holders:
+            for extension in holder.extensions:
+                for match in _VENDOR_ID.finditer(extension):
+                    name = _VENDOR_ID_NAMES[match.group(1).lower()]
+                    found.setdefault(name, match.group(2).strip())
+        return found
+
     # -- snapshots -----------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -226,6 +248,19 @@ class RecordingMetadata:
             extensions=list(data.get("extensions", [])),
             warnings=list(data.get("warnings", [])),
         )
+
+
+_VENDOR_ID_NAMES = {
+    "ucid": "UCID",
+    "guid": "GUID",
+    "ciscoguid": "GUID",
+    "uui": "User-to-User",
+    "user-to-user": "User-to-User",
+}
+_VENDOR_ID = re.compile(
+    r"<(?:[\w.-]+:)?(ucid|guid|ciscoguid|uui|user-to-user)\b[^>]*(?<!/)>([^<]+)</",
+    re.IGNORECASE,
+)
 
 
 def apply_update(current: RecordingMetadata | None, update: RecordingMetadata) -> RecordingMetadata:

@@ -159,3 +159,21 @@ async def test_unknown_dialog_while_recovering_gets_503_not_481(h: Harness) -> N
     assert sent[0].response.headers.get("Retry-After") == "1"
     await h.handler.recover()  # nothing stored: recovery completes, 481 from now on
     assert statuses(h.feed(stranger.bye())) == [481]
+
+
+async def test_vendor_identifiers_reach_the_snapshot(h: Harness) -> None:
+    """Cisco's GUID from a header and Oracle's UCID from metadata extension data."""
+    from pathlib import Path
+
+    acme = (Path(__file__).parents[2] / "data" / "metadata" / "acme_draft.xml").read_text()
+    dialogue = Dialogue("vendor-ids@sbc")
+    sent = await h.feed_and_settle(
+        dialogue.siprec_invite(
+            body=multipart(two_stream_sdp(), metadata=acme),
+            headers=[("Cisco-Guid", "1234-5678")],
+        )
+    )
+    assert statuses(sent)[-1] == 200
+    snapshot = await h.snapshot(h.only_call())
+    assert snapshot.vendor_ids["Cisco-Guid"] == "1234-5678"
+    assert snapshot.vendor_ids["UCID"] == "00FA080018D2A1678E3F21;encoding=hex"

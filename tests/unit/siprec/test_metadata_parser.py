@@ -288,3 +288,17 @@ def test_extension_with_unqualified_children_keeps_them_unqualified() -> None:
     document = b'<recording><ext xmlns="urn:e"><a xmlns="">1</a><b>2</b></ext></recording>'
     (extension,) = parse_metadata(document).extensions
     assert extension == '<ns0:ext xmlns:ns0="urn:e"><a>1</a><ns0:b>2</ns0:b></ns0:ext>'
+
+
+def test_vendor_identifiers_from_extension_data() -> None:
+    """Oracle/Acme put the UCID in apkt extension data; it becomes a vendor id of the call."""
+    from pathlib import Path
+
+    from siprec_node.siprec.metadata_parser import parse_metadata
+
+    data = (Path(__file__).parents[2] / "data" / "metadata" / "acme_draft.xml").read_bytes()
+    ids = parse_metadata(data).vendor_identifiers()
+    assert ids["UCID"] == "00FA080018D2A1678E3F21;encoding=hex"
+    assert parse_metadata(
+        (Path(__file__).parents[2] / "data" / "metadata" / "rfc7865_complete.xml").read_bytes()
+    ).vendor_identifiers() == {}
