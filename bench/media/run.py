@@ -580,14 +580,30 @@ def verdict(rows: list[Row], sink: Row | None, finalise: dict[str, float] | None
     for row in rows:
         if row is sink or row.lag is None or "cProfile" in row.phase:
             continue
-        ratio = row.cpu_us_per_packet / sink.cpu_us_per_packet if sink else float("nan")
+        if sink is not None and sink.received:
+            ratio = row.cpu_us_per_packet / sink.cpu_us_per_packet
+            cpu = f"CPU {ratio:.2f}x sink (target ≤ {TARGET_RATIO}x) "
+            cpu += "ok" if ratio <= TARGET_RATIO else "MISSED"
+        else:
+            cpu = "CPU ratio: no sink phase"
         lines.append(
             f"{row.phase}: lost {row.lost} (target 0) {'ok' if row.lost == 0 else 'MISSED'}; "
-            f"CPU {ratio:.2f}x sink (target ≤ {TARGET_RATIO}x) "
-            f"{'ok' if ratio <= TARGET_RATIO else 'MISSED'}; lag p99 {row.lag['p99_ms']:.1f} ms "
-            f"(target < {TARGET_LAG_P99_MS:g}) "
+            f"{cpu}; lag p99 {row.lag['p99_ms']:.1f} ms (target < {TARGET_LAG_P99_MS:g}) "
             f"{'ok' if row.lag['p99_ms'] < TARGET_LAG_P99_MS else 'MISSED'}"
         )
+        if row.busy and max(row.busy) >= 0.9:
+            lines.append(
+                f"  {row.phase}: a worker was busy {100 * max(row.busy):.0f}% of the window: "
+                "saturated, so its CPU per packet is what it managed (its ticks were starved), "
+                "not what the load needs"
+            )
+        stats = row.streams_stats or {}
+        extra = stats.get("reanchors", 0) - row.streams
+        if extra > 0:
+            lines.append(
+                f"  {row.phase}: {extra} re-anchors beyond each stream's first: packets "
+                "handled late enough for the timeline to see a discontinuity"
+            )
     if finalise:
         wav = finalise.get("wav")
         if wav is not None:
