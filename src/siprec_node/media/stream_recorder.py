@@ -10,7 +10,7 @@ datagram with its arrival time (Unix seconds, the clock of the call's ``epoch``)
 Crash safety: after SIGKILL the files hold everything but the last ``buffer_ms`` (100 ms) of
 audio written and the reorder window (60 ms) not yet placed, so at most 160 ms plus one packet;
 the ``.wav`` header is at most ``header_interval`` (1 s) behind, which ``read_wav_g711``
-ignores; the sidecar is at most ``info_interval`` (5 s) old when ``tick`` is called about once
+ignores; the sidecar is at most ``info_interval`` (30 s) old when ``tick`` is called about once
 a second (``on_rtp`` never writes it: creating and renaming a file costs ~0.3 ms).
 
 A recorder constructed again on the same folder (node restart) continues the files: samples
@@ -107,7 +107,7 @@ class StreamRecorder:
         reorder_window_ms: int = 60,
         buffer_ms: int = 100,
         header_interval: float = 1.0,
-        info_interval: float = 5.0,
+        info_interval: float = 30.0,
     ) -> None:
         if not stream.accepted or stream.codec is None or stream.payload_type is None:
             raise ValueError(f"stream {stream.index} was not accepted: {stream.reason}")
