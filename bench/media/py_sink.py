@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import uvloop
-
 
 class Counter(asyncio.DatagramProtocol):
     packets = 0
@@ -83,7 +81,13 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--rcvbuf", type=int, default=0)
     args = parser.parse_args()
-    print(json.dumps(uvloop.run(serve(args))), flush=True)
+    try:
+        import uvloop
+    except ImportError:  # as a worker does without uvloop
+        result = asyncio.run(serve(args))
+    else:
+        result = uvloop.run(serve(args))
+    print(json.dumps(result), flush=True)
     return 0
 
 

@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import cProfile
 import io
-import itertools
 import json
 import os
 import pstats
@@ -72,7 +71,8 @@ class Row:
     sender: dict[str, Any]
     lag: dict[str, Any] | None = None
     rcvbuf: int = 0
-    kernel_rcvbuf_errors: int = 0
+    kernel_drops: int = 0  # datagrams the kernel dropped on these sockets (full buffer)
+    backlog_s: float = 0.0  # how long the receiver took to empty its queues after the sender
     setup_s: float = 0.0
     profile: str | None = None
     streams_stats: dict[str, int] | None = None  # node phases: sums of the streams' stats
@@ -105,7 +105,8 @@ class Row:
             "sender": self.sender,
             "lag": self.lag,
             "rcvbuf": self.rcvbuf,
-            "kernel_rcvbuf_errors": self.kernel_rcvbuf_errors,
+            "kernel_drops": self.kernel_drops,
+            "backlog_s": self.backlog_s,
             "setup_s": self.setup_s,
             "busy": self.busy,
             "streams_stats": self.streams_stats,
@@ -135,13 +136,26 @@ def proc_cpu(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime (14th, 15th)
 
 
-def udp_rcvbuf_errors() -> int:
-    """The kernel's UDP RcvbufErrors counter (datagrams dropped on a full socket buffer)."""
-    lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
-    for names, values in itertools.pairwise(lines):
-        if names[0] == "Udp:" and values[0] == "Udp:" and "RcvbufErrors" in names:
-            return int(values[names.index("RcvbufErrors")])
-    return 0
+def udp_sockets(ports: set[int]) -> tuple[int, int]:
+    """Bytes queued and datagrams dropped (full buffer) on this host's UDP sockets bound to
+    ``ports`` (/proc/net/udp: rx_queue and drops of each socket)."""
+    queued = drops = 0
+    with open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if int(fields[1].rpartition(":")[2], 16) in ports:
+                queued += int(fields[4].partition(":")[2], 16)
+                drops += int(fields[-1])
+    return queued, drops
+
+
+def wait_drained(ports: set[int], limit: float) -> float:
+    """Wait until nothing is queued on ``ports`` (at most ``limit`` s); how long it took."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit and udp_sockets(ports)[0]:
+        time.sleep(0.05)
+    return time.perf_counter() - t0
 
 
 def rmem_max() -> int:
@@ -217,6 +231,7 @@ def sink_phase(
     rcvbuf: int,
     where: Placement,
     drain: float,
+    drain_limit: float,
 ) -> Row:
     """Phase 1: a sink (sink.c, or py_sink.py) counting what arrives on ``streams`` sockets."""
     ports_file = work / "sink-ports.txt"
@@ -229,10 +244,12 @@ def sink_phase(
         ready = proc.stdout.readline()
         if not ready.startswith("READY"):
             raise RuntimeError(f"sink did not start: {ready!r}")
-        errors0 = udp_rcvbuf_errors()
+        ports = {int(x) for x in ports_file.read_text().split()}
+        drops0 = udp_sockets(ports)[1]
         sent = run_sender(sender, ports_file, seconds, where.sender)
+        backlog = wait_drained(ports, drain_limit)
         time.sleep(drain)
-        errors1 = udp_rcvbuf_errors()
+        drops1 = udp_sockets(ports)[1]
         proc.send_signal(signal.SIGTERM)
         report = json.loads(proc.stdout.readline())
         proc.wait(10)
@@ -249,7 +266,8 @@ def sink_phase(
         cpu_sys_s=report["cpu_sys_s"],
         sender=sent,
         rcvbuf=report["rcvbuf"],
-        kernel_rcvbuf_errors=errors1 - errors0,
+        kernel_drops=drops1 - drops0,
+        backlog_s=backlog,
     )
 
 
@@ -271,6 +289,18 @@ def pcmu_stream(index: int, port: int) -> dict[str, Any]:
     ).to_dict()
 
 
+def reserve(rtp_ports: Any) -> int:
+    """A bound RTP/RTCP pair, skipping runs of ports other processes hold."""
+    from siprec_node.media.port_allocator import PortsExhausted
+
+    for _ in range(200):
+        try:
+            return int(rtp_ports.reserve(time.monotonic()))
+        except PortsExhausted:  # 16 busy ports in a row, quarantined: try the next ones
+            continue
+    raise RuntimeError("no free RTP ports above --port-base")
+
+
 async def open_calls(
     engine: Any, calls: int, port_min: int, rcvbuf: int, recordings: Path
 ) -> tuple[list[int], Any, int]:
@@ -281,7 +311,7 @@ async def open_calls(
 
     streams = calls * 2
     rtp_ports = RtpPorts(
-        PortAllocator(PortRange(port_min, port_min + 2 * streams + 400), cooldown=0.0),
+        PortAllocator(PortRange(port_min, min(65535, port_min + 2 * streams + 4000)), 0.0),
         host="127.0.0.1",
     )
     epoch = time.time()
@@ -290,7 +320,7 @@ async def open_calls(
     jobs = []
     for call in range(calls):
         for index in (0, 1):
-            port = rtp_ports.reserve(time.monotonic())
+            port = reserve(rtp_ports)
             ports.append(port)
             rtp, rtcp = rtp_ports.take(port)
             if rcvbuf:
@@ -339,6 +369,7 @@ async def node_phase(
     where: Placement,
     drain: float,
     settle: float,
+    drain_limit: float,
     spy: str | None = None,
 ) -> Row:
     """Phase 2: the node's WorkerEngine recording every stream (``spy``: py-spy the first
@@ -360,11 +391,14 @@ async def node_phase(
         await asyncio.sleep(settle)  # let the first sidecars and ticks of the setup pass
         pids = engine.pids
         await engine.loop_lag(reset=True)
-        errors0 = udp_rcvbuf_errors()
+        port_set = set(ports)
+        drops0 = udp_sockets(port_set)[1]
         spying = start_spy(spy, pids[0], seconds, work / "spy.txt") if spy else None
         cpu0 = [proc_cpu(pid) for pid in pids]
         w0 = time.perf_counter()
         sent = await run_sender_async(sender, ports_file, seconds, where.sender)
+        loop = asyncio.get_running_loop()
+        backlog = await loop.run_in_executor(None, wait_drained, port_set, drain_limit)
         await asyncio.sleep(drain)
         cpu1 = [proc_cpu(pid) for pid in pids]
         window = time.perf_counter() - w0
@@ -372,7 +406,7 @@ async def node_phase(
         if spying is not None:
             await asyncio.get_running_loop().run_in_executor(None, spying.wait, 60)
             profile = summarise_spy(work / "spy.txt")
-        errors1 = udp_rcvbuf_errors()
+        drops1 = udp_sockets(port_set)[1]
         lags = await engine.loop_lag()
         expected = round((time.time() - min(x["since"] for x in lags)) * 100) * len(lags)
         totals = await stream_totals(engine, calls)
@@ -403,7 +437,8 @@ async def node_phase(
         sender=sent,
         lag=lag,
         rcvbuf=effective,
-        kernel_rcvbuf_errors=errors1 - errors0,
+        kernel_drops=drops1 - drops0,
+        backlog_s=backlog,
         setup_s=setup,
         profile=profile,
         streams_stats=totals,
@@ -551,8 +586,9 @@ def details(rows: list[Row]) -> str:
         per = row.received or 1
         line = (
             f"{row.phase}: user {row.cpu_user_s * 1e6 / per:.2f} + sys "
-            f"{row.cpu_sys_s * 1e6 / per:.2f} µs/pkt; SO_RCVBUF {row.rcvbuf}; kernel "
-            f"RcvbufErrors +{row.kernel_rcvbuf_errors}; sender {rate:,.0f} pkt/s over "
+            f"{row.cpu_sys_s * 1e6 / per:.2f} µs/pkt; SO_RCVBUF {row.rcvbuf}; kernel drops "
+            f"{row.kernel_drops}; queues emptied {row.backlog_s:.2f} s after the sender; "
+            f"sender {rate:,.0f} pkt/s over "
             f"{s['wall_s']:.2f} s, late p50/p99/max {s['late_p50_us'] / 1000:.1f}/"
             f"{s['late_p99_us'] / 1000:.1f}/{s['late_max_us'] / 1000:.1f} ms, "
             f"{(s['cpu_user_s'] + s['cpu_sys_s']) * 1e6 / max(1, s['packets']):.2f} µs/pkt"
@@ -644,7 +680,15 @@ def main(argv: list[str] | None = None) -> int:
         help="py-spy the (first) worker during the node phase: python frames without pausing "
         "it, or native frames too (pauses it: CPU figures inflate)",
     )
-    parser.add_argument("--drain", type=float, default=0.5, help="wait after the sender (s)")
+    parser.add_argument(
+        "--drain", type=float, default=0.3, help="wait after the queues are empty (s)"
+    )
+    parser.add_argument(
+        "--drain-limit",
+        type=float,
+        default=15.0,
+        help="longest wait for a receiver to empty its socket queues after the sender (s)",
+    )
     parser.add_argument("--settle", type=float, default=1.0, help="wait after opening (s)")
     parser.add_argument("--dir", type=Path, default=None, help="work dir (default: temp)")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -658,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
     sink_min = args.port_base
     node_min = sink_min + streams + 1000
     node_min += node_min % 2
-    if node_min + 2 * streams + 400 > 65535:
+    if node_min + 2 * streams + 1000 > 65535:
         sys.exit("too many calls for the port space above --port-base")
 
     where = placement(args.no_pin)
@@ -694,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.rcvbuf,
                     where,
                     args.drain,
+                    args.drain_limit,
                 )
                 rows.append(sink_row)
             if args.py_sink:
@@ -709,6 +754,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.rcvbuf,
                         where,
                         args.drain,
+                        args.drain_limit,
                     )
                 )
             for count in workers:
@@ -725,6 +771,7 @@ def main(argv: list[str] | None = None) -> int:
                             where,
                             args.drain,
                             args.settle,
+                            args.drain_limit,
                             args.py_spy,
                         )
                     )
@@ -746,7 +793,7 @@ def main(argv: list[str] | None = None) -> int:
         f"bench/media: {args.calls} calls ({streams} streams) of PCMU, 172-byte packets every "
         f"20 ms ({streams * PACKETS_PER_SECOND:,} packets/s offered), {args.seconds:g} s per "
         f"phase; {os.cpu_count()} CPUs, {where.describe()}; net.core.rmem_max {limit}; "
-        f"python {sys.version.split()[0]}"
+        f"python {sys.version.split()[0]}; workers on {worker_loop()}"
     )
     print()
     print(table(rows, sink_row))
@@ -777,6 +824,15 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     return 0
+
+
+def worker_loop() -> str:
+    """The event loop a media worker runs here (uvloop when it can be imported)."""
+    try:
+        import uvloop
+    except ImportError:
+        return "stock asyncio (uvloop is not installed)"
+    return f"uvloop {uvloop.__version__}"
 
 
 def run_uvloop(coro: Any) -> Any:
