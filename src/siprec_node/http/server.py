@@ -171,6 +171,8 @@ class HttpApi:
             problems.append("draining")
         if not self.handler.listeners:
             problems.append("not listening")
+        if self.handler.recovering:
+            problems.append("recovering this node's calls")
         if self.handler.snapshots is not None and not self.handler.snapshots.healthy:
             problems.append("store writes failing")
         if self.readiness is not None and not await self.readiness():
