@@ -198,6 +198,16 @@ format = "json"
         return self.config
 
 
+def fleet_of_two(redis_url: str, name: str) -> tuple[NodeSpec, NodeSpec]:
+    """Nodes rec-1 and rec-2 sharing one store prefix, with RTP ranges that do not overlap."""
+    prefix = unique_prefix(name)
+    first = NodeSpec(node_id="rec-1", redis_url=redis_url, prefix=prefix)
+    second = NodeSpec(
+        node_id="rec-2", redis_url=redis_url, prefix=prefix, rtp=free_rtp_range(avoid=first.rtp)
+    )
+    return first, second
+
+
 def launch_node(spec: NodeSpec, *, wait_started: float = 20.0) -> NodeProcess:
     """Start ``python -m siprec_node run`` for ``spec`` (same ports and workdir every time)."""
     spec.write_config()

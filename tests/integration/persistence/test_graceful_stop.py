@@ -9,17 +9,15 @@ import time
 import pytest
 
 from tests.integration.persistence.harness import (
-    NodeSpec,
     Processes,
     RedisServer,
     cli_nodes,
     cli_sessions,
-    free_rtp_range,
+    fleet_of_two,
     launch_node,
     log_tail,
     sigterm,
     start_sipp,
-    unique_prefix,
     wait_session,
 )
 
@@ -32,14 +30,8 @@ NODE_TTL_S = 3.0
 def test_sigterm_ends_live_call_and_leaves_store_consistent(
     redis_server: RedisServer, procs: Processes
 ) -> None:
-    prefix = unique_prefix("graceful")
-    spec = NodeSpec(node_id="rec-1", redis_url=redis_server.url, prefix=prefix)
-    peer_spec = NodeSpec(
-        node_id="rec-2",
-        redis_url=redis_server.url,
-        prefix=prefix,
-        rtp=free_rtp_range(avoid=spec.rtp),
-    )
+    spec, peer_spec = fleet_of_two(redis_server.url, "graceful")
+    prefix = spec.prefix
     client = redis_server.client()
     node = procs.node(launch_node(spec))
     peer = procs.node(launch_node(peer_spec))

@@ -9,19 +9,17 @@ import time
 import pytest
 
 from tests.integration.persistence.harness import (
-    NodeSpec,
     Processes,
     RedisServer,
     cli_nodes,
     cli_sessions,
-    free_rtp_range,
+    fleet_of_two,
     kill_node,
     launch_node,
     log_tail,
     sigterm,
     start_sipp,
     trigger_bye,
-    unique_prefix,
     wait_session,
 )
 
@@ -34,14 +32,8 @@ NODE_TTL_S = 3.0
 def test_surviving_node_takes_over_and_answers_failed_over_bye(
     redis_server: RedisServer, procs: Processes
 ) -> None:
-    prefix = unique_prefix("takeover")
-    spec1 = NodeSpec(node_id="rec-1", redis_url=redis_server.url, prefix=prefix)
-    spec2 = NodeSpec(
-        node_id="rec-2",
-        redis_url=redis_server.url,
-        prefix=prefix,
-        rtp=free_rtp_range(avoid=spec1.rtp),
-    )
+    spec1, spec2 = fleet_of_two(redis_server.url, "takeover")
+    prefix = spec1.prefix
     client = redis_server.client()
     rec1 = procs.node(launch_node(spec1))
     rec2 = procs.node(launch_node(spec2))

@@ -6,17 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.redis_server import ClusterSetup, RedisProcess, SentinelSetup, redis_available
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisProcess]:
-    """A standalone redis-server on a free port."""
-    if not redis_available():
-        pytest.fail("redis-server is not installed (.ci/run installs it)")
-    server = RedisProcess()
-    yield server
-    server.stop()
+from tests.redis_server import ClusterSetup, SentinelSetup, redis_available
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""The session tests' store fixtures, reused: memory, and a redis-server of our own."""
+"""The session tests' store fixtures, reused (the redis-server comes from tests/conftest.py)."""
 
-from tests.unit.session.conftest import backend, redis_server
+from tests.unit.session.conftest import backend
 
-__all__ = ["backend", "redis_server"]
+__all__ = ["backend"]

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.redis_server import RedisProcess, redis_available
-
 from .backends import Backend, FakeClock, MemoryBackend, RedisBackend
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisProcess]:
-    """A redis-server on a free port for the whole test session."""
-    if not redis_available():
-        pytest.fail("redis-server is not installed (.ci/run installs it)")
-    server = RedisProcess()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
