@@ -87,6 +87,7 @@ def handler_config(settings: Settings, call_store: CallStore | None = None) -> H
         recording_format=settings.recording.format,
         recording_channels=settings.recording.channels,
         media_workers=settings.media.workers,
+        media_receive_path=settings.media.receive_path,
         log_level=settings.log.level,
         log_format="json" if wants_json(settings.log.format, sys.stderr) else "console",
     )

@@ -35,6 +35,7 @@ from siprec_node.config.addresses import (
     parse_listen_address,
 )
 from siprec_node.config.durations import format_duration, parse_duration
+from siprec_node.media import fastpath
 
 __all__ = [
     "CROSS_FIELD_ERROR",
@@ -245,6 +246,19 @@ class MediaSettings(_Section):
     """Silence of all streams this long marks a call stalled."""
     codecs: list[Codec] = Field(default_factory=lambda: list(KNOWN_CODECS))
     """Codec preference, most preferred first."""
+    receive_path: Annotated[Literal["auto", "c", "python"], BeforeValidator(_lower)] = "auto"
+    """How workers read RTP: the built C extension (``auto`` when present, ``c`` required) or
+    the event loop in Python (``python``)."""
+
+    @field_validator("receive_path")
+    @classmethod
+    def _check_receive_path(cls, value: str) -> str:
+        if value == "c" and not fastpath.available():
+            raise ValueError(
+                "the C receive path (siprec_node.media._rtprecv) was not built on this install; "
+                "use 'auto' or 'python', or reinstall with a C compiler on Linux"
+            )
+        return value
 
     @field_validator("port_min")
     @classmethod

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from siprec_node.media import fastpath
 from siprec_node.media.stream_recorder import StreamRecorder
 from siprec_node.siprec.sdp_answer import NegotiatedStream
 
@@ -158,25 +159,53 @@ class _Open:
     spec: StreamSpec
     recorder: StreamRecorder
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
+    sockets: list[socket.socket] = field(default_factory=list)  # read by the C receiver
 
 
 class LocalEngine:
-    """Records on the current event loop (``media.workers = 0``, and inside each worker)."""
+    """Records on the current event loop (``media.workers = 0``, and inside each worker).
 
-    def __init__(self) -> None:
+    ``receive_path`` (``media.receive_path``): with the C extension (``auto`` where built, or
+    ``c``) one ``_rtprecv.Receiver`` reads every socket in batches and takes in-order G.711
+    packets itself, handing the rest to the recorders; ``python`` (or no extension) gives each
+    socket a datagram endpoint of the event loop.
+    """
+
+    def __init__(self, receive_path: str = "auto") -> None:
+        self._fast = fastpath.module(receive_path)
+        self._rx: Any = None  # the _rtprecv.Receiver, from start() on
         self._streams: dict[tuple[str, int], _Open] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._lag = LoopLag()
         self._lag_task: asyncio.Task[None] | None = None
 
+    @property
+    def receive_path(self) -> str:
+        """``c`` or ``python``: how this engine reads its sockets."""
+        return "python" if self._fast is None else "c"
+
     async def start(self) -> None:
-        """Start the periodic tick (file headers, buffers, stream JSON) and the lag probe."""
+        """Start the receiver, the periodic tick (file headers, buffers, stream JSON) and the
+        lag probe."""
         loop = asyncio.get_running_loop()
+        if self._fast is not None and self._rx is None:
+            self._rx = self._fast.Receiver()
+            loop.add_reader(self._rx.fileno(), self._drain)
         if self._ticker is None:
             self._ticker = loop.create_task(self._tick_forever())
         if self._lag_task is None:
             self._lag.reset()
             self._lag_task = loop.create_task(self._lag.run())
+
+    def _drain(self) -> None:
+        handed = self._rx.drain()
+        if handed is None:
+            return
+        for handler, data, arrival in handed:
+            try:
+                handler(data, arrival)
+            except Exception:
+                log.exception("rtp_datagram_failed")
 
     async def loop_lag(self, reset: bool = False) -> dict[str, Any]:
         """This loop's wake-up lag (see :class:`LoopLag`); ``reset`` starts a new window."""
@@ -204,11 +233,24 @@ class LocalEngine:
             rtp.close()
             rtcp.close()
             return
+        rx = self._rx
         recorder = StreamRecorder(
-            NegotiatedStream.from_dict(spec.negotiated), Path(spec.parts_dir), spec.epoch
+            NegotiatedStream.from_dict(spec.negotiated),
+            Path(spec.parts_dir),
+            spec.epoch,
+            fast=self._fast if rx is not None else None,
         )
         opened = _Open(spec, recorder)
         self._streams[spec.key] = opened
+        if rx is not None:
+            for sock, handler, fast in (
+                (rtp, recorder.on_rtp, recorder.fast_stream),
+                (rtcp, recorder.on_rtcp, None),
+            ):
+                sock.setblocking(False)
+                rx.add(sock.fileno(), handler, fast)
+                opened.sockets.append(sock)
+            return
         loop = asyncio.get_running_loop()
         for sock, handler in ((rtp, recorder.on_rtp), (rtcp, recorder.on_rtcp)):
             sock.setblocking(False)
@@ -236,6 +278,9 @@ class LocalEngine:
             opened = self._streams.pop(key)
             for transport in opened.transports:
                 transport.close()
+            for sock in opened.sockets:
+                self._rx.remove(sock.fileno())
+                sock.close()
             opened.recorder.close(at)
             out[key[1]] = _stats_dict(opened.recorder)
         return out
@@ -264,6 +309,14 @@ class LocalEngine:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._ticker = self._lag_task = None
+        if self._rx is not None:
+            asyncio.get_running_loop().remove_reader(self._rx.fileno())
+            self._rx.close()
+            self._rx = None
+
+    def receiver_stats(self) -> dict[str, Any] | None:
+        """The C receiver's counters (datagrams, taken by the fast path, handed to Python)."""
+        return None if self._rx is None else dict(self._rx.stats())
 
 
 def _stats_dict(recorder: StreamRecorder) -> dict[str, Any]:
@@ -307,9 +360,12 @@ class WorkerEngine:
         log_level: str = "info",
         log_format: str = "json",
         on_worker_died: Callable[[int, set[str]], Awaitable[None]] | None = None,
+        receive_path: str = "auto",
     ) -> None:
         if workers < 1:
             raise ValueError("WorkerEngine needs at least one worker")
+        fastpath.module(receive_path)  # refuse "c" here rather than in every worker
+        self.receive_path = receive_path
         self.count = workers
         self._log_level = log_level
         self._log_format = log_format
@@ -349,6 +405,8 @@ class WorkerEngine:
                 self._log_level,
                 "--log-format",
                 self._log_format,
+                "--receive-path",
+                self.receive_path,
             ],
             pass_fds=[child.fileno()],
             env=env,
@@ -503,7 +561,14 @@ class WorkerEngine:
         for worker in self._workers:
             if worker.alive:
                 reply = await self._request(worker, {"op": "lag", "reset": reset})
-                out.append({"worker": worker.index, "pid": worker.proc.pid, **reply["lag"]})
+                out.append(
+                    {
+                        "worker": worker.index,
+                        "pid": worker.proc.pid,
+                        **reply["lag"],
+                        "receiver": reply.get("receiver"),
+                    }
+                )
         return out
 
     @property

@@ -146,6 +146,26 @@ class WavG711Writer:
     def samples_on_disk(self) -> int:
         return self._written
 
+    @property
+    def buffer_bytes(self) -> int:
+        """How many samples are buffered before a write (``buffer_ms`` of audio)."""
+        return self._limit
+
+    def fileno(self) -> int:
+        """The file's descriptor: the C fast path appends to it while armed."""
+        return self._fd
+
+    def absorb(self, written: int, tail: bytes) -> None:
+        """Account for samples appended after ours by someone else (the C fast path): ``written``
+        of them are in the file, ``tail`` follows them and is buffered here."""
+        if written:
+            if self._buffer:
+                raise RuntimeError("samples were appended while this writer had some buffered")
+            self._written += written
+            self._end += written
+        if tail:
+            self.write(self._end, tail)
+
     def write(self, position: int, payload: bytes | memoryview) -> None:
         end = self._end
         if position != end:

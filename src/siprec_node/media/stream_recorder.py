@@ -24,6 +24,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from siprec_node.media.rtp import is_rtcp, parse_rtcp, parse_rtp
@@ -108,6 +109,7 @@ class StreamRecorder:
         buffer_ms: int = 100,
         header_interval: float = 1.0,
         info_interval: float = 30.0,
+        fast: ModuleType | None = None,
     ) -> None:
         if not stream.accepted or stream.codec is None or stream.payload_type is None:
             raise ValueError(f"stream {stream.index} was not accepted: {stream.reason}")
@@ -163,6 +165,11 @@ class StreamRecorder:
         self._header_due = float("-inf")
         self._info_due = now + info_interval
         self._due = now  # next time on_rtp hands over to _periodic
+        self.fast_stream: Any = None
+        """The C in-order path (``_rtprecv.FastStream``) for the receiver to feed, when ``fast``
+        (the extension module) is given and the stream is G.711 without SRTP."""
+        if fast is not None and isinstance(self._writer, WavG711Writer) and self._srtp is None:
+            self.fast_stream = fast.FastStream(self._writer.fileno(), self._writer.buffer_bytes)
         if stream.paused:
             self.pause(now)
         self._write_info()
@@ -187,6 +194,16 @@ class StreamRecorder:
 
     def on_rtp(self, data: bytes, arrival: float) -> None:
         """One datagram from the stream's RTP port (RTCP multiplexed on it is recognised)."""
+        if self.fast_stream is None:
+            self._on_rtp(data, arrival)
+            return
+        self._sync()
+        try:
+            self._on_rtp(data, arrival)
+        finally:
+            self._arm()
+
+    def _on_rtp(self, data: bytes, arrival: float) -> None:
         if len(data) < 12:
             if is_rtcp(data):
                 self.on_rtcp(data, arrival)
@@ -224,6 +241,9 @@ class StreamRecorder:
 
     def on_rtcp(self, data: bytes, arrival: float) -> None:
         """One datagram from the stream's RTCP port (or multiplexed on the RTP port)."""
+        if self.fast_stream is not None and self.fast_stream.packets:
+            self._sync()  # a sender report is measured against the current anchor
+            self._arm()
         self.rtcp_packets += 1
         if self._srtp is not None:
             clear = self._srtp.unprotect_rtcp(data)
@@ -237,6 +257,40 @@ class StreamRecorder:
         for sr in report.sender_reports:
             self._timeline.sender_report(sr.ssrc, sr.ntp_time, sr.rtp_timestamp)
 
+    # -- the C fast path ---------------------------------------------------------------------
+
+    def _sync(self) -> None:
+        """Take over what the fast path did since it was armed (and disarm it): the timeline
+        and the writer then stand where on_rtp would have left them."""
+        taken = self.fast_stream.take()
+        if taken is None:
+            return
+        packets, last_seq, last_ts, last_pos, end, transit, jitter, last_arrival, written, tail = (
+            taken
+        )
+        self._timeline.absorb(
+            packets, last_seq, last_ts, last_pos, end, transit, jitter, last_arrival
+        )
+        assert isinstance(self._writer, WavG711Writer)
+        self._writer.absorb(written, tail)
+
+    def _arm(self) -> None:
+        """Let the fast path take the next in-order packets, when the timeline allows it."""
+        if self._paused or self.closed:
+            return
+        state = self._timeline.fast_state()
+        if state is None:
+            return
+        self._writer.flush()  # the fast path's writes must follow everything written so far
+        if self._writer.end == state.next_position:
+            self.fast_stream.arm(*state)
+
+    def settle(self) -> None:
+        """Bring the timeline and counters up to date with the fast path (stats, sidecar)."""
+        if self.fast_stream is not None and not self.closed:
+            self._sync()
+            self._arm()
+
     def _write(self, placed: list[Placed]) -> None:
         write = self._writer.write
         for position, chunk in placed:
@@ -248,6 +302,8 @@ class StreamRecorder:
         """The stream went ``inactive`` at ``at``: place what waits, write nothing until resume."""
         if self._paused or self.closed:
             return
+        if self.fast_stream is not None:
+            self._sync()
         self._write(self._timeline.flush())
         self._pauses.append(PauseSpan(self._position(at), None))
         self._paused = True
@@ -273,10 +329,15 @@ class StreamRecorder:
         too while packets flow) and the sidecar each ``info_interval``."""
         if self.closed:
             return
+        fast = self.fast_stream
+        if fast is not None:
+            self._sync()
         self._periodic(now)
         if now >= self._info_due:
             self._info_due = now + self.info_interval
             self._write_info()
+        if fast is not None:
+            self._arm()
 
     def _periodic(self, now: float) -> None:
         """What ``on_rtp`` also does once a ``header_interval``: cheap (a write and a pwrite);
@@ -289,6 +350,8 @@ class StreamRecorder:
         """Place everything, end an open pause at ``now``, final header and sidecar."""
         if self.closed:
             return
+        if self.fast_stream is not None:
+            self._sync()
         self._write(self._timeline.flush())
         if self._paused:
             last = self._pauses[-1]
@@ -302,6 +365,7 @@ class StreamRecorder:
 
     def info(self) -> StreamInfo:
         """The sidecar's content now (earlier runs on the same files included)."""
+        self.settle()
         t = self._timeline
         s = self.stream
         prior = self._prior_info
@@ -350,6 +414,7 @@ class StreamRecorder:
         write_stream_info(self.info_path, self.info())
 
     def stats(self) -> StreamStats:
+        self.settle()
         t = self._timeline
         srtp = self._srtp
         return StreamStats(

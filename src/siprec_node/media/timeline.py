@@ -86,6 +86,23 @@ class Placed(NamedTuple):
 _new = tuple.__new__
 
 
+class FastState(NamedTuple):
+    """The expectations :meth:`StreamTimeline.fast_state` hands to a fast path (the argument
+    order of ``_rtprecv.FastStream.arm``)."""
+
+    ssrc: int
+    next_sequence: int
+    next_timestamp: int
+    next_position: int
+    payload_type: int
+    epoch: float
+    clock_rate: float
+    baseline: float
+    limit: float
+    transit: float
+    jitter: float
+
+
 def opus_duration(payload: bytes) -> int:
     """Samples at 48 kHz in one Opus packet, from its TOC byte (RFC 6716 §3.1); 0 if unknown."""
     if not payload:
@@ -496,6 +513,65 @@ class StreamTimeline:
         if d & 0x80000000:
             d -= 0x100000000
         self.sr_offset = self.epoch + (self._anchor_pos + d) / self.clock_rate - ntp_time
+
+    # -- the in-order fast path (media/_rtprecv.c) ------------------------------------------
+
+    def fast_state(self) -> FastState | None:
+        """What a packet must carry to continue the output exactly, for a fast path that does
+        :meth:`push`'s in-order case elsewhere; None when the next packet needs :meth:`push`
+        (nothing locked or anchored yet, packets held, payloads not one byte per clock tick)."""
+        if (
+            self._ssrc is None
+            or self._order
+            or self._baseline == _FORCE
+            or self._duration is not None
+            or self._span_pending
+            or self._next <= self._anchor_pos
+        ):
+            return None
+        return FastState(
+            self._ssrc,
+            (self._max_seq + 1) & 0xFFFF,
+            (self._anchor_ts + self._next - self._anchor_pos) & 0xFFFFFFFF,
+            self._next,
+            self.payload_type,
+            self.epoch,
+            float(self.clock_rate),
+            self._baseline,
+            float(self._limit),
+            self._transit,
+            self._jitter,
+        )
+
+    def absorb(
+        self,
+        packets: int,
+        last_sequence: int,
+        last_timestamp: int,
+        last_position: int,
+        end: int,
+        transit: float,
+        jitter: float,
+        last_arrival: float,
+    ) -> None:
+        """Take over ``packets`` in-order packets a fast path placed after :meth:`fast_state`:
+        the state is what :meth:`push` would have left after them."""
+        if packets <= 0:
+            return
+        if (self._max_seq + packets) & 0xFFFF != last_sequence:
+            raise ValueError("absorbed packets do not follow the highest sequence number")
+        self._cycles += ((self._max_seq + packets) >> 16) << 16
+        self._max_seq = last_sequence
+        ones = (1 << packets) - 1 if packets < _SEEN_BITS else _SEEN_MASK
+        self._seen = ((self._seen << min(packets, _SEEN_BITS)) | ones) & _SEEN_MASK
+        self._received += packets
+        self._last_arrival = last_arrival
+        self._anchor_ts = last_timestamp
+        self._anchor_pos = last_position
+        self._transit = transit
+        self._jitter = jitter
+        self._next = self._frontier = self._end_seen = end
+        self._max_pos = self.last_position = last_position
 
     # -- statistics --------------------------------------------------------------------------
 

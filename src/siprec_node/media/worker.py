@@ -61,6 +61,7 @@ class _Control:
                 reply["stats"] = await self.engine.stats(message["session_id"])
             elif op == "lag":
                 reply["lag"] = await self.engine.loop_lag(bool(message.get("reset")))
+                reply["receiver"] = self.engine.receiver_stats()
             elif op == "stop":
                 await self.engine.stop()
                 self.done.set()
@@ -78,11 +79,11 @@ class _Control:
             self.sock.setblocking(False)
 
 
-async def serve(fd: int, index: int) -> None:
+async def serve(fd: int, index: int, receive_path: str = "auto") -> None:
     """Serve the control socket ``fd`` until it closes or a ``stop`` arrives."""
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
-    engine = LocalEngine()
+    engine = LocalEngine(receive_path)
     await engine.start()
     control = _Control(sock, engine)
     loop = asyncio.get_running_loop()
@@ -90,7 +91,7 @@ async def serve(fd: int, index: int) -> None:
     sock.setblocking(True)
     sock.send(b'{"ready": true}')
     sock.setblocking(False)
-    log.info("media_worker_ready", worker=index)
+    log.info("media_worker_ready", worker=index, receive_path=engine.receive_path)
     await control.done.wait()
     loop.remove_reader(sock.fileno())
     await engine.stop()
@@ -105,15 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="json")
+    parser.add_argument("--receive-path", default="auto", choices=("auto", "c", "python"))
     args = parser.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     structlog.contextvars.bind_contextvars(worker=args.index)
     try:
         import uvloop
     except ImportError:  # stock asyncio: the engine lowers the datagram read size itself
-        asyncio.run(serve(args.fd, args.index))
+        asyncio.run(serve(args.fd, args.index, args.receive_path))
     else:
-        uvloop.run(serve(args.fd, args.index))
+        uvloop.run(serve(args.fd, args.index, args.receive_path))
     return 0
 
 

@@ -102,6 +102,8 @@ class HandlerConfig:
     """Root of the recordings (``recording.directory``)."""
     media_workers: int = 0
     """Media worker processes; 0 records on the SIP process's own event loop."""
+    media_receive_path: str = "auto"
+    """``media.receive_path``: ``auto``, ``c`` or ``python`` (see ``media.fastpath``)."""
     recording_format: str = "wav"
     recording_channels: str = "stereo"
     log_level: str = "info"
@@ -198,9 +200,10 @@ class SipHandler:
                 log_level=self.config.log_level,
                 log_format=self.config.log_format,
                 on_worker_died=self._on_worker_died,
+                receive_path=self.config.media_receive_path,
             )
             if self.config.media_workers > 0
-            else LocalEngine()
+            else LocalEngine(self.config.media_receive_path)
         )
         self.call_media = CallMedia(self.media, self.engine)
         self._tasks: set[asyncio.Task[None]] = set()

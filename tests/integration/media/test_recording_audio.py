@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from siprec_node.media import fastpath
 from tests.integration.media.src_client import (
     RATE,
     RtpLeg,
@@ -43,13 +44,22 @@ def _read_wav(path: Path) -> tuple[int, np.ndarray]:
         return w.getframerate(), frames.reshape(-1, w.getnchannels()) / 32768.0
 
 
+@pytest.mark.parametrize("receive_path", ["c", "python"])
 @pytest.mark.parametrize("workers", [0, 1])
-def test_two_tones_on_their_channels_with_a_pause(workers: int) -> None:
+def test_two_tones_on_their_channels_with_a_pause(workers: int, receive_path: str) -> None:
+    if receive_path == "c" and not fastpath.available():
+        pytest.skip("the C receive path was not built on this install")
     node = start_node(
-        f"[media]\nworkers = {workers}\n" if False else "",
-        env={"SIPREC_MEDIA__WORKERS": str(workers)},
+        "",
+        env={
+            "SIPREC_MEDIA__WORKERS": str(workers),
+            "SIPREC_MEDIA__RECEIVE_PATH": receive_path,
+        },
     )
     try:
+        if workers:
+            ready = node.wait_for_event("media_worker_ready", timeout=10)
+            assert ready["receive_path"] == receive_path
         call = SrcCall(node.sip_port)
         legs = _legs()
         t0 = time.time()

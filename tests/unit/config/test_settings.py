@@ -34,6 +34,7 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "workers": 1,
         "rtp_timeout": timedelta(seconds=60),
         "codecs": ["PCMU", "PCMA", "G722", "opus"],
+        "receive_path": "auto",
     },
     "recording": {"directory": Path("recordings"), "format": "wav", "channels": "stereo"},
     "store": {
@@ -217,6 +218,7 @@ RULES: list[tuple[str, str, Any, str]] = [
     ('[media]\ncodecs = ["G729"]', "media.codecs[0]", "G729", "must be one of: PCMU, PCMA"),
     ('[media]\ncodecs = ["PCMU", "pcmu"]', "media.codecs", ["PCMU", "pcmu"], "more than once"),
     ("[media]\ncodecs = []", "media.codecs", [], "at least one codec"),
+    ('[media]\nreceive_path = "fast"', "media.receive_path", "fast", "auto, c, python"),
     ('[recording]\nformat = "mp3"', "recording.format", "mp3", "wav, wav-g711, flac, opus"),
     ('[recording]\nchannels = "mono"', "recording.channels", "mono", "stereo, separate, both"),
     ('[recording]\ndirectory = ""', "recording.directory", "", "must not be empty"),
@@ -245,6 +247,18 @@ def test_validation_rules(
     problems = problems_of(text)
     assert [(p.key, p.value) for p in problems] == [(key, value)], problems
     assert why in problems[0].why
+
+
+def test_receive_path_c_needs_the_built_extension(
+    problems_of: ProblemsOf, load_text: LoadText, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from siprec_node.media import fastpath
+
+    monkeypatch.setattr(fastpath, "_built", None)
+    problems = problems_of('[media]\nreceive_path = "C"')
+    assert [(p.key, p.value) for p in problems] == [("media.receive_path", "C")]
+    assert "was not built" in problems[0].why
+    assert load_text('[media]\nreceive_path = "auto"').media.receive_path == "auto"
 
 
 def test_tls_listener_needs_certificate_and_key(problems_of: ProblemsOf) -> None:

@@ -1,0 +1,593 @@
+/*
+ * The media workers' batched RTP receive path (Linux): siprec_node.media._rtprecv.
+ *
+ * Receiver owns an epoll set of a worker's RTP/RTCP sockets; its own descriptor is registered
+ * once with the event loop. drain() takes the ready sockets, reads each with recvmmsg (kernel
+ * arrival times from SO_TIMESTAMPNS) and offers every RTP datagram to its stream's FastStream.
+ *
+ * FastStream is the in-order case of StreamTimeline.push for a G.711 stream, armed by Python
+ * with the timeline's expectations: the locked SSRC, the next sequence number, the RTP
+ * timestamp and file position that continue the output exactly, the negotiated payload type,
+ * and the wall-clock baseline with its discontinuity limit. A datagram that matches all of them
+ * (and carries a plain 12-byte header) has its payload appended to the stream's WAV buffer
+ * (written to the file once buffer_ms is buffered) and the jitter updated, with the same double
+ * arithmetic as timeline.py. Anything else disarms the stream and goes back to Python with its
+ * handler, in arrival order, so Python sees every packet the fast path did not take, and sees
+ * it after having taken over (take()) what the fast path did before it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BATCH 32            /* datagrams per recvmmsg */
+#define ROUNDS 4            /* recvmmsg calls per ready socket per drain (fairness) */
+#define DGRAM 4096          /* receive size: RTP needs ~1.5 KiB; longer datagrams are cut */
+#define EVENTS 512          /* ready sockets per drain */
+#define CONTROL 64          /* room for one SCM_TIMESTAMPNS */
+
+/* ------------------------------------------------------------------------------ FastStream */
+
+typedef struct {
+    PyObject_HEAD
+    int fd;                 /* the stream's .wav, owned by Python's WavG711Writer */
+    int armed;
+    uint32_t ssrc;
+    uint16_t next_seq;
+    uint32_t next_ts;
+    int pt;
+    long long next_pos;
+    double epoch, rate, baseline, limit, transit, jitter;
+    /* since the last take() */
+    unsigned long long packets;
+    uint16_t last_seq;
+    uint32_t last_ts;
+    long long last_pos;
+    double last_arrival;
+    unsigned long long written;
+    int write_errno;
+    char *buf;
+    Py_ssize_t len, cap, flush_at;
+} FastStream;
+
+static int
+fast_flush(FastStream *s)
+{
+    Py_ssize_t off = 0;
+    while (off < s->len) {
+        ssize_t w = write(s->fd, s->buf + off, (size_t)(s->len - off));
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            s->write_errno = errno;
+            break;
+        }
+        off += w;
+    }
+    s->written += (unsigned long long)off;
+    if (off < s->len)
+        memmove(s->buf, s->buf + off, (size_t)(s->len - off));
+    s->len -= off;
+    return s->len == 0;
+}
+
+/* 1 when the datagram was taken (appended), 0 when Python must see it. */
+static int
+fast_accept(FastStream *s, const unsigned char *d, Py_ssize_t n, double arrival)
+{
+    if (!s->armed)
+        return 0;
+    if (n <= 12 || d[0] != 0x80 || (d[1] & 0x7F) != s->pt)
+        goto decline;
+    uint16_t seq = (uint16_t)((d[2] << 8) | d[3]);
+    uint32_t ts = ((uint32_t)d[4] << 24) | ((uint32_t)d[5] << 16) | ((uint32_t)d[6] << 8) | d[7];
+    uint32_t ssrc = ((uint32_t)d[8] << 24) | ((uint32_t)d[9] << 16) | ((uint32_t)d[10] << 8) | d[11];
+    if (ssrc != s->ssrc || seq != s->next_seq || ts != s->next_ts)
+        goto decline;
+    double wall = (arrival - s->epoch) * s->rate;
+    double transit = wall - (double)s->next_pos;
+    double deviation = transit - s->baseline;
+    if (deviation > s->limit || deviation < -s->limit)
+        goto decline;
+    Py_ssize_t plen = n - 12;
+    if (s->len + plen > s->cap)
+        goto decline;
+    memcpy(s->buf + s->len, d + 12, (size_t)plen);
+    s->len += plen;
+    double jump = transit - s->transit;
+    if (jump < 0)
+        jump = -jump;
+    s->jitter += (jump - s->jitter) * 0.0625;
+    s->transit = transit;
+    s->last_seq = seq;
+    s->last_ts = ts;
+    s->last_pos = s->next_pos;
+    s->last_arrival = arrival;
+    s->next_pos += plen;
+    s->next_seq = (uint16_t)(seq + 1);
+    s->next_ts = ts + (uint32_t)plen;
+    s->packets++;
+    if (s->len >= s->flush_at && !fast_flush(s))
+        s->armed = 0; /* the file refused: Python's writer takes the bytes and reports it */
+    return 1;
+decline:
+    s->armed = 0;
+    return 0;
+}
+
+static int
+FastStream_init(FastStream *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fd", "flush_bytes", NULL};
+    int fd;
+    Py_ssize_t flush_bytes;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "in", kwlist, &fd, &flush_bytes))
+        return -1;
+    if (flush_bytes < 1) {
+        PyErr_SetString(PyExc_ValueError, "flush_bytes must be positive");
+        return -1;
+    }
+    PyMem_Free(self->buf);
+    self->cap = flush_bytes + DGRAM;
+    self->buf = PyMem_Malloc((size_t)self->cap);
+    if (self->buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->fd = fd;
+    self->flush_at = flush_bytes;
+    self->armed = 0;
+    self->len = 0;
+    self->packets = 0;
+    self->written = 0;
+    self->write_errno = 0;
+    return 0;
+}
+
+static void
+FastStream_dealloc(FastStream *self)
+{
+    PyMem_Free(self->buf);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+PyDoc_STRVAR(FastStream_arm_doc,
+"arm(ssrc, next_seq, next_ts, next_pos, pt, epoch, rate, baseline, limit, transit, jitter)\n"
+"Take in-order packets from now on; the caller's writer has nothing buffered.");
+
+static PyObject *
+FastStream_arm(FastStream *self, PyObject *args)
+{
+    unsigned long ssrc, next_ts;
+    int next_seq, pt;
+    long long next_pos;
+    if (!PyArg_ParseTuple(args, "kikLidddddd", &ssrc, &next_seq, &next_ts, &next_pos, &pt,
+                          &self->epoch, &self->rate, &self->baseline, &self->limit,
+                          &self->transit, &self->jitter))
+        return NULL;
+    self->ssrc = (uint32_t)ssrc;
+    self->next_seq = (uint16_t)next_seq;
+    self->next_pos = next_pos;
+    self->next_ts = (uint32_t)next_ts;
+    self->pt = pt;
+    self->armed = 1;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(FastStream_take_doc,
+"take() -> None | (packets, last_seq, last_ts, last_pos, next_pos, transit, jitter,\n"
+"                  last_arrival, written, tail)\n"
+"Disarm and hand over what was taken since the last take: `written` bytes are in the file,\n"
+"`tail` (bytes) follows them and is not.");
+
+static PyObject *
+FastStream_take(FastStream *self, PyObject *Py_UNUSED(ignored))
+{
+    self->armed = 0;
+    if (self->packets == 0 && self->len == 0 && self->written == 0)
+        Py_RETURN_NONE;
+    PyObject *out = Py_BuildValue(
+        "KikLLdddKy#", self->packets, (int)self->last_seq, (unsigned long)self->last_ts,
+        self->last_pos, self->next_pos, self->transit, self->jitter, self->last_arrival,
+        self->written, self->buf, self->len);
+    if (out == NULL)
+        return NULL;
+    self->packets = 0;
+    self->written = 0;
+    self->len = 0;
+    self->write_errno = 0;
+    return out;
+}
+
+PyDoc_STRVAR(FastStream_feed_doc,
+"feed(datagram, arrival) -> bool\n"
+"Offer one datagram as drain() does (True: taken). For tests and benchmarks.");
+
+static PyObject *
+FastStream_feed(FastStream *self, PyObject *args)
+{
+    Py_buffer data;
+    double arrival;
+    if (!PyArg_ParseTuple(args, "y*d", &data, &arrival))
+        return NULL;
+    int taken = fast_accept(self, data.buf, data.len, arrival);
+    PyBuffer_Release(&data);
+    return PyBool_FromLong(taken);
+}
+
+static PyObject *
+FastStream_get_armed(FastStream *self, void *closure)
+{
+    return PyBool_FromLong(self->armed);
+}
+
+static PyObject *
+FastStream_get_packets(FastStream *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(self->packets);
+}
+
+static PyMethodDef FastStream_methods[] = {
+    {"arm", (PyCFunction)FastStream_arm, METH_VARARGS, FastStream_arm_doc},
+    {"take", (PyCFunction)FastStream_take, METH_NOARGS, FastStream_take_doc},
+    {"feed", (PyCFunction)FastStream_feed, METH_VARARGS, FastStream_feed_doc},
+    {NULL},
+};
+
+static PyGetSetDef FastStream_getset[] = {
+    {"armed", (getter)FastStream_get_armed, NULL, "Whether in-order packets are taken.", NULL},
+    {"packets", (getter)FastStream_get_packets, NULL, "Packets taken since the last take().",
+     NULL},
+    {NULL},
+};
+
+static PyTypeObject FastStreamType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "siprec_node.media._rtprecv.FastStream",
+    .tp_doc = PyDoc_STR("FastStream(fd, flush_bytes): the in-order G.711 path of one stream."),
+    .tp_basicsize = sizeof(FastStream),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FastStream_init,
+    .tp_dealloc = (destructor)FastStream_dealloc,
+    .tp_methods = FastStream_methods,
+    .tp_getset = FastStream_getset,
+};
+
+/* -------------------------------------------------------------------------------- Receiver */
+
+typedef struct {
+    int fd;                 /* -1: free */
+    PyObject *handler;      /* called by Python as handler(datagram, arrival) */
+    FastStream *fast;       /* or NULL */
+} Slot;
+
+typedef struct {
+    PyObject_HEAD
+    int ready;              /* __init__ ran: epfd is ours */
+    int epfd;
+    Slot *slots;
+    Py_ssize_t nslots;
+    Py_ssize_t free_hint;
+    struct mmsghdr msgs[BATCH];
+    struct iovec iov[BATCH];
+    char control[BATCH][CONTROL];
+    char (*data)[DGRAM];
+    struct epoll_event events[EVENTS];
+    unsigned long long datagrams, taken, handed, truncated, drains;
+} Receiver;
+
+static int
+Receiver_init(Receiver *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist))
+        return -1;
+    if (self->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Receiver already initialised");
+        return -1;
+    }
+    self->data = PyMem_Malloc(sizeof(*self->data) * BATCH);
+    if (self->data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (self->epfd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    self->ready = 1;
+    for (int i = 0; i < BATCH; i++) {
+        self->iov[i].iov_base = self->data[i];
+        self->iov[i].iov_len = DGRAM;
+    }
+    return 0;
+}
+
+static void
+Receiver_clear_slots(Receiver *self)
+{
+    for (Py_ssize_t i = 0; i < self->nslots; i++) {
+        Py_CLEAR(self->slots[i].handler);
+        Py_CLEAR(self->slots[i].fast);
+        self->slots[i].fd = -1;
+    }
+}
+
+static void
+Receiver_dealloc(Receiver *self)
+{
+    Receiver_clear_slots(self);
+    PyMem_Free(self->slots);
+    PyMem_Free(self->data);
+    if (self->ready && self->epfd >= 0)
+        close(self->epfd);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+PyDoc_STRVAR(Receiver_add_doc,
+"add(fd, handler, fast=None) -> None\n"
+"Receive from socket `fd` (non-blocking UDP): datagrams `fast` does not take are returned by\n"
+"drain() with `handler`. remove(fd) before the socket is closed.");
+
+static PyObject *
+Receiver_add(Receiver *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fd", "handler", "fast", NULL};
+    int fd;
+    PyObject *handler, *fast = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|O", kwlist, &fd, &handler, &fast))
+        return NULL;
+    if (fast != Py_None && !PyObject_TypeCheck(fast, &FastStreamType)) {
+        PyErr_SetString(PyExc_TypeError, "fast must be a FastStream or None");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < self->nslots; i++) {
+        if (self->slots[i].fd == fd) {
+            PyErr_Format(PyExc_ValueError, "fd %d is already registered", fd);
+            return NULL;
+        }
+    }
+    Py_ssize_t index = -1;
+    for (Py_ssize_t i = self->free_hint; i < self->nslots; i++) {
+        if (self->slots[i].fd < 0) {
+            index = i;
+            break;
+        }
+    }
+    if (index < 0) {
+        Py_ssize_t grown = self->nslots ? self->nslots * 2 : 64;
+        Slot *slots = PyMem_Realloc(self->slots, sizeof(Slot) * (size_t)grown);
+        if (slots == NULL)
+            return PyErr_NoMemory();
+        for (Py_ssize_t i = self->nslots; i < grown; i++) {
+            slots[i].fd = -1;
+            slots[i].handler = NULL;
+            slots[i].fast = NULL;
+        }
+        index = self->nslots;
+        self->slots = slots;
+        self->nslots = grown;
+    }
+    int on = 1;
+    /* Kernel arrival times: a worker busy for a while still places packets by when they came. */
+    (void)setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on));
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)index};
+    if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Slot *slot = &self->slots[index];
+    slot->fd = fd;
+    Py_INCREF(handler);
+    slot->handler = handler;
+    if (fast != Py_None) {
+        Py_INCREF(fast);
+        slot->fast = (FastStream *)fast;
+    }
+    self->free_hint = index + 1;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Receiver_remove_doc, "remove(fd) -> bool\nStop receiving from `fd` (False: unknown).");
+
+static PyObject *
+Receiver_remove(Receiver *self, PyObject *arg)
+{
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->nslots; i++) {
+        Slot *slot = &self->slots[i];
+        if (slot->fd == fd) {
+            (void)epoll_ctl(self->epfd, EPOLL_CTL_DEL, fd, NULL);
+            slot->fd = -1;
+            Py_CLEAR(slot->handler);
+            Py_CLEAR(slot->fast);
+            if (i < self->free_hint)
+                self->free_hint = i;
+            Py_RETURN_TRUE;
+        }
+    }
+    Py_RETURN_FALSE;
+}
+
+static double
+arrival_of(struct msghdr *msg, double now)
+{
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL; c = CMSG_NXTHDR(msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+            return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+        }
+    }
+    return now;
+}
+
+static int
+hand_over(PyObject **out, Slot *slot, const char *data, Py_ssize_t n, double arrival)
+{
+    if (*out == NULL) {
+        *out = PyList_New(0);
+        if (*out == NULL)
+            return -1;
+    }
+    PyObject *item = Py_BuildValue("(Oy#d)", slot->handler, data, n, arrival);
+    if (item == NULL)
+        return -1;
+    int rc = PyList_Append(*out, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+PyDoc_STRVAR(Receiver_drain_doc,
+"drain() -> list[(handler, datagram, arrival)] | None\n"
+"Read what the ready sockets hold (bounded per socket); return, in arrival order per socket,\n"
+"the datagrams the fast paths did not take. Call when fileno() is readable.");
+
+static PyObject *
+Receiver_drain(Receiver *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = NULL;
+    int ready = epoll_wait(self->epfd, self->events, EVENTS, 0);
+    if (ready < 0) {
+        if (errno == EINTR)
+            Py_RETURN_NONE;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    self->drains++;
+    struct timespec clock;
+    clock_gettime(CLOCK_REALTIME, &clock);
+    double now = (double)clock.tv_sec + (double)clock.tv_nsec * 1e-9;
+    for (int e = 0; e < ready; e++) {
+        Py_ssize_t index = (Py_ssize_t)self->events[e].data.u64;
+        if (index >= self->nslots || self->slots[index].fd < 0)
+            continue;
+        Slot *slot = &self->slots[index];
+        for (int round = 0; round < ROUNDS; round++) {
+            for (int i = 0; i < BATCH; i++) {
+                struct msghdr *h = &self->msgs[i].msg_hdr;
+                memset(h, 0, sizeof(*h));
+                h->msg_iov = &self->iov[i];
+                h->msg_iovlen = 1;
+                h->msg_control = self->control[i];
+                h->msg_controllen = CONTROL;
+            }
+            int got = recvmmsg(slot->fd, self->msgs, BATCH, MSG_DONTWAIT, NULL);
+            if (got <= 0)
+                break; /* EAGAIN, or an error the socket reports again next time */
+            for (int i = 0; i < got; i++) {
+                struct msghdr *h = &self->msgs[i].msg_hdr;
+                Py_ssize_t n = (Py_ssize_t)self->msgs[i].msg_len;
+                self->datagrams++;
+                if (h->msg_flags & MSG_TRUNC) {
+                    self->truncated++;
+                    continue;
+                }
+                double arrival = arrival_of(h, now);
+                const unsigned char *d = (const unsigned char *)self->data[i];
+                if (slot->fast != NULL && fast_accept(slot->fast, d, n, arrival)) {
+                    self->taken++;
+                    continue;
+                }
+                self->handed++;
+                if (hand_over(&out, slot, (const char *)d, n, arrival) < 0) {
+                    Py_XDECREF(out);
+                    return NULL;
+                }
+            }
+            if (got < BATCH)
+                break;
+        }
+    }
+    if (out == NULL)
+        Py_RETURN_NONE;
+    return out;
+}
+
+static PyObject *
+Receiver_fileno(Receiver *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLong(self->epfd);
+}
+
+static PyObject *
+Receiver_stats(Receiver *self, PyObject *Py_UNUSED(ignored))
+{
+    Py_ssize_t sockets = 0;
+    for (Py_ssize_t i = 0; i < self->nslots; i++)
+        sockets += self->slots[i].fd >= 0;
+    return Py_BuildValue("{s:n,s:K,s:K,s:K,s:K,s:K}", "sockets", sockets, "datagrams",
+                         self->datagrams, "taken", self->taken, "handed", self->handed,
+                         "truncated", self->truncated, "drains", self->drains);
+}
+
+static PyObject *
+Receiver_close(Receiver *self, PyObject *Py_UNUSED(ignored))
+{
+    Receiver_clear_slots(self);
+    if (self->ready && self->epfd >= 0) {
+        close(self->epfd);
+        self->epfd = -1;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Receiver_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))Receiver_add, METH_VARARGS | METH_KEYWORDS,
+     Receiver_add_doc},
+    {"remove", (PyCFunction)Receiver_remove, METH_O, Receiver_remove_doc},
+    {"drain", (PyCFunction)Receiver_drain, METH_NOARGS, Receiver_drain_doc},
+    {"fileno", (PyCFunction)Receiver_fileno, METH_NOARGS, "The epoll descriptor to watch."},
+    {"stats", (PyCFunction)Receiver_stats, METH_NOARGS, "Counters since creation."},
+    {"close", (PyCFunction)Receiver_close, METH_NOARGS, "Forget every socket; close the set."},
+    {NULL},
+};
+
+static PyTypeObject ReceiverType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "siprec_node.media._rtprecv.Receiver",
+    .tp_doc = PyDoc_STR("Receiver(): an epoll set of RTP/RTCP sockets read in batches."),
+    .tp_basicsize = sizeof(Receiver),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Receiver_init,
+    .tp_dealloc = (destructor)Receiver_dealloc,
+    .tp_methods = Receiver_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "siprec_node.media._rtprecv",
+    .m_doc = "Batched RTP receive and the in-order G.711 fast path (see the C file's header).",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__rtprecv(void)
+{
+    if (PyType_Ready(&FastStreamType) < 0 || PyType_Ready(&ReceiverType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&FastStreamType);
+    if (PyModule_AddObject(m, "FastStream", (PyObject *)&FastStreamType) < 0) {
+        Py_DECREF(&FastStreamType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&ReceiverType);
+    if (PyModule_AddObject(m, "Receiver", (PyObject *)&ReceiverType) < 0) {
+        Py_DECREF(&ReceiverType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
