@@ -77,6 +77,7 @@ class Row:
     profile: str | None = None
     streams_stats: dict[str, int] | None = None  # node phases: sums of the streams' stats
     busy: list[float] | None = None  # each worker's CPU over the traffic window, 1.0 = a CPU
+    receiver: dict[str, int] | None = None  # node phases on the C path: its counters, summed
 
     @property
     def lost(self) -> int:
@@ -110,6 +111,7 @@ class Row:
             "setup_s": self.setup_s,
             "busy": self.busy,
             "streams_stats": self.streams_stats,
+            "receiver": self.receiver,
         }
 
 
@@ -371,13 +373,16 @@ async def node_phase(
     settle: float,
     drain_limit: float,
     spy: str | None = None,
+    receive_path: str = "auto",
 ) -> Row:
     """Phase 2: the node's WorkerEngine recording every stream (``spy``: py-spy the first
     worker over the traffic, ``python`` without stopping it, ``native`` with C frames)."""
     from siprec_node.media.engine import WorkerEngine
 
     recordings = Path(tempfile.mkdtemp(prefix="recordings-", dir=work))
-    engine = WorkerEngine(workers, log_level="warning", log_format="json")
+    engine = WorkerEngine(
+        workers, log_level="warning", log_format="json", receive_path=receive_path
+    )
     await engine.start()
     rtp_ports = None
     try:
@@ -419,6 +424,13 @@ async def node_phase(
         if rtp_ports is not None:
             rtp_ports.close()
         shutil.rmtree(recordings, ignore_errors=True)
+    receivers = [x["receiver"] for x in lags if x.get("receiver")]
+    receiver = (
+        {k: sum(r[k] for r in receivers) for k in receivers[0] if k != "sockets"}
+        if receivers
+        else None
+    )
+    path = "C path" if receiver else "Python path"
     lag = {
         "p50_ms": max(x["p50_ms"] for x in lags),
         "p99_ms": max(x["p99_ms"] for x in lags),
@@ -428,7 +440,7 @@ async def node_phase(
         "per_worker": lags,
     }
     return Row(
-        phase=f"node, {workers} worker{'s' if workers > 1 else ''}",
+        phase=f"node, {workers} worker{'s' if workers > 1 else ''}, {path}",
         streams=calls * 2,
         offered=sent["packets"],
         received=totals["packets"],
@@ -443,6 +455,7 @@ async def node_phase(
         profile=profile,
         streams_stats=totals,
         busy=[(sum(b) - sum(a)) / window for a, b in zip(cpu0, cpu1, strict=True)],
+        receiver=receiver,
     )
 
 
@@ -559,7 +572,7 @@ def finalise_cost(minutes: float = 5.0) -> dict[str, float] | None:
 
 def table(rows: list[Row], sink: Row | None) -> str:
     head = (
-        f"{'phase':<26} {'streams':>7} {'offered':>10} {'received':>10} {'lost':>7} "
+        f"{'phase':<34} {'streams':>7} {'offered':>10} {'received':>10} {'lost':>7} "
         f"{'loss %':>7} {'CPU µs/pkt':>10} {'vs sink':>7} {'lag p99 ms':>10}"
     )
     lines = [head, "-" * len(head)]
@@ -571,7 +584,7 @@ def table(rows: list[Row], sink: Row | None) -> str:
         )
         lag = f"{row.lag['p99_ms']:.1f}" if row.lag else "-"
         lines.append(
-            f"{row.phase:<26} {row.streams:>7} {row.offered:>10} {row.received:>10} "
+            f"{row.phase:<34} {row.streams:>7} {row.offered:>10} {row.received:>10} "
             f"{row.lost:>7} {row.loss_pct:>7.3f} {row.cpu_us_per_packet:>10.2f} {ratio:>7} "
             f"{lag:>10}"
         )
@@ -605,6 +618,12 @@ def details(rows: list[Row]) -> str:
             )
         if row.busy:
             line += "; worker CPU " + " ".join(f"{100 * b:.0f}%" for b in row.busy)
+        if row.receiver and row.receiver.get("datagrams"):
+            r = row.receiver
+            line += (
+                f"; C receiver: {r['datagrams']:,} datagrams in {r['drains']:,} drains, "
+                f"{100 * r['taken'] / r['datagrams']:.2f}% taken by the fast path"
+            )
         if row.setup_s:
             line += f"; {row.streams} streams opened in {row.setup_s:.1f} s"
         lines.append(line)
@@ -661,6 +680,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", default="1", help="media workers of the node phase; 1,2 runs both (1)"
     )
+    parser.add_argument(
+        "--receive-path",
+        default="auto",
+        help="media.receive_path of the node phases: auto, c, python; c,python runs both (auto)",
+    )
     parser.add_argument("--rcvbuf", type=int, default=0, help="SO_RCVBUF (0: kernel default)")
     parser.add_argument("--port-base", type=int, default=10000, help="first port used (10000)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin sender/receivers")
@@ -697,6 +721,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging("warning", "console")
     workers = [int(w) for w in args.workers.split(",") if w]
+    receive_paths = [p for p in args.receive_path.split(",") if p]
     streams = args.calls * 2
     raise_fd_limit(3 * streams + 200)
     sink_min = args.port_base
@@ -757,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.drain_limit,
                     )
                 )
-            for count in workers:
+            for count, path in [(c, p) for p in receive_paths for c in workers]:
                 rows.append(
                     asyncio.run(
                         node_phase(
@@ -773,6 +798,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.settle,
                             args.drain_limit,
                             args.py_spy,
+                            path,
                         )
                     )
                 )
