@@ -20,10 +20,14 @@ last frame record.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import fcntl
 import json
 import os
 import struct
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -365,6 +369,10 @@ def read_frames(path: str | os.PathLike[str]) -> tuple[int, list[tuple[int, byte
 # -- stream-<i>.json --------------------------------------------------------------------------
 
 
+def _plain(item: Any) -> Any:
+    return dict(item.__dict__) if hasattr(item, "__dataclass_fields__") else item
+
+
 @dataclass(frozen=True)
 class SsrcSpan:
     """An SSRC recorded on the stream, from ``first_position`` on (None: nothing placed yet)."""
@@ -417,7 +425,15 @@ class StreamInfo:
     worker): the counters of the up to ``info_interval`` seconds before each were lost."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """What ``dataclasses.asdict`` gives (for the flat dataclasses in the lists), at a tenth
+        of its cost (2 µs rather than 20 µs: most of a sidecar rewrite's time went there)."""
+        data: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if value.__class__ is list:
+                value = [_plain(item) for item in value]
+            data[name] = value
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StreamInfo:
@@ -429,15 +445,123 @@ class StreamInfo:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+# Sidecars are rewritten thousands of times per worker, and creating a file costs an inode
+# allocation (0.2-0.7 ms on ext4). So ``stream-<i>.json.tmp`` is kept as a persistent twin: the
+# new JSON is written into it in place (pwrite + ftruncate), then the two names are swapped
+# atomically with renameat2(RENAME_EXCHANGE). The old sidecar's inode is then the twin, which the
+# next write reuses (~15 µs of file work, ~24 µs a write with the JSON encoding, against
+# 0.4-0.8 ms for a new file renamed over the sidecar). The first write renames the twin into place;
+# the second creates a new twin. A process whose renameat2 is missing or refused (by the
+# filesystem, or a seccomp filter) writes a new temporary file and renames it over the sidecar
+# instead, as every write did before.
+#
+# Reusing an inode means writing into a file that a reader may still have open (it was the
+# sidecar until the last swap). So the writer takes an exclusive flock on the twin before writing
+# into it, and ``read_stream_info`` a shared one before reading: a twin that a reader holds is
+# left to the reader (unlinked, still readable through its descriptor) and a new one created.
+# Readers that take no lock (cat, jq) may see a torn file if they hold it across two rewrites.
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+_EXCHANGE_REFUSED = frozenset(
+    {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM}
+)
+
+
+def _load_renameat2() -> Any:
+    """libc's ``renameat2``, or None (glibc before 2.28, not Linux)."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    c_int, c_path = ctypes.c_int, ctypes.c_char_p
+    function.argtypes = (c_int, c_path, c_int, c_path, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function
+
+
+_renameat2: Any = _load_renameat2()
+_exchange_works = _renameat2 is not None
+"""Cleared for the rest of the process when the exchange (or a lock) is refused once."""
+
+
+def _exchange(a: bytes, b: bytes) -> int:
+    """Swap the names ``a`` and ``b`` atomically: 0, or the errno of the failure."""
+    if _renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE) == 0:
+        return 0
+    return ctypes.get_errno() or errno.EINVAL
+
+
+def _write_at_zero(fd: int, data: bytes) -> None:
+    """Make the file hold exactly ``data``."""
+    size = os.lseek(fd, 0, os.SEEK_END)
+    view = memoryview(data)
+    offset = 0
+    while offset < len(data):
+        offset += os.pwrite(fd, view[offset:], offset)
+    if size > len(data):  # only when shorter: an ftruncate costs a fifth of the whole write
+        os.ftruncate(fd, len(data))
+
+
+def _write_twin(tmp: bytes, name: bytes, data: bytes) -> bool:
+    """Publish ``data`` through the twin; False (nothing done) when locks are not available."""
+    global _exchange_works
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a reader holds this inode: leave it to them
+            os.close(fd)
+            fd = -1
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        except OSError:  # no locks on this filesystem: readers could not protect themselves
+            _exchange_works = False
+            return False
+        _write_at_zero(fd, data)
+        error = _exchange(tmp, name)
+        if error:
+            # ENOENT: no sidecar yet, the twin becomes it. Refused: the plain rename, from now
+            # on. Anything else: os.replace most likely raises it again.
+            os.replace(tmp, name)
+            if error in _EXCHANGE_REFUSED:
+                _exchange_works = False
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return True
+
+
+def _write_new(tmp: bytes, name: bytes, data: bytes) -> None:
+    """Publish ``data`` through a new temporary file renamed over the sidecar."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a twin left by the exchange may still be held by a reader
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        _write_at_zero(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, name)
+
+
 def write_stream_info(path: str | os.PathLike[str], info: StreamInfo) -> None:
-    """Write the sidecar atomically (temp file + rename): a reader sees the old or the new one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(info.to_dict(), f, separators=(",", ":"))
-    os.replace(tmp, path)
+    """Write the sidecar atomically: a reader sees the old or the new one, never a partial file.
+
+    The JSON is written into the twin ``<path>.tmp``, which then takes the sidecar's name; the
+    sidecar's previous content is left in the twin (see the comment above).
+    """
+    name = os.fsencode(path)
+    tmp = name + b".tmp"
+    data = json.dumps(info.to_dict(), separators=(",", ":")).encode()
+    if not (_exchange_works and _write_twin(tmp, name, data)):
+        _write_new(tmp, name, data)
 
 
 def read_stream_info(path: str | os.PathLike[str]) -> StreamInfo:
-    with open(path, encoding="utf-8") as f:
-        return StreamInfo.from_dict(json.load(f))
+    with open(path, "rb") as f:
+        # the writer may be about to reuse this inode (see above): hold it still while reading
+        with contextlib.suppress(OSError):  # e.g. ENOLCK on a filesystem without locks
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH)
+        data = f.read()
+    return StreamInfo.from_dict(json.loads(data))
