@@ -21,6 +21,20 @@ bulk, aligns them on the call's media epoch and writes, beside the parts folder:
   ms (turns, DTMF) count from `media_epoch`, sample 0 of every file; `files` are names beside
   the sidecar, `audio` says which streams each file holds, at what rate and encoding.
 
+Streams are placed where the receive path put them (arrival wall clock of each leg's first
+packet, then RTP timestamps), refined by RTCP: when two or more streams carry an SR offset
+(`sr_offset_ms` of `stream-<i>.json`, the median of at least `SR_MIN_REPORTS` SRs), the legs are
+moved so that their offsets agree, i.e. so that they line up on their sender's clock. A stream
+whose offset is larger by Δ than the reference's sits Δ late: it is moved earlier, through the
+silence before its first packet only; as far as that silence is too short, the other legs are
+delayed instead (through the silence after their last packet: the file keeps its length).
+Nothing is moved for |Δ| below `ALIGN_MIN_S` (1 ms: already aligned), nor beyond `ALIGN_MAX_S`
+(500 ms: that is not network delay but different clocks, so the SRs are not trusted and the
+sidecar says so), nor when a move would cut audio. What was done is in the sidecar: `alignment`
+(`method` "rtcp" or "arrival", `reference` stream, `notes`) and each stream's `alignment_ms`
+(how far its audio, pauses and DTMF were moved, negative = earlier) with the `sr_offset_ms` and
+`sr_offset_reports` it came from.
+
 Every file has the call's duration, `ended_at - media_epoch`, on every channel: streams that
 start late or stop early are padded with silence, gaps and pauses are silence. Pauses given by
 the caller (the SIP layer's pause/resume) and the pauses in the streams' JSON are silenced even
@@ -43,6 +57,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import math
 import os
 import shutil
 import time
@@ -85,6 +100,12 @@ FORMATS: tuple[str, ...] = ("wav", "wav-g711", "flac", "opus")
 CHANNELS: tuple[str, ...] = ("stereo", "separate", "both")
 EXTENSIONS = {"wav": "wav", "wav-g711": "wav", "flac": "flac", "opus": "opus"}
 SIDECAR_SCHEMA = 1
+SR_MIN_REPORTS = 2
+"""SRs a stream's offset must be the median of before legs are moved by it."""
+ALIGN_MIN_S = 0.001
+"""Legs whose SR offsets differ by less are left where they are (aligned already)."""
+ALIGN_MAX_S = 0.5
+"""Legs whose SR offsets differ by more are not moved: not one sender's clock (noted)."""
 
 
 # -- inputs --------------------------------------------------------------------------------
@@ -196,11 +217,14 @@ class _Stream:
     limit: int | None = None
     """Samples after which a frame log is not decoded (the call's end, or now when unknown):
     a corrupt position far in the future must not become hours of silence in memory."""
+    shift: float = 0.0
+    """Seconds the stream is moved by (RTCP alignment; negative: earlier), whole samples."""
     _pcm: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def start(self, call_epoch: float) -> float:
-        """The stream's epoch (the call's when its JSON is lost)."""
-        return call_epoch if self.epoch is None else self.epoch
+        """Where the stream's position 0 is (its epoch, the call's when its JSON is lost),
+        moved by the alignment."""
+        return (call_epoch if self.epoch is None else self.epoch) + self.shift
 
     def decoded(self) -> np.ndarray:
         """A frame log's PCM from the stream's epoch to its last payload (decoded once)."""
@@ -225,6 +249,26 @@ class _Stream:
     def native_length(self) -> int:
         """Samples recorded, at the rate the stream carries, from the stream's epoch."""
         return self.codes.size if self.codes is not None else self.decoded().size
+
+    def sr_offset(self) -> float | None:
+        """The SR offset (s) when it is the median of enough SRs to align by."""
+        offset = _number(self.info.get("sr_offset_ms"))
+        reports = _number(self.info.get("sr_offset_reports"), 0) or 0
+        if offset is None or not math.isfinite(offset) or reports < SR_MIN_REPORTS:
+            return None
+        return offset / 1000.0
+
+    def lead(self, call_epoch: float) -> float:
+        """Seconds of silence before the stream's first packet, from the call's epoch."""
+        first = _number(self.info.get("first_position"))
+        if first is None or first < 0:
+            return 0.0
+        return max(self.start(call_epoch) - call_epoch + first / self.clock_rate, 0.0)
+
+    def tail(self, call_epoch: float, end: float) -> float:
+        """Seconds of the call after the stream's last sample (0 when it reaches the end)."""
+        last = self.start(call_epoch) + self.native_length() / self.rate
+        return max(end - last, 0.0)
 
     def pause_spans(self) -> list[tuple[float, float | None]]:
         """This stream's pauses in seconds from its epoch; an open one only if it was closed."""
@@ -467,6 +511,83 @@ def _common_pauses(
     return common or []
 
 
+# -- alignment by RTCP ----------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:+.1f} ms"
+
+
+def _align(streams: Sequence[_Stream], epoch: float, end: float) -> dict[str, Any]:
+    """Move the streams so that their SR offsets agree (module docstring); sets each moved
+    stream's `shift` and returns the sidecar's `alignment`."""
+    notes: list[str] = []
+    measured = [(s, o) for s in streams if (o := s.sr_offset()) is not None]
+    if len(measured) < 2:
+        if measured or any(_number(s.info.get("sr_offset_ms")) is not None for s in streams):
+            notes.append(
+                f"RTCP sender reports (at least {SR_MIN_REPORTS}) on fewer than two streams: "
+                "aligned by arrival"
+            )
+        return {"method": "arrival", "reference": None, "notes": notes}
+
+    def trusted(of: float) -> int:
+        return sum(abs(o - of) <= ALIGN_MAX_S for _, o in measured)
+
+    # the reference: the stream most others agree with (the first offered on a tie)
+    reference, ref_offset = max(measured, key=lambda m: trusted(m[1]))
+    late: dict[int, float] = {}  # stream index: how late it sits against the reference (s)
+    group: list[_Stream] = []
+    for s, offset in measured:
+        delta = offset - ref_offset
+        if abs(delta) > ALIGN_MAX_S:
+            text = (
+                f"RTCP sender reports put stream {s.index} {_ms(delta)} from stream "
+                f"{reference.index}: beyond {ALIGN_MAX_S * 1000:.0f} ms, not one sender's "
+                "clock; not trusted, aligned by arrival"
+            )
+            s.problems.append(text)
+            notes.append(text)
+            continue
+        group.append(s)
+        late[s.index] = delta if abs(delta) >= ALIGN_MIN_S else 0.0
+    if len(group) < 2:
+        return {"method": "arrival", "reference": None, "notes": notes}
+    if not any(late.values()):
+        notes.append(
+            f"RTCP sender reports agree with arrival within {ALIGN_MIN_S * 1000:.0f} ms: "
+            "nothing moved"
+        )
+        return {"method": "rtcp", "reference": reference.index, "notes": notes}
+
+    # shift_i = c - late_i; c = min(late): only late legs move, earlier. Each may move earlier
+    # only through its leading silence (c >= late_i - lead_i) and later only through its
+    # trailing silence (c <= late_i + tail_i).
+    lead = {s.index: s.lead(epoch) for s in group}
+    tail = {s.index: s.tail(epoch, end) for s in group}
+    c = max(min(late.values()), max(late[i] - lead[i] for i in late))
+    blocked = [s for s in group if c - late[s.index] > tail[s.index] + 1e-9]
+    if blocked:
+        s = blocked[0]
+        notes.append(
+            f"RTCP sender reports put the legs up to "
+            f"{(max(late.values()) - min(late.values())) * 1000:.1f} ms apart, but stream "
+            f"{s.index} cannot be moved that far without cutting audio: aligned by arrival"
+        )
+        return {"method": "arrival", "reference": None, "notes": notes}
+    for s in group:
+        lo = -int(np.floor(lead[s.index] * s.rate + 1e-6))
+        hi = int(np.floor(tail[s.index] * s.rate + 1e-6))
+        samples = min(max(round((c - late[s.index]) * s.rate), lo), hi)
+        s.shift = samples / s.rate
+        if samples:
+            notes.append(
+                f"stream {s.index} moved {_ms(s.shift)}: its RTCP sender reports put it "
+                f"{_ms(late[s.index])} from stream {reference.index}"
+            )
+    return {"method": "rtcp", "reference": reference.index, "notes": notes}
+
+
 # -- participants --------------------------------------------------------------------------
 
 
@@ -674,6 +795,7 @@ def finalise_call(
     ]
     for s in streams:
         s.limit = max(round((end - s.start(epoch)) * s.rate), 0) if s.limit is None else s.limit
+    alignment = _align(streams, epoch, end)
     lines = [_line(s, epoch, end, call_pauses) for s in streams]
     vad = vad or VadConfig()
     levels = _Levels(metrics, vad.frame_ms)
@@ -712,6 +834,7 @@ def finalise_call(
         participants,
         pause_list,
         conversation,
+        alignment,
     )
     sidecar = directory / f"{stem}.json"
     previous = _previous_files(sidecar)
@@ -750,6 +873,7 @@ def _sidecar(
     participants: Sequence[ParticipantInfo],
     pauses: Sequence[tuple[float, float]],
     conversation: Conversation | None,
+    alignment: Mapping[str, Any],
 ) -> dict[str, Any]:
     mixed = next((f for f in out.described if f["path"] == out.path().name), None)
     positions = ["left", "right"] if mixed and len(mixed["streams"]) == 2 else ["mono"]
@@ -788,7 +912,7 @@ def _sidecar(
             ],
             "dtmf": [
                 {
-                    "at_ms": round(d.get("position", 0) * ms),
+                    "at_ms": round(d.get("position", 0) * ms + s.shift * 1000),
                     "event": d.get("event"),
                     "duration_ms": round(d.get("duration", 0) * ms),
                 }
@@ -798,6 +922,9 @@ def _sidecar(
             "recorded": s in streams,
             "complete": s.closed,
             "problems": s.problems,
+            "sr_offset_ms": info.get("sr_offset_ms"),
+            "sr_offset_reports": info.get("sr_offset_reports", 0),
+            "alignment_ms": round(s.shift * 1000, 3),
         }
 
     return {
@@ -820,4 +947,5 @@ def _sidecar(
         "streams": [stream(s) for s in loaded],
         "pauses": [{"start": _iso(a), "end": _iso(b)} for a, b in pauses],
         "metrics": conversation.metrics() if conversation is not None else None,
+        "alignment": dict(alignment),
     }

@@ -423,6 +423,13 @@ class StreamInfo:
     unclean_restarts: list[int] = field(default_factory=list)
     """Positions where recording resumed after an unclean stop (a crash of the node or of its
     worker): the counters of the up to ``info_interval`` seconds before each were lost."""
+    sr_offset_ms: float | None = None
+    """Where the stream's audio sits in the file against its sender's clock: the file's time of
+    an RTCP SR's RTP timestamp minus the SR's NTP time, in ms, the median of the last SRs of
+    the SSRC recorded (None: no SR). Only differences between streams of one sender mean
+    something: stream B's offset larger by Δ than A's puts B's audio Δ late against A's."""
+    sr_offset_reports: int = 0
+    """How many SRs ``sr_offset_ms`` is the median of (at most 16)."""
 
     def to_dict(self) -> dict[str, Any]:
         """What ``dataclasses.asdict`` gives (for the flat dataclasses in the lists), at a tenth

@@ -76,6 +76,8 @@ class StreamStats:
     rtcp_malformed: int
     sender_reports: int
     sr_offset_ms: float | None  # file time minus the sender's clock at its last SR
+    sr_offset_median_ms: float | None  # the median of the last SRs (the sidecar's sr_offset_ms)
+    sr_offset_reports: int  # how many SRs that median is of
     srtp_failures: int
     srtp_replays: int
     reanchors: int
@@ -374,6 +376,9 @@ class StreamRecorder:
         packets, lost, duplicates, late = t.packets, t.lost, self._duplicates(), t.late
         first, last = t.first_position, t.last_position
         jitter = t.jitter_ms
+        sr_offset = t.sr_offset_median
+        sr_ms = None if sr_offset is None else round(sr_offset * 1000.0, 3)
+        sr_reports = t.sr_offset_count
         if prior is not None:
             ssrcs = prior.ssrcs + ssrcs
             dtmf = prior.dtmf + dtmf
@@ -384,6 +389,8 @@ class StreamRecorder:
             first = prior.first_position if prior.first_position is not None else first
             last = last if last is not None else prior.last_position
             jitter = jitter if t.packets else prior.jitter_ms
+            if not sr_reports:  # no SR in this run yet: the last run's measure stands
+                sr_ms, sr_reports = prior.sr_offset_ms, prior.sr_offset_reports
         return StreamInfo(
             index=s.index,
             label=s.label,
@@ -404,6 +411,8 @@ class StreamRecorder:
             dtmf=dtmf,
             closed=self.closed,
             unclean_restarts=list(self._unclean),
+            sr_offset_ms=sr_ms,
+            sr_offset_reports=sr_reports,
         )
 
     def _duplicates(self) -> int:
@@ -437,6 +446,10 @@ class StreamRecorder:
             rtcp_malformed=self.rtcp_malformed,
             sender_reports=t.sender_reports,
             sr_offset_ms=None if t.sr_offset is None else round(t.sr_offset * 1000.0, 3),
+            sr_offset_median_ms=(
+                None if t.sr_offset_median is None else round(t.sr_offset_median * 1000.0, 3)
+            ),
+            sr_offset_reports=t.sr_offset_count,
             srtp_failures=(srtp.failures + srtp.rtcp_failures) if srtp else 0,
             srtp_replays=srtp.replays if srtp else 0,
             reanchors=t.reanchors,

@@ -49,12 +49,18 @@ Payload types
   silence; any other PT is counted as ``unexpected_payload`` and dropped.
 
 RTCP
-  :meth:`sender_report` keeps the latest SR of the locked SSRC and measures ``sr_offset``: how
-  far the file's time of the SR's RTP timestamp (``epoch + position / rate``) is from the
-  sender's NTP time. It does not move positions (moving the anchor would insert silence or drop
-  written audio, and the first packet's placement is the contract's); it measures the residual
+  :meth:`sender_report` takes the SRs of the locked SSRC and measures ``sr_offset``: how far
+  the file's time of the SR's RTP timestamp (``epoch + position / rate``) is from the sender's
+  NTP time. It does not move positions (moving the anchor would insert silence or drop written
+  audio, and the first packet's placement is the contract's); it measures the residual
   misalignment: two legs from one SRC share its clock, so the difference of their offsets is
-  how far apart the legs are in the files.
+  how far apart the legs are in the files (finalisation moves the legs by it).
+  The offsets of the last ``SR_KEEP`` (16) SRs of one timestamp-to-position mapping are kept;
+  :attr:`sr_offset_median` is their median (robust to an SR whose NTP time was taken late) and
+  :attr:`sr_offset_count` how many there are. Every change of the mapping goes through a
+  re-anchoring (SSRC switch, resume after a pause, timestamp jump, stall), so the offsets are
+  tied to ``reanchors``: the first SR of a new mapping discards those of the old one. Until
+  then the old mapping's offsets stand (they describe the audio recorded with it).
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ _SEEN_MASK = (1 << _SEEN_BITS) - 1
 _NEVER = -(1 << 62)  # a position no packet has
 _FORCE = float(1 << 62)  # a baseline that makes the next packet re-anchor
 _CANDIDATE_KEEP = 50
+SR_KEEP = 16  # sender-report offsets kept per timestamp-to-position mapping
 
 
 class Placed(NamedTuple):
@@ -219,7 +226,9 @@ class StreamTimeline:
         self.reanchors = 0
         self.ssrc_switches = 0
         self.sender_reports = 0
-        self.sr_offset: float | None = None
+        self.sr_offset: float | None = None  # of the latest SR
+        self._sr_offsets: deque[float] = deque(maxlen=SR_KEEP)
+        self._sr_mapping: tuple[int, int] | None = None  # (SSRC, reanchors) of _sr_offsets
 
     # -- the per-packet path ---------------------------------------------------------------
 
@@ -513,6 +522,26 @@ class StreamTimeline:
         if d & 0x80000000:
             d -= 0x100000000
         self.sr_offset = self.epoch + (self._anchor_pos + d) / self.clock_rate - ntp_time
+        mapping = (ssrc, self.reanchors)
+        if mapping != self._sr_mapping:  # positions are placed another way since: start again
+            self._sr_mapping = mapping
+            self._sr_offsets.clear()
+        self._sr_offsets.append(self.sr_offset)
+
+    @property
+    def sr_offset_median(self) -> float | None:
+        """Median ``sr_offset`` (seconds) of the last SRs of the current (or, when no SR came
+        since it changed, the last) timestamp-to-position mapping; None before any SR."""
+        offsets = sorted(self._sr_offsets)
+        n = len(offsets)
+        if not n:
+            return None
+        return offsets[n // 2] if n % 2 else (offsets[n // 2 - 1] + offsets[n // 2]) / 2
+
+    @property
+    def sr_offset_count(self) -> int:
+        """How many SRs :attr:`sr_offset_median` is the median of."""
+        return len(self._sr_offsets)
 
     # -- the in-order fast path (media/_rtprecv.c) ------------------------------------------
 

@@ -4,8 +4,13 @@ Everything here is independent of the node's code: requests are literal text, RT
 packed with ``struct``, and G.711 is encoded from the ITU-T G.711 formulas with numpy. G.722 and
 Opus payloads come from FFmpeg's encoders through PyAV (imported only when used).
 
-Network impairments (loss, duplication, adjacent swaps) are applied per leg on the way out by
-:class:`Impairment` objects given to :meth:`SrcCall.stream`.
+Network impairments (loss, duplication, adjacent swaps, a fixed delay) are applied per leg on
+the way out by :class:`Impairment` objects given to :meth:`SrcCall.stream`.
+
+RTCP: with ``rtcp_every``, :meth:`SrcCall.stream` sends each leg's sender reports (RFC 3550 §6.4.1,
+packed with ``struct``) to the port after the leg's RTP port. Their NTP time is the sender's
+clock of the reported RTP timestamp: the wall-clock time the packet with that timestamp was
+due (the same for every leg at the same packet count, whatever an impairment does later).
 """
 
 from __future__ import annotations
@@ -257,6 +262,45 @@ def sent_samples(leg: RtpLeg, law: str, missing: set[int] | None = None) -> np.n
     )
 
 
+NTP_UNIX_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
+
+
+def sender_report(
+    ssrc: int, ntp_time: float, rtp_timestamp: int, packets: int, octets: int
+) -> bytes:
+    """An RTCP SR without report blocks (RFC 3550 §6.4.1); ``ntp_time`` in Unix seconds."""
+    seconds = int(ntp_time)
+    fraction = int((ntp_time - seconds) * (1 << 32)) & 0xFFFFFFFF
+    return struct.pack(
+        "!BBHIIIIII",
+        0x80,  # version 2, no padding, no report block
+        200,  # SR
+        6,  # length in 32-bit words minus one
+        ssrc,
+        (seconds + NTP_UNIX_OFFSET) & 0xFFFFFFFF,
+        fraction,
+        rtp_timestamp & 0xFFFFFFFF,
+        packets & 0xFFFFFFFF,
+        octets & 0xFFFFFFFF,
+    )
+
+
+def delay_ms(reference: np.ndarray, other: np.ndarray, rate: int, within: float = 0.2) -> float:
+    """How late ``other`` is against ``reference`` (ms, within ±``within`` s): the peak of
+    their cross-correlation, interpolated between samples with a parabola."""
+    a, b = np.asarray(reference, np.float64), np.asarray(other, np.float64)
+    n = 1 << int(np.ceil(np.log2(a.size + b.size)))
+    xc = np.fft.irfft(np.fft.rfft(b, n) * np.conj(np.fft.rfft(a, n)), n)  # xc[k] = Σ b[t+k]a[t]
+    m = round(within * rate)
+    window = np.concatenate((xc[-m:], xc[: m + 1]))  # lags -m .. m
+    k = int(np.argmax(window))
+    shift = 0.0
+    if 0 < k < window.size - 1:
+        y0, y1, y2 = window[k - 1], window[k], window[k + 1]
+        shift = 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2)
+    return float((k - m + shift) / rate * 1000)
+
+
 def rtp_sequence(packet: bytes) -> int:
     """The sequence number of an RTP packet."""
     return int(struct.unpack_from("!H", packet, 2)[0])
@@ -329,6 +373,25 @@ class Swap(Impairment):
     def drain(self) -> list[bytes]:
         held, self.held = self.held, None
         return [held] if held is not None else []
+
+
+class Delay(Impairment):
+    """Holds every packet back by ``packets`` packets (a leg whose path is ``packets`` times 20 ms
+    longer than the other's)."""
+
+    def __init__(self, packets: int) -> None:
+        self.packets = packets
+        self.held: list[bytes] = []
+
+    def __call__(self, packet: bytes) -> list[bytes]:
+        self.held.append(packet)
+        if len(self.held) > self.packets:
+            return [self.held.pop(0)]
+        return []
+
+    def drain(self) -> list[bytes]:
+        held, self.held = self.held, []
+        return held
 
 
 @dataclass
@@ -437,10 +500,14 @@ class SrcCall:
         legs: list[RtpLeg],
         seconds: float,
         impairments: list[Impairment | None] | None = None,
+        *,
+        rtcp_every: int | None = None,
     ) -> None:
         """Send every leg to its port at 20 ms pace for ``seconds`` (timestamps continue),
-        through the leg's impairment if one is given."""
+        through the leg's impairment if one is given; with ``rtcp_every``, an SR of each leg
+        every that many packets (from the first), to the port after its RTP port, at once."""
         start = time.monotonic()
+        wall = time.time()  # the senders' clock at packet 0 (packet n is due n * 20 ms later)
         packets = round(seconds / 0.02)
         impaired = impairments or [None] * len(legs)
         for n in range(packets):
@@ -450,6 +517,13 @@ class SrcCall:
                 packet = leg.next_packet()
                 for out in [packet] if impairment is None else impairment(packet):
                     self.rtp.sendto(out, ("127.0.0.1", port))
+                if rtcp_every and n % rtcp_every == 0:
+                    _, _, timestamp, _ = leg.log[-1]
+                    octets = sum(len(p) for _, _, _, p in leg.log)
+                    report = sender_report(
+                        leg.ssrc, wall + 0.02 * n, timestamp, len(leg.log), octets
+                    )
+                    self.rtp.sendto(report, ("127.0.0.1", port + 1))
             delay = start + (n + 1) * 0.02 - time.monotonic()
             if delay > 0:
                 time.sleep(delay)

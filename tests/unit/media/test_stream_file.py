@@ -264,12 +264,28 @@ def test_stream_info_json(tmp_path: Path) -> None:
         "dtmf",
         "closed",
         "unclean_restarts",
+        "sr_offset_ms",
+        "sr_offset_reports",
     }
     assert raw["ssrcs"][0] == {"ssrc": 0x1234, "first_position": 4000}
     assert raw["pauses"][1] == {"start": 40000, "end": None}
     assert raw["dtmf"] == [{"position": 4800, "event": 5, "duration": 800}]
+    assert (raw["sr_offset_ms"], raw["sr_offset_reports"]) == (None, 0)
     assert read_stream_info(path) == info
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_stream_info_sr_offset_and_sidecars_written_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "stream-0.json"
+    info = StreamInfo(0, None, "PCMA", 8, 8000, 1, 1_700_000_000.0)
+    info.sr_offset_ms, info.sr_offset_reports = 41.25, 7
+    write_stream_info(path, info)
+    assert read_stream_info(path) == info
+    # a sidecar of a node that did not know these fields yet
+    old = {k: v for k, v in info.to_dict().items() if not k.startswith("sr_offset")}
+    path.write_text(json.dumps(old))
+    loaded = read_stream_info(path)
+    assert (loaded.sr_offset_ms, loaded.sr_offset_reports) == (None, 0)
 
 
 def test_file_names() -> None:

@@ -450,3 +450,37 @@ def test_reopening_after_a_crash_marks_where_counting_resumed(tmp_path: Path) ->
     third = StreamRecorder(negotiated(), tmp_path, EPOCH, now=START + 4.0)
     third.close(START + 4.5)
     assert read_stream_info(tmp_path / "stream-0.json").unclean_restarts == info.unclean_restarts
+
+
+def _sr(ssrc: int, ntp_unix: float, rtp_ts: int) -> bytes:
+    ntp = ((int(ntp_unix) + 2_208_988_800) << 32) | int(ntp_unix % 1 * 2**32)
+    return struct.pack("!BBHIQIII", 0x80, 200, 6, ssrc, ntp, rtp_ts, 50, 8000)
+
+
+def test_sender_report_offset_in_the_sidecar_and_kept_over_a_restart(tmp_path: Path) -> None:
+    rec = StreamRecorder(negotiated(), tmp_path, EPOCH, info_interval=1.0)
+    feed(rec, packets(tone(2.0)))
+    # the sender made packet i at START + 0.02 i - 25 ms (it reached us 25 ms after), one SR
+    # of four with an NTP time taken 200 ms late
+    for i, late in ((10, 0.0), (30, 0.0), (50, 0.2), (70, 0.0)):
+        rec.on_rtcp(_sr(SSRC, START + 0.02 * i - 0.025 + late, 9000 + 160 * i), START + 0.02 * i)
+    stats = rec.stats()
+    assert stats.sender_reports == 4 and stats.sr_offset_reports == 4
+    assert stats.sr_offset_ms == pytest.approx(25.0, abs=0.01)  # the last SR's
+    assert stats.sr_offset_median_ms == pytest.approx(25.0, abs=0.01)
+    rec.tick(START + 2.0)
+    info = read_stream_info(tmp_path / "stream-0.json")
+    assert (info.sr_offset_ms, info.sr_offset_reports) == (pytest.approx(25.0, abs=0.01), 4)
+    os.close(rec._writer._fd)  # the node dies
+    # the next run has no SR yet: the earlier run's measure stands; then its own replaces it
+    rec2 = StreamRecorder(negotiated(), tmp_path, EPOCH, now=START + 4.0)
+    feed(rec2, packets(tone(1.0), start=START + 4.0, seq0=5000, ts0=1))
+    assert (rec2.info().sr_offset_ms, rec2.info().sr_offset_reports) == (
+        pytest.approx(25.0, abs=0.01),
+        4,
+    )
+    rec2.on_rtcp(_sr(SSRC, START + 4.0 + 0.2 - 0.007, 1 + 1600), START + 4.2)
+    rec2.on_rtcp(_sr(SSRC, START + 4.0 + 0.4 - 0.007, 1 + 3200), START + 4.4)
+    rec2.close(START + 5.0)
+    info = read_stream_info(tmp_path / "stream-0.json")
+    assert (info.sr_offset_ms, info.sr_offset_reports) == (pytest.approx(7.0, abs=0.01), 2)

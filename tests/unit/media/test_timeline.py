@@ -371,6 +371,69 @@ def test_sender_report_offset() -> None:
     assert tl.sr_offset == pytest.approx(0.03)
     tl.sender_report(B, 0.0, 0)  # not the recorded SSRC
     assert tl.sender_reports == 1
+    assert (tl.sr_offset_median, tl.sr_offset_count) == (pytest.approx(0.03), 1)
+
+
+def _sr(tl: StreamTimeline, packet: Packet, late: float, ssrc: int = A) -> None:
+    """An SR for ``packet``'s timestamp whose NTP time says it was made ``late`` s before the
+    file's time of that timestamp."""
+    _, _, ts, _, _, _ = packet
+    tl.sender_report(ssrc, START + (ts - 50_000) / 8000 - late, ts)
+
+
+def test_sender_report_median_of_the_last_16() -> None:
+    tl = timeline()
+    assert (tl.sr_offset_median, tl.sr_offset_count) == (None, 0)
+    packets = stream(100)
+    run(tl, packets)
+    lates = [0.030, 0.031, 0.029, 0.250, 0.030]  # one SR whose NTP time was taken late
+    for n, late in enumerate(lates):
+        _sr(tl, packets[10 * n], late)
+    assert tl.sr_offset == pytest.approx(0.030)  # the latest
+    assert tl.sr_offset_median == pytest.approx(0.030)  # robust to the outlier
+    assert tl.sr_offset_count == 5
+    tl2 = timeline()
+    run(tl2, packets)
+    _sr(tl2, packets[0], 0.010)
+    _sr(tl2, packets[1], 0.020)
+    assert tl2.sr_offset_median == pytest.approx(0.015)  # an even count: the middle two
+    for n in range(20):  # only the last 16 count
+        _sr(tl2, packets[n], 0.5 if n < 4 else 0.04)
+    assert (tl2.sr_offset_median, tl2.sr_offset_count) == (pytest.approx(0.04), 16)
+    assert tl2.sender_reports == 22
+
+
+def test_sender_report_offsets_start_again_when_the_mapping_changes() -> None:
+    # resume after a pause: the timestamps continue, the next packet is placed by arrival
+    tl = timeline()
+    run(tl, stream(50))
+    for n in range(3):
+        _sr(tl, stream(50)[10 * n], 0.030)
+    tl.restart()
+    after = [(s, q, t, pt, pl, arr + 3.0 + 0.012) for s, q, t, pt, pl, arr in stream(50, first=50)]
+    run(tl, after)
+    # no SR since: the offsets of the mapping the earlier audio was placed with stand
+    assert (tl.sr_offset_median, tl.sr_offset_count) == (pytest.approx(0.030), 3)
+    # the first SR of the new mapping replaces them (3.012 s later by the wall clock than the
+    # timestamps say, less the 3 s the timestamps did not advance: 12 ms later)
+    tl.sender_report(A, START + 3.0 + 1.5 - 0.030, 50_000 + 160 * 75)
+    assert (tl.sr_offset_median, tl.sr_offset_count) == (pytest.approx(0.042), 1)
+
+
+def test_sender_report_offsets_start_again_on_an_ssrc_switch() -> None:
+    tl = timeline()
+    run(tl, stream(50))
+    _sr(tl, stream(50)[10], 0.030)
+    _sr(tl, stream(50)[20], 0.030)
+    other = stream(20, ssrc=B, ts0=900_000, start=START + 1.5)
+    run(tl, other)
+    assert tl.ssrc == B
+    _sr(tl, stream(50)[20], 0.030)  # A is not recorded any more: ignored
+    assert tl.sr_offset_count == 2
+    # B's first packet was placed by arrival at START + 1.5; its SR says that sample was
+    # made 5 ms before
+    tl.sender_report(B, START + 1.5 - 0.005, 900_000)
+    assert (tl.sr_offset_median, tl.sr_offset_count) == (pytest.approx(0.005), 1)
 
 
 def test_opus_duration_from_toc() -> None:
