@@ -9,9 +9,10 @@
  * with the timeline's expectations: the locked SSRC, the next sequence number, the RTP
  * timestamp and file position that continue the output exactly, the negotiated payload type,
  * and the wall-clock baseline with its discontinuity limit. A datagram that matches all of them
- * (and carries a plain 12-byte header) has its payload appended to the stream's WAV buffer
- * (written to the file once buffer_ms is buffered) and the jitter updated, with the same double
- * arithmetic as timeline.py. Anything else disarms the stream and goes back to Python with its
+ * (and carries a plain 12-byte header) has its payload copied into the stream's .wav through a
+ * shared mapping (into silence the writer preallocated), the header's sizes updated there too,
+ * and the jitter updated with the same double arithmetic as timeline.py. No system call per
+ * packet, and nothing buffered in the process: a SIGKILL loses none of what was taken. Anything else disarms the stream and goes back to Python with its
  * handler, in arrival order, so Python sees every packet the fast path did not take, and sees
  * it after having taken over (take()) what the fast path did before it.
  */
@@ -22,6 +23,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -31,6 +33,9 @@
 #define DGRAM 4096          /* receive size: RTP needs ~1.5 KiB; longer datagrams are cut */
 #define EVENTS 512          /* ready sockets per drain */
 #define CONTROL 64          /* room for one SCM_TIMESTAMPNS */
+#define WAV_HEADER 58       /* stream_file.WAV_HEADER_SIZE */
+static long long PAGE = 4096; /* mmap offsets are multiples of it: sysconf at import */
+#define HEADER_PAGE ((size_t)PAGE)
 
 /* ------------------------------------------------------------------------------ FastStream */
 
@@ -44,6 +49,12 @@ typedef struct {
     int pt;
     long long next_pos;
     double epoch, rate, baseline, limit, transit, jitter;
+    /* the file, mapped: samples go to write_off (< end_off, the silence preallocated by the
+       writer), and the header's sizes are updated after each packet */
+    unsigned char *head;    /* page 0: the WAV header */
+    unsigned char *map;     /* [map_off, map_off + map_len) of the file */
+    long long map_off, map_len;
+    long long write_off, end_off;
     /* since the last take() */
     unsigned long long packets;
     uint16_t last_seq;
@@ -51,30 +62,27 @@ typedef struct {
     long long last_pos;
     double last_arrival;
     unsigned long long written;
-    int write_errno;
-    char *buf;
-    Py_ssize_t len, cap, flush_at;
 } FastStream;
 
-static int
-fast_flush(FastStream *s)
+static void
+put_le32(unsigned char *at, uint32_t value)
 {
-    Py_ssize_t off = 0;
-    while (off < s->len) {
-        ssize_t w = write(s->fd, s->buf + off, (size_t)(s->len - off));
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            s->write_errno = errno;
-            break;
-        }
-        off += w;
-    }
-    s->written += (unsigned long long)off;
-    if (off < s->len)
-        memmove(s->buf, s->buf + off, (size_t)(s->len - off));
-    s->len -= off;
-    return s->len == 0;
+    at[0] = (unsigned char)value;
+    at[1] = (unsigned char)(value >> 8);
+    at[2] = (unsigned char)(value >> 16);
+    at[3] = (unsigned char)(value >> 24);
+}
+
+static void
+fast_unmap(FastStream *s)
+{
+    if (s->map != NULL)
+        munmap(s->map, (size_t)s->map_len);
+    if (s->head != NULL)
+        munmap(s->head, HEADER_PAGE);
+    s->map = NULL;
+    s->head = NULL;
+    s->map_off = s->map_len = 0;
 }
 
 /* 1 when the datagram was taken (appended), 0 when Python must see it. */
@@ -96,10 +104,15 @@ fast_accept(FastStream *s, const unsigned char *d, Py_ssize_t n, double arrival)
     if (deviation > s->limit || deviation < -s->limit)
         goto decline;
     Py_ssize_t plen = n - 12;
-    if (s->len + plen > s->cap)
-        goto decline;
-    memcpy(s->buf + s->len, d + 12, (size_t)plen);
-    s->len += plen;
+    if (s->write_off + plen > s->end_off)
+        goto decline; /* past the preallocated silence: Python extends the file */
+    memcpy(s->map + (s->write_off - s->map_off), d + 12, (size_t)plen);
+    s->write_off += plen;
+    s->written += (unsigned long long)plen;
+    uint32_t data = (uint32_t)(s->write_off - WAV_HEADER);
+    put_le32(s->head + 4, data + WAV_HEADER - 8); /* RIFF size */
+    put_le32(s->head + 46, data);                 /* fact: samples */
+    put_le32(s->head + 54, data);                 /* data size */
     double jump = transit - s->transit;
     if (jump < 0)
         jump = -jump;
@@ -113,8 +126,6 @@ fast_accept(FastStream *s, const unsigned char *d, Py_ssize_t n, double arrival)
     s->next_seq = (uint16_t)(seq + 1);
     s->next_ts = ts + (uint32_t)plen;
     s->packets++;
-    if (s->len >= s->flush_at && !fast_flush(s))
-        s->armed = 0; /* the file refused: Python's writer takes the bytes and reports it */
     return 1;
 decline:
     s->armed = 0;
@@ -124,53 +135,70 @@ decline:
 static int
 FastStream_init(FastStream *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fd", "flush_bytes", NULL};
+    static char *kwlist[] = {"fd", NULL};
     int fd;
-    Py_ssize_t flush_bytes;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "in", kwlist, &fd, &flush_bytes))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i", kwlist, &fd))
         return -1;
-    if (flush_bytes < 1) {
-        PyErr_SetString(PyExc_ValueError, "flush_bytes must be positive");
-        return -1;
-    }
-    PyMem_Free(self->buf);
-    self->cap = flush_bytes + DGRAM;
-    self->buf = PyMem_Malloc((size_t)self->cap);
-    if (self->buf == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    fast_unmap(self);
     self->fd = fd;
-    self->flush_at = flush_bytes;
     self->armed = 0;
-    self->len = 0;
     self->packets = 0;
     self->written = 0;
-    self->write_errno = 0;
     return 0;
 }
 
 static void
 FastStream_dealloc(FastStream *self)
 {
-    PyMem_Free(self->buf);
+    fast_unmap(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 PyDoc_STRVAR(FastStream_arm_doc,
-"arm(ssrc, next_seq, next_ts, next_pos, pt, epoch, rate, baseline, limit, transit, jitter)\n"
-"Take in-order packets from now on; the caller's writer has nothing buffered.");
+"arm(write_offset, end_offset, ssrc, next_seq, next_ts, next_pos, pt, epoch, rate, baseline,\n"
+"    limit, transit, jitter)\n"
+"Take in-order packets from now on, their samples going to the file from `write_offset` up to\n"
+"`end_offset` (silence the writer preallocated); the writer has nothing buffered.");
 
 static PyObject *
 FastStream_arm(FastStream *self, PyObject *args)
 {
     unsigned long ssrc, next_ts;
     int next_seq, pt;
-    long long next_pos;
-    if (!PyArg_ParseTuple(args, "kikLidddddd", &ssrc, &next_seq, &next_ts, &next_pos, &pt,
-                          &self->epoch, &self->rate, &self->baseline, &self->limit,
-                          &self->transit, &self->jitter))
+    long long next_pos, write_off, end_off;
+    if (!PyArg_ParseTuple(args, "LLkikLidddddd", &write_off, &end_off, &ssrc, &next_seq,
+                          &next_ts, &next_pos, &pt, &self->epoch, &self->rate, &self->baseline,
+                          &self->limit, &self->transit, &self->jitter))
         return NULL;
+    if (write_off < WAV_HEADER || end_off < write_off) {
+        PyErr_SetString(PyExc_ValueError, "write_offset/end_offset out of order");
+        return NULL;
+    }
+    self->armed = 0;
+    if (self->head == NULL) {
+        void *head = mmap(NULL, HEADER_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, 0);
+        if (head == MAP_FAILED)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        self->head = head;
+    }
+    long long start = write_off & ~(long long)(PAGE - 1);
+    if (self->map == NULL || start < self->map_off || end_off > self->map_off + self->map_len) {
+        if (self->map != NULL)
+            munmap(self->map, (size_t)self->map_len);
+        self->map = NULL;
+        long long length = end_off - start;
+        if (length == 0)
+            length = PAGE;
+        void *map = mmap(NULL, (size_t)length, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd,
+                         (off_t)start);
+        if (map == MAP_FAILED)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        self->map = map;
+        self->map_off = start;
+        self->map_len = length;
+    }
+    self->write_off = write_off;
+    self->end_off = end_off;
     self->ssrc = (uint32_t)ssrc;
     self->next_seq = (uint16_t)next_seq;
     self->next_pos = next_pos;
@@ -182,26 +210,24 @@ FastStream_arm(FastStream *self, PyObject *args)
 
 PyDoc_STRVAR(FastStream_take_doc,
 "take() -> None | (packets, last_seq, last_ts, last_pos, next_pos, transit, jitter,\n"
-"                  last_arrival, written, tail)\n"
-"Disarm and hand over what was taken since the last take: `written` bytes are in the file,\n"
-"`tail` (bytes) follows them and is not.");
+"                  last_arrival, written)\n"
+"Disarm and hand over what was taken since the last take (`written` samples are in the file\n"
+"after the writer's, and the header counts them).");
 
 static PyObject *
 FastStream_take(FastStream *self, PyObject *Py_UNUSED(ignored))
 {
     self->armed = 0;
-    if (self->packets == 0 && self->len == 0 && self->written == 0)
+    if (self->packets == 0)
         Py_RETURN_NONE;
     PyObject *out = Py_BuildValue(
-        "KikLLdddKy#", self->packets, (int)self->last_seq, (unsigned long)self->last_ts,
+        "KikLLdddK", self->packets, (int)self->last_seq, (unsigned long)self->last_ts,
         self->last_pos, self->next_pos, self->transit, self->jitter, self->last_arrival,
-        self->written, self->buf, self->len);
+        self->written);
     if (out == NULL)
         return NULL;
     self->packets = 0;
     self->written = 0;
-    self->len = 0;
-    self->write_errno = 0;
     return out;
 }
 
@@ -222,6 +248,14 @@ FastStream_feed(FastStream *self, PyObject *args)
 }
 
 static PyObject *
+FastStream_release(FastStream *self, PyObject *Py_UNUSED(ignored))
+{
+    self->armed = 0;
+    fast_unmap(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 FastStream_get_armed(FastStream *self, void *closure)
 {
     return PyBool_FromLong(self->armed);
@@ -237,6 +271,8 @@ static PyMethodDef FastStream_methods[] = {
     {"arm", (PyCFunction)FastStream_arm, METH_VARARGS, FastStream_arm_doc},
     {"take", (PyCFunction)FastStream_take, METH_NOARGS, FastStream_take_doc},
     {"feed", (PyCFunction)FastStream_feed, METH_VARARGS, FastStream_feed_doc},
+    {"release", (PyCFunction)FastStream_release, METH_NOARGS,
+     "Disarm and unmap the file (before the writer truncates or closes it)."},
     {NULL},
 };
 
@@ -250,7 +286,7 @@ static PyGetSetDef FastStream_getset[] = {
 static PyTypeObject FastStreamType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "siprec_node.media._rtprecv.FastStream",
-    .tp_doc = PyDoc_STR("FastStream(fd, flush_bytes): the in-order G.711 path of one stream."),
+    .tp_doc = PyDoc_STR("FastStream(fd): the in-order G.711 path of one stream's .wav."),
     .tp_basicsize = sizeof(FastStream),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
@@ -572,6 +608,9 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__rtprecv(void)
 {
+    long page = sysconf(_SC_PAGESIZE);
+    if (page > 0)
+        PAGE = page;
     if (PyType_Ready(&FastStreamType) < 0 || PyType_Ready(&ReceiverType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);

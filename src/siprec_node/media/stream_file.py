@@ -4,14 +4,15 @@ Writers do plain file I/O on a raw descriptor and never read a clock: the caller
 to :meth:`~WavG711Writer.tick`. Each file is born whole: its header is written to a temporary name
 and renamed into place, so a stream file that exists always has a complete header.
 
-Crash safety. Payload is buffered in memory and written (one ``write`` syscall) once the buffer
-holds ``buffer_ms`` of audio (100 ms by default, or 4 KiB for frame logs), at every ``tick`` and
-at close. Bytes handed to the kernel survive SIGKILL of the process (the page cache is the
-kernel's), so what SIGKILL loses is what was buffered: at most ``buffer_ms`` of audio, plus what
-the caller had not yet handed over (the stream timeline's reorder window, 60 ms by default). The
-``.wav`` header's sizes lag the data by at most ``header_interval`` (1 s); ``read_wav_g711``
-reads past a stale header. Nothing is fsync'ed: a power cut may lose what the kernel had not
-written back, which is outside what this format promises.
+Crash safety. Payload is buffered in memory and written (one ``pwrite``) once the buffer holds
+``buffer_ms`` of audio (100 ms by default, or 4 KiB for frame logs), at every ``tick`` and at
+close; a ``.wav``'s header is rewritten after each such write, so its sizes are exact. Bytes
+handed to the kernel survive SIGKILL of the process (the page cache is the kernel's), so what
+SIGKILL loses is what was buffered: at most ``buffer_ms`` of audio, plus what the caller had not
+yet handed over (the stream timeline's reorder window, 60 ms by default). Samples the C fast
+path copies into a ``.wav`` through its shared mapping, header sizes included, are the kernel's
+at once: nothing of them is lost. Nothing is fsync'ed: a power cut may lose what the kernel had
+not written back, which is outside what this format promises.
 
 An existing file is continued, not replaced (a restarted node records into the same files): the
 writer takes the samples/records already there and appends after them, after cutting a truncated
@@ -39,6 +40,7 @@ G711_RATE = 8000
 _WAV_HEADER = struct.Struct("<4sI4s4sIHHIIHHH4sII4sI")
 WAV_HEADER_SIZE = _WAV_HEADER.size  # 58
 _CHUNK = struct.Struct("<4sI")
+_DATA_SIZE = struct.Struct("<I")
 _FMT = struct.Struct("<HHIIHH")
 
 FRAMES_MAGIC = b"SRFRAMES"
@@ -97,12 +99,21 @@ def _wav_header(law: str, data_size: int) -> bytes:
     )
 
 
+PREALLOCATE_SECONDS = 8
+"""How far ahead of the samples a ``.wav`` is filled with silence (see :class:`WavG711Writer`)."""
+
+
 class WavG711Writer:
     """Writes one G.711 stream as a RIFF/WAVE file (mono, 8 kHz, 8-bit µ-law or A-law).
 
     ``write(position, payload)`` takes payloads in increasing position order (positions are
     samples since the call's media epoch); a gap before a position is filled with the law's
     silence byte, and bytes overlapping what was already written are skipped.
+
+    The header's sizes are the truth: they are rewritten with every write, and the file runs
+    ahead of them with up to ``PREALLOCATE_SECONDS`` of silence (written in one go), into which
+    the C fast path copies samples through a shared mapping (``reserve``, ``absorb``). Readers
+    take the header's size (``read_wav_g711``); ``close`` cuts the silence ahead.
     """
 
     def __init__(
@@ -124,22 +135,23 @@ class WavG711Writer:
             _create_whole(self.path, _wav_header(law, 0))
         self._fd = os.open(self.path, os.O_RDWR)
         try:
-            self._written = self._continue()
+            self._written, self._room = self._continue()
         except BaseException:
             os.close(self._fd)
             raise
         self._end = self._written  # samples covered, buffered ones included
         self._buffer = bytearray()
-        self._header_size = -1
-        self._header_due = float("-inf")
+        self._header_size = -1  # a continued file's header may be one write behind
         self.closed = False
 
-    def _continue(self) -> int:
-        head = os.pread(self._fd, WAV_HEADER_SIZE, 0)
-        law, data_offset = _parse_wav_header(head, str(self.path))
+    def _continue(self) -> tuple[int, int]:
+        """(samples present, as read_wav_g711 counts them; samples the file has room for)."""
+        size = os.fstat(self._fd).st_size
+        data = os.pread(self._fd, size, 0)
+        law, data_offset = _parse_wav_header(data, str(self.path))
         if law != self.law or data_offset != WAV_HEADER_SIZE:
             raise StreamFileError(f"{self.path}: not a {self.law} stream file of ours")
-        return os.lseek(self._fd, 0, os.SEEK_END) - WAV_HEADER_SIZE
+        return _samples_present(data, data_offset, law), size - WAV_HEADER_SIZE
 
     @property
     def end(self) -> int:
@@ -150,25 +162,9 @@ class WavG711Writer:
     def samples_on_disk(self) -> int:
         return self._written
 
-    @property
-    def buffer_bytes(self) -> int:
-        """How many samples are buffered before a write (``buffer_ms`` of audio)."""
-        return self._limit
-
     def fileno(self) -> int:
-        """The file's descriptor: the C fast path appends to it while armed."""
+        """The file's descriptor (the C fast path maps it)."""
         return self._fd
-
-    def absorb(self, written: int, tail: bytes) -> None:
-        """Account for samples appended after ours by someone else (the C fast path): ``written``
-        of them are in the file, ``tail`` follows them and is buffered here."""
-        if written:
-            if self._buffer:
-                raise RuntimeError("samples were appended while this writer had some buffered")
-            self._written += written
-            self._end += written
-        if tail:
-            self.write(self._end, tail)
 
     def write(self, position: int, payload: bytes | memoryview) -> None:
         end = self._end
@@ -196,22 +192,47 @@ class WavG711Writer:
                 self.flush()
 
     def flush(self) -> None:
-        """Hand the buffered samples to the kernel (one write)."""
+        """Hand the buffered samples to the kernel, then the header that counts them."""
         if self._buffer:
             data = self._buffer
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            view.release()
+            if self._written + len(data) > self._room:
+                self._grow(self._written + len(data))
+            _pwrite_all(self._fd, data, WAV_HEADER_SIZE + self._written)
             self._written += len(data)
             data.clear()
+            self._update_header()
+
+    def reserve(self, samples: int) -> tuple[int, int]:
+        """Make sure the file has room for ``samples`` more after the ones written (preallocating
+        ``PREALLOCATE_SECONDS`` more when it has not); flushes first. Returns the file offsets
+        (write at, room ends at) for the C fast path."""
+        self.flush()
+        if self._written + samples > self._room:
+            self._grow(self._written + samples)
+        return WAV_HEADER_SIZE + self._written, WAV_HEADER_SIZE + self._room
+
+    def _grow(self, needed: int) -> None:
+        room = needed + PREALLOCATE_SECONDS * G711_RATE
+        _pwrite_all(
+            self._fd,
+            bytes((self.silence,)) * (room - self._room),
+            WAV_HEADER_SIZE + self._room,
+        )
+        self._room = room
+
+    def absorb(self, written: int) -> None:
+        """Account for ``written`` samples the C fast path put after ours (and counted in the
+        header)."""
+        if written:
+            if self._buffer:
+                raise RuntimeError("samples were appended while this writer had some buffered")
+            self._written += written
+            self._end += written
+            self._header_size = self._written
 
     def tick(self, now: float) -> None:
-        """Flush, and rewrite the header's sizes when ``header_interval`` has passed."""
+        """Flush (which keeps the header exact)."""
         self.flush()
-        if now >= self._header_due:
-            self._header_due = now + self.header_interval
-            self._update_header()
 
     def _update_header(self) -> None:
         if self._header_size != self._written:
@@ -219,7 +240,8 @@ class WavG711Writer:
             self._header_size = self._written
 
     def close(self) -> None:
-        """Flush, pad the data to an even size with one silence sample if needed, final header.
+        """Flush, pad the data to an even size with one silence sample if needed, final header,
+        and cut the preallocated silence.
 
         (RIFF wants even chunks; a silence sample rather than a pad byte keeps the data size equal
         to the bytes present, so a reader never has to guess which it is.)
@@ -231,8 +253,18 @@ class WavG711Writer:
             self._end += 1
         self.flush()
         self._update_header()
+        os.ftruncate(self._fd, WAV_HEADER_SIZE + self._written)
         os.close(self._fd)
         self.closed = True
+
+
+def _pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        offset += done
+        view = view[done:]
+    view.release()
 
 
 def _parse_wav_header(data: bytes, name: str) -> tuple[str, int]:
@@ -264,12 +296,24 @@ def _parse_wav_header(data: bytes, name: str) -> tuple[str, int]:
 def read_wav_g711(path: str | os.PathLike[str]) -> tuple[str, bytes]:
     """(``"PCMU"``|``"PCMA"``, samples) of a stream ``.wav``.
 
-    Takes every sample present after the ``data`` header, whatever the header's size says: a
-    file cut by a crash has more samples than its last header update counted.
+    Takes the samples the ``data`` header counts (the writer keeps it exact), or what is present
+    when the file is shorter; after them, whatever is not the law's silence up to the end of the
+    file (a header left one write behind by a crash) and none of the silence preallocated for
+    samples to come.
     """
     data = Path(path).read_bytes()
     law, offset = _parse_wav_header(data, str(path))
-    return law, data[offset:]
+    return law, data[offset : offset + _samples_present(data, offset, law)]
+
+
+def _samples_present(data: bytes, offset: int, law: str) -> int:
+    """Samples of a stream ``.wav`` whose first sample is at ``offset``: see read_wav_g711."""
+    declared = _DATA_SIZE.unpack_from(data, offset - 4)[0]
+    body = len(data) - offset
+    if body <= declared:
+        return body
+    after = data[offset + declared :].rstrip(bytes((SILENCE[law],)))
+    return declared + len(after)
 
 
 class FramesWriter:

@@ -7,11 +7,11 @@ its ``stream-<i>.json`` sidecar. It owns no socket and reads no clock: the calle
 datagram with its arrival time (Unix seconds, the clock of the call's ``epoch``) and calls
 :meth:`~StreamRecorder.tick` about once a second.
 
-Crash safety: after SIGKILL the files hold everything but the last ``buffer_ms`` (100 ms) of
-audio written and the reorder window (60 ms) not yet placed, so at most 160 ms plus one packet;
-the ``.wav`` header is at most ``header_interval`` (1 s) behind, which ``read_wav_g711``
-ignores; the sidecar is at most ``info_interval`` (30 s) old when ``tick`` is called about once
-a second (``on_rtp`` never writes it: creating and renaming a file costs ~0.3 ms).
+Crash safety: after SIGKILL the files hold everything but what the Python path had buffered
+(at most ``buffer_ms``, 100 ms, of audio) and the reorder window (60 ms) not yet placed, so at
+most 160 ms plus one packet; packets the C fast path took are in the file at once. The sidecar
+is at most ``info_interval`` (30 s) old when ``tick`` is called about once a second (``on_rtp``
+never writes it).
 
 A recorder constructed again on the same folder (node restart) continues the files: samples
 already there are kept, statistics, pauses, DTMF and SSRCs of the sidecar are carried over, and
@@ -46,6 +46,10 @@ from siprec_node.siprec.sdp_answer import NegotiatedStream
 
 _HEADER = struct.Struct("!BBHII")
 _unpack_header = _HEADER.unpack_from
+
+
+_FAST_ROOM = 3 * 8000
+"""Room (samples) the fast path gets ahead of it at each arming: more than a tick apart."""
 
 
 def _one_tick(payload: bytes) -> int:
@@ -171,7 +175,7 @@ class StreamRecorder:
         """The C in-order path (``_rtprecv.FastStream``) for the receiver to feed, when ``fast``
         (the extension module) is given and the stream is G.711 without SRTP."""
         if fast is not None and isinstance(self._writer, WavG711Writer) and self._srtp is None:
-            self.fast_stream = fast.FastStream(self._writer.fileno(), self._writer.buffer_bytes)
+            self.fast_stream = fast.FastStream(self._writer.fileno())
         if stream.paused:
             self.pause(now)
         self._write_info()
@@ -267,14 +271,12 @@ class StreamRecorder:
         taken = self.fast_stream.take()
         if taken is None:
             return
-        packets, last_seq, last_ts, last_pos, end, transit, jitter, last_arrival, written, tail = (
-            taken
-        )
+        packets, last_seq, last_ts, last_pos, end, transit, jitter, last_arrival, written = taken
         self._timeline.absorb(
             packets, last_seq, last_ts, last_pos, end, transit, jitter, last_arrival
         )
         assert isinstance(self._writer, WavG711Writer)
-        self._writer.absorb(written, tail)
+        self._writer.absorb(written)
 
     def _arm(self) -> None:
         """Let the fast path take the next in-order packets, when the timeline allows it."""
@@ -283,9 +285,12 @@ class StreamRecorder:
         state = self._timeline.fast_state()
         if state is None:
             return
-        self._writer.flush()  # the fast path's writes must follow everything written so far
-        if self._writer.end == state.next_position:
-            self.fast_stream.arm(*state)
+        writer = self._writer
+        assert isinstance(writer, WavG711Writer)
+        # the fast path's samples follow everything written so far, into preallocated silence
+        at, end = writer.reserve(_FAST_ROOM)
+        if writer.end == state.next_position:
+            self.fast_stream.arm(at, end, *state)
 
     def settle(self) -> None:
         """Bring the timeline and counters up to date with the fast path (stats, sidecar)."""
@@ -359,6 +364,8 @@ class StreamRecorder:
             last = self._pauses[-1]
             self._pauses[-1] = replace(last, end=max(last.start, self._position(now)))
             self._paused = False
+        if self.fast_stream is not None:
+            self.fast_stream.release()
         self._writer.close()
         self.closed = True
         self._write_info()

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from siprec_node.media import fastpath
+from siprec_node.media.stream_file import read_wav_g711
 from siprec_node.media.stream_recorder import StreamRecorder
 from siprec_node.siprec.sdp_answer import NegotiatedStream
 
@@ -198,10 +199,12 @@ def test_the_randomised_streams_mostly_went_through_the_fast_path() -> None:
 
 
 def test_a_clean_stream_goes_through_the_fast_path(tmp_path: Path) -> None:
-    events = [
-        ("rtp", rtp(i, 160 * i, bytes([i & 0xFF]) * 160), EPOCH + 1 + 0.02 * i) for i in range(3000)
-    ]
-    events.append(("tick", EPOCH + 61))
+    events: list[Event] = []
+    for i in range(3000):
+        arrival = EPOCH + 1 + 0.02 * i
+        events.append(("rtp", rtp(i, 160 * i, bytes([i & 0xFF]) * 160), arrival))
+        if i % 25 == 24:
+            events.append(("tick", arrival))  # the engine's ticks: each re-arms with room ahead
     slow = record(tmp_path / "python", events, fast=False)
     fast = record(tmp_path / "c", events, fast=True)
     assert fast[:3] == slow[:3]
@@ -217,31 +220,51 @@ def test_frames_codecs_and_srtp_have_no_fast_path(tmp_path: Path) -> None:
     rec.close(EPOCH)
 
 
-def test_the_file_on_disk_keeps_up_while_the_fast_path_runs(tmp_path: Path) -> None:
-    """Crash safety is unchanged: the fast path writes each ``buffer_ms`` (100 ms) itself."""
+def test_what_the_fast_path_took_is_in_the_file_at_once(tmp_path: Path) -> None:
+    """Nothing of a fast-path packet waits in the process: the file read now (as after a
+    SIGKILL, the page cache being the kernel's) has every sample, and its header counts them."""
     rec = StreamRecorder(negotiated(), tmp_path, EPOCH, fast=_rtprecv)
+    audio = bytes(random.Random(3).getrandbits(8) for _ in range(160 * 500))
+    taken = 0
     for i in range(500):  # 10 s, no tick at all
-        data = rtp(i, 160 * i, b"\x11" * 160)
+        data = rtp(i, 160 * i, audio[160 * i : 160 * i + 160])
         arrival = EPOCH + 0.02 * i
-        if not rec.fast_stream.feed(data, arrival):
+        if rec.fast_stream.feed(data, arrival):
+            taken += 1
+        else:
             rec.on_rtp(data, arrival)
-    on_disk = (tmp_path / "stream-0.wav").stat().st_size - 58
-    assert 500 * 160 - 800 <= on_disk <= 500 * 160
+    assert taken > 450  # the room runs out every few seconds without ticks: Python extends it
+    raw = (tmp_path / "stream-0.wav").read_bytes()
+    declared = struct.unpack_from("<I", raw, 54)[0]
+    assert raw[58 : 58 + declared] == audio  # the first packet is placed at 0: no lead silence
+    assert read_wav_g711(tmp_path / "stream-0.wav") == ("PCMU", audio)
     rec.close(EPOCH + 10)
+    assert (tmp_path / "stream-0.wav").stat().st_size == 58 + len(audio)
 
 
-def test_a_refused_write_is_not_lost_and_is_reported(tmp_path: Path) -> None:
+def test_a_file_continued_after_a_kill_keeps_the_fast_paths_samples(tmp_path: Path) -> None:
+    """A recorder killed with silence preallocated ahead: the next one (node restart) continues
+    after the last sample taken, not after the silence."""
     rec = StreamRecorder(negotiated(), tmp_path, EPOCH, fast=_rtprecv)
-    for i in range(4):  # the first waits out the reorder window in Python
-        rec.on_rtp(rtp(i, 160 * i, b"\x22" * 160), EPOCH + 0.02 * i)
-    assert rec.fast_stream.armed
-    os.close(rec._writer.fileno())  # the fast path's next write fails (EBADF)
-    taken = [
-        rec.fast_stream.feed(rtp(i, 160 * i, b"\x22" * 160), EPOCH + 0.02 * i) for i in range(4, 9)
-    ]
-    assert taken == [True] * 5 and not rec.fast_stream.armed
-    with pytest.raises(OSError):  # Python's writer gets the bytes and fails the same way
-        rec.on_rtp(rtp(9, 1440, b"\x22" * 160), EPOCH + 0.18)
+    for i in range(100):
+        data = rtp(i, 160 * i, b"\x11" * 160)
+        if not rec.fast_stream.feed(data, EPOCH + 0.02 * i):
+            rec.on_rtp(data, EPOCH + 0.02 * i)
+    rec.fast_stream.release()  # the process dies: nothing closed, nothing flushed
+    os.close(rec._writer.fileno())
+    assert (tmp_path / "stream-0.wav").stat().st_size > 58 + 100 * 160 + 8000  # silence ahead
+    again = StreamRecorder(negotiated(), tmp_path, EPOCH, now=EPOCH + 3.0, fast=_rtprecv)
+    for i in range(150, 200):  # the sender went on; the restarted node hears it from 3 s
+        data = rtp(i, 160 * i, b"\x22" * 160)
+        if not again.fast_stream.feed(data, EPOCH + 0.02 * i):
+            again.on_rtp(data, EPOCH + 0.02 * i)
+    again.close(EPOCH + 4.0)
+    _, samples = read_wav_g711(tmp_path / "stream-0.wav")
+    assert samples[: 100 * 160] == b"\x11" * 16000  # all of the first run
+    assert samples[16000:24000] == b"\xff" * 8000  # the outage, silence
+    assert samples[24000:] == b"\x22" * 8000  # the second run at its place
+    info = json.loads((tmp_path / "stream-0.json").read_text())
+    assert info["unclean_restarts"] == [16000]
 
 
 # -- the Receiver on sockets -------------------------------------------------------------------

@@ -86,7 +86,7 @@ def test_alaw_silence_and_tag(tmp_path: Path) -> None:
     assert read_wav_g711(path) == ("PCMA", b"\xd5" * 4 + b"\x2a\x2b")
 
 
-def test_header_updated_on_tick_and_buffer_bounded(tmp_path: Path) -> None:
+def test_header_exact_after_every_write_and_buffer_bounded(tmp_path: Path) -> None:
     path = tmp_path / "s.wav"
     w = WavG711Writer(path, "PCMU", buffer_ms=100)
 
@@ -95,17 +95,15 @@ def test_header_updated_on_tick_and_buffer_bounded(tmp_path: Path) -> None:
 
     for i in range(50):  # one second of 20 ms packets
         w.write(i * 160, bytes([i]) * 160)
-        on_disk = path.stat().st_size - 58
-        assert w.end - on_disk <= 800  # never more than 100 ms buffered
-    assert declared() == 0  # no tick yet: the header still says empty
+        assert declared() == w.samples_on_disk  # the header counts what was written
+        assert w.end - w.samples_on_disk <= 800  # never more than 100 ms buffered
+    # ahead of the samples, silence preallocated in one write (cut again at close)
+    assert path.stat().st_size - 58 >= 8 * 8000
+    assert path.read_bytes()[-100:] == b"\xff" * 100
     w.tick(10.0)
-    assert declared() == 8000 == path.stat().st_size - 58
-    w.write(8000, b"\x05" * 160)
-    w.tick(10.5)  # flushed, but the header waits for its second
-    assert path.stat().st_size - 58 == 8160 and declared() == 8000
-    w.tick(11.0)
-    assert declared() == 8160
+    assert declared() == 8000 == w.samples_on_disk
     w.close()
+    assert path.stat().st_size - 58 == 8000 == declared()
 
 
 def test_crash_cut_wav_reads_every_sample_present(tmp_path: Path) -> None:
