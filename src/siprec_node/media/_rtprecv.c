@@ -340,9 +340,15 @@ Receiver_init(Receiver *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     self->ready = 1;
+    memset(self->msgs, 0, sizeof(self->msgs));
     for (int i = 0; i < BATCH; i++) {
         self->iov[i].iov_base = self->data[i];
         self->iov[i].iov_len = DGRAM;
+        struct msghdr *h = &self->msgs[i].msg_hdr;
+        h->msg_iov = &self->iov[i];
+        h->msg_iovlen = 1;
+        h->msg_control = self->control[i];
+        h->msg_controllen = CONTROL;
     }
     return 0;
 }
@@ -507,26 +513,20 @@ Receiver_drain(Receiver *self, PyObject *Py_UNUSED(ignored))
             continue;
         Slot *slot = &self->slots[index];
         for (int round = 0; round < ROUNDS; round++) {
-            for (int i = 0; i < BATCH; i++) {
-                struct msghdr *h = &self->msgs[i].msg_hdr;
-                memset(h, 0, sizeof(*h));
-                h->msg_iov = &self->iov[i];
-                h->msg_iovlen = 1;
-                h->msg_control = self->control[i];
-                h->msg_controllen = CONTROL;
-            }
             int got = recvmmsg(slot->fd, self->msgs, BATCH, MSG_DONTWAIT, NULL);
             if (got <= 0)
                 break; /* EAGAIN, or an error the socket reports again next time */
             for (int i = 0; i < got; i++) {
                 struct msghdr *h = &self->msgs[i].msg_hdr;
                 Py_ssize_t n = (Py_ssize_t)self->msgs[i].msg_len;
+                int cut = h->msg_flags & MSG_TRUNC;
+                double arrival = arrival_of(h, now);
+                h->msg_controllen = CONTROL; /* recvmmsg set it to what it used: restore */
                 self->datagrams++;
-                if (h->msg_flags & MSG_TRUNC) {
+                if (cut) {
                     self->truncated++;
                     continue;
                 }
-                double arrival = arrival_of(h, now);
                 const unsigned char *d = (const unsigned char *)self->data[i];
                 if (slot->fast != NULL && fast_accept(slot->fast, d, n, arrival)) {
                     self->taken++;

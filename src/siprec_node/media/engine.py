@@ -32,8 +32,9 @@ from siprec_node.siprec.sdp_answer import NegotiatedStream
 
 log = structlog.get_logger("siprec_node.media.engine")
 
-TICK_INTERVAL = 0.5
-"""How often each recorder flushes buffers and refreshes file headers (seconds)."""
+TICK_INTERVAL = 1.0
+"""How often each recorder is ticked (seconds): its Python-path buffer flushed, held packets
+expired, the C fast path's progress taken over and the sidecar rewritten when due."""
 TICK_SLICES = 10
 """The streams are ticked a slice at a time, TICK_SLICES slices per TICK_INTERVAL, so that no
 pass over thousands of recorders (each may rewrite its JSON) blocks the receive loop for long:
