@@ -17,3 +17,18 @@ def redis_server() -> Iterator[RedisProcess]:
     server = RedisProcess()
     yield server
     server.stop()
+
+
+def skip_unless_c_receive_path() -> None:
+    """Skip a test of the C receive path where the extension was not built, unless the run
+    requires it (``REQUIRE_RTPRECV=1``, set by ``.ci/run``): then fail, so that CI never skips
+    it silently."""
+    import os
+
+    from siprec_node.media import fastpath
+
+    if fastpath.available():
+        return
+    if os.environ.get("REQUIRE_RTPRECV") == "1":
+        pytest.fail("siprec_node.media._rtprecv was not built (REQUIRE_RTPRECV=1)")
+    pytest.skip("the C receive path was not built on this install")

@@ -122,14 +122,12 @@ class WavG711Writer:
         law: str,
         *,
         buffer_ms: int = 100,
-        header_interval: float = 1.0,
     ) -> None:
         if law not in G711_LAWS:
             raise ValueError(f"law must be PCMU or PCMA, not {law!r}")
         self.path = Path(path)
         self.law = law
         self.silence = SILENCE[law]
-        self.header_interval = header_interval
         self._limit = max(1, G711_RATE * buffer_ms // 1000)
         if not self.path.exists():
             _create_whole(self.path, _wav_header(law, 0))

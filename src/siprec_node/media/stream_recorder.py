@@ -168,7 +168,6 @@ class StreamRecorder:
         self.rtcp_packets = 0
         self.rtcp_malformed = 0
         self.closed = False
-        self._header_due = float("-inf")
         self._info_due = now + info_interval
         self._due = now  # next time on_rtp hands over to _periodic
         self.fast_stream: Any = None
@@ -331,9 +330,10 @@ class StreamRecorder:
         return self._paused
 
     def tick(self, now: float) -> None:
-        """Periodic work (call about once a second): release packets that waited the reorder
-        window, flush, rewrite the ``.wav`` header each ``header_interval`` (``on_rtp`` does this
-        too while packets flow) and the sidecar each ``info_interval``."""
+        """Periodic work (call about once a second): take over the fast path's progress, release
+        packets that waited the reorder window, flush (``on_rtp`` does this too each
+        ``header_interval`` while packets flow), rewrite the sidecar each ``info_interval``, and
+        arm the fast path again."""
         if self.closed:
             return
         fast = self.fast_stream
@@ -348,7 +348,7 @@ class StreamRecorder:
 
     def _periodic(self, now: float) -> None:
         """What ``on_rtp`` also does once a ``header_interval``: cheap (a write and a pwrite);
-        the sidecar (a file created and renamed, ~0.3 ms) is left to ``tick``."""
+        the sidecar is left to ``tick``."""
         self._write(self._timeline.expire(now))
         self._writer.tick(now)
         self._due = now + self.header_interval

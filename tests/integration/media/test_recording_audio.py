@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from siprec_node.media import fastpath
+from tests.conftest import skip_unless_c_receive_path
 from tests.integration.media.src_client import (
     RATE,
     RtpLeg,
@@ -47,8 +47,8 @@ def _read_wav(path: Path) -> tuple[int, np.ndarray]:
 @pytest.mark.parametrize("receive_path", ["c", "python"])
 @pytest.mark.parametrize("workers", [0, 1])
 def test_two_tones_on_their_channels_with_a_pause(workers: int, receive_path: str) -> None:
-    if receive_path == "c" and not fastpath.available():
-        pytest.skip("the C receive path was not built on this install")
+    if receive_path == "c":
+        skip_unless_c_receive_path()
     node = start_node(
         "",
         env={

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from siprec_node.media import fastpath
+from tests.conftest import skip_unless_c_receive_path
 from tests.integration.media.src_client import (
     RATE,
     Delay,
@@ -68,8 +68,8 @@ def _call(node: NodeProcess, *, rtcp: bool) -> tuple[np.ndarray, int, dict[str, 
 
 @pytest.mark.parametrize("receive_path", ["c", "python"])
 def test_legs_aligned_by_sender_reports(receive_path: str) -> None:
-    if receive_path == "c" and not fastpath.available():
-        pytest.skip("the C receive path was not built on this install")
+    if receive_path == "c":
+        skip_unless_c_receive_path()
     node = start_node("", env={"SIPREC_MEDIA__RECEIVE_PATH": receive_path})
     try:
         with_sr, rate, side_sr = _call(node, rtcp=True)
