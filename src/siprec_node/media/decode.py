@@ -23,6 +23,8 @@ from functools import lru_cache
 import av
 import numpy as np
 
+from siprec_node.siprec.codecs import PayloadFormat
+
 PCMU = "PCMU"
 PCMA = "PCMA"
 G722 = "G722"
@@ -292,6 +294,45 @@ def decode_frames(
     if canon == OPUS:
         return decode_opus(log, length, limit=limit)
     raise UnsupportedCodec(f"{codec!r} streams are recorded as G.711 WAV, not as frame logs")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A stretch of one stream decoded: int16 mono PCM at ``rate``, sample 0 at position 0.
+
+    ``frames`` counts the payloads decoded, ``errors`` those the decoder rejected (left as
+    silence); the recording's verdict reports them as ``undecodable``.
+    """
+
+    pcm: np.ndarray
+    rate: int
+    frames: int
+    errors: int = 0
+
+
+def decoded_rate(fmt: PayloadFormat) -> int:
+    """Sample rate of the audio packets of ``fmt`` carry (not its RTP clock)."""
+    try:
+        return DECODED_RATES[canonical_codec(fmt.name)]
+    except UnsupportedCodec:
+        raise UnsupportedCodec(f"codec not decodable: {fmt.name!r}") from None
+
+
+def decode_stretch(
+    fmt: PayloadFormat, log: FrameLog, length: int | None = None, *, limit: int | None = None
+) -> Decoded:
+    """The payloads of one payload format (positions in ``fmt.clock_rate`` units) decoded to
+    a timeline at :func:`decoded_rate`: ``length`` samples if given, else up to the end of the
+    last payload but at most ``limit``. Raises :class:`UnsupportedCodec` for other codecs."""
+    canon = canonical_codec(fmt.name)
+    log = FrameLog(fmt.clock_rate, log.positions, log.payloads)
+    rate = DECODED_RATES[canon]
+    if canon in G711_CODECS:
+        positions, payloads = log.ordered()
+        lengths = np.fromiter((len(p) for p in payloads), dtype=np.int64, count=len(payloads))
+        pcm = decode_g711(b"".join(payloads), canon)
+        return Decoded(scatter(pcm, positions, lengths, length, limit=limit), rate, len(payloads))
+    return Decoded(decode_frames(canon, log, length, limit=limit), rate, len(log.payloads))
 
 
 # -- timelines -----------------------------------------------------------------------------

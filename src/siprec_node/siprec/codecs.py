@@ -15,6 +15,32 @@ class Codec:
     channels: int = 1
 
 
+@dataclass(frozen=True)
+class PayloadFormat:
+    """One payload type accepted on a stream: what packets carrying it contain.
+
+    ``name`` is the codec's canonical name as :data:`DECODABLE` keys it (``PCMU``, ``G729``,
+    ``OPUS``...), ``clock_rate`` its RTP clock, ``fmtp`` the offer's format parameters for it
+    (they change how some codecs are packed: AMR ``octet-align``, iLBC ``mode``, G.729
+    ``annexb``).
+    """
+
+    payload_type: int
+    name: str
+    clock_rate: int
+    channels: int = 1
+    fmtp: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-safe form."""
+        return dict(vars(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> PayloadFormat:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**data)  # type: ignore[arg-type]
+
+
 TELEPHONE_EVENT = "telephone-event"
 
 # RFC 3551 static payload types (plus PT 2, which SRCs still send for G.726-32).

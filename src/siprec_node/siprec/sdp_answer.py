@@ -22,6 +22,7 @@ from siprec_node.siprec.codecs import (
     STATIC_PAYLOAD_TYPES,
     TELEPHONE_EVENT,
     Codec,
+    PayloadFormat,
     codec_for_payload_type,
     decodable,
     normalize_codec_name,
@@ -69,6 +70,9 @@ class NegotiatedStream:
 
     ``accepted`` is False for refused m-lines (answered with port 0, ``reason`` says why);
     ``index`` is the m-line's position in the offer and ``port`` our local RTP port.
+    ``codec``/``payload_type``/``clock_rate``/``channels``/``fmtp`` describe the first accepted
+    format; ``formats`` lists every accepted audio format in the offer's order (the first one
+    included), since an SRC may send any of them at any packet.
     """
 
     index: int
@@ -89,17 +93,35 @@ class NegotiatedStream:
     remote_address: str | None = None
     remote_port: int = 0
     reason: str | None = None
+    formats: tuple[PayloadFormat, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(vars(self))
         data["srtp"] = dict(vars(self.srtp)) if self.srtp else None
+        data["formats"] = [f.to_dict() for f in self.formats]
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NegotiatedStream:
         values = dict(data)
         srtp = values.pop("srtp", None)
-        return cls(**values, srtp=SrtpKeys(**srtp) if srtp else None)
+        formats = values.pop("formats", None)
+        if formats is None and values.get("accepted") and values.get("codec"):
+            # Snapshots written before ``formats`` existed: the one codec they negotiated.
+            formats = [
+                {
+                    "payload_type": values["payload_type"],
+                    "name": normalize_codec_name(values["codec"]),
+                    "clock_rate": values.get("clock_rate") or 8000,
+                    "channels": values.get("channels") or 1,
+                    "fmtp": values.get("fmtp"),
+                }
+            ]
+        return cls(
+            **values,
+            srtp=SrtpKeys(**srtp) if srtp else None,
+            formats=tuple(PayloadFormat.from_dict(f) for f in formats or ()),
+        )
 
 
 @dataclass(frozen=True)
@@ -241,6 +263,15 @@ class SdpAnswerer:
             channels=choice.offered.channels if choice.codec.name == "opus" else 1,
             fmtp=choice.fmtp,
             telephone_event_pt=choice.telephone_event[0] if choice.telephone_event else None,
+            formats=(
+                PayloadFormat(
+                    choice.payload_type,
+                    normalize_codec_name(choice.codec.name),
+                    choice.codec.clock_rate,
+                    choice.offered.channels if choice.codec.name == "opus" else 1,
+                    choice.fmtp,
+                ),
+            ),
             direction=direction,
             paused=direction == "inactive",
             srtp=srtp,
@@ -430,6 +461,15 @@ class SdpAnswerer:
                     channels=codec.channels if known.name == "opus" else 1,
                     fmtp=fmtps.get(pt),
                     telephone_event_pt=event[0] if event else None,
+                    formats=(
+                        PayloadFormat(
+                            pt,
+                            normalize_codec_name(known.name),
+                            known.clock_rate,
+                            codec.channels if known.name == "opus" else 1,
+                            fmtps.get(pt),
+                        ),
+                    ),
                     direction="inactive" if hold else "recvonly",
                     paused=hold,
                     srtp=srtp,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from siprec_node.siprec.codecs import PayloadFormat
 from siprec_node.siprec.errors import NotAcceptable
 from siprec_node.siprec.sdp import parse_sdp
 from siprec_node.siprec.sdp_answer import NegotiatedStream, SdpAnswerer
@@ -77,6 +78,7 @@ def test_metaswitch_single_mixed_stream_without_direction() -> None:
         srtp=None,
         remote_address="198.51.100.20",
         remote_port=31420,
+        formats=(PayloadFormat(0, "PCMU", 8000),),
     )
     assert not result.changed
 
