@@ -109,6 +109,10 @@ def tls_contexts(settings: Settings) -> tuple[ssl.SSLContext | None, ssl.SSLCont
     return server, client
 
 
+class StartupError(OSError):
+    """The node cannot start; the message names the listener or file at fault."""
+
+
 @dataclass
 class Node:
     """One recorder node: a handler behind its transports, fed by one settings object."""
@@ -195,13 +199,21 @@ class Node:
         self._store_task = asyncio.get_running_loop().create_task(self._attach_store())
         await asyncio.wait({self._store_task}, timeout=STORE_RETRY)
         for address in self.settings.sip.listen_addresses:
-            bound = await self.transports.listen(address.transport, address.host, address.port)
+            try:
+                bound = await self.transports.listen(
+                    address.transport, address.host, address.port
+                )
+            except OSError as exc:
+                raise StartupError(f"sip.listen {address}: {exc.strerror or exc}") from exc
             self.handler.set_listener(bound.transport, bound.host, bound.port)
             self.listeners.append(bound)
         http_port = None
         if self.http is not None and self.settings.http.address is not None:
             address = self.settings.http.address
-            http_port = await self.http.start(address.host, address.port)
+            try:
+                http_port = await self.http.start(address.host, address.port)
+            except OSError as exc:
+                raise StartupError(f"http.listen {address}: {exc.strerror or exc}") from exc
         log.info(
             "node_started",
             node_id=self.handler.node_id,
@@ -244,7 +256,9 @@ def run_node(settings: Settings) -> int:
     try:
         asyncio.run(Node(settings).run_until_signalled())
     except OSError as exc:
-        log.error("node_failed", error=str(exc))
+        # An OSError from a file names it in ``filename``, which str() leaves out.
+        named = exc.filename and not isinstance(exc, StartupError)
+        log.error("node_failed", error=f"{exc.filename}: {exc.strerror}" if named else str(exc))
         return 1
     return 0
 

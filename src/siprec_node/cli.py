@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from siprec_node import __version__
-from siprec_node.config import ConfigError, Settings, load_settings, render_toml
+from siprec_node.config import ConfigError, Problem, Settings, load_settings, render_toml
+from siprec_node.config.preflight import preflight, start_problems
 from siprec_node.log import configure_logging
 
 __all__ = ["EXIT_CONFIG", "build_parser", "main"]
@@ -50,9 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config",
         help="print the effective settings as TOML, or the problems found",
         description="Print the effective settings (file + environment + defaults) as TOML and "
-        "exit 0, or print each problem as KEY: VALUE: why and exit 2.",
+        "exit 0, or print each problem as KEY: VALUE: why and exit 2. Besides the settings "
+        "themselves it checks what run will need: TLS files present and usable, the recording "
+        "directory writable, an RTP range that holds sip.max_sessions two-stream calls.",
     )
     _add_config_option(check)
+    check.add_argument(
+        "--bind-test",
+        action="store_true",
+        help="also bind every SIP listener and the HTTP address for a moment",
+    )
     check.add_argument(
         "--show-secrets",
         action="store_true",
@@ -97,10 +105,19 @@ def _settings(args: argparse.Namespace) -> Settings | None:
         return None
 
 
+def _print_problems(problems: list[Problem]) -> int:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return EXIT_CONFIG
+
+
 def _run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings is None:
         return EXIT_CONFIG
+    problems = start_problems(settings)
+    if problems:
+        return _print_problems(problems)
     configure_logging(settings.log.level, settings.log.format)
     from siprec_node.app import run_node
 
@@ -111,6 +128,9 @@ def _check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings is None:
         return EXIT_CONFIG
+    problems = preflight(settings, bind_test=args.bind_test)
+    if problems:
+        return _print_problems(problems)
     sys.stdout.write(render_toml(settings, reveal_secrets=args.show_secrets))
     return 0
 
