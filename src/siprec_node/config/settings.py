@@ -141,7 +141,9 @@ Codec = Annotated[str, AfterValidator(_codec)]
 class _Section(BaseModel):
     """Base of every section: immutable, unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=False, use_attribute_docstrings=True
+    )
 
 
 def _problems(*problems: tuple[str, Any, str]) -> PydanticCustomError:
@@ -175,8 +177,11 @@ class TlsSettings(_Section):
     """``[sip.tls]``: certificate and key of ``tls:`` listeners; a CA file demands client certs."""
 
     cert_file: FilePath | None = None
+    """PEM certificate (chain) of the node's ``tls:`` listeners."""
     key_file: FilePath | None = None
+    """PEM private key of ``cert_file``."""
     ca_file: FilePath | None = None
+    """PEM CA bundle; when set, TLS clients must present a certificate it signed."""
 
     @model_validator(mode="after")
     def _check_pair(self) -> TlsSettings:
@@ -239,7 +244,9 @@ class MediaSettings(_Section):
     advertise_host: OptionalHost = None
     """Address put in SDP answers; derived when unset."""
     port_min: Int = Field(default=20000, ge=1024, le=65535)
+    """Lowest RTP port (even); RTCP takes the port above each RTP port."""
     port_max: Int = Field(default=39999, ge=1024, le=65535)
+    """Highest port of the RTP/RTCP range; open the whole range to the SRCs in the firewall."""
     workers: Int = Field(default=1, ge=0, le=1024)
     """Media worker processes; 0 runs media inside the SIP process."""
     rtp_timeout: Duration = timedelta(seconds=60)
@@ -289,14 +296,19 @@ class RecordingSettings(_Section):
     """``[recording]``: where and how recordings are written."""
 
     directory: FilePath = Path("recordings")
+    """Where recordings go, as ``YYYY/MM/DD/<stem>.<ext>`` with a ``<stem>.json`` sidecar."""
     format: Annotated[Literal["wav", "wav-g711", "flac", "opus"], BeforeValidator(_lower)] = "wav"
+    """``wav`` (PCM16), ``wav-g711`` (G.711 as received, no transcoding), ``flac`` or ``opus``."""
     channels: Annotated[Literal["stereo", "separate", "both"], BeforeValidator(_lower)] = "stereo"
+    """``stereo`` (one participant per channel), ``separate`` (a file per stream), ``both``."""
 
 
 class StoreSettings(_Section):
     """``[store]``: where session state is shared."""
 
     backend: Annotated[Literal["memory", "redis"], BeforeValidator(_lower)] = "memory"
+    """``memory`` (this process only: nothing survives it, other processes cannot see it) or
+    ``redis`` (shared by a fleet)."""
     url: str | list[str] = "redis://127.0.0.1:6379/0"
     """A ``redis://``, ``rediss://``, ``redis+sentinel://`` or ``unix://`` URL, or a list of
     cluster nodes (``host:port`` or ``redis://host:port``)."""
@@ -399,6 +411,7 @@ class LogSettings(_Section):
     """``[log]``: level and output format."""
 
     level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
+    """Lowest level logged."""
     format: Annotated[Literal["auto", "json", "console"], BeforeValidator(_lower)] = "auto"
     """``json`` lines, a ``console`` renderer, or ``auto``: JSON unless stderr is a terminal."""
 
