@@ -80,6 +80,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(nodes)
     nodes.add_argument("--json", action="store_true", help="print JSON instead of a table")
     nodes.set_defaults(handler=_nodes)
+
+    call = commands.add_parser(
+        "call",
+        help="place a SIPREC test call with two tone legs and show where it was recorded",
+        description="Place one SIPREC call as an SRC would (two m-lines, a tone on each), "
+        "hang up after --seconds, then print the node's session, the recording's sidecar and "
+        "its verdict when the node's files are visible from here. Exit 0 when the call was "
+        "answered and ended normally, 1 otherwise.",
+    )
+    call.add_argument("target", help="sip:HOST[:PORT][;transport=tcp] of the node")
+    call.add_argument("--seconds", type=float, default=5.0, help="length of the call (5)")
+    call.add_argument("--codec", default="PCMU", help="PCMU, PCMA, G722 or OPUS (PCMU)")
+    call.add_argument("--transport", choices=["udp", "tcp"], default=None, help="(udp)")
+    call.add_argument(
+        "--dialect",
+        choices=["rfc7865", "broadworks", "none"],
+        default="rfc7865",
+        help="metadata dialect, or none for a plain SDP offer (rfc7865)",
+    )
+    call.add_argument(
+        "--http",
+        default="http://127.0.0.1:8080",
+        help="the node's admin API, to find the recording ('' to skip)",
+    )
+    call.add_argument("--token", default=None, help="bearer token of the admin API")
+    call.add_argument("--json", action="store_true", help="print the result as JSON")
+    call.set_defaults(handler=_call)
     return parser
 
 
@@ -153,3 +180,46 @@ def _nodes(args: argparse.Namespace) -> int:
     from siprec_node.app import list_nodes
 
     return list_nodes(settings, as_json=args.json)
+
+
+def _call(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from siprec_node.testcall import CallOptions, TestCallError, parse_target, place_call
+
+    try:
+        host, port, transport = parse_target(args.target)
+    except ValueError as exc:
+        print(f"target: {args.target!r}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    options = CallOptions(
+        host=host,
+        port=port,
+        transport=args.transport or transport or "udp",
+        seconds=args.seconds,
+        codec=args.codec,
+        dialect=args.dialect,
+        http=args.http or None,
+        token=args.token,
+    )
+    say = (lambda line: None) if args.json else print
+    try:
+        result = asyncio.run(place_call(options, say))
+    except (TestCallError, OSError) as exc:
+        print(f"call failed: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(vars(result), indent=2, default=str))
+        return 0
+    print(f"session {result.session_id or '? (admin API not reachable)'}")
+    if result.sidecar:
+        print(f"recording sidecar: {result.sidecar}")
+    if result.recording is not None:
+        files = ", ".join(result.recording.get("files") or [])
+        verdict = result.recording.get("verdict")
+        print(f"files: {files}")
+        print(f"verdict: {json.dumps(verdict) if verdict is not None else 'n/a'}")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0

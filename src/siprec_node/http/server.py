@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -90,7 +91,18 @@ def call_summary(call: Call) -> dict[str, Any]:
         ],
         "streams": call.recording.stream_summary(),
         "peer": f"{call.dialog.peer.transport}:{call.dialog.peer.host}:{call.dialog.peer.port}",
+        "recording": _recording_place(call),
     }
+
+
+def _recording_place(call: Call) -> dict[str, str] | None:
+    """Where the call's recording goes: its folder, file stem and the sidecar it will have."""
+    state = call.media_state
+    if state is None:
+        return None
+    directory = Path(state.directory).absolute()
+    sidecar = str(directory / f"{state.stem}.json")
+    return {"directory": str(directory), "stem": state.stem, "sidecar": sidecar}
 
 
 class HttpApi:
