@@ -5,6 +5,10 @@ Started by :class:`~siprec_node.media.engine.WorkerEngine` as
 socket (the RTP/RTCP sockets of an ``open`` ride along as SCM_RIGHTS); each gets a JSON reply
 with the same ``id``. The worker exits when the control socket closes (its parent is gone) or on
 ``stop``, closing every file cleanly first.
+
+SIGINT, SIGTERM and SIGHUP are ignored: a terminal's Ctrl-C and systemd's control-group kill
+signal every process of the node at once, and the node's drain still needs its workers to close
+the calls' streams and report their statistics. The node tells each worker when to leave.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import socket
 from typing import Any
 
@@ -59,6 +64,8 @@ class _Control:
                 reply["stats"] = await self.engine.close_call(message["session_id"], message["at"])
             elif op == "stats":
                 reply["stats"] = await self.engine.stats(message["session_id"])
+            elif op == "activity":
+                reply["activity"] = await self.engine.activity()
             elif op == "lag":
                 reply["lag"] = await self.engine.loop_lag(bool(message.get("reset")))
                 reply["receiver"] = self.engine.receiver_stats()
@@ -108,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-format", default="json")
     parser.add_argument("--receive-path", default="auto", choices=("auto", "c", "python"))
     args = parser.parse_args(argv)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     configure_logging(args.log_level, args.log_format)
     structlog.contextvars.bind_contextvars(worker=args.index)
     try:

@@ -61,6 +61,9 @@ class CallData:
     turns: list[dict[str, Any]] = field(default_factory=list)
     """Conversation turns found in the audio at finalisation (participant, start, duration_ms,
     interrupted); the shared store turns them into ``SessionState.history`` and ``metrics``."""
+    flags: list[str] = field(default_factory=list)
+    """Call-level findings for the verdict (e.g. ``stalled``: the SRC answered an RTP-timeout
+    probe while sending no RTP)."""
     version: int = 0
 
     def add_turn(

@@ -16,7 +16,11 @@ from siprec_node.config import HostPort, ListenAddress, Settings, load_settings
 from .conftest import LoadText, ProblemsOf
 
 SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
-    "node": {"id": socket.gethostname()},
+    "node": {
+        "id": socket.gethostname(),
+        "drain_grace": timedelta(seconds=10),
+        "drain_deadline": timedelta(seconds=25),
+    },
     "sip": {
         "listen": ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"],
         "advertise_host": None,
@@ -33,6 +37,7 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "port_max": 39999,
         "workers": 1,
         "rtp_timeout": timedelta(seconds=60),
+        "rtp_timeout_action": "probe",
         "codecs": ["PCMU", "PCMA", "G722", "opus"],
         "receive_path": "auto",
     },
