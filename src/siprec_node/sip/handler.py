@@ -286,7 +286,8 @@ class SipHandler:
             await self.engine.start()
         if self._activity_task is None and self.config.activity_interval > 0:
             self._activity_task = asyncio.get_running_loop().create_task(self._report_activity())
-        if self._rtp_task is None and self.rtp_timeout.action != "none":
+        if self._rtp_task is None and self.rtp_timeout.action != "none" and self._clock is None:
+            # (an injected clock is not the loop's: its owner calls check_rtp)
             self._rtp_task = asyncio.get_running_loop().create_task(self._watch_rtp())
 
     async def _report_activity(self) -> None:
