@@ -428,7 +428,7 @@ async def test_a_node_marked_stopped_is_not_alive_until_it_beats_again(
     # started again with the same id: its heartbeat clears the mark
     await store.update_heartbeat("a", T0 + timedelta(seconds=3))
     nodes = await store.list_nodes(timedelta(seconds=15), now=T0 + timedelta(seconds=4))
-    assert [(n.node_id, n.status, n.stopped_at) for n in nodes][0] == ("a", "alive", None)
+    assert (nodes[0].node_id, nodes[0].status, nodes[0].stopped_at) == ("a", "alive", None)
     # a node never seen before is listed, stopped
     await store.mark_node_stopped("c", T0 + timedelta(seconds=5))
     (c,) = [n for n in await store.list_nodes() if n.node_id == "c"]
