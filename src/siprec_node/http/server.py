@@ -109,6 +109,7 @@ def call_summary(call: Call) -> dict[str, Any]:
         "last_activity": data.last_activity.isoformat(),
         "siprec": call.recording.is_siprec,
         "operator_paused": call.recording.operator_paused,
+        "flags": list(data.flags),
         "participants": [
             {"id": p.id, "name": p.name, "aor": p.aor} for p in session.participants()
         ],

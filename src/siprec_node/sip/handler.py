@@ -90,6 +90,8 @@ NOT_ALLOWED_METHODS = frozenset(
 )
 MIN_SE = 90
 FINISHED_DIALOGS = 10000
+BYE_LINGER_T1 = 4
+"""How long (in T1) a drain waits for the answers to its BYEs once they are sent."""
 
 
 @dataclass(frozen=True)
@@ -1396,7 +1398,12 @@ class SipHandler:
         if deadline is None:
             return
         end = start + max(deadline, grace)
-        while (self._tasks or self.transactions.pending_requests) and loop.time() < end:
+        # The BYEs' answers are waited for a few retransmissions at most (a lost BYE over UDP
+        # is sent again at T1 and 3*T1): an SRC that is gone must not hold the stop up.
+        linger = loop.time() + BYE_LINGER_T1 * self.config.timers.t1
+        while loop.time() < end and (
+            self._tasks or (self.transactions.pending_requests and loop.time() < linger)
+        ):
             await asyncio.sleep(0.05)
         log.info(
             "drained",
