@@ -27,6 +27,7 @@ import pytest
 
 from tests.integration.media.src_client import RtpLeg, SrcCall, alaw_encode, tone, ulaw_encode
 from tests.integration.node_process import NodeProcess, free_port, start_node
+from tests.integration.sip.probed_src import ProbedSrc, method_of
 
 pytestmark = pytest.mark.integration
 
@@ -34,34 +35,6 @@ RTP_TIMEOUT = 1.0
 CHECK = 0.25  # check_interval(1 s)
 TIMER_F = 64 * 0.5
 ENV = {"SIPREC_MEDIA__RTP_TIMEOUT": f"{RTP_TIMEOUT}s", "SIPREC_NODE__DRAIN_GRACE": "0s"}
-
-
-class ProbedSrc(SrcCall):
-    """An SRC that also reads the requests the node sends it, and answers them as told."""
-
-    def next_request(self, timeout: float) -> tuple[str, float] | None:
-        """The next request from the node (its text and arrival time), or None by ``timeout``;
-        responses arriving meanwhile are skipped."""
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            self.sip.settimeout(left)
-            try:
-                data = self.sip.recv(65535).decode()
-            except TimeoutError:
-                return None
-            if not data.startswith("SIP/2.0"):
-                return data, time.monotonic()
-        return None
-
-    def respond(self, request: str, status: int, reason: str = "Whatever") -> None:
-        head = request.split("\r\n\r\n", 1)[0].split("\r\n")
-        keep = [line for line in head[1:] if re.match(r"(?i)(via|from|to|call-id|cseq)\s*:", line)]
-        text = "\r\n".join([f"SIP/2.0 {status} {reason}", *keep, "Content-Length: 0"])
-        self.sip.sendto((text + "\r\n\r\n").encode(), ("127.0.0.1", self.node_port))
-
-
-def method_of(request: str) -> str:
-    return request.split(" ", 1)[0]
 
 
 def legs(seconds: float) -> list[RtpLeg]:
