@@ -361,10 +361,10 @@ class SipHandler:
                 self.send_bye(call, decision.reason)
             else:
                 self._end_call(call, CallStatus.ENDED, decision.reason)
-        elif STALLED not in call.data.flags:
-            call.data.flags.append(STALLED)
+        else:
+            call.data.flag(STALLED, probes=decision.probes, silent_s=decision.silent_s)
             self._snapshot(call)
-            call.log.warning("call_stalled", reason="SRC answered the probe, no RTP")
+            call.log.warning("call_stalled", probes=decision.probes, silent_s=decision.silent_s)
 
     def _probe_outcome(self, key: TransactionKey, status: int | None) -> None:
         session_id = self._probes.get(key)

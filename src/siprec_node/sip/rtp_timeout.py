@@ -40,7 +40,8 @@ class RtpTimeoutAction(StrEnum):
 
 
 STALLED = "stalled"
-"""The CallData flag of a call whose SRC answered a probe while sending no RTP."""
+"""The kind of the CallData flag (and verdict problem) of a call whose SRC answered a probe
+while sending no RTP."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,12 @@ class EndCall:
 
 @dataclass(frozen=True)
 class MarkStalled:
-    """The SRC answered the probe: keep the call, flagged stalled (first time only)."""
+    """The SRC answered the probe: keep the call, flagged stalled with these figures (the
+    probes it answered so far, the seconds of silence when it last did)."""
 
     session_id: str
+    probes: int
+    silent_s: float
 
 
 Decision = Union[SendProbe, EndCall, MarkStalled]  # noqa: UP007 - a runtime alias
@@ -74,8 +78,11 @@ class _Watch:
     live: frozenset[int]
     received: int
     since: float
+    """When the silence began, or the last probe was answered (the next timeout's start)."""
+    silent_from: float
+    """When the silence began."""
     probing: bool = False
-    stalled: bool = False
+    answered: int = 0
 
 
 def check_interval(timeout: float) -> float:
@@ -126,12 +133,12 @@ class RtpTimeout:
         received = sum(streams.values())
         watch = self._watches.get(session_id)
         if watch is None:
-            self._watches[session_id] = _Watch(live, received, now)
+            self._watches[session_id] = _Watch(live, received, now, now)
             return []
         if not live or live != watch.live or received != watch.received:
             # Packets came, or the set of streams that should carry them changed (a hold, a
             # resume, a new stream): the silence is counted from now.
-            watch.live, watch.received, watch.since = live, received, now
+            watch.live, watch.received, watch.since, watch.silent_from = live, received, now, now
             return []
         if watch.probing or now - watch.since < self.timeout:
             return []
@@ -156,11 +163,10 @@ class RtpTimeout:
             outcome = "timeout" if status is None else str(status)
             return [EndCall(session_id, f"rtp_timeout_probe_{outcome}", bye=status != 481)]
         watch.since = now  # alive: probe again after another timeout of silence
-        if watch.stalled:
-            return []
-        watch.stalled = True
-        self.stalled += 1
-        return [MarkStalled(session_id)]
+        watch.answered += 1
+        if watch.answered == 1:
+            self.stalled += 1
+        return [MarkStalled(session_id, watch.answered, round(now - watch.silent_from, 3))]
 
     def forget(self, session_id: str) -> None:
         """The call ended: stop tracking it."""

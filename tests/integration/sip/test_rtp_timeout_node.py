@@ -114,7 +114,8 @@ def test_probe_answered_200_keeps_the_call_stalled_and_probes_again(node: NodePr
         port = node.http_port  # type: ignore[attr-defined]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/sessions", timeout=5) as response:
             live = [s for s in json.loads(response.read()) if s["call_id"] == call.call_id]
-        assert [s["flags"] for s in live] == [["stalled"]], live
+        assert [[f["kind"] for f in s["flags"]] for s in live] == [["stalled"]], live
+        assert live[0]["flags"][0]["probes"] == 1, live
         again, second = call.next_request(RTP_TIMEOUT + 3) or ("", 0.0)
         assert method_of(again) == "OPTIONS", again
         assert RTP_TIMEOUT - 0.1 <= second - first <= RTP_TIMEOUT + CHECK + 0.75

@@ -93,11 +93,16 @@ def test_an_answered_probe_keeps_the_call_stalled_and_probes_again(status: int) 
     watch = RtpTimeout(TIMEOUT, "probe")
     watch.observe("s", {0: 1}, 0.0)
     assert watch.observe("s", {0: 1}, 1.0) == [SendProbe("s")]
-    assert watch.probe_answered("s", status, 1.2) == [MarkStalled("s")]
+    assert watch.probe_answered("s", status, 1.2) == [MarkStalled("s", 1, 1.2)]
     assert watch.observe("s", {0: 1}, 2.1) == []  # counted again from the answer
     assert watch.observe("s", {0: 1}, 2.2) == [SendProbe("s")]
-    assert watch.probe_answered("s", 200, 2.3) == []  # stalled already
+    # the figures follow; the call counts once as stalled
+    assert watch.probe_answered("s", 200, 2.3) == [MarkStalled("s", 2, 2.3)]
     assert (watch.probes, watch.stalled, watch.ended) == (2, 1, 0)
+    # RTP again, then silence again: the silence is counted from the new start
+    assert watch.observe("s", {0: 2}, 3.0) == []
+    assert watch.observe("s", {0: 2}, 4.0) == [SendProbe("s")]
+    assert watch.probe_answered("s", 200, 4.5) == [MarkStalled("s", 3, 1.5)]
 
 
 def test_action_end_ends_with_bye_and_none_does_nothing() -> None:
@@ -209,12 +214,14 @@ async def test_200_keeps_the_call_flagged_stalled_and_it_is_probed_again(h: Harn
     options = probe(h, session_id)
     assert h.feed(options_response(options, 200)) == []
     assert session_id in h.handler.calls
-    assert h.handler.calls[session_id].data.flags == [STALLED]
-    assert (await h.snapshot(session_id)).flags == [STALLED]
+    flagged = {"kind": STALLED, "probes": 1, "silent_s": TIMEOUT}
+    assert h.handler.calls[session_id].data.flags == [flagged]
+    assert (await h.snapshot(session_id)).flags == [flagged]
     again = probe(h, session_id)  # another timeout of silence, another probe
     assert again.cseq.number > options.cseq.number
     h.feed(options_response(again, 200))
-    assert h.handler.calls[session_id].data.flags == [STALLED]
+    flagged = {"kind": STALLED, "probes": 2, "silent_s": 2 * TIMEOUT}
+    assert h.handler.calls[session_id].data.flags == [flagged]
     assert h.handler.rtp_timeout.probes == 2
 
 
