@@ -234,7 +234,10 @@ class Node:
         """Drain and shut down: 503 to new calls, BYE and finalise live ones, flush the store,
         and mark this node stopped in it."""
         self.handler.engine.begin_stop()  # a worker exiting now is not restarted
-        await self.drain()
+        try:
+            await self.drain()
+        except Exception:  # whatever happened, the shutdown goes on
+            log.exception("drain_failed")
         if self.http is not None:
             await self.http.close()
         await self.handler.close()

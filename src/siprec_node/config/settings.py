@@ -171,8 +171,10 @@ class NodeSettings(_Section):
     """On SIGTERM/SIGINT or ``POST /drain``: how long live calls may end on their own (new
     INVITEs get 503 meanwhile) before the node sends BYE to those left."""
     drain_deadline: NonNegativeDuration = timedelta(seconds=25)
-    """Longest a drain lasts, counted from its start: after the BYEs the node waits this long at
-    most for their answers and for the recordings to be finalised, then stops anyway."""
+    """Counted from the start of the drain: how long the node waits at most for the calls it
+    ended to be finalised and for its BYEs to be answered (4*T1 at most each) before it goes
+    on with the shutdown; a finalisation still running then is completed (and logged as
+    ``drain_deadline_passed``), never cut. A service manager's stop timeout must exceed it."""
 
     @field_validator("id")
     @classmethod

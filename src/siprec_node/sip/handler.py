@@ -1405,13 +1405,15 @@ class SipHandler:
             self._tasks or (self.transactions.pending_requests and loop.time() < linger)
         ):
             await asyncio.sleep(0.05)
-        log.info(
-            "drained",
-            ended_by_us=len(left),
-            waited_s=round(loop.time() - start, 3),
-            unfinished_tasks=len(self._tasks),
-            unanswered_requests=self.transactions.pending_requests,
-        )
+        figures = {
+            "ended_by_us": len(left),
+            "waited_s": round(loop.time() - start, 3),
+            "unfinished_tasks": len(self._tasks),
+            "unanswered_requests": self.transactions.pending_requests,
+        }
+        if self._tasks:  # finalisations still running complete before the node exits
+            log.warning("drain_deadline_passed", **figures)
+        log.info("drained", **figures)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Flush snapshots, stop timers, close the media sockets."""
