@@ -5,10 +5,6 @@ Started by :class:`~siprec_node.media.engine.WorkerEngine` as
 socket (the RTP/RTCP sockets of an ``open`` ride along as SCM_RIGHTS); each gets a JSON reply
 with the same ``id``. The worker exits when the control socket closes (its parent is gone) or on
 ``stop``, closing every file cleanly first.
-
-SIGINT, SIGTERM and SIGHUP are ignored: a terminal's Ctrl-C and systemd's control-group kill
-signal every process of the node at once, and the node's drain still needs its workers to close
-the calls' streams and report their statistics. The node tells each worker when to leave.
 """
 
 from __future__ import annotations
@@ -16,8 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import socket
+from signal import SIG_IGN, SIGHUP, SIGINT, SIGTERM, signal
 from typing import Any
 
 import structlog
@@ -115,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-format", default="json")
     parser.add_argument("--receive-path", default="auto", choices=("auto", "c", "python"))
     args = parser.parse_args(argv)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
+    # A terminal's Ctrl-C and systemd's control-group kill signal every process of the node at
+    # once; the node's drain still needs this worker to close its calls' streams and report
+    # their statistics. It leaves on the node's ``stop`` or when the control socket closes.
+    for sig in (SIGINT, SIGTERM, SIGHUP):
+        signal(sig, SIG_IGN)
     configure_logging(args.log_level, args.log_format)
     structlog.contextvars.bind_contextvars(worker=args.index)
     try:
