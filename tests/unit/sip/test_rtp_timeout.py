@@ -259,3 +259,18 @@ async def test_action_end_sends_bye() -> None:
         [bye] = h.take()
         assert isinstance(bye.message, SipRequest) and bye.message.method == "BYE"
         assert (await h.snapshot(session_id)).end_reason == "rtp_timeout"
+
+
+async def test_an_operator_paused_call_is_never_probed_until_resumed(h: Harness) -> None:
+    _, session_id = await silent_call(h, "rtp-paused@sbc")
+    h.handler.set_operator_pause(session_id, True)
+    await h.handler.idle()
+    for _ in range(10):
+        h.advance(TIMEOUT)
+        h.handler.check_rtp({session_id: {0: 50, 1: 50}})
+    assert h.take() == []
+    h.handler.set_operator_pause(session_id, False)
+    await h.handler.idle()
+    h.handler.check_rtp({session_id: {0: 50, 1: 50}})  # the silence counts from the resume
+    assert h.take() == []
+    probe(h, session_id)
