@@ -293,16 +293,17 @@ class SipHandler:
             self._rtp_task = asyncio.get_running_loop().create_task(self._watch_rtp())
 
     async def _report_activity(self) -> None:
-        """Tell the store which calls received RTP lately (session_timeout counts RTP too)."""
+        """Tell the store which calls received RTP lately (session_timeout counts RTP too); one
+        batched read of every stream's datagram counter per interval (a request per worker)."""
         seen: dict[str, int] = {}
         while True:
             await asyncio.sleep(self.config.activity_interval)
+            try:
+                activity = await self.engine.activity()
+            except Exception:  # a worker restarting: next round
+                continue
             for session_id, call in list(self.calls.items()):
-                try:
-                    streams = await self.engine.stats(session_id)
-                except Exception:  # a worker restarting: next round
-                    continue
-                packets = sum(int(s.get("packets", 0)) for s in streams.values())
+                packets = sum(activity.get(session_id, {}).values())
                 if packets != seen.get(session_id, 0):
                     seen[session_id] = packets
                     call.data.last_activity = utc_now()

@@ -3,6 +3,10 @@ OPTIONS probe in the dialog, the call ended with the reason, the stalled flag, h
 
 from __future__ import annotations
 
+import asyncio
+import re
+import socket
+import struct
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,6 +21,7 @@ from siprec_node.sip.rtp_timeout import (
     SendProbe,
     check_interval,
 )
+from tests.conftest import skip_unless_c_receive_path
 from tests.unit.sip.test_handler_harness import (
     MULTIPART_TYPE,
     Dialogue,
@@ -274,3 +279,36 @@ async def test_an_operator_paused_call_is_never_probed_until_resumed(h: Harness)
     h.handler.check_rtp({session_id: {0: 50, 1: 50}})  # the silence counts from the resume
     assert h.take() == []
     probe(h, session_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# The counters the checks read: one batched read of the engine, every datagram counted
+
+
+def rtp(seq: int, ssrc: int = 0x5151) -> bytes:
+    return struct.pack("!BBHII", 0x80, 0, seq, 160 * seq, ssrc) + b"\xff" * 160
+
+
+@pytest.mark.parametrize("path", ["python", "c"])
+async def test_engine_activity_counts_every_datagram_and_feeds_the_store(path: str) -> None:
+    if path == "c":
+        skip_unless_c_receive_path()
+    async with Harness(rtp_timeout=TIMEOUT, media_receive_path=path, activity_interval=0.1) as h:
+        _, ok = await h.confirmed_call(f"rtp-count-{path}@sbc")
+        session_id = h.only_call()
+        ports = [int(p) for p in re.findall(r"m=audio (\d+)", ok.body.decode())]
+        before = (await h.snapshot(session_id)).last_activity
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for seq in range(1, 26):
+                sender.sendto(rtp(seq), ("127.0.0.1", ports[0]))
+                await asyncio.sleep(0.002)
+            sender.sendto(rtp(1, ssrc=0x7777), ("127.0.0.1", ports[1]))
+            for _ in range(100):
+                activity = await h.handler.engine.activity()
+                if activity.get(session_id) == {0: 25, 1: 1}:
+                    break
+                await asyncio.sleep(0.02)
+        assert activity == {session_id: {0: 25, 1: 1}}
+        await asyncio.sleep(0.3)  # the activity reporter's rounds (every 0.1 s here)
+        stored = await h.store.load(session_id)
+        assert stored is not None and stored.last_activity > before
