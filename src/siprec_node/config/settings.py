@@ -188,7 +188,8 @@ class NodeSettings(_Section):
     @model_validator(mode="after")
     def _check_drain(self) -> NodeSettings:
         if self.drain_deadline < self.drain_grace:
-            why = f"drain_deadline must not be shorter than drain_grace ({self.drain_grace})"
+            grace = format_duration(self.drain_grace)
+            why = f"drain_deadline must not be shorter than drain_grace ({grace})"
             raise _problems(("drain_deadline", format_duration(self.drain_deadline), why))
         return self
 
