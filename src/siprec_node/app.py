@@ -261,6 +261,7 @@ class Node:
 
         def on_signal(sig: signal.Signals) -> None:
             received.append(sig.name)
+            self.handler.engine.begin_stop()  # from now on no worker is restarted
             if stop.is_set():
                 log.info("signal_ignored_while_stopping", signal=sig.name)
             stop.set()
