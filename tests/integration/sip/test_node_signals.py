@@ -95,3 +95,40 @@ def test_signal_to_the_process_group_drains_with_every_statistic(sig: signal.Sig
     for pid in workers:  # the workers are gone too
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def _exited(pid: int) -> bool:
+    """True once ``pid`` is gone or a zombie (reparented children may wait for a reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_a_worker_whose_node_is_killed_closes_its_files_and_exits() -> None:
+    """SIGKILL of the node alone: the worker sees its control socket close, closes the call's
+    stream files cleanly (their sidecars say ``closed``) and exits."""
+    node = start_node(start_new_session=True)
+    call = SrcCall(node.sip_port)
+    try:
+        node.wait_for_event("media_worker_ready", worker=0)
+        (worker,) = [int(str(e["pid"])) for e in node.events("media_worker_started")]
+        call.invite()
+        call.stream(_legs(0), 1.0)
+        node.proc.kill()
+        node.proc.wait(5)
+        node.wait_for_event("media_worker_stopped", timeout=10)
+        deadline = time.monotonic() + 10
+        while not _exited(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _exited(worker)
+    finally:
+        call.close()
+        if node.proc.poll() is None:
+            node.proc.kill()
+    infos = sorted((node.workdir / "recordings").rglob("stream-*.json"))
+    assert len(infos) == 2, infos
+    for info in infos:
+        data = json.loads(info.read_text())
+        assert data["closed"] is True and data["packets"] >= 40, data
