@@ -323,6 +323,7 @@ def list_sessions(settings: Settings, *, all_: bool = False, as_json: bool = Fal
                         round((now - node.last_heartbeat).total_seconds(), 1) if node else None
                     ),
                     "node_alive": node.alive if node else False,
+                    "node_status": node.status if node else "unknown",
                 }
             )
         if as_json:
@@ -336,7 +337,7 @@ def list_sessions(settings: Settings, *, all_: bool = False, as_json: bool = Fal
                     row["id"],
                     row["call_id"],
                     row["status"],
-                    row["node_id"] + ("" if row["node_alive"] else " (dead)"),
+                    row["node_id"] + ("" if row["node_alive"] else f" ({row['node_status']})"),
                     row["started_at"][:19].replace("T", " "),
                     "never" if age is None else f"{age:.0f}s",
                 )
