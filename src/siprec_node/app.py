@@ -1,7 +1,10 @@
 """Assembles a node from settings: store, SIP handler, transports; runs it until a signal.
 
-SIGTERM / SIGINT drain the node: new INVITEs get 503 with Retry-After, live calls are finalised
-(BYE to the SRC, snapshot written), the store is flushed, and the process exits 0.
+SIGTERM / SIGINT drain the node: new INVITEs get 503 with Retry-After and ``/readyz`` says 503,
+live calls get ``node.drain_grace`` to end on their own, then a BYE; the node waits until
+``node.drain_deadline`` at most for the BYEs' answers and the recordings' finalisation, flushes
+the store, marks itself stopped there, and exits 0. ``POST /drain`` runs the same drain without
+exiting (the node keeps refusing calls until it is stopped).
 """
 
 from __future__ import annotations
@@ -38,8 +41,6 @@ from siprec_node.sip.transport import BoundListener, SipTransports
 
 log = structlog.get_logger("siprec_node.app")
 
-DRAIN_GRACE = 0.0
-"""Seconds live calls get to end by themselves after SIGTERM before the node ends them."""
 STORE_RETRY = 2.0
 """Seconds between attempts to reach a store that was down when the node started."""
 
@@ -88,6 +89,8 @@ def handler_config(settings: Settings, call_store: CallStore | None = None) -> H
         recording_channels=settings.recording.channels,
         media_workers=settings.media.workers,
         media_receive_path=settings.media.receive_path,
+        rtp_timeout=settings.media.rtp_timeout.total_seconds(),
+        rtp_timeout_action=settings.media.rtp_timeout_action,
         log_level=settings.log.level,
         log_format="json" if wants_json(settings.log.format, sys.stderr) else "console",
     )
@@ -150,7 +153,9 @@ class Node:
                 self.handler,
                 token=token.get_secret_value() if token is not None else None,
                 readiness=self._store_ready,
+                drain=self.drain,
             )
+        self._drain_task: asyncio.Task[None] | None = None
 
     async def _on_timeout(self, state: SessionState) -> None:
         self.handler.expire(state.id)
@@ -224,30 +229,60 @@ class Node:
             http_port=http_port,
         )
 
-    async def stop(self, grace: float = DRAIN_GRACE) -> None:
-        """Drain and shut down: 503 to new calls, BYE and finalise live ones, flush the store."""
-        await self.handler.drain(grace)
+    def drain(self) -> asyncio.Task[None]:
+        """Start draining (once; later calls return the same drain): new INVITEs get 503, live
+        calls get ``node.drain_grace`` to end on their own, then BYE; the task ends once their
+        finalisation is done or ``node.drain_deadline`` has passed."""
+        if self._drain_task is None:
+            node = self.settings.node
+            self._drain_task = asyncio.get_running_loop().create_task(
+                self.handler.drain(
+                    node.drain_grace.total_seconds(), node.drain_deadline.total_seconds()
+                )
+            )
+        return self._drain_task
+
+    async def stop(self) -> None:
+        """Drain and shut down: 503 to new calls, BYE and finalise live ones, flush the store,
+        and mark this node stopped in it."""
+        self.handler.engine.begin_stop()  # a worker exiting now is not restarted
+        try:
+            await self.drain()
+        except Exception:  # whatever happened, the shutdown goes on
+            log.exception("drain_failed")
         if self.http is not None:
             await self.http.close()
-        # Give the BYEs a moment on the wire before the sockets close.
-        await asyncio.sleep(0.2)
         await self.handler.close()
         if self._store_task is not None:
             self._store_task.cancel()
         await self.manager.stop()
+        try:
+            await self.manager.leave()
+        except StoreError as exc:
+            log.warning("node_not_marked_stopped", error=str(exc))
         await self.store.close()
         await self.transports.close()
         log.info("node_stopped", node_id=self.handler.node_id, stats=self.handler.stats)
 
     async def run_until_signalled(self) -> None:
-        """Start, wait for SIGTERM or SIGINT, then stop."""
+        """Start, wait for SIGTERM or SIGINT, then stop (a second signal changes nothing: the
+        drain runs to its deadline)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        received: list[str] = []
+
+        def on_signal(sig: signal.Signals) -> None:
+            received.append(sig.name)
+            self.handler.engine.begin_stop()  # from now on no worker is restarted
+            if stop.is_set():
+                log.info("signal_ignored_while_stopping", signal=sig.name)
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
         await self.start()
         await stop.wait()
-        log.info("signal_received", node_id=self.handler.node_id)
+        log.info("signal_received", node_id=self.handler.node_id, signal=received[0])
         await self.stop()
 
 
@@ -302,6 +337,7 @@ def list_sessions(settings: Settings, *, all_: bool = False, as_json: bool = Fal
                         round((now - node.last_heartbeat).total_seconds(), 1) if node else None
                     ),
                     "node_alive": node.alive if node else False,
+                    "node_status": node.status if node else "unknown",
                 }
             )
         if as_json:
@@ -315,7 +351,7 @@ def list_sessions(settings: Settings, *, all_: bool = False, as_json: bool = Fal
                     row["id"],
                     row["call_id"],
                     row["status"],
-                    row["node_id"] + ("" if row["node_alive"] else " (dead)"),
+                    row["node_id"] + ("" if row["node_alive"] else f" ({row['node_status']})"),
                     row["started_at"][:19].replace("T", " "),
                     "never" if age is None else f"{age:.0f}s",
                 )
@@ -340,6 +376,8 @@ def list_nodes(settings: Settings, *, as_json: bool = False) -> int:
                             "node_id": n.node_id,
                             "last_heartbeat": n.last_heartbeat.isoformat(),
                             "alive": n.alive,
+                            "status": n.status,
+                            "stopped_at": n.stopped_at.isoformat() if n.stopped_at else None,
                         }
                         for n in nodes
                     ],
@@ -347,9 +385,14 @@ def list_nodes(settings: Settings, *, as_json: bool = False) -> int:
                 )
             )
             return 0
-        table = [("NODE", "ALIVE", "LAST HEARTBEAT")]
+        table = [("NODE", "ALIVE", "STATUS", "LAST HEARTBEAT")]
         table += [
-            (n.node_id, "yes" if n.alive else "no", f"{_age(n.last_heartbeat, now)} ago")
+            (
+                n.node_id,
+                "yes" if n.alive else "no",
+                n.status + (f" {_age(n.stopped_at, now)} ago" if n.stopped_at is not None else ""),
+                f"{_age(n.last_heartbeat, now)} ago",
+            )
             for n in nodes
         ]
         _print_table(table)

@@ -113,11 +113,14 @@ def start_node(
     env: dict[str, str] | None = None,
     http_port: int | None = None,
     http_token: str | None = None,
+    start_new_session: bool = False,
 ) -> NodeProcess:
     """Start a node on 127.0.0.1 with a free SIP port (UDP and TCP) and free RTP ports.
 
     ``config`` is extra TOML appended to the generated file (sections must not repeat the
     generated ``[sip]``, ``[media]``, ``[recording]``, ``[http]`` and ``[log]`` ones).
+    ``start_new_session`` runs the node (and the workers it starts) in a process group of its
+    own, for tests that signal the whole group.
     """
     workdir = Path(tempfile.mkdtemp(prefix="siprec-node-"))
     sip_port = free_port()
@@ -156,6 +159,7 @@ format = "json"
         stderr=subprocess.PIPE,
         cwd=workdir,
         env=full_env,
+        start_new_session=start_new_session,
     )
     node = NodeProcess(proc=proc, sip_port=sip_port, workdir=workdir)
     node.start_reader()

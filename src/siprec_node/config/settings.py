@@ -126,6 +126,12 @@ Duration = Annotated[
     PlainSerializer(format_duration, return_type=str, when_used="json"),
 ]
 """A positive duration, written ``"5s"`` in files and read from numbers of seconds too."""
+NonNegativeDuration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+]
+"""A duration that may be zero (``"0s"``)."""
 Host = Annotated[str, BeforeValidator(parse_host)]
 OptionalHost = Annotated[str | None, BeforeValidator(_optional_host)]
 FilePath = Annotated[Path, BeforeValidator(_path)]
@@ -163,6 +169,15 @@ class NodeSettings(_Section):
     id: str = Field(default_factory=socket.gethostname)
     """Stable identity of this node; recovery after a restart relies on it. Default: host name."""
 
+    drain_grace: NonNegativeDuration = timedelta(seconds=10)
+    """On SIGTERM/SIGINT or ``POST /drain``: how long live calls may end on their own (new
+    INVITEs get 503 meanwhile) before the node sends BYE to those left."""
+    drain_deadline: NonNegativeDuration = timedelta(seconds=25)
+    """Counted from the start of the drain: how long the node waits at most for the calls it
+    ended to be finalised and for its BYEs to be answered (4*T1 at most each) before it goes
+    on with the shutdown; a finalisation still running then is completed (and logged as
+    ``drain_deadline_passed``), never cut. A service manager's stop timeout must exceed it."""
+
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str) -> str:
@@ -171,6 +186,14 @@ class NodeSettings(_Section):
         if any(ch.isspace() or not ch.isprintable() for ch in value):
             raise ValueError("must not contain spaces or control characters")
         return value
+
+    @model_validator(mode="after")
+    def _check_drain(self) -> NodeSettings:
+        if self.drain_deadline < self.drain_grace:
+            grace = format_duration(self.drain_grace)
+            why = f"drain_deadline must not be shorter than drain_grace ({grace})"
+            raise _problems(("drain_deadline", format_duration(self.drain_deadline), why))
+        return self
 
 
 class TlsSettings(_Section):
@@ -250,7 +273,13 @@ class MediaSettings(_Section):
     workers: Int = Field(default=1, ge=0, le=1024)
     """Media worker processes; 0 runs media inside the SIP process."""
     rtp_timeout: Duration = timedelta(seconds=60)
-    """Silence of all streams this long marks a call stalled."""
+    """Silence (no RTP) of every non-paused stream of a call this long triggers
+    ``rtp_timeout_action``."""
+    rtp_timeout_action: Annotated[Literal["probe", "end", "none"], BeforeValidator(_lower)] = (
+        "probe"
+    )
+    """``probe``: an in-dialog OPTIONS to the SRC (481, 408 or no answer end the call; 200 keeps
+    it, marked stalled, probed again after another ``rtp_timeout``); ``end``: BYE; ``none``."""
     codecs: list[Codec] = Field(default_factory=lambda: list(KNOWN_CODECS))
     """Codec preference, most preferred first."""
     receive_path: Annotated[Literal["auto", "c", "python"], BeforeValidator(_lower)] = "auto"

@@ -2,12 +2,15 @@
 
 ``GET /healthz`` (200 while the process runs), ``GET /readyz`` (200 when listening and the store
 answers, 503 otherwise or while draining), ``GET /metrics``, ``GET /sessions``,
-``GET /sessions/{id}``, ``POST /sessions/{id}/pause|resume|stop|metadata-request``. With
-``http.token`` set, the ``/sessions`` endpoints require ``Authorization: Bearer <token>``.
+``GET /sessions/{id}``, ``POST /sessions/{id}/pause|resume|stop|metadata-request``, and
+``POST /drain`` (refuse new calls, let live ones end within ``node.drain_grace``, then BYE them;
+the process keeps running). With ``http.token`` set, the ``/sessions`` endpoints and ``/drain``
+require ``Authorization: Bearer <token>``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -24,6 +27,9 @@ from siprec_node.sip.handler import Call, SipHandler
 log = structlog.get_logger("siprec_node.http")
 
 ReadinessProbe = Callable[[], Awaitable[bool]]
+DrainStarter = Callable[[], object]
+"""Starts the node's drain (idempotent); what it returns is ignored."""
+ADMIN_PREFIXES = ("/sessions", "/drain")
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -52,6 +58,24 @@ class HandlerCollector(Collector):
         calls.add_metric(["ended"], stats.get("calls_ended", 0))
         calls.add_metric(["failed"], stats.get("calls_failed", 0))
         yield calls
+        watch = h.rtp_timeout
+        for name, text, value in (
+            (
+                "siprec_rtp_timeouts",
+                "Calls found with every stream silent for rtp_timeout",
+                watch.timeouts,
+            ),
+            (
+                "siprec_rtp_timeout_probes",
+                "In-dialog OPTIONS sent after an RTP timeout",
+                watch.probes,
+            ),
+            ("siprec_rtp_timeout_ended", "Calls ended after an RTP timeout", watch.ended),
+            ("siprec_calls_stalled", "Calls kept after their SRC answered a probe", watch.stalled),
+        ):
+            counter = CounterMetricFamily(name, text)
+            counter.add_metric([], value)
+            yield counter
         gauges: dict[str, tuple[str, float]] = {
             "siprec_active_calls": ("Calls being recorded now", len(h.calls)),
             "siprec_rtp_ports_in_use": ("RTP ports bound now", h.media.reserved),
@@ -86,6 +110,7 @@ def call_summary(call: Call) -> dict[str, Any]:
         "last_activity": data.last_activity.isoformat(),
         "siprec": call.recording.is_siprec,
         "operator_paused": call.recording.operator_paused,
+        "flags": list(data.flags),
         "participants": [
             {"id": p.id, "name": p.name, "aor": p.aor} for p in session.participants()
         ],
@@ -114,10 +139,13 @@ class HttpApi:
         *,
         token: str | None = None,
         readiness: ReadinessProbe | None = None,
+        drain: DrainStarter | None = None,
     ) -> None:
         self.handler = handler
         self.token = token
         self.readiness = readiness
+        self._drain = drain
+        self._drain_task: Any = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(HandlerCollector(handler))
         self.app = web.Application(middlewares=[self._auth])
@@ -132,6 +160,7 @@ class HttpApi:
                 web.post("/sessions/{session_id}/resume", self.resume),
                 web.post("/sessions/{session_id}/stop", self.stop),
                 web.post("/sessions/{session_id}/metadata-request", self.metadata_request),
+                web.post("/drain", self.drain),
             ]
         )
         self._runner: web.AppRunner | None = None
@@ -141,7 +170,7 @@ class HttpApi:
     async def _auth(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if self.token is not None and request.path.startswith("/sessions"):
+        if self.token is not None and request.path.startswith(ADMIN_PREFIXES):
             given = request.headers.get("Authorization", "")
             expected = f"Bearer {self.token}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
@@ -232,6 +261,20 @@ class HttpApi:
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=409)
         return web.json_response(call_summary(call), status=202)
+
+    async def drain(self, request: web.Request) -> web.Response:
+        """Drain the node: 503 to new INVITEs (and /readyz), live calls end on their own within
+        ``node.drain_grace``, then get a BYE. Idempotent; 202 with the live calls left."""
+        first = not self.handler.draining
+        if self._drain is not None:
+            self._drain()
+        elif self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(self.handler.drain())
+        if first:
+            log.info("drain_requested", live_calls=len(self.handler.calls))
+        return web.json_response(
+            {"draining": True, "live_calls": len(self.handler.calls)}, status=202
+        )
 
     async def stop(self, request: web.Request) -> web.Response:
         """End the recording: BYE to the SRC, files finalised."""

@@ -85,6 +85,13 @@ class MediaEngine(Protocol):
     async def stats(self, session_id: str) -> dict[int, dict[str, Any]]:
         """Live statistics of a call's streams."""
 
+    async def activity(self) -> dict[str, dict[int, int]]:
+        """Every open stream's datagram counter, by session id and stream index (one cheap
+        batched read for the RTP timeout; no per-packet messages)."""
+
+    def begin_stop(self) -> None:
+        """The node is shutting down: nothing is restarted from now on."""
+
     async def stop(self) -> None:
         """Close everything (files are closed cleanly)."""
 
@@ -294,10 +301,20 @@ class LocalEngine:
             if key[0] == session_id
         }
 
+    async def activity(self) -> dict[str, dict[int, int]]:
+        """Every open stream's datagram counter (see :meth:`MediaEngine.activity`)."""
+        out: dict[str, dict[int, int]] = {}
+        for (session_id, index), opened in self._streams.items():
+            out.setdefault(session_id, {})[index] = opened.recorder.received
+        return out
+
     @property
     def open_streams(self) -> int:
         """How many streams are being recorded."""
         return len(self._streams)
+
+    def begin_stop(self) -> None:
+        """Nothing to prepare: this engine restarts nothing."""
 
     async def stop(self) -> None:
         """Close every stream cleanly and stop ticking."""
@@ -555,6 +572,16 @@ class WorkerEngine:
         )
         return {int(k): v for k, v in reply.get("stats", {}).items()}
 
+    async def activity(self) -> dict[str, dict[int, int]]:
+        """Every open stream's datagram counter: one request per running worker."""
+        out: dict[str, dict[int, int]] = {}
+        for worker in self._workers:
+            if worker.alive:
+                reply = await self._request(worker, {"op": "activity"})
+                for session_id, streams in reply.get("activity", {}).items():
+                    out[session_id] = {int(k): int(v) for k, v in streams.items()}
+        return out
+
     async def loop_lag(self, reset: bool = False) -> list[dict[str, Any]]:
         """Each running worker's event-loop lag (``worker`` and ``pid`` added to the figures
         of :meth:`LocalEngine.loop_lag`); ``reset`` starts a new window in each."""
@@ -576,6 +603,11 @@ class WorkerEngine:
     def pids(self) -> list[int]:
         """Process ids of the running workers."""
         return [w.proc.pid for w in self._workers if w.alive]
+
+    def begin_stop(self) -> None:
+        """The node is shutting down: a worker that exits from now on is not restarted (its
+        calls are finalised from what its files hold)."""
+        self._stopping = True
 
     async def stop(self) -> None:
         """Ask every worker to close its files and exit; kill the ones that do not."""

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import socket
+from signal import SIG_IGN, SIGHUP, SIGINT, SIGTERM, signal
 from typing import Any
 
 import structlog
@@ -59,6 +60,8 @@ class _Control:
                 reply["stats"] = await self.engine.close_call(message["session_id"], message["at"])
             elif op == "stats":
                 reply["stats"] = await self.engine.stats(message["session_id"])
+            elif op == "activity":
+                reply["activity"] = await self.engine.activity()
             elif op == "lag":
                 reply["lag"] = await self.engine.loop_lag(bool(message.get("reset")))
                 reply["receiver"] = self.engine.receiver_stats()
@@ -108,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-format", default="json")
     parser.add_argument("--receive-path", default="auto", choices=("auto", "c", "python"))
     args = parser.parse_args(argv)
+    # A terminal's Ctrl-C and systemd's control-group kill signal every process of the node at
+    # once; the node's drain still needs this worker to close its calls' streams and report
+    # their statistics. It leaves on the node's ``stop`` or when the control socket closes.
+    for sig in (SIGINT, SIGTERM, SIGHUP):
+        signal(sig, SIG_IGN)
     configure_logging(args.log_level, args.log_format)
     structlog.contextvars.bind_contextvars(worker=args.index)
     try:

@@ -265,6 +265,26 @@ class SessionManager:
         if tasks:
             self._log.info("session manager stopped")
 
+    async def leave(self) -> bool:
+        """A clean stop, after `stop`: mark this node stopped in the store, so that the fleet
+        (and `siprec-node nodes`) sees at once that it left rather than after `node_ttl`.
+
+        Only when none of its sessions is still active in the store (a clean stop has
+        finalised them all); otherwise the node is left to expire like a dead one, so that a
+        restart with the same id, or a takeover, deals with what is left. True if marked.
+        """
+        left = await self.store.list_by_node(self.node_id)
+        if left:
+            self._log.warning(
+                "node left with active sessions; not marked stopped",
+                sessions=[s.id for s in left[:20]],
+                count=len(left),
+            )
+            return False
+        await self.store.mark_node_stopped(self.node_id, self._now())
+        self._log.info("node marked stopped")
+        return True
+
     async def _tick(self) -> None:
         await self.heartbeat()
         await self.takeover()

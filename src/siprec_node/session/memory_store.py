@@ -17,6 +17,7 @@ from .store import (
     duration_ms,
     encode_for_save,
     from_ms,
+    node_info,
     to_ms,
 )
 
@@ -44,6 +45,7 @@ class MemorySessionStore(SessionStore):
         self._active: dict[str, int] = {}
         self._by_node: dict[str, dict[str, int]] = {}
         self._nodes: dict[str, int] = {}
+        self._stopped: dict[str, int] = {}
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -191,6 +193,13 @@ class MemorySessionStore(SessionStore):
     async def update_heartbeat(self, node_id: str, at: datetime | None = None) -> None:
         self._check_open()
         self._nodes[node_id] = to_ms(self._now() if at is None else at)
+        self._stopped.pop(node_id, None)
+
+    async def mark_node_stopped(self, node_id: str, at: datetime | None = None) -> None:
+        self._check_open()
+        at_ms = to_ms(self._now() if at is None else at)
+        self._nodes.setdefault(node_id, at_ms)
+        self._stopped[node_id] = at_ms
 
     async def list_nodes(
         self, node_ttl: timedelta = DEFAULT_NODE_TTL, *, now: datetime | None = None
@@ -199,7 +208,7 @@ class MemorySessionStore(SessionStore):
         now_ms = to_ms(self._now() if now is None else now)
         ttl_ms = duration_ms(node_ttl)
         return [
-            NodeInfo(node_id, from_ms(beat), now_ms - beat <= ttl_ms)
+            node_info(node_id, beat, self._stopped.get(node_id), now_ms, ttl_ms)
             for node_id, beat in sorted(self._nodes.items())
         ]
 
@@ -213,6 +222,7 @@ class MemorySessionStore(SessionStore):
         if self._by_node.get(node_id):
             return False
         del self._nodes[node_id]
+        self._stopped.pop(node_id, None)
         return True
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -8,6 +8,8 @@ Key layout, for `prefix="siprec:"` and the default hash tag `siprec`::
     siprec:{siprec}:index:node:<node>   zset  non-terminal sessions owned by <node>,
                                               score = activity at the last save or claim
     siprec:{siprec}:nodes               zset  node ids, score = last heartbeat
+    siprec:{siprec}:nodes:stopped       hash  node id -> when it stopped cleanly (ms); a
+                                              heartbeat removes the node's field
 
 Times are milliseconds since the Unix epoch. Session keys live under `session:` and indexes under
 `index:`, so no session id or node id can name an index key.
@@ -56,6 +58,7 @@ from .store import (
     duration_ms,
     encode_for_save,
     from_ms,
+    node_info,
     to_ms,
 )
 
@@ -162,12 +165,25 @@ end
 return removed
 """
 
-# KEYS: nodes, node index.  ARGV: node, dead_before_ms
+# KEYS: nodes, node index, stopped nodes.  ARGV: node, dead_before_ms
 _FORGET_NODE = """
 local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not beat or tonumber(beat) >= tonumber(ARGV[2]) then return 0 end
 if redis.call('ZCARD', KEYS[2]) > 0 then return 0 end
+redis.call('HDEL', KEYS[3], ARGV[1])
 return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+
+# KEYS: nodes, stopped nodes.  ARGV: node, at_ms
+_HEARTBEAT = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+"""
+
+# KEYS: nodes, stopped nodes.  ARGV: node, at_ms
+_STOPPED = """
+redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 """
 
 
@@ -332,6 +348,7 @@ class RedisSessionStore(SessionStore):
         self._base = f"{prefix}{{{hash_tag}}}:"
         self._active_key = self._base + "index:active"
         self._nodes_key = self._base + "nodes"
+        self._stopped_key = self._base + "nodes:stopped"
         options: dict[str, Any] = {
             "decode_responses": True,
             "socket_timeout": socket_timeout,
@@ -347,6 +364,8 @@ class RedisSessionStore(SessionStore):
         self._delete_script = reg(_DELETE)
         self._prune_script = reg(_PRUNE)
         self._forget_script = reg(_FORGET_NODE)
+        self._heartbeat_script = reg(_HEARTBEAT)
+        self._stopped_script = reg(_STOPPED)
 
     def __repr__(self) -> str:
         return f"RedisSessionStore({self.url!r}, prefix={self.prefix!r})"
@@ -541,7 +560,16 @@ class RedisSessionStore(SessionStore):
     async def update_heartbeat(self, node_id: str, at: datetime | None = None) -> None:
         with self._errors():
             at_ms = to_ms(self._now() if at is None else at)
-            await self._client.zadd(self._nodes_key, {node_id: at_ms})
+            await self._heartbeat_script(
+                keys=[self._nodes_key, self._stopped_key], args=[node_id, str(at_ms)]
+            )
+
+    async def mark_node_stopped(self, node_id: str, at: datetime | None = None) -> None:
+        with self._errors():
+            at_ms = to_ms(self._now() if at is None else at)
+            await self._stopped_script(
+                keys=[self._nodes_key, self._stopped_key], args=[node_id, str(at_ms)]
+            )
 
     async def list_nodes(
         self, node_ttl: timedelta = DEFAULT_NODE_TTL, *, now: datetime | None = None
@@ -549,17 +577,20 @@ class RedisSessionStore(SessionStore):
         with self._errors():
             now_ms = to_ms(self._now() if now is None else now)
             rows = await self._client.zrange(self._nodes_key, 0, -1, withscores=True)
+            stopped = await self._client.hgetall(self._stopped_key)
         ttl_ms = duration_ms(node_ttl)
-        return sorted(
-            (NodeInfo(node, from_ms(beat), now_ms - int(beat) <= ttl_ms) for node, beat in rows),
-            key=lambda n: n.node_id,
-        )
+        infos: list[NodeInfo] = []
+        for node, beat in rows:
+            mark = stopped.get(node)
+            stopped_ms = int(mark) if mark is not None and mark.isdigit() else None
+            infos.append(node_info(node, beat, stopped_ms, now_ms, ttl_ms))
+        return sorted(infos, key=lambda n: n.node_id)
 
     async def forget_node(self, node_id: str, *, dead_before: datetime) -> bool:
         await self.list_by_node(node_id)  # prunes expired records from the node's index
         with self._errors():
             removed = await self._forget_script(
-                keys=[self._nodes_key, self.node_index_key(node_id)],
+                keys=[self._nodes_key, self.node_index_key(node_id), self._stopped_key],
                 args=[node_id, str(to_ms(dead_before))],
             )
         return bool(removed)

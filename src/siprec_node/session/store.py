@@ -51,6 +51,26 @@ class NodeInfo:
     node_id: str
     last_heartbeat: datetime
     alive: bool
+    stopped_at: datetime | None = None
+    """When the node said it stopped cleanly (then never alive), if it did after its last
+    heartbeat."""
+
+    @property
+    def status(self) -> str:
+        """``alive``, ``stopped`` (left cleanly) or ``dead`` (heartbeat older than node_ttl)."""
+        if self.stopped_at is not None:
+            return "stopped"
+        return "alive" if self.alive else "dead"
+
+
+def node_info(
+    node_id: str, beat_ms: int | float, stopped_ms: int | float | None, now_ms: int, ttl_ms: int
+) -> NodeInfo:
+    """A `NodeInfo` from the stored times (ms): a stop mark older than the last heartbeat is
+    stale (the node came back)."""
+    if stopped_ms is not None and stopped_ms >= beat_ms:
+        return NodeInfo(node_id, from_ms(beat_ms), False, from_ms(stopped_ms))
+    return NodeInfo(node_id, from_ms(beat_ms), now_ms - int(beat_ms) <= ttl_ms)
 
 
 def decode_record(
@@ -168,10 +188,16 @@ class SessionStore(ABC):
         """Record that `node_id` is alive at `at` (default now). O(1), whatever the call count."""
 
     @abstractmethod
+    async def mark_node_stopped(self, node_id: str, at: datetime | None = None) -> None:
+        """Record that `node_id` stopped cleanly at `at` (default now): `list_nodes` reports it
+        stopped, not alive, until its next heartbeat. O(1)."""
+
+    @abstractmethod
     async def list_nodes(
         self, node_ttl: timedelta = DEFAULT_NODE_TTL, *, now: datetime | None = None
     ) -> list[NodeInfo]:
-        """Known nodes, sorted by id; `alive` if the last heartbeat is within `node_ttl`."""
+        """Known nodes, sorted by id; `alive` if the last heartbeat is within `node_ttl` and the
+        node has not said it stopped since (`stopped_at`)."""
 
     @abstractmethod
     async def forget_node(self, node_id: str, *, dead_before: datetime) -> bool:

@@ -46,6 +46,14 @@ from siprec_node.sip.message import (
     parse_message,
 )
 from siprec_node.sip.recording import CallRecording, PortsUnavailable, RecordingOffer
+from siprec_node.sip.rtp_timeout import (
+    STALLED,
+    EndCall,
+    MarkStalled,
+    RtpTimeout,
+    SendProbe,
+    check_interval,
+)
 from siprec_node.sip.snapshots import SnapshotWriter
 from siprec_node.sip.transaction import (
     AckReceived,
@@ -82,6 +90,8 @@ NOT_ALLOWED_METHODS = frozenset(
 )
 MIN_SE = 90
 FINISHED_DIALOGS = 10000
+BYE_LINGER_T1 = 4
+"""How long (in T1) a drain waits for the answers to its BYEs once they are sent."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,11 @@ class HandlerConfig:
     (SPEC's Python API) when no ``call_store`` is given."""
     activity_interval: float = 5.0
     """How often RTP activity of live calls is reported to the store (seconds)."""
+    rtp_timeout: float = 60.0
+    """``media.rtp_timeout`` (seconds): silence of every non-paused stream of a call this long
+    triggers ``rtp_timeout_action``."""
+    rtp_timeout_action: str = "probe"
+    """``media.rtp_timeout_action``: ``probe``, ``end`` or ``none`` (see ``sip.rtp_timeout``)."""
     recording_dir: str = "recordings"
     """Root of the recordings (``recording.directory``)."""
     media_workers: int = 0
@@ -208,6 +223,9 @@ class SipHandler:
         self.call_media = CallMedia(self.media, self.engine)
         self._tasks: set[asyncio.Task[None]] = set()
         self._activity_task: asyncio.Task[None] | None = None
+        self.rtp_timeout = RtpTimeout(self.config.rtp_timeout, self.config.rtp_timeout_action)
+        self._rtp_task: asyncio.Task[None] | None = None
+        self._probes: dict[TransactionKey, str] = {}  # OPTIONS probe -> session id
         # Calls we ended before their ACK came: the BYE goes when it does (or at Timer H).
         self._bye_after_ack: dict[TransactionKey, tuple[Dialog, str]] = {}
         # Dialogs of calls finalised for a dead node, answerable if their SRC fails over here.
@@ -270,18 +288,22 @@ class SipHandler:
             await self.engine.start()
         if self._activity_task is None and self.config.activity_interval > 0:
             self._activity_task = asyncio.get_running_loop().create_task(self._report_activity())
+        if self._rtp_task is None and self.rtp_timeout.action != "none" and self._clock is None:
+            # (an injected clock is not the loop's: its owner calls check_rtp)
+            self._rtp_task = asyncio.get_running_loop().create_task(self._watch_rtp())
 
     async def _report_activity(self) -> None:
-        """Tell the store which calls received RTP lately (session_timeout counts RTP too)."""
+        """Tell the store which calls received RTP lately (session_timeout counts RTP too); one
+        batched read of every stream's datagram counter per interval (a request per worker)."""
         seen: dict[str, int] = {}
         while True:
             await asyncio.sleep(self.config.activity_interval)
+            try:
+                activity = await self.engine.activity()
+            except Exception:  # a worker restarting: next round
+                continue
             for session_id, call in list(self.calls.items()):
-                try:
-                    streams = await self.engine.stats(session_id)
-                except Exception:  # a worker restarting: next round
-                    continue
-                packets = sum(int(s.get("packets", 0)) for s in streams.values())
+                packets = sum(activity.get(session_id, {}).values())
                 if packets != seen.get(session_id, 0):
                     seen[session_id] = packets
                     call.data.last_activity = utc_now()
@@ -291,6 +313,70 @@ class SipHandler:
                         log.debug("activity_touch_failed", session_id=session_id, error=str(exc))
             for session_id in [k for k in seen if k not in self.calls]:
                 del seen[session_id]
+
+    # ------------------------------------------------------------------ RTP timeout
+
+    async def _watch_rtp(self) -> None:
+        """Read every stream's datagram counter once per check interval (one request per media
+        worker) and apply ``media.rtp_timeout_action`` to the calls gone silent."""
+        while True:
+            await asyncio.sleep(check_interval(self.rtp_timeout.timeout))
+            try:
+                activity = await self.engine.activity()
+            except Exception as exc:  # a worker restarting: next round
+                log.debug("rtp_activity_unavailable", error=repr(exc))
+                continue
+            self.check_rtp(activity)
+
+    def check_rtp(self, activity: dict[str, dict[int, int]]) -> None:
+        """One RTP-timeout check of every live call against the engine's counters."""
+        if self.draining:
+            return
+        now = self.now()
+        watch = self.rtp_timeout
+        watch.retain(self.calls)
+        for session_id, call in list(self.calls.items()):
+            if not call.confirmed or call.media_state is None:
+                continue
+            counters = activity.get(session_id, {})
+            live = {
+                i: counters.get(i, 0) for i, paused in call.media_state.open.items() if not paused
+            }
+            for decision in watch.observe(session_id, live, now):
+                call.log.warning("rtp_timeout", action=watch.action.value, timeout_s=watch.timeout)
+                self._apply_rtp_decision(decision)
+
+    def _apply_rtp_decision(self, decision: SendProbe | EndCall | MarkStalled) -> None:
+        call = self.calls.get(decision.session_id)
+        if call is None:
+            return
+        if isinstance(decision, SendProbe):
+            key = self._send_in_dialog(
+                call.dialog, "OPTIONS", [("User-Agent", self.config.user_agent)]
+            )
+            self._probes[key] = decision.session_id
+            call.log.info("rtp_timeout_probe_sent")
+        elif isinstance(decision, EndCall):
+            call.log.warning("rtp_timeout_call_ended", reason=decision.reason, bye=decision.bye)
+            if decision.bye:
+                self.send_bye(call, decision.reason)
+            else:
+                self._end_call(call, CallStatus.ENDED, decision.reason)
+        else:
+            call.data.flag(STALLED, probes=decision.probes, silent_s=decision.silent_s)
+            self._snapshot(call)
+            call.log.warning("call_stalled", probes=decision.probes, silent_s=decision.silent_s)
+
+    def _probe_outcome(self, key: TransactionKey, status: int | None) -> None:
+        session_id = self._probes.get(key)
+        if session_id is None or (status is not None and status < 200):
+            return
+        del self._probes[key]
+        call = self.calls.get(session_id)
+        if call is not None:
+            call.log.info("rtp_timeout_probe_answered", status=status)
+        for decision in self.rtp_timeout.probe_answered(session_id, status, self.now()):
+            self._apply_rtp_decision(decision)
 
     # ------------------------------------------------------------------ media
 
@@ -656,6 +742,7 @@ class SipHandler:
         elif isinstance(event, TransactionTimeout):
             log.info("final_response_unacknowledged", status=event.response.status)
         elif isinstance(event, ResponseReceived):
+            self._probe_outcome(event.key, event.response.status)
             log.info(
                 "response_received",
                 call_id=event.response.call_id,
@@ -663,6 +750,7 @@ class SipHandler:
                 status=event.response.status,
             )
         elif isinstance(event, ClientTimeout):
+            self._probe_outcome(event.key, None)
             log.warning(
                 "request_timeout", call_id=event.request.call_id, method=event.request.method
             )
@@ -1276,7 +1364,7 @@ class SipHandler:
 
     def _send_in_dialog(
         self, dialog: Dialog, method: str, headers: list[tuple[str, str]], body: bytes = b""
-    ) -> None:
+    ) -> TransactionKey:
         """Send a request in ``dialog`` through a client transaction."""
         peer = dialog.peer
         listener = self.listeners.get(peer.transport)
@@ -1288,26 +1376,53 @@ class SipHandler:
         port = listener[1] if listener else 5060
         via = f"SIP/2.0/{peer.transport.upper()} {sent_by}:{port};branch={new_branch()};rport"
         request = dialog.create_request(method, via, headers=headers, body=body)
-        self.transactions.send_request(request, _request_destination(request, peer), self.now())
+        key = self.transactions.send_request(
+            request, _request_destination(request, peer), self.now()
+        )
         self._flush()
         self._schedule_timer()
+        return key
 
-    async def drain(self, grace: float = 0.0) -> None:
-        """Refuse new calls (503), give live ones ``grace`` seconds, then BYE and finalise."""
+    async def drain(self, grace: float = 0.0, deadline: float | None = None) -> None:
+        """Refuse new calls (503), give live ones ``grace`` seconds to end on their own, then
+        BYE and finalise the rest. With ``deadline`` (seconds from the start, at least
+        ``grace``), wait until then at most for the BYEs' answers and the finalisations."""
         self.draining = True
-        log.info("draining", live_calls=len(self.calls), grace_s=grace)
-        deadline = self.now() + grace
-        while self.calls and self.now() < deadline:
-            await asyncio.sleep(0.1)
-        for call in list(self.calls.values()):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        log.info("draining", live_calls=len(self.calls), grace_s=grace, deadline_s=deadline)
+        while self.calls and loop.time() < start + grace:
+            await asyncio.sleep(0.05)
+        left = list(self.calls.values())
+        for call in left:
             self.send_bye(call, "recorder shutting down")
+        if deadline is None:
+            return
+        end = start + max(deadline, grace)
+        # The BYEs' answers are waited for a few retransmissions at most (a lost BYE over UDP
+        # is sent again at T1 and 3*T1): an SRC that is gone must not hold the stop up.
+        linger = loop.time() + BYE_LINGER_T1 * self.config.timers.t1
+        while loop.time() < end and (
+            self._tasks or (self.transactions.pending_requests and loop.time() < linger)
+        ):
+            await asyncio.sleep(0.05)
+        figures = {
+            "ended_by_us": len(left),
+            "waited_s": round(loop.time() - start, 3),
+            "unfinished_tasks": len(self._tasks),
+            "unanswered_requests": self.transactions.pending_requests,
+        }
+        if self._tasks:  # finalisations still running complete before the node exits
+            log.warning("drain_deadline_passed", **figures)
+        log.info("drained", **figures)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Flush snapshots, stop timers, close the media sockets."""
         await self.idle()
-        if self._activity_task is not None:
-            self._activity_task.cancel()
-            self._activity_task = None
+        for task in (self._activity_task, self._rtp_task):
+            if task is not None:
+                task.cancel()
+        self._activity_task = self._rtp_task = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

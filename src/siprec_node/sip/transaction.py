@@ -475,6 +475,11 @@ class TransactionLayer:
             return False
         return key in self._server or (key.branch, key.method) in self._client
 
+    @property
+    def pending_requests(self) -> int:
+        """Client transactions still waiting for their final response."""
+        return sum(1 for t in self._client.values() if t.state in (S.TRYING, S.PROCEEDING))
+
     def get_state(self, key: TransactionKey) -> TransactionState | None:
         """The state of a live transaction, ``None`` when it no longer exists."""
         txn = self._server.get(key) or self._client.get((key.branch, key.method))

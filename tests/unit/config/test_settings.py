@@ -16,7 +16,11 @@ from siprec_node.config import HostPort, ListenAddress, Settings, load_settings
 from .conftest import LoadText, ProblemsOf
 
 SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
-    "node": {"id": socket.gethostname()},
+    "node": {
+        "id": socket.gethostname(),
+        "drain_grace": timedelta(seconds=10),
+        "drain_deadline": timedelta(seconds=25),
+    },
     "sip": {
         "listen": ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"],
         "advertise_host": None,
@@ -33,6 +37,7 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "port_max": 39999,
         "workers": 1,
         "rtp_timeout": timedelta(seconds=60),
+        "rtp_timeout_action": "probe",
         "codecs": ["PCMU", "PCMA", "G722", "opus"],
         "receive_path": "auto",
     },
@@ -215,6 +220,19 @@ RULES: list[tuple[str, str, Any, str]] = [
     ("[media]\nworkers = -1", "media.workers", -1, "at least 0"),
     ('[media]\nrtp_timeout = "soon"', "media.rtp_timeout", "soon", "must be a duration like"),
     ('[media]\nrtp_timeout = "0s"', "media.rtp_timeout", "0s", "longer than zero"),
+    (
+        '[media]\nrtp_timeout_action = "hangup"',
+        "media.rtp_timeout_action",
+        "hangup",
+        "probe, end, none",
+    ),
+    ('[node]\ndrain_grace = "-1s"', "node.drain_grace", "-1s", "must not be negative"),
+    (
+        '[node]\ndrain_grace = "30s"\ndrain_deadline = "10s"',
+        "node.drain_deadline",
+        "10s",
+        "must not be shorter than drain_grace",
+    ),
     ('[media]\ncodecs = ["G729"]', "media.codecs[0]", "G729", "must be one of: PCMU, PCMA"),
     ('[media]\ncodecs = ["PCMU", "pcmu"]', "media.codecs", ["PCMU", "pcmu"], "more than once"),
     ("[media]\ncodecs = []", "media.codecs", [], "at least one codec"),
@@ -309,3 +327,14 @@ level = "LOUD"
 def test_direct_construction_validates_too() -> None:
     with pytest.raises(ValidationError):
         Settings.model_validate({"media": {"port_min": 30000, "port_max": 20000}})
+
+
+def test_rtp_timeout_and_drain_keys(load_text: LoadText) -> None:
+    settings = load_text(
+        '[node]\ndrain_grace = "0s"\ndrain_deadline = "5s"\n'
+        '[media]\nrtp_timeout = "2s"\nrtp_timeout_action = "END"'
+    )
+    assert settings.node.drain_grace == timedelta(0)
+    assert settings.node.drain_deadline == timedelta(seconds=5)
+    assert settings.media.rtp_timeout == timedelta(seconds=2)
+    assert settings.media.rtp_timeout_action == "end"

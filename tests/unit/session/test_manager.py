@@ -372,3 +372,20 @@ async def test_heartbeat_gap_longer_than_node_ttl_triggers_ownership_check(
     clock.advance(10)  # the process was stopped for 10 s
     await manager.heartbeat()
     assert checks == [clock()]
+
+
+async def test_leave_marks_the_node_stopped_only_once_its_sessions_are_final(
+    mem: MemorySessionStore, clock: FakeClock
+) -> None:
+    manager = SessionManager(mem, config("a"), clock=clock)
+    await manager.heartbeat()
+    state = await new_session(mem, "a", clock)
+    assert await manager.leave() is False  # a live session: left to expire like a dead node
+    (node,) = await mem.list_nodes(now=clock.now)
+    assert node.alive and node.status == "alive"
+    state.transition(SessionStatus.ENDED, reason="BYE")
+    await mem.save(state)
+    clock.advance(timedelta(seconds=1))
+    assert await manager.leave() is True
+    (node,) = await mem.list_nodes(now=clock.now)
+    assert (node.alive, node.status, node.stopped_at) == (False, "stopped", clock.now)

@@ -410,6 +410,41 @@ async def test_forget_node_only_when_dead_and_empty(store: SessionStore) -> None
     assert await store.forget_node("unknown", dead_before=T0) is False
 
 
+async def test_a_node_marked_stopped_is_not_alive_until_it_beats_again(
+    store: SessionStore,
+) -> None:
+    await store.update_heartbeat("a", T0)
+    await store.update_heartbeat("b", T0)
+    await store.mark_node_stopped("a", T0 + timedelta(seconds=1))
+    nodes = await store.list_nodes(timedelta(seconds=15), now=T0 + timedelta(seconds=2))
+    assert [(n.node_id, n.alive, n.status) for n in nodes] == [
+        ("a", False, "stopped"),
+        ("b", True, "alive"),
+    ]
+    assert nodes[0].stopped_at is not None
+    assert abs(nodes[0].stopped_at - (T0 + timedelta(seconds=1))) < timedelta(milliseconds=1)
+    assert abs(nodes[0].last_heartbeat - T0) < timedelta(milliseconds=1)
+    assert nodes[1].stopped_at is None
+    # started again with the same id: its heartbeat clears the mark
+    await store.update_heartbeat("a", T0 + timedelta(seconds=3))
+    nodes = await store.list_nodes(timedelta(seconds=15), now=T0 + timedelta(seconds=4))
+    assert (nodes[0].node_id, nodes[0].status, nodes[0].stopped_at) == ("a", "alive", None)
+    # a node never seen before is listed, stopped
+    await store.mark_node_stopped("c", T0 + timedelta(seconds=5))
+    (c,) = [n for n in await store.list_nodes() if n.node_id == "c"]
+    assert c.status == "stopped" and not c.alive
+
+
+async def test_forgetting_a_stopped_node_forgets_its_mark(store: SessionStore) -> None:
+    await store.update_heartbeat("n", T0)
+    await store.mark_node_stopped("n", T0)
+    assert await store.forget_node("n", dead_before=T0 + timedelta(hours=1)) is True
+    assert await store.list_nodes() == []
+    await store.update_heartbeat("n", T0 + timedelta(hours=2))
+    (node,) = await store.list_nodes(now=T0 + timedelta(hours=2))
+    assert node.status == "alive"
+
+
 # -- lifecycle -------------------------------------------------------------------------------
 
 
@@ -428,6 +463,7 @@ CALLS = {
     "claim": lambda s: s.claim("x", "a", "b"),
     "update_heartbeat": lambda s: s.update_heartbeat("n"),
     "list_nodes": lambda s: s.list_nodes(),
+    "mark_node_stopped": lambda s: s.mark_node_stopped("n"),
     "forget_node": lambda s: s.forget_node("n", dead_before=T0),
     "ping": lambda s: s.ping(),
 }
