@@ -18,8 +18,10 @@ bulk, aligns them on the call's media epoch and writes, beside the parts folder:
   stream gets its own G.711 file (and there is no stereo file). A G.722 or Opus stream has no
   G.711 form: in `wav-g711` it gets a PCM16 WAV of its own.
 - `<stem>.json`: the sidecar of SPEC ("Files written per recording"), written last. Times in
-  ms (turns, DTMF) count from `media_epoch`, sample 0 of every file; `files` are names beside
-  the sidecar, `audio` says which streams each file holds, at what rate and encoding.
+  ms (turns, DTMF, gaps) count from `media_epoch`, sample 0 of every file; `files` are names
+  beside the sidecar, `audio` says which streams each file holds, at what rate and encoding;
+  `verdict` (the call's, and each stream's) is `ok` or the named problems of
+  `media/verdict.py` (FORMAT.md, "The verdict").
 
 Streams are placed where the receive path put them (arrival wall clock of each leg's first
 packet, then RTP timestamps), refined by RTCP: when two or more streams carry an SR offset
