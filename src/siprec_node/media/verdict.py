@@ -46,11 +46,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .timeline import GAP_MIN_MS as TIMELINE_GAP_MIN_MS
+
 SILENT_DBFS = -60.0
 """A stream whose loudest sample stays below this level (dBFS) is ``silent``."""
-GAP_MIN_MS = 100
-"""Holes in a stream's audio shorter than this are not gaps (one to four lost packets of 20 ms
-are loss, which ``lost`` counts; the receive path records only holes this long)."""
+GAP_MIN_MS = TIMELINE_GAP_MIN_MS
+"""Holes in a stream's audio shorter than this (100 ms) are not gaps: one to four lost packets
+of 20 ms are loss, which ``lost`` counts; the receive path notes only holes this long."""
 SHORT_RATIO = 0.95
 """A stream covering less than this share of the active time (pauses excluded) is ``short``..."""
 SHORT_SLACK_S = 0.5
