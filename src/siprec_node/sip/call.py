@@ -64,6 +64,9 @@ class CallData:
     flags: list[dict[str, Any]] = field(default_factory=list)
     """Call-level problems raised while the call ran (``{"kind": "metadata_unparsed",
     "detail": ...}``, ``stalled``): finalisation adds them to the recording's verdict."""
+    verdict: dict[str, Any] | None = None
+    """The recording's verdict once finalised (``media/verdict.py``): ``{"status": "ok" |
+    "problems", "problems": [{"kind": ..., figures...}]}``."""
     version: int = 0
 
     def flag(self, kind: str, **figures: Any) -> None:
