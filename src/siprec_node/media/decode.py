@@ -545,12 +545,16 @@ def _frame_amr(
     # Interleaving and robust sorting reorder frames across packets; the answer refuses them.
     unsupported = "interleaving" in params or params.get("robust-sorting") == "1"
     sid_decoded = _decoder_name(fmt.name).startswith("libopencore")
+    single = {} if octet or unsupported else _amr_efficient_single(payloads, bits_of)
     units, rejected = _Units(), set()
     for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
         if unsupported:
             rejected.add(index)
             continue
-        frames = (_amr_octet if octet else _amr_efficient)(payload, bits_of, crc)
+        if index in single:
+            frames: list[tuple[int, bytes]] | None = [single[index]]
+        else:
+            frames = (_amr_octet if octet else _amr_efficient)(payload, bits_of, crc)
         if frames is None:
             rejected.add(index)
             continue
@@ -649,6 +653,41 @@ def _amr_efficient(
     if total - at >= 8:  # more than the padding to an octet
         return None
     return frames
+
+
+def _amr_efficient_single(
+    payloads: Sequence[bytes], bits_of: tuple[int, ...]
+) -> dict[int, tuple[int, bytes]]:
+    """Bandwidth-efficient payloads carrying exactly one speech or SID frame (what SRCs send
+    most), depacketised in bulk, by payload size: index -> (frame type, storage frame). Other
+    payloads are left to :func:`_amr_efficient`."""
+    by_size: dict[int, list[int]] = {}
+    for index, payload in enumerate(payloads):
+        by_size.setdefault(len(payload), []).append(index)
+    out: dict[int, tuple[int, bytes]] = {}
+    for size, indexes in by_size.items():
+        if size < 2 or len(indexes) < 8:
+            continue
+        rows = np.frombuffer(b"".join(payloads[i] for i in indexes), np.uint8).reshape(-1, size)
+        bits = np.unpackbits(rows, axis=1)
+        follow, quality = bits[:, 4], bits[:, 9].astype(np.uint8)
+        types = (bits[:, 5] << 3) | (bits[:, 6] << 2) | (bits[:, 7] << 1) | bits[:, 8]
+        where = np.asarray(indexes)
+        for ft, nbits in enumerate(bits_of):
+            spare = size * 8 - 10 - nbits
+            if not 0 <= spare < 8:  # not one frame of this type in a payload of this size
+                continue
+            chosen = (types == ft) & (follow == 0)
+            if not chosen.any():
+                continue
+            nbytes = (nbits + 7) // 8
+            body = np.zeros((int(chosen.sum()), nbytes * 8), np.uint8)
+            body[:, :nbits] = bits[chosen, 10 : 10 + nbits]
+            toc = ((ft << 3) | (quality[chosen] << 2)).astype(np.uint8)
+            frames = np.concatenate([toc[:, np.newaxis], np.packbits(body, axis=1)], axis=1)
+            for index, frame in zip(where[chosen].tolist(), frames, strict=True):
+                out[index] = (ft, frame.tobytes())
+    return out
 
 
 def _framer_key(canon: str) -> str:
