@@ -705,6 +705,56 @@ _FRAMERS: dict[str, Framer] = {
 }
 
 
+def payload_ticks(fmt: PayloadFormat) -> Callable[[bytes], int] | None:
+    """How many ticks of its RTP clock a payload of ``fmt`` covers, read from its size (and
+    AMR's table of contents), without decoding: for the receive path's ``frame_duration``.
+    None for codecs whose payloads are one byte per tick (G.711, G.722) or that need their
+    own reader (Opus: ``timeline.opus_duration``)."""
+    canon = canonical_codec(fmt.name)
+    if canon in G711_CODECS or canon in (G722, OPUS):
+        return None
+    if canon == G729:
+        return lambda p: len(p) // 10 * 80 + (80 if len(p) % 10 == 2 else 0)
+    if canon == GSM:
+        return lambda p: len(p) // 33 * 160
+    if canon in G726_BITS:
+        bits = G726_BITS[canon]
+        return lambda p: len(p) * 8 // bits
+    if canon == ILBC:
+        mode = 20 if _fmtp_params(fmt).get("mode") == "20" else 30
+
+        def ilbc(p: bytes) -> int:
+            if len(p) % 38 == 0 and (mode == 20 or len(p) % 50):
+                return len(p) // 38 * 160
+            return len(p) // 50 * 240
+
+        return ilbc
+    if canon == G723:
+
+        def g723(p: bytes) -> int:
+            at = frames = 0
+            while at < len(p):
+                at += _G723_SIZES[p[at] & 3]
+                frames += 1
+            return frames * 240
+
+        return g723
+    octet = _fmtp_params(fmt).get("octet-align") == "1"
+    ticks = 320 if canon == AMR_WB else 160  # 20 ms at 16 kHz or 8 kHz
+
+    def amr(p: bytes) -> int:
+        value, total, count = int.from_bytes(p, "big"), len(p) * 8, 0
+        at, step, first = (8, 8, 0) if octet else (4, 6, 0)
+        while at + step <= total:
+            count += 1
+            if not (value >> (total - at - 1 - first)) & 1:  # F bit clear: the last entry
+                break
+            at += step
+        return count * ticks
+
+    return amr
+
+
 # -- frame-based codecs: decoding ----------------------------------------------------------
 
 

@@ -383,3 +383,49 @@ def test_amr_bulk_depacketising_agrees_with_the_bit_reader(wideband: bool) -> No
     for index, frame in bulk.items():
         assert [frame] == decode_module._amr_efficient(payloads[index], bits_of, False)
         assert frame[1] == frames[index][: len(frame[1])]  # the encoder's own storage frame
+
+
+def test_payload_ticks_match_what_decoding_covers() -> None:
+    from siprec_node.media.decode import payload_ticks
+
+    nb = amrnb_frames(tone(500, 0.2, 8000))
+    wb = amrwb_frames(tone(500, 0.2, 16000))
+    cases = [
+        (PayloadFormat(18, "G729", 8000), [bytes(20), bytes(10)]),
+        (PayloadFormat(4, "G723", 8000), [bytes(24) + bytes([2, 0, 0, 0]), bytes([1]) + bytes(19)]),
+        (PayloadFormat(3, "GSM", 8000), [gsm_frames(tone(500, 0.1, 8000))[0] * 2]),
+        (PayloadFormat(100, "G726-40", 8000), [bytes(100), bytes(7)]),
+        (PayloadFormat(98, "ILBC", 8000, fmtp="mode=20"), [bytes(76), bytes(50), bytes(1900)]),
+        (PayloadFormat(98, "ILBC", 8000), [bytes(1900)]),
+    ]
+    for octet in (True, False):
+        fmtp = "octet-align=1" if octet else None
+        cases.append(
+            (
+                PayloadFormat(96, "AMR", 8000, fmtp=fmtp),
+                [
+                    amr_payload(nb[i : i + n], wideband=False, octet_aligned=octet)
+                    for i, n in ((0, 1), (1, 3))
+                ],
+            )
+        )
+        cases.append(
+            (
+                PayloadFormat(97, "AMR-WB", 16000, fmtp=fmtp),
+                [
+                    amr_payload(wb[i : i + n], wideband=True, octet_aligned=octet)
+                    for i, n in ((0, 1), (1, 2))
+                ],
+            )
+        )
+    for fmt, payloads in cases:
+        ticks = payload_ticks(fmt)
+        assert ticks is not None
+        for payload in payloads:
+            decoded = stretch(fmt, [(0, payload)])
+            scale = decoded.rate // fmt.clock_rate
+            assert ticks(payload) * scale == decoded.pcm.size, (fmt.name, len(payload))
+    g729 = payload_ticks(PayloadFormat(18, "G729", 8000))
+    assert g729 is not None
+    assert (g729(bytes(22)), g729(bytes(2))) == (240, 80)  # a SID frame covers 10 ms (silent)
+    assert payload_ticks(PayloadFormat(0, "PCMU", 8000)) is None
