@@ -38,7 +38,26 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "workers": 1,
         "rtp_timeout": timedelta(seconds=60),
         "rtp_timeout_action": "probe",
-        "codecs": ["PCMU", "PCMA", "G722", "opus"],
+        "codecs": [
+            "PCMU",
+            "PCMA",
+            "G722",
+            "opus",
+            "G729",
+            "G723",
+            "G726-16",
+            "G726-24",
+            "G726-32",
+            "G726-40",
+            "AAL2-G726-16",
+            "AAL2-G726-24",
+            "AAL2-G726-32",
+            "AAL2-G726-40",
+            "AMR",
+            "AMR-WB",
+            "iLBC",
+            "GSM",
+        ],
         "receive_path": "auto",
     },
     "recording": {"directory": Path("recordings"), "format": "wav", "channels": "stereo"},
@@ -233,7 +252,7 @@ RULES: list[tuple[str, str, Any, str]] = [
         "10s",
         "must not be shorter than drain_grace",
     ),
-    ('[media]\ncodecs = ["G729"]', "media.codecs[0]", "G729", "must be one of: PCMU, PCMA"),
+    ('[media]\ncodecs = ["G728"]', "media.codecs[0]", "G728", "must be one of: PCMU, PCMA"),
     ('[media]\ncodecs = ["PCMU", "pcmu"]', "media.codecs", ["PCMU", "pcmu"], "more than once"),
     ("[media]\ncodecs = []", "media.codecs", [], "at least one codec"),
     ('[media]\nreceive_path = "fast"', "media.receive_path", "fast", "auto, c, python"),
@@ -338,3 +357,12 @@ def test_rtp_timeout_and_drain_keys(load_text: LoadText) -> None:
     assert settings.node.drain_deadline == timedelta(seconds=5)
     assert settings.media.rtp_timeout == timedelta(seconds=2)
     assert settings.media.rtp_timeout_action == "end"
+
+
+def test_codec_names_are_the_decodable_ones(load_text: LoadText) -> None:
+    from siprec_node.config.settings import KNOWN_CODECS
+    from siprec_node.siprec.codecs import DECODABLE, canonical_name
+
+    assert [canonical_name(name) for name in KNOWN_CODECS] == list(DECODABLE)
+    settings = load_text('[media]\ncodecs = ["g.729", "amr-wb", "ILBC", "aal2-g726-32"]')
+    assert settings.media.codecs == ["G729", "AMR-WB", "iLBC", "AAL2-G726-32"]
