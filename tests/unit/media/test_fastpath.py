@@ -223,7 +223,7 @@ def test_the_randomised_streams_switch_codecs(tmp_path: Path) -> None:
     several files, at both clock rates, with the fast path taking packets after a switch."""
     switched = rates = 0
     for seed in range(120):
-        media, info, stats, taken = record(tmp_path / str(seed), scenario(seed), fast=True)
+        media, info, stats, _taken = record(tmp_path / str(seed), scenario(seed), fast=True)
         if len(info["stretches"]) > 1:
             switched += 1
             assert len(media) > 1
