@@ -16,10 +16,19 @@ bulk, aligns them on the call's media epoch and writes, beside the parts folder:
   `audio_out`), or `wav-g711`: the G.711 bytes as received, no transcoding. Two legs in the same
   law make one stereo G.711 WAV; legs in different laws cannot share a WAV header, so each
   stream gets its own G.711 file (and there is no stereo file). A G.722 or Opus stream has no
-  G.711 form: in `wav-g711` it gets a PCM16 WAV of its own.
+  G.711 form: in `wav-g711` it gets a PCM16 WAV of its own, and so does a stream whose codec
+  changed (PCMU to PCMA included; its sidecar entry's `notes` says so). A stream that sent
+  one law only, whichever payload type of its answer that was, stays G.711.
 - `<stem>.json`: the sidecar of SPEC ("Files written per recording"), written last. Times in
   ms (turns, DTMF) count from `media_epoch`, sample 0 of every file; `files` are names beside
   the sidecar, `audio` says which streams each file holds, at what rate and encoding.
+
+A stream that changed payload type is decoded stretch by stretch (`media/stream_parts.py`),
+each resampled to the highest rate of its stretches; the call's rate is the highest of its
+streams'. Each stream's sidecar entry lists its stretches (`codecs`: codec, payload type,
+start and end in seconds from `media_epoch`, packets), the packets of payload types never
+accepted (`unexpected_payload`, per type) and the frames its decoders rejected
+(`undecodable`); `codec` is its first stretch's.
 
 Streams are placed where the receive path put them (arrival wall clock of each leg's first
 packet, then RTP timestamps), refined by RTCP: when two or more streams carry an SR offset
