@@ -532,7 +532,11 @@ class StreamInfo:
         values["ssrcs"] = [SsrcSpan(**s) for s in values.get("ssrcs", [])]
         values["pauses"] = [PauseSpan(**p) for p in values.get("pauses", [])]
         values["dtmf"] = [DtmfRecord(**d) for d in values.get("dtmf", [])]
-        values["stretches"] = [Stretch(**s) for s in values.get("stretches") or []]
+        fields = Stretch.__dataclass_fields__
+        values["stretches"] = [
+            Stretch(**{k: v for k, v in s.items() if k in fields})
+            for s in values.get("stretches") or []
+        ]
         values.setdefault("version", 1)
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in values.items() if k in known})

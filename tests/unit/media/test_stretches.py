@@ -383,3 +383,26 @@ def test_the_stream_json_says_which_file_each_stretch_is_in(tmp_path: Path) -> N
         ("stream-0.pt111.frames", 48000, 48000 * (0.5 + 0.4), 0),
         ("stream-0.pt8.wav", 8000, 8000 * (0.5 + 0.8), 8000 * (0.5 + 0.8)),
     ]
+
+
+def test_a_version_1_stream_is_continued_as_one_stretch(tmp_path: Path) -> None:
+    """A node upgraded mid-call continues a stream whose sidecar is version 1 (no stretches):
+    its one codec is the first stretch, and a switch after the restart is recorded."""
+    folder = tmp_path / "rec.parts"
+    stream = packets([Segment(PCMU, 1.0, 500), Segment(PCMA, 1.0, 900)])
+    rec = record(folder, (PCMU,), stream[:25], fast=False)
+    raw = json.loads((folder / "stream-0.json").read_text())
+    for key in ("version", "stretches", "unexpected_payload", "switches_refused"):
+        del raw[key]
+    raw["closed"] = False
+    (folder / "stream-0.json").write_text(json.dumps(raw))
+    assert read_stream_info(folder / "stream-0.json").version == 1
+    del rec
+    rec = StreamRecorder(negotiated(ALL), folder, T0, now=stream[25][1])
+    feed(rec, stream[25:])
+    rec.close(stream[-1][1] + 0.02)
+    info = read_stream_info(folder / "stream-0.json")
+    assert [(s.codec, s.packets) for s in info.stretches] == [("PCMU", 50), ("PCMA", 50)]
+    audio, rate, _ = finalise(folder, 3.0)
+    assert abs(dominant(span(audio, rate, 0.7, 1.3), rate) - 500) < 10
+    assert abs(dominant(span(audio, rate, 1.7, 2.3), rate) - 900) < 10
