@@ -189,6 +189,7 @@ class StreamRecorder:
         self._carried = current.packets  # of the current stretch, before this run
         self._stretch_base = 0  # the timeline's packets when the current stretch began
         fmt = self._format_of(current)
+        self._formats.setdefault(fmt.payload_type, fmt)  # one the stream no longer offers
         self._timeline = StreamTimeline(
             fmt.clock_rate,
             epoch,

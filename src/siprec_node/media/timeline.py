@@ -102,9 +102,9 @@ SR_KEEP = 16  # sender-report offsets kept per timestamp-to-position mapping
 
 
 class Placed(NamedTuple):
-    """A payload ready to write at ``position`` (stream clock units since the epoch); a
-    negative position (:data:`SWITCH`) marks a format switch (see :meth:`StreamTimeline.
-    take_switch`): the payloads after it are of the new format."""
+    """A payload ready to write at ``position`` (stream clock units since the epoch); the
+    position :data:`SWITCH` marks a format switch instead: the payloads after it are of the new
+    format (see ``StreamTimeline.take_switch``)."""
 
     position: int
     payload: bytes
