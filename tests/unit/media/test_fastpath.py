@@ -388,3 +388,41 @@ def test_receiver_fileno_is_readable_when_a_socket_is(tmp_path: Path) -> None:
     rx.close()
     sock.close()
     sender.close()
+
+
+def test_the_fast_path_follows_g711_stretches(tmp_path: Path) -> None:
+    """A clean stream that switches PCMU, PCMA, G.722, PCMU: each switch goes through Python,
+    which re-arms the fast path on the new stretch's file when it is G.711; the files are those
+    of the Python path."""
+    events: list[Event] = []
+    plan = [(0, 100), (8, 100), (9, 50), (0, 100)]
+    kinds: list[int] = []
+    i = 0
+    for pt, count in plan:
+        for _ in range(count):
+            arrival = EPOCH + 1 + 0.02 * i
+            events.append(("rtp", rtp(i, 160 * i, bytes([i & 0xFF]) * 160, pt), arrival))
+            kinds.append(pt)
+            if i % 25 == 24:
+                events.append(("tick", arrival))
+            i += 1
+    slow = record(tmp_path / "python", events, fast=False)
+    rec = StreamRecorder(negotiated(formats=FORMATS), tmp_path / "c", EPOCH, fast=_rtprecv)
+    taken: dict[int, int] = {}
+    n = 0
+    for event in events:
+        if event[0] == "tick":
+            rec.tick(event[1])
+            continue
+        if rec.fast_stream.feed(event[1], event[2]):
+            taken[kinds[n]] = taken.get(kinds[n], 0) + 1
+        else:
+            rec.on_rtp(event[1], event[2])
+        n += 1
+    rec.close(events[-1][-1])
+    media = {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir() if p.suffix != ".json"}
+    media.pop("stream-0.json.tmp", None)
+    assert media == slow[0]
+    assert set(media) == {"stream-0.wav", "stream-0.pt8.wav", "stream-0.pt9.frames"}
+    # all but the few after each arming point: 4 at the start, then one per switch
+    assert taken[8] >= 95 and taken.get(9, 0) == 0 and taken[0] >= 190, taken
