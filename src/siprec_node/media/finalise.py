@@ -760,7 +760,9 @@ def _sidecar(
                 if isinstance(d, Mapping)
             ],
             "codecs": s.codecs(s.start(epoch) - epoch, end - epoch),
-            "unexpected_payload": dict(info.get("unexpected_payload") or {}),
+            "unexpected_payload": {
+                str(pt): n for pt, n in (info.get("unexpected_payload") or {}).items()
+            },
             "undecodable": s.undecodable,
             "recorded": s in streams,
             "complete": s.closed,

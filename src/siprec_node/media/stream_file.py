@@ -508,8 +508,8 @@ class StreamInfo:
     version: int = STREAM_FORMAT_VERSION
     stretches: list[Stretch] = field(default_factory=list)
     """The stream's stretches in time order (version 2; empty in version 1: one codec)."""
-    unexpected_payload: dict[str, int] = field(default_factory=dict)
-    """Packets dropped per payload type never accepted (keys are the payload types)."""
+    unexpected_payload: dict[int, int] = field(default_factory=dict)
+    """Packets dropped per payload type never accepted (JSON keys are strings)."""
     switches_refused: int = 0
     """Packets of another accepted format dropped after ``MAX_SWITCHES`` switches."""
 
@@ -537,6 +537,9 @@ class StreamInfo:
             Stretch(**{k: v for k, v in s.items() if k in fields})
             for s in values.get("stretches") or []
         ]
+        values["unexpected_payload"] = {
+            int(pt): int(n) for pt, n in (values.get("unexpected_payload") or {}).items()
+        }
         values.setdefault("version", 1)
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in values.items() if k in known})

@@ -105,7 +105,7 @@ class StreamStats:
     jitter_ms: float
     ignored: int  # packets of an SSRC other than the recorded one
     unexpected_payload: int  # payload types never accepted (not telephone-event or CN)
-    unexpected_payloads: dict[str, int]  # the same per payload type
+    unexpected_types: dict[str, int]  # the same per payload type
     comfort_noise: int
     dtmf_events: int
     malformed: int
@@ -520,7 +520,7 @@ class StreamRecorder:
         first = t.first_position
         last = None if t.last_position is None else t.to_base(t.last_position)
         jitter = t.jitter_ms
-        unexpected = {str(pt): n for pt, n in t.unexpected_payloads.items()}
+        unexpected = dict(t.unexpected_types)
         refused = t.switches_refused
         sr_offset = t.sr_offset_median
         sr_ms = None if sr_offset is None else round(sr_offset * 1000.0, 3)
@@ -594,7 +594,7 @@ class StreamRecorder:
             jitter_ms=round(t.jitter_ms, 3),
             ignored=t.ignored,
             unexpected_payload=t.unexpected_payload,
-            unexpected_payloads={str(pt): n for pt, n in t.unexpected_payloads.items()},
+            unexpected_types={str(pt): n for pt, n in t.unexpected_types.items()},
             comfort_noise=t.comfort_noise,
             dtmf_events=len(t.dtmf),
             malformed=self.malformed,

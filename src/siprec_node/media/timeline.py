@@ -46,7 +46,7 @@ Payload types
   The current audio format's PT is placed; ``telephone-event`` becomes DTMF records (RFC 4733:
   one per event, identified by its timestamp; duration is the largest seen, long events split
   in segments are merged) and is not placed; comfort noise (PT 13) places nothing, so DTX is
-  silence; any other PT is counted per PT in ``unexpected_payloads`` and dropped, except the
+  silence; any other PT is counted per PT in ``unexpected_types`` and dropped, except the
   stream's other accepted ``formats``.
 
 Format switches (stretches)
@@ -357,7 +357,7 @@ class StreamTimeline:
         self.late = 0
         self.ignored = 0
         self.unexpected_payload = 0
-        self.unexpected_payloads: dict[int, int] = {}
+        self.unexpected_types: dict[int, int] = {}  # the same, per payload type
         self.comfort_noise = 0
         self.dtmf_packets = 0
         self.malformed_dtmf = 0
@@ -570,7 +570,7 @@ class StreamTimeline:
             return self._switch(self._formats[payload_type], sequence, timestamp, payload, arrival)
         else:
             self.unexpected_payload += 1
-            counts = self.unexpected_payloads
+            counts = self.unexpected_types
             counts[payload_type] = counts.get(payload_type, 0) + 1
         return []
 

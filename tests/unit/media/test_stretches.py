@@ -215,7 +215,7 @@ def test_never_offered_payload_types_are_counted_per_type() -> None:
     for i in range(6):
         tl.push(1, i, 160 * i, 96 if i % 2 else 0, b"\x01" * 160, T0 + 1 + 0.02 * i)
     tl.push(1, 6, 960, 97, b"\x01", T0 + 1.12)
-    assert tl.unexpected_payloads == {96: 3, 97: 1} and tl.unexpected_payload == 4
+    assert tl.unexpected_types == {96: 3, 97: 1} and tl.unexpected_payload == 4
     assert tl.switches == 0
 
 
@@ -250,7 +250,7 @@ def test_pcmu_pcma_g722_pcmu_without_signalling(tmp_path: Path, fast: bool) -> N
         ("G722", 50),
         ("PCMU", 50),
     ]
-    assert info.unexpected_payload == {"96": 1} and info.version == 2
+    assert info.unexpected_payload == {96: 1} and info.version == 2
     assert sorted(p.name for p in folder.glob("stream-0.*")) == [
         "stream-0.json",
         "stream-0.json.tmp",
