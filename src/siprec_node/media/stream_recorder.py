@@ -195,6 +195,8 @@ class StreamRecorder:
             epoch,
             payload_type=fmt.payload_type,
             telephone_event_pt=stream.telephone_event_pt,
+            telephone_event_pts=stream.telephone_event_pts,
+            comfort_noise_pts=stream.comfort_noise_pts,
             reorder_window=fmt.clock_rate * reorder_window_ms // 1000,
             frame_duration=frame_duration(fmt.name, fmt.fmtp),
             start=start,

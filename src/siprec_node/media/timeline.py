@@ -85,7 +85,7 @@ from __future__ import annotations
 
 from bisect import insort
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple
 
 from siprec_node.media.stream_file import DtmfRecord, SsrcSpan
@@ -277,7 +277,9 @@ class StreamTimeline:
     duration in clock units; None means one byte per clock tick (G.711, and G.722 on its
     8000 Hz RTP clock). ``start`` is the first position that may still be written (a file
     continued after a restart). ``formats`` are the other audio formats the stream may switch
-    to; ``base_rate`` the clock the stream-level positions are reported in (default: this one).
+    to; ``base_rate`` the clock the stream-level positions are reported in (default: this one);
+    ``telephone_event_pts`` and ``comfort_noise_pts`` more payload types of those kinds (one per
+    clock rate).
     """
 
     def __init__(
@@ -296,6 +298,8 @@ class StreamTimeline:
         start: int = 0,
         formats: Sequence[TimelineFormat] = (),
         base_rate: int | None = None,
+        telephone_event_pts: Collection[int] = (),
+        comfort_noise_pts: Collection[int] = (),
     ) -> None:
         self.clock_rate = clock_rate
         self.epoch = epoch
@@ -310,6 +314,9 @@ class StreamTimeline:
         self._discontinuity = discontinuity
         self.telephone_event_pt = telephone_event_pt
         self.comfort_noise_pt = comfort_noise_pt
+        # every telephone-event (one per clock rate) and comfort noise payload type accepted
+        self._events = {pt for pt in (telephone_event_pt, *telephone_event_pts) if pt is not None}
+        self._comfort = {pt for pt in (comfort_noise_pt, *comfort_noise_pts) if pt is not None}
         self.window = reorder_window if reorder_window is not None else clock_rate * 60 // 1000
         self.window_seconds = self.window / clock_rate
         self._duration = frame_duration
@@ -562,9 +569,9 @@ class StreamTimeline:
     def _other_payload(
         self, sequence: int, timestamp: int, payload_type: int, payload: bytes, arrival: float
     ) -> list[Placed]:
-        if payload_type == self.telephone_event_pt:
+        if payload_type in self._events:
             self._telephone_event(timestamp, payload, arrival)
-        elif payload_type == self.comfort_noise_pt:
+        elif payload_type in self._comfort:
             self.comfort_noise += 1
         elif payload_type in self._formats:
             return self._switch(self._formats[payload_type], sequence, timestamp, payload, arrival)

@@ -406,3 +406,49 @@ def test_a_version_1_stream_is_continued_as_one_stretch(tmp_path: Path) -> None:
     audio, rate, _ = finalise(folder, 3.0)
     assert abs(dominant(span(audio, rate, 0.7, 1.3), rate) - 500) < 10
     assert abs(dominant(span(audio, rate, 1.7, 2.3), rate) - 900) < 10
+
+
+def test_every_telephone_event_and_comfort_noise_type_is_expected() -> None:
+    tl = timeline(telephone_event_pts=(101, 102), comfort_noise_pts=(118,))
+    for i in range(3):
+        tl.push(1, i, 160 * i, 0, b"\x01" * 160, T0 + 1 + 0.02 * i)
+    tl.push(1, 3, 480, 102, bytes([5, 0, 0, 160]), T0 + 1.06)
+    tl.push(1, 4, 640, 118, b"\x40", T0 + 1.08)
+    tl.push(1, 5, 800, 13, b"\x40", T0 + 1.1)
+    assert tl.unexpected_payload == 0 and tl.dtmf_packets == 1 and tl.comfort_noise == 2
+
+
+@pytest.mark.parametrize("other", ["G729", "GSM"])
+def test_a_switch_to_a_compressed_codec_and_back(tmp_path: Path, other: str) -> None:
+    """PCMU, then G.729 (two 10 ms frames a packet, bcg729) or GSM (libgsm), then PCMU: the
+    compressed stretch is decoded by its own decoder between the G.711 ones, without a hole."""
+    from tests import encoders
+
+    fmt = PayloadFormat(18, "G729", 8000) if other == "G729" else PayloadFormat(3, "GSM", 8000)
+    pcm = phase_tone(600, 1.5, 1.0, 8000)
+    if other == "G729":
+        frames = encoders.g729_frames(pcm)
+        payloads = [frames[i] + frames[i + 1] for i in range(0, len(frames) - 1, 2)]
+    else:
+        payloads = encoders.gsm_frames(pcm)
+    stream = packets([Segment(PCMU, 1.0, 600)])
+    seq, ts = 1050, 5000 + 50 * 160
+    at = 1.5
+    for body in payloads[:50]:
+        stream.append((rtp(seq, ts, fmt.payload_type, body), T0 + at))
+        seq, ts, at = seq + 1, ts + 160, at + 0.02
+    tail = packets([Segment(PCMU, 1.0, 600)], start=2.5)
+    stream += [
+        (rtp(seq + k, ts + 160 * k, 0, data[12:]), arrival)
+        for k, (data, arrival) in enumerate(tail)
+    ]
+    folder = tmp_path / "rec.parts"
+    record(folder, (PCMU, fmt), stream, fast=False)
+    audio, rate, meta = finalise(folder, 4.0)
+    assert [c["codec"] for c in meta["streams"][0]["codecs"]] == ["PCMU", other, "PCMU"]
+    assert meta["streams"][0]["undecodable"] == 0
+    middle = span(audio, rate, 1.7, 2.3)
+    assert abs(dominant(middle, rate) - 600) < 10 and rms(middle) > 3000
+    level = rms(span(audio, rate, 0.7, 1.3))
+    # the codec's own delay (G.729: 5 ms look-ahead) aside, no hole at either switch
+    assert holes(audio, rate, 1.4, 2.6, level) < 0.016
