@@ -38,6 +38,7 @@ from siprec_node.media.srtp import SrtpReceiver
 from siprec_node.media.stream_file import (
     G711_LAWS,
     FramesWriter,
+    GapSpan,
     PauseSpan,
     StreamFileError,
     StreamInfo,
@@ -49,6 +50,7 @@ from siprec_node.media.stream_file import (
     write_stream_info,
 )
 from siprec_node.media.timeline import (
+    GAPS_KEEP,
     SWITCH,
     Placed,
     StreamTimeline,
@@ -522,12 +524,19 @@ class StreamRecorder:
         first = t.first_position
         last = None if t.last_position is None else t.to_base(t.last_position)
         jitter = t.jitter_ms
-        unexpected = dict(t.unexpected_types)
         refused = t.switches_refused
         sr_offset = t.sr_offset_median
         sr_ms = None if sr_offset is None else round(sr_offset * 1000.0, 3)
         sr_reports = t.sr_offset_count
+        gaps = [GapSpan(a, b) for a, b in t.gaps]
+        gap_count, gap_length = t.gap_count, t.gap_length
+        unexpected = dict(t.unexpected_types)
         if prior is not None:
+            gaps = (prior.gaps + gaps)[:GAPS_KEEP]
+            gap_count += prior.gap_count
+            gap_length += prior.gap_length
+            for pt, n in prior.unexpected_payload.items():
+                unexpected[pt] = unexpected.get(pt, 0) + n
             ssrcs = prior.ssrcs + ssrcs
             dtmf = prior.dtmf + dtmf
             packets += prior.packets
@@ -539,8 +548,6 @@ class StreamRecorder:
             jitter = jitter if t.packets else prior.jitter_ms
             if not sr_reports:  # no SR in this run yet: the last run's measure stands
                 sr_ms, sr_reports = prior.sr_offset_ms, prior.sr_offset_reports
-            for pt, n in prior.unexpected_payload.items():
-                unexpected[pt] = unexpected.get(pt, 0) + n
             refused += prior.switches_refused
         stretches = list(self._stretches)
         stretches[-1] = replace(
@@ -569,8 +576,11 @@ class StreamRecorder:
             sr_offset_ms=sr_ms,
             sr_offset_reports=sr_reports,
             stretches=stretches,
-            unexpected_payload=unexpected,
             switches_refused=refused,
+            gaps=gaps,
+            gap_count=gap_count,
+            gap_length=gap_length,
+            unexpected_payload=unexpected,
         )
 
     def _duplicates(self) -> int:

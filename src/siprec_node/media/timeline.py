@@ -66,6 +66,14 @@ Format switches (stretches)
   spans and DTMF are given in ``base_rate`` units (the stream's first format), see
   :meth:`to_base`.
 
+Gaps
+  A packet emitted more than ``gap_min`` (100 ms) after the end of what was written before it
+  leaves a gap (a loss burst, the SRC stopping, or the downtime before the first packet of a
+  run that continues the files of a crashed one: ``start`` > 0), unless a pause (:meth:`restart`)
+  or comfort noise (DTX) came since. The first ``GAPS_KEEP`` are kept in :attr:`gaps`,
+  :attr:`gap_count` and :attr:`gap_length` count them all (in ``base_rate`` units). Only the
+  slow path sees them: a packet that continues the output exactly leaves no hole.
+
 RTCP
   :meth:`sender_report` takes the SRs of the locked SSRC and measures ``sr_offset``: how far
   the file's time of the SR's RTP timestamp (``epoch + position / rate``) is from the sender's
@@ -99,6 +107,8 @@ _NEVER = -(1 << 62)  # a position no packet has
 _FORCE = float(1 << 62)  # a baseline that makes the next packet re-anchor
 _CANDIDATE_KEEP = 50
 SR_KEEP = 16  # sender-report offsets kept per timestamp-to-position mapping
+GAP_MIN_MS = 100  # shorter holes are loss, not gaps (media/verdict.py)
+GAPS_KEEP = 100  # gaps listed per run; the totals count every one
 
 
 class Placed(NamedTuple):
@@ -300,6 +310,7 @@ class StreamTimeline:
         base_rate: int | None = None,
         telephone_event_pts: Collection[int] = (),
         comfort_noise_pts: Collection[int] = (),
+        gap_min: int | None = None,
     ) -> None:
         self.clock_rate = clock_rate
         self.epoch = epoch
@@ -372,6 +383,12 @@ class StreamTimeline:
         self.ssrc_switches = 0
         self.sender_reports = 0
         self.sr_offset: float | None = None  # of the latest SR
+        self.gap_min = gap_min if gap_min is not None else clock_rate * GAP_MIN_MS // 1000
+        self._gap_min_seconds = self.gap_min / clock_rate
+        self.gaps: list[tuple[int, int]] = []
+        self.gap_count = 0
+        self.gap_length = 0
+        self._quiet_from = _NEVER  # the output's end when a pause or DTX explained what follows
         self._sr_offsets: deque[float] = deque(maxlen=SR_KEEP)
         self._sr_mapping: tuple[int, int] | None = None  # (SSRC, reanchors) of _sr_offsets
 
@@ -555,6 +572,9 @@ class StreamTimeline:
         if end <= self._frontier:  # wholly inside what an earlier, longer packet covered
             self.late += 1
             return
+        hole = position - self._frontier
+        if hole >= self.gap_min and self._frontier > 0 and self._quiet_from != self._frontier:
+            self._gap(self._frontier, position)
         if self._span_pending:
             self._span_pending = False
             self._spans[-1][1] = round(position * self._to_base)
@@ -573,6 +593,7 @@ class StreamTimeline:
             self._telephone_event(timestamp, payload, arrival)
         elif payload_type in self._comfort:
             self.comfort_noise += 1
+            self._quiet_from = self._frontier  # DTX: the silence that follows is meant
         elif payload_type in self._formats:
             return self._switch(self._formats[payload_type], sequence, timestamp, payload, arrival)
         else:
@@ -580,6 +601,13 @@ class StreamTimeline:
             counts = self.unexpected_types
             counts[payload_type] = counts.get(payload_type, 0) + 1
         return []
+
+    def _gap(self, start: int, end: int) -> None:
+        start, end = self.to_base(start), self.to_base(end)
+        self.gap_count += 1
+        self.gap_length += end - start
+        if len(self.gaps) < GAPS_KEEP:
+            self.gaps.append((start, end))
 
     def _switch(
         self, fmt: TimelineFormat, sequence: int, timestamp: int, payload: bytes, arrival: float
@@ -605,7 +633,10 @@ class StreamTimeline:
             self._limit = self._discontinuity * new
             self.window = round(self.window_seconds * new)
             start = -(-max(self._frontier, self._end_seen) * new // old)  # rounded up
+            quiet = self._quiet_from == self._frontier
             self._frontier = self._end_seen = start
+            self._quiet_from = start if quiet else _NEVER
+            self.gap_min = round(self._gap_min_seconds * new)
             self._max_pos = _NEVER
             if self.last_position is not None:
                 self.last_position = self.last_position * new // old
@@ -743,6 +774,7 @@ class StreamTimeline:
         """Flush, and take the next packet as a new start (resume after a pause): it locks its
         SSRC, starts a new counting segment and is placed by its arrival."""
         out = self.flush()
+        self._quiet_from = self._frontier  # the hole up to the next packet is the pause
         self._new_segment(0)
         self._ssrc = None
         self.ignored += self._cand_count
