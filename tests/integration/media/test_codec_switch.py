@@ -131,6 +131,11 @@ def test_codec_switches_without_signalling(receive_path: str) -> None:
     assert left["codec"] == "PCMU" and left["lost"] == 0 and left["unexpected_payload"] == {}
     assert [c["codec"] for c in right["codecs"]] == ["PCMA"] and right["codec"] == "PCMA"
     assert right["unexpected_payload"] == {"96": 10} and right["packets"] == 200
+    # the switches leave no gap: the switching leg is judged ok; the other names PT 96
+    assert left["verdict"] == {"status": "ok", "problems": []}, left["verdict"]
+    assert {"kind": "unexpected_payload", "packets": 10, "payload_types": {"96": 10}} in right[
+        "verdict"
+    ]["problems"], right["verdict"]
     assert sidecar["sample_rate"] == 16000
 
     files = [Path(str(f)) for f in done["files"]]
@@ -189,6 +194,7 @@ def test_a_tone_runs_on_across_codec_and_clock_changes() -> None:
     (stream,) = sidecar["streams"]
     assert [c["codec"] for c in stream["codecs"]] == ["PCMU", "G722", "OPUS", "PCMU"]
     assert stream["lost"] == 0 and stream["undecodable"] == 0
+    assert stream["verdict"] == {"status": "ok", "problems": []}, stream["verdict"]
     rate, audio = read_wav(Path(str(done["files"][0])))
     assert rate == 48000 and audio.shape[1] == 1
     x = audio[:, 0]
@@ -234,6 +240,8 @@ def test_a_worker_killed_inside_a_g722_stretch_continues_it() -> None:
     assert [c["codec"] for c in stream["codecs"]] == ["PCMU", "G722"], stream["codecs"]
     assert stream["codecs"][0]["packets"] == 75
     assert any("after a crash" in p for p in stream["problems"]), stream["problems"]
+    gaps = [p for p in stream["verdict"]["problems"] if p["kind"] == "gaps"]
+    assert len(gaps) == 1 and gaps[0]["count"] == 1, stream["verdict"]  # the kill, not a switch
     path = Path(str(done["files"][0]))
     parts = sorted(
         p.name for p in path.with_suffix(".parts").iterdir() if not p.name.endswith(".tmp")

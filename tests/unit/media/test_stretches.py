@@ -179,7 +179,7 @@ def test_a_switch_to_another_clock_follows_on_without_a_gap() -> None:
     assert switch.clock_rate == 48000 and switch.start == 6 * (8000 + 1600)
     after = [p for p, _ in out][[p for p, _ in out].index(SWITCH) + 1 :]
     assert after == [switch.start, switch.start + 960]
-    assert tl.clock_rate == 48000 and tl.late == 0
+    assert tl.clock_rate == 48000 and tl.late == 0 and tl.gaps == []
     # stream-level positions stay in the first format's clock
     assert tl.first_position == 8000 and tl.to_base(after[-1]) == 8000 + 1600 + 160
 
@@ -199,6 +199,8 @@ def test_after_a_loss_the_new_clock_is_placed_by_arrival() -> None:
         tl2.push(1, i, 160 * i, 0, b"\x01" * 160, T0 + 1 + 0.02 * i)
     out = tl2.push(1, 15, 5, 111, bytes([0x08, 0]), T0 + 1.3) + tl2.flush()
     assert out[-1].position == 6 * (8000 + 2400)  # by arrival: the 100 ms gap is kept
+    assert tl2.gaps == [(9600, 10400)]  # a gap for the verdict, in the first clock's units
+    assert tl.gaps == [(9600, 10400)] and tl2.gap_length == 800
 
 
 def test_a_straggler_of_the_old_format_is_late_not_a_switch_back() -> None:
