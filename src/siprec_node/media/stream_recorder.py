@@ -239,6 +239,32 @@ class StreamRecorder:
             self.pause(now)
         self._write_info()
 
+    def accept(self, stream: NegotiatedStream) -> list[int]:
+        """The stream renegotiated (a re-INVITE): record the payload types its answer added
+        from now on. A payload type already known keeps its codec (its file is that codec's).
+        Returns the audio payload types added."""
+        if not stream.accepted or stream.codec is None or stream.payload_type is None:
+            return []
+        new = [f for f in _formats(stream) if f.payload_type not in self._formats]
+        for fmt in new:
+            self._formats[fmt.payload_type] = fmt
+        added = self._timeline.accept(
+            [
+                TimelineFormat(f.payload_type, f.clock_rate, frame_duration(f.name, f.fmtp))
+                for f in new
+            ],
+            stream.telephone_event_pts,
+            stream.comfort_noise_pts,
+        )
+        if added and not self.closed and not self._paused:
+            # what the SRC sent in them before we heard of the answer
+            if self.fast_stream is not None:
+                self._sync()
+            self._write(self._timeline.rescue(added))
+            if self.fast_stream is not None:
+                self._arm()
+        return added
+
     def _stretch(self, fmt: PayloadFormat, start: int, packets: int = 0) -> Stretch:
         primary = fmt.payload_type == self._primary.payload_type
         name = media_file_name(self.stream.index, fmt.name, None if primary else fmt.payload_type)

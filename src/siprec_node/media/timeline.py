@@ -92,52 +92,22 @@ from typing import NamedTuple
 from siprec_node.media.durations import frame_duration as frame_duration
 from siprec_node.media.durations import opus_duration as opus_duration
 from siprec_node.media.stream_file import DtmfRecord, SsrcSpan
+from siprec_node.media.timeline_formats import FORCE as _FORCE
+from siprec_node.media.timeline_formats import GAPS_KEEP as GAPS_KEEP
+from siprec_node.media.timeline_formats import MAX_SWITCHES as MAX_SWITCHES
+from siprec_node.media.timeline_formats import NEVER as _NEVER
+from siprec_node.media.timeline_formats import RESCUE_KEEP, FormatSwitching, Placed, Switch
+from siprec_node.media.timeline_formats import SWITCH as SWITCH
+from siprec_node.media.timeline_formats import TimelineFormat as TimelineFormat
 
 COMFORT_NOISE_PT = 13
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 _SEEN_BITS = 64
 _SEEN_MASK = (1 << _SEEN_BITS) - 1
-_NEVER = -(1 << 62)  # a position no packet has
-_FORCE = float(1 << 62)  # a baseline that makes the next packet re-anchor
 _CANDIDATE_KEEP = 50
 SR_KEEP = 16  # sender-report offsets kept per timestamp-to-position mapping
 GAP_MIN_MS = 100  # shorter holes are loss, not gaps (media/verdict.py)
-GAPS_KEEP = 100  # gaps listed per run; the totals count every one
-
-
-class Placed(NamedTuple):
-    """A payload ready to write at ``position`` (stream clock units since the epoch); the
-    position :data:`SWITCH` marks a format switch instead: the payloads after it are of the new
-    format (see ``StreamTimeline.take_switch``)."""
-
-    position: int
-    payload: bytes
-
-
-SWITCH = -1
-"""The position of a switch marker in the output of :meth:`StreamTimeline.push`."""
-MAX_SWITCHES = 256
-"""Format switches one stream follows; later packets of another format are dropped."""
-
-
-class TimelineFormat(NamedTuple):
-    """An audio format a stream may switch to: payload type, RTP clock, payload duration
-    (None: one byte per clock tick)."""
-
-    payload_type: int
-    clock_rate: int
-    frame_duration: Callable[[bytes], int] | None = None
-
-
-class Switch(NamedTuple):
-    """A format switch: the new payload type and clock, where its stretch starts (in that
-    clock), and the packets counted before the switching packet."""
-
-    payload_type: int
-    clock_rate: int
-    start: int
-    packets_before: int
 
 
 _new = tuple.__new__
@@ -175,7 +145,7 @@ class _Dtmf:
         self.ended = False
 
 
-class StreamTimeline:
+class StreamTimeline(FormatSwitching):
     """Places one stream's RTP payloads on the call's timeline (see the module docstring).
 
     ``reorder_window`` is in clock units (default 60 ms). ``frame_duration`` gives a payload's
@@ -215,6 +185,8 @@ class StreamTimeline:
         self._formats = {f.payload_type: f for f in formats if f.payload_type != payload_type}
         self._formats[payload_type] = TimelineFormat(payload_type, clock_rate, frame_duration)
         self._switches: deque[Switch] = deque()
+        # the last packets of payload types not (yet) accepted, for :meth:`rescue`
+        self._recent: deque[tuple[int, int, int, bytes, float]] = deque(maxlen=RESCUE_KEEP)
         self.switches = 0
         self.switches_refused = 0
         self._discontinuity = discontinuity
@@ -495,6 +467,7 @@ class StreamTimeline:
             self.unexpected_payload += 1
             counts = self.unexpected_types
             counts[payload_type] = counts.get(payload_type, 0) + 1
+            self._recent.append((sequence, timestamp, payload_type, payload, arrival))
         return []
 
     def _gap(self, start: int, end: int) -> None:
@@ -503,60 +476,6 @@ class StreamTimeline:
         self.gap_length += end - start
         if len(self.gaps) < GAPS_KEEP:
             self.gaps.append((start, end))
-
-    def _switch(
-        self, fmt: TimelineFormat, sequence: int, timestamp: int, payload: bytes, arrival: float
-    ) -> list[Placed]:
-        """A packet of another accepted format: a new stretch (module docstring)."""
-        if sequence != self._max_seq:  # behind the highest: a straggler, not a switch back
-            self.late += 1
-            return []
-        if self.switches >= MAX_SWITCHES:
-            self.switches_refused += 1
-            return []
-        follows = bool(self._seen & 2)  # the packet before it (by sequence) was received
-        packets_before = self.packets - 1
-        out = self.flush()
-        old, new = self.clock_rate, fmt.clock_rate
-        self.payload_type, self._duration = fmt.payload_type, fmt.frame_duration
-        if new != old:
-            scale = new / old
-            self.clock_rate = new
-            self._to_base = self.base_rate / new
-            self._limit = self._discontinuity * new
-            self.window = round(self.window_seconds * new)
-            start = -(-max(self._frontier, self._end_seen) * new // old)  # rounded up
-            quiet = self._quiet_from == self._frontier
-            self._frontier = self._end_seen = start
-            self._quiet_from = start if quiet else _NEVER
-            self.gap_min = round(self._gap_min_seconds * new)
-            self._max_pos = _NEVER
-            if self.last_position is not None:
-                self.last_position = self.last_position * new // old
-            if self._baseline != _FORCE:
-                self._baseline, self._transit = self._baseline * scale, self._transit * scale
-                self._jitter *= scale
-                wall = (arrival - self.epoch) * new
-                position = start if follows else max(start, round(wall - self._baseline))
-                self._anchor_ts, self._anchor_pos = timestamp, position
-                self.reanchors += 1  # another timestamp-to-position mapping
-            known = self.first_position is not None and not self._span_pending
-            self._next = start if known and self._baseline != _FORCE else _NEVER
-        else:
-            start = max(self._frontier, self._end_seen)
-        self.switches += 1
-        self._switches.append(Switch(fmt.payload_type, new, start, packets_before))
-        out.append(_new(Placed, (SWITCH, b"")))
-        out += self._place(sequence, timestamp, payload, arrival)
-        return out
-
-    def take_switch(self) -> Switch:
-        """The oldest switch whose :data:`SWITCH` marker was emitted and not yet taken."""
-        return self._switches.popleft()
-
-    def to_base(self, position: int) -> int:
-        """A position of the current clock in ``base_rate`` units."""
-        return round(position * self._to_base)
 
     def _telephone_event(self, timestamp: int, payload: bytes, arrival: float) -> None:
         self.dtmf_packets += 1

@@ -267,3 +267,42 @@ def test_a_worker_killed_inside_a_g722_stretch_continues_it() -> None:
     print(f"gap at the worker kill: {gap * 1000:.0f} ms")
     assert 0 < gap < back - kill + 0.3
     assert _holes(x, rate, first + 1.3, first + 1.7, level) < 0.011  # the switch itself
+
+
+def test_a_reinvite_that_adds_a_codec() -> None:
+    """Offered PCMU only, the SRC re-INVITEs offering ``0 9`` (a transfer to a wideband leg) and
+    then sends G.722: recorded from the re-INVITE on, in its own stretch."""
+    legs = [_leg([(0, 500.0, 1.0), (9, 1000.0, 1.5)], 0x0909)]
+    node = start_node(env={"SIPREC_MEDIA__WORKERS": "1"})
+    try:
+        call = SrcCall(node.sip_port, codecs=(PCMU,))
+        call.invite()
+        assert _answered_formats(call.answer)[0].startswith("0"), call.answer
+        call.stream(legs, 1.0)
+        call.codecs = ((PCMU, G722),)
+        answer = call.reinvite("sendonly")
+        assert _answered_formats(answer.split("\r\n\r\n", 1)[1])[0].startswith("0 9"), answer
+        switched = time.time()
+        call.stream(legs, 1.5)
+        time.sleep(0.1)
+        assert call.bye() == 200
+        done = node.wait_for_event("recording_finalised", timeout=20, call_id=call.call_id)
+        call.close()
+    finally:
+        assert node.stop() == 0, "\n".join(node.raw[-30:])
+    sidecar = json.loads(Path(str(done["sidecar"])).read_text())
+    (stream,) = sidecar["streams"]
+    assert [(c["codec"], c["packets"]) for c in stream["codecs"]] == [("PCMU", 50), ("G722", 75)]
+    assert stream["unexpected_payload"] == {}
+    rate, audio = read_wav(Path(str(done["files"][0])))
+    x = audio[:, 0]
+    epoch = _epoch(sidecar)
+    first = call.first_rtp - epoch  # type: ignore[operator]
+    g722 = x[int((switched - epoch + 0.2) * rate) : int((switched - epoch + 1.3) * rate)]
+    assert (
+        abs(
+            dominant_frequency(x[int((first + 0.2) * rate) : int((first + 0.8) * rate)], rate) - 500
+        )
+        < 5
+    )
+    assert abs(dominant_frequency(g722, rate) - 1000) < 5 and rms(g722) > 0.2

@@ -454,3 +454,40 @@ def test_a_switch_to_a_compressed_codec_and_back(tmp_path: Path, other: str) -> 
     level = rms(span(audio, rate, 0.7, 1.3))
     # the codec's own delay (G.729: 5 ms look-ahead) aside, no hole at either switch
     assert holes(audio, rate, 1.4, 2.6, level) < 0.016
+
+
+def test_a_reinvite_adds_a_codec_to_an_open_stream(tmp_path: Path) -> None:
+    """Answered PCMU only, the SRC sends G.722: unexpected until a re-INVITE's answer accepts
+    it (``StreamRecorder.accept``), recorded from then on as a stretch of its own; the G.722
+    packets that came just before the recorder heard of the answer are placed after all."""
+    folder = tmp_path / "rec.parts"
+    stream = packets([Segment(PCMU, 1.0, 500), Segment(G722, 1.0, 1000)])
+    rec = StreamRecorder(negotiated((PCMU,)), folder, T0)
+    feed(rec, stream[:53])  # 3 G.722 packets before the answer reached the recorder
+    assert rec.stats().unexpected_types == {"9": 3}
+    assert rec.accept(negotiated((PCMU, G722))) == [9]
+    assert rec.accept(negotiated((PCMU, G722))) == []  # a second time: nothing new
+    assert rec.stats().unexpected_types == {}
+    feed(rec, stream[53:])
+    rec.close(stream[-1][1] + 0.02)
+    info = read_stream_info(folder / "stream-0.json")
+    assert [(s.codec, s.packets) for s in info.stretches] == [("PCMU", 50), ("G722", 50)]
+    assert info.unexpected_payload == {}
+    audio, rate, _ = finalise(folder, 3.0)
+    level = rms(span(audio, rate, 0.7, 1.3))
+    assert abs(dominant(span(audio, rate, 1.6, 2.4), rate) - 1000) < 10
+    assert holes(audio, rate, 1.4, 2.4, level) < 0.011
+
+
+def test_packets_of_a_codec_accepted_late_stay_dropped_when_others_came_after(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "rec.parts"
+    stream = packets([Segment(PCMU, 1.0, 500), Segment(G722, 0.2, 1000), Segment(PCMU, 0.8, 500)])
+    rec = StreamRecorder(negotiated((PCMU,)), folder, T0)
+    feed(rec, stream[:62])  # G.722, then PCMU again: the G.722 packets are not the newest
+    rec.accept(negotiated((PCMU, G722)))
+    feed(rec, stream[62:])
+    rec.close(stream[-1][1] + 0.02)
+    info = read_stream_info(folder / "stream-0.json")
+    assert [s.codec for s in info.stretches] == ["PCMU"] and info.unexpected_payload == {9: 10}
