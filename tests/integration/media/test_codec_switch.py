@@ -269,11 +269,13 @@ def test_a_worker_killed_inside_a_g722_stretch_continues_it() -> None:
     assert _holes(x, rate, first + 1.3, first + 1.7, level) < 0.011  # the switch itself
 
 
-def test_a_reinvite_that_adds_a_codec() -> None:
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_reinvite_that_adds_a_codec(workers: int) -> None:
     """Offered PCMU only, the SRC re-INVITEs offering ``0 9`` (a transfer to a wideband leg) and
-    then sends G.722: recorded from the re-INVITE on, in its own stretch."""
+    then sends G.722 at once: recorded from the re-INVITE on, in its own stretch, none of it
+    lost to the time the answer takes to reach the media worker."""
     legs = [_leg([(0, 500.0, 1.0), (9, 1000.0, 1.5)], 0x0909)]
-    node = start_node(env={"SIPREC_MEDIA__WORKERS": "1"})
+    node = start_node(env={"SIPREC_MEDIA__WORKERS": str(workers)})
     try:
         call = SrcCall(node.sip_port, codecs=(PCMU,))
         call.invite()
