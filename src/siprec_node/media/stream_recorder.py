@@ -23,6 +23,7 @@ own file, ``stream-<i>.pt<N>.wav|frames``, opened at its first packet. A packet 
 format than the current one starts a stretch (see ``StreamTimeline``): the sidecar's
 ``stretches`` is rewritten at once, before the new file gets a byte, so a file that exists is
 always described. The C fast path follows the current stretch when it is G.711.
+:meth:`~StreamRecorder.accept` adds the payload types a re-INVITE's answer accepted.
 """
 
 from __future__ import annotations
