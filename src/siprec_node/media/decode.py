@@ -409,7 +409,8 @@ def decode_stretch(
 class _Units:
     """What a stretch hands to its decoder: runs of whole codec frames (each run from one
     payload, ``samples`` long once decoded, landing at ``start`` of the timeline), grouped by
-    the decoder they need (iLBC's two frame sizes need one decoder each)."""
+    the decoder they need (iLBC's two frame sizes need one decoder each). A group named
+    ``single...`` is decoded run by run, never concatenated."""
 
     groups: dict[str, list[tuple[int, bytes, int, int]]] = field(default_factory=dict)
     # group -> [(start sample, frames' bytes, samples, payload index)]
@@ -482,18 +483,25 @@ def _frame_ilbc(
     fmt: PayloadFormat, positions: list[int], payloads: list[bytes], scale: int
 ) -> tuple[_Units, set[int]]:
     """RFC 3952: 38-byte frames of 20 ms or 50-byte frames of 30 ms (``mode`` says which when
-    a payload's size fits both)."""
+    a payload's size fits both). FFmpeg's decoder takes one frame per packet: each frame is
+    a run of its own."""
     mode = 20 if _fmtp_params(fmt).get("mode") == "20" else 30
     units, rejected = _Units(), set()
     for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
         size = len(payload)
         fits20, fits30 = size % 38 == 0, size % 50 == 0
         if size and fits20 and (mode == 20 or not fits30):
-            units.add("38", position * scale, payload, size // 38 * 160, index)
+            frame, samples = 38, 160
         elif size and fits30:
-            units.add("50", position * scale, payload, size // 50 * 240, index)
-        elif size:
-            rejected.add(index)
+            frame, samples = 50, 240
+        else:
+            if size:
+                rejected.add(index)
+            continue
+        for k in range(size // frame):
+            start = (position + k * samples) * scale
+            data = payload[k * frame : (k + 1) * frame]
+            units.add(f"single:{frame}", start, data, samples, index)
     return units, rejected
 
 
@@ -537,12 +545,16 @@ def _frame_amr(
     # Interleaving and robust sorting reorder frames across packets; the answer refuses them.
     unsupported = "interleaving" in params or params.get("robust-sorting") == "1"
     sid_decoded = _decoder_name(fmt.name).startswith("libopencore")
+    single = {} if octet or unsupported else _amr_efficient_single(payloads, bits_of)
     units, rejected = _Units(), set()
     for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
         if unsupported:
             rejected.add(index)
             continue
-        frames = (_amr_octet if octet else _amr_efficient)(payload, bits_of, crc)
+        if index in single:
+            frames: list[tuple[int, bytes]] | None = [single[index]]
+        else:
+            frames = (_amr_octet if octet else _amr_efficient)(payload, bits_of, crc)
         if frames is None:
             rejected.add(index)
             continue
@@ -643,6 +655,41 @@ def _amr_efficient(
     return frames
 
 
+def _amr_efficient_single(
+    payloads: Sequence[bytes], bits_of: tuple[int, ...]
+) -> dict[int, tuple[int, bytes]]:
+    """Bandwidth-efficient payloads carrying exactly one speech or SID frame (what SRCs send
+    most), depacketised in bulk, by payload size: index -> (frame type, storage frame). Other
+    payloads are left to :func:`_amr_efficient`."""
+    by_size: dict[int, list[int]] = {}
+    for index, payload in enumerate(payloads):
+        by_size.setdefault(len(payload), []).append(index)
+    out: dict[int, tuple[int, bytes]] = {}
+    for size, indexes in by_size.items():
+        if size < 2 or len(indexes) < 8:
+            continue
+        rows = np.frombuffer(b"".join(payloads[i] for i in indexes), np.uint8).reshape(-1, size)
+        bits = np.unpackbits(rows, axis=1)
+        follow, quality = bits[:, 4], bits[:, 9].astype(np.uint8)
+        types = (bits[:, 5] << 3) | (bits[:, 6] << 2) | (bits[:, 7] << 1) | bits[:, 8]
+        where = np.asarray(indexes)
+        for ft, nbits in enumerate(bits_of):
+            spare = size * 8 - 10 - nbits
+            if not 0 <= spare < 8:  # not one frame of this type in a payload of this size
+                continue
+            chosen = (types == ft) & (follow == 0)
+            if not chosen.any():
+                continue
+            nbytes = (nbits + 7) // 8
+            body = np.zeros((int(chosen.sum()), nbytes * 8), np.uint8)
+            body[:, :nbits] = bits[chosen, 10 : 10 + nbits]
+            toc = ((ft << 3) | (quality[chosen] << 2)).astype(np.uint8)
+            frames = np.concatenate([toc[:, np.newaxis], np.packbits(body, axis=1)], axis=1)
+            for index, frame in zip(where[chosen].tolist(), frames, strict=True):
+                out[index] = (ft, frame.tobytes())
+    return out
+
+
 def _framer_key(canon: str) -> str:
     return "G726" if canon in G726_BITS else canon
 
@@ -656,6 +703,56 @@ _FRAMERS: dict[str, Framer] = {
     AMR: _frame_amr,
     AMR_WB: _frame_amr,
 }
+
+
+def payload_ticks(fmt: PayloadFormat) -> Callable[[bytes], int] | None:
+    """How many ticks of its RTP clock a payload of ``fmt`` covers, read from its size (and
+    AMR's table of contents), without decoding: for the receive path's ``frame_duration``.
+    None for codecs whose payloads are one byte per tick (G.711, G.722) or that need their
+    own reader (Opus: ``timeline.opus_duration``)."""
+    canon = canonical_codec(fmt.name)
+    if canon in G711_CODECS or canon in (G722, OPUS):
+        return None
+    if canon == G729:
+        return lambda p: len(p) // 10 * 80 + (80 if len(p) % 10 == 2 else 0)
+    if canon == GSM:
+        return lambda p: len(p) // 33 * 160
+    if canon in G726_BITS:
+        bits = G726_BITS[canon]
+        return lambda p: len(p) * 8 // bits
+    if canon == ILBC:
+        mode = 20 if _fmtp_params(fmt).get("mode") == "20" else 30
+
+        def ilbc(p: bytes) -> int:
+            if len(p) % 38 == 0 and (mode == 20 or len(p) % 50):
+                return len(p) // 38 * 160
+            return len(p) // 50 * 240
+
+        return ilbc
+    if canon == G723:
+
+        def g723(p: bytes) -> int:
+            at = frames = 0
+            while at < len(p):
+                at += _G723_SIZES[p[at] & 3]
+                frames += 1
+            return frames * 240
+
+        return g723
+    octet = _fmtp_params(fmt).get("octet-align") == "1"
+    ticks = 320 if canon == AMR_WB else 160  # 20 ms at 16 kHz or 8 kHz
+
+    def amr(p: bytes) -> int:
+        value, total, count = int.from_bytes(p, "big"), len(p) * 8, 0
+        at, step, first = (8, 8, 0) if octet else (4, 6, 0)
+        while at + step <= total:
+            count += 1
+            if not (value >> (total - at - 1 - first)) & 1:  # F bit clear: the last entry
+                break
+            at += step
+        return count * ticks
+
+    return amr
 
 
 # -- frame-based codecs: decoding ----------------------------------------------------------
@@ -684,7 +781,7 @@ def _open_decoder(canon: str, group: str) -> av.AudioCodecContext:
     if canon in G726_BITS:
         options["bits_per_coded_sample"] = str(G726_BITS[canon])
     if canon == ILBC:
-        options["block_align"] = group
+        options["block_align"] = group.rpartition(":")[2]
     if options:
         ctx.options = options
     return ctx
@@ -720,7 +817,7 @@ def _decode_units(
         for group, runs in units.groups.items():
             expected = sum(r[2] for r in runs)
             pcm = None
-            if group != "single":
+            if not group.startswith("single"):  # runs that may be decoded as one
                 try:
                     pcm = _run_decoder(_open_decoder(canon, group), b"".join(r[1] for r in runs))
                 except av.FFmpegError:
