@@ -73,6 +73,9 @@ class MediaEngine(Protocol):
     async def open_stream(self, spec: StreamSpec, rtp: socket.socket, rtcp: socket.socket) -> None:
         """Record ``spec`` from the two bound sockets (the engine owns them from now on)."""
 
+    async def update_stream(self, spec: StreamSpec) -> None:
+        """An open stream was renegotiated (re-INVITE): record the payload types it added."""
+
     async def pause(self, session_id: str, index: int, at: float) -> None:
         """Stop recording a stream (SDP hold / operator pause) from wall-clock ``at``."""
 
@@ -266,6 +269,19 @@ class LocalEngine:
                 lambda h=handler: _Receiver(h), sock=sock
             )
             opened.transports.append(transport)
+
+    async def update_stream(self, spec: StreamSpec) -> None:
+        """Record the payload types a re-INVITE added to an open stream."""
+        opened = self._streams.get(spec.key)
+        if opened is not None:
+            added = opened.recorder.accept(NegotiatedStream.from_dict(spec.negotiated))
+            if added:
+                log.info(
+                    "stream_formats_added",
+                    session_id=spec.session_id,
+                    index=spec.index,
+                    payload_types=added,
+                )
 
     async def pause(self, session_id: str, index: int, at: float) -> None:
         """Pause one stream."""
@@ -538,6 +554,12 @@ class WorkerEngine:
         finally:
             rtp.close()
             rtcp.close()
+
+    async def update_stream(self, spec: StreamSpec) -> None:
+        """Tell the call's worker about the payload types a re-INVITE added."""
+        await self._request(
+            self.worker_for(spec.session_id), {"op": "update", "spec": asdict(spec)}
+        )
 
     async def pause(self, session_id: str, index: int, at: float) -> None:
         """Pause one stream."""

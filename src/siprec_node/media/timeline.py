@@ -43,19 +43,29 @@ SSRC
   counted as ``ignored``.
 
 Payload types
-  The negotiated audio PT is placed; ``telephone-event`` becomes DTMF records (RFC 4733: one
-  per event, identified by its timestamp; duration is the largest seen, long events split in
-  segments are merged) and is not placed; comfort noise (PT 13) places nothing, so DTX is
-  silence; any other PT is counted as ``unexpected_payload`` (and per type in
-  ``unexpected_types``) and dropped.
+  The current audio format's PT is placed; ``telephone-event`` becomes DTMF records (RFC 4733:
+  one per event, identified by its timestamp; duration is the largest seen, long events split
+  in segments are merged) and is not placed; comfort noise (PT 13) places nothing, so DTX is
+  silence; any other PT is counted per PT in ``unexpected_types`` and dropped, except the
+  stream's other accepted ``formats``.
+
+Format switches (stretches)
+  A packet of another accepted format (``formats``) of the locked SSRC starts a stretch
+  (``FORMAT.md``, Stretches): what waits is flushed, a :data:`SWITCH` marker is emitted, and
+  :meth:`take_switch` says where the stretch starts (where the audio before it ended, in the
+  new clock). Same clock: placed by timestamp; another clock: positions, anchor, baseline and
+  jitter converted, the packet placed at the start when it follows by sequence number, else by
+  arrival. An older packet of another format is late, not a switch back; at most
+  ``MAX_SWITCHES``. Positions are in the current clock; ``first_position``, SSRC spans, DTMF
+  and gaps are in ``base_rate`` units (:meth:`to_base`).
 
 Gaps
   A packet emitted more than ``gap_min`` (100 ms) after the end of what was written before it
   leaves a gap (a loss burst, the SRC stopping, or the downtime before the first packet of a
   run that continues the files of a crashed one: ``start`` > 0), unless a pause (:meth:`restart`)
   or comfort noise (DTX) came since. The first ``GAPS_KEEP`` are kept in :attr:`gaps`,
-  :attr:`gap_count` and :attr:`gap_length` count them all. Only the slow path sees them: a
-  packet that continues the output exactly leaves no hole.
+  :attr:`gap_count` and :attr:`gap_length` count them all (in ``base_rate`` units). Only the
+  slow path sees them: a packet that continues the output exactly leaves no hole.
 
 RTCP
   :meth:`sender_report` takes the SRs of the locked SSRC and measures ``sr_offset``: how far
@@ -76,29 +86,28 @@ from __future__ import annotations
 
 from bisect import insort
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple
 
+from siprec_node.media.durations import frame_duration as frame_duration
+from siprec_node.media.durations import opus_duration as opus_duration
 from siprec_node.media.stream_file import DtmfRecord, SsrcSpan
+from siprec_node.media.timeline_formats import FORCE as _FORCE
+from siprec_node.media.timeline_formats import GAPS_KEEP as GAPS_KEEP
+from siprec_node.media.timeline_formats import MAX_SWITCHES as MAX_SWITCHES
+from siprec_node.media.timeline_formats import NEVER as _NEVER
+from siprec_node.media.timeline_formats import RESCUE_KEEP, FormatSwitching, Placed, Switch
+from siprec_node.media.timeline_formats import SWITCH as SWITCH
+from siprec_node.media.timeline_formats import TimelineFormat as TimelineFormat
 
 COMFORT_NOISE_PT = 13
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 _SEEN_BITS = 64
 _SEEN_MASK = (1 << _SEEN_BITS) - 1
-_NEVER = -(1 << 62)  # a position no packet has
-_FORCE = float(1 << 62)  # a baseline that makes the next packet re-anchor
 _CANDIDATE_KEEP = 50
 SR_KEEP = 16  # sender-report offsets kept per timestamp-to-position mapping
 GAP_MIN_MS = 100  # shorter holes are loss, not gaps (media/verdict.py)
-GAPS_KEEP = 100  # gaps listed per run; the totals count every one
-
-
-class Placed(NamedTuple):
-    """A payload ready to write at ``position`` (stream clock units since the epoch)."""
-
-    position: int
-    payload: bytes
 
 
 _new = tuple.__new__
@@ -121,32 +130,13 @@ class FastState(NamedTuple):
     jitter: float
 
 
-def opus_duration(payload: bytes) -> int:
-    """Samples at 48 kHz in one Opus packet, from its TOC byte (RFC 6716 §3.1); 0 if unknown."""
-    if not payload:
-        return 0
-    toc = payload[0]
-    config = toc >> 3
-    if config < 12:
-        frame = (480, 960, 1920, 2880)[config & 3]
-    elif config < 16:
-        frame = (480, 960)[config & 1]
-    else:
-        frame = (120, 240, 480, 960)[config & 3]
-    code = toc & 3
-    if code == 0:
-        return frame
-    if code < 3:
-        return 2 * frame
-    if len(payload) < 2:
-        return 0
-    return frame * (payload[1] & 0x3F)
-
-
 class _Dtmf:
-    __slots__ = ("duration", "ended", "event", "offset", "position", "timestamp")
+    __slots__ = ("duration", "ended", "event", "offset", "position", "rate", "timestamp")
 
-    def __init__(self, position: int, event: int, timestamp: int, duration: int) -> None:
+    def __init__(
+        self, position: int, event: int, timestamp: int, duration: int, rate: float = 1.0
+    ) -> None:
+        self.rate = rate  # base units per clock unit when recorded
         self.position = position
         self.event = event
         self.timestamp = timestamp
@@ -155,13 +145,16 @@ class _Dtmf:
         self.ended = False
 
 
-class StreamTimeline:
+class StreamTimeline(FormatSwitching):
     """Places one stream's RTP payloads on the call's timeline (see the module docstring).
 
     ``reorder_window`` is in clock units (default 60 ms). ``frame_duration`` gives a payload's
     duration in clock units; None means one byte per clock tick (G.711, and G.722 on its
     8000 Hz RTP clock). ``start`` is the first position that may still be written (a file
-    continued after a restart).
+    continued after a restart). ``formats`` are the other audio formats the stream may switch
+    to; ``base_rate`` the clock the stream-level positions are reported in (default: this one);
+    ``telephone_event_pts`` and ``comfort_noise_pts`` more payload types of those kinds (one per
+    clock rate).
     """
 
     def __init__(
@@ -178,13 +171,30 @@ class StreamTimeline:
         switch_silence: float = 0.1,
         discontinuity: float = 1.0,
         start: int = 0,
+        formats: Sequence[TimelineFormat] = (),
+        base_rate: int | None = None,
+        telephone_event_pts: Collection[int] = (),
+        comfort_noise_pts: Collection[int] = (),
         gap_min: int | None = None,
     ) -> None:
         self.clock_rate = clock_rate
         self.epoch = epoch
         self.payload_type = payload_type
+        self.base_rate = base_rate or clock_rate
+        self._to_base = self.base_rate / clock_rate
+        self._formats = {f.payload_type: f for f in formats if f.payload_type != payload_type}
+        self._formats[payload_type] = TimelineFormat(payload_type, clock_rate, frame_duration)
+        self._switches: deque[Switch] = deque()
+        # the last packets of payload types not (yet) accepted, for :meth:`rescue`
+        self._recent: deque[tuple[int, int, int, bytes, float]] = deque(maxlen=RESCUE_KEEP)
+        self.switches = 0
+        self.switches_refused = 0
+        self._discontinuity = discontinuity
         self.telephone_event_pt = telephone_event_pt
         self.comfort_noise_pt = comfort_noise_pt
+        # every telephone-event (one per clock rate) and comfort noise payload type accepted
+        self._events = {pt for pt in (telephone_event_pt, *telephone_event_pts) if pt is not None}
+        self._comfort = {pt for pt in (comfort_noise_pt, *comfort_noise_pts) if pt is not None}
         self.window = reorder_window if reorder_window is not None else clock_rate * 60 // 1000
         self.window_seconds = self.window / clock_rate
         self._duration = frame_duration
@@ -241,6 +251,7 @@ class StreamTimeline:
         self.sender_reports = 0
         self.sr_offset: float | None = None  # of the latest SR
         self.gap_min = gap_min if gap_min is not None else clock_rate * GAP_MIN_MS // 1000
+        self._gap_min_seconds = self.gap_min / clock_rate
         self.gaps: list[tuple[int, int]] = []
         self.gap_count = 0
         self.gap_length = 0
@@ -273,8 +284,40 @@ class StreamTimeline:
             self.duplicates += 1
             return []
         if payload_type != self.payload_type:
-            return self._other_payload(timestamp, payload_type, payload, arrival)
+            return self._other_payload(sequence, timestamp, payload_type, payload, arrival)
+        d = (timestamp - self._anchor_ts) & 0xFFFFFFFF
+        if d & 0x80000000:
+            d -= 0x100000000
+        position = self._anchor_pos + d
+        wall = (arrival - self.epoch) * self.clock_rate
+        transit = wall - position
+        deviation = transit - self._baseline
+        if deviation > self._limit or deviation < -self._limit:
+            if self._baseline != _FORCE and 0 < (self._max_seq - sequence) & 0xFFFF < MAX_MISORDER:
+                self.late += 1  # a straggler from before a discontinuity: its place is gone
+                return []
+            position = self._reanchor(timestamp, wall)
+        else:
+            if d > 0:
+                self._anchor_ts = timestamp
+                self._anchor_pos = position
+            jump = transit - self._transit
+            if jump < 0:
+                jump = -jump
+            self._jitter += (jump - self._jitter) * 0.0625
+            self._transit = transit
 
+        duration = self._duration
+        end = position + (len(payload) if duration is None else duration(payload))
+        if position == self._next and not self._order:
+            self._next = self._frontier = self._end_seen = end
+            self._max_pos = self.last_position = position
+            return [_new(Placed, (position, payload))]
+        return self._hold(position, end, payload, arrival)
+
+    def _place(self, sequence: int, timestamp: int, payload: bytes, arrival: float) -> list[Placed]:
+        """Place a counted packet of the current format: what :meth:`push` does inline (the
+        per-packet path), for the packet that switched format."""
         d = (timestamp - self._anchor_ts) & 0xFFFFFFFF
         if d & 0x80000000:
             d -= 0x100000000
@@ -401,9 +444,9 @@ class StreamTimeline:
             self._gap(self._frontier, position)
         if self._span_pending:
             self._span_pending = False
-            self._spans[-1][1] = position
+            self._spans[-1][1] = round(position * self._to_base)
         if self.first_position is None:
-            self.first_position = position
+            self.first_position = round(position * self._to_base)
         self.last_position = position
         self._next = end
         if end > self._frontier:
@@ -411,19 +454,24 @@ class StreamTimeline:
         out.append(_new(Placed, (position, payload)))
 
     def _other_payload(
-        self, timestamp: int, payload_type: int, payload: bytes, arrival: float
+        self, sequence: int, timestamp: int, payload_type: int, payload: bytes, arrival: float
     ) -> list[Placed]:
-        if payload_type == self.telephone_event_pt:
+        if payload_type in self._events:
             self._telephone_event(timestamp, payload, arrival)
-        elif payload_type == self.comfort_noise_pt:
+        elif payload_type in self._comfort:
             self.comfort_noise += 1
             self._quiet_from = self._frontier  # DTX: the silence that follows is meant
+        elif payload_type in self._formats:
+            return self._switch(self._formats[payload_type], sequence, timestamp, payload, arrival)
         else:
             self.unexpected_payload += 1
-            self.unexpected_types[payload_type] = self.unexpected_types.get(payload_type, 0) + 1
+            counts = self.unexpected_types
+            counts[payload_type] = counts.get(payload_type, 0) + 1
+            self._recent.append((sequence, timestamp, payload_type, payload, arrival))
         return []
 
     def _gap(self, start: int, end: int) -> None:
+        start, end = self.to_base(start), self.to_base(end)
         self.gap_count += 1
         self.gap_length += end - start
         if len(self.gaps) < GAPS_KEEP:
@@ -460,7 +508,7 @@ class StreamTimeline:
             if d & 0x80000000:
                 d -= 0x100000000
             position = self._anchor_pos + d
-        record = _Dtmf(max(position, 0), event, timestamp, duration)
+        record = _Dtmf(max(position, 0), event, timestamp, duration, self._to_base)
         record.ended = ended
         self._dtmf.append(record)
         self._dtmf_current = record
@@ -664,4 +712,7 @@ class StreamTimeline:
 
     @property
     def dtmf(self) -> list[DtmfRecord]:
-        return [DtmfRecord(d.position, d.event, d.duration) for d in self._dtmf]
+        return [
+            DtmfRecord(round(d.position * d.rate), d.event, round(d.duration * d.rate))
+            for d in self._dtmf
+        ]

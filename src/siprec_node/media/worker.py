@@ -52,6 +52,8 @@ class _Control:
                 rtp = socket.socket(fileno=fds[0])
                 rtcp = socket.socket(fileno=fds[1])
                 await self.engine.open_stream(spec, rtp, rtcp)
+            elif op == "update":
+                await self.engine.update_stream(StreamSpec(**message["spec"]))
             elif op == "pause":
                 await self.engine.pause(message["session_id"], message["index"], message["at"])
             elif op == "resume":

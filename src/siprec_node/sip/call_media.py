@@ -87,6 +87,9 @@ class CallMedia:
     def __init__(self, ports: RtpPorts, engine: MediaEngine) -> None:
         self.ports = ports
         self.engine = engine
+        self._formats: dict[tuple[str, int], tuple[Any, ...]] = {}
+        """What each open stream's engine was last told it may carry (payload types), to tell
+        it again only when a re-INVITE changed them; dropped at close."""
 
     async def sync(
         self,
@@ -124,6 +127,20 @@ class CallMedia:
         for stream in streams:
             if stream.index not in state.open:
                 continue
+            carried = _carried(stream)
+            key = (session_id, stream.index)
+            known = self._formats.get(key)
+            self._formats[key] = carried
+            if stream.accepted and known is not None and carried != known:
+                spec = StreamSpec(
+                    session_id=session_id,
+                    index=stream.index,
+                    negotiated=stream.to_dict(),
+                    parts_dir=state.parts,
+                    epoch=state.epoch,
+                )
+                await self.engine.update_stream(spec)
+                changes.append(f"stream {stream.index} formats {list(carried[0])}")
             wanted_pause = state.operator_paused or stream.paused or not stream.accepted
             if state.open[stream.index] != wanted_pause:
                 if wanted_pause:
@@ -139,8 +156,21 @@ class CallMedia:
     ) -> None:
         """Open every stream again, continuing its files (restart recovery, worker restart)."""
         state.open.clear()
+        for key in [k for k in self._formats if k[0] == session_id]:
+            del self._formats[key]
         await self.sync(session_id, state, streams)
 
     async def close(self, session_id: str, at: float | None = None) -> dict[int, dict[str, Any]]:
         """Close the call's streams (files closed); returns their statistics."""
+        for key in [k for k in self._formats if k[0] == session_id]:
+            del self._formats[key]
         return await self.engine.close_call(session_id, time.time() if at is None else at)
+
+
+def _carried(stream: NegotiatedStream) -> tuple[Any, ...]:
+    """The payload types a negotiated stream may carry (audio, telephone-event, CN)."""
+    return (
+        tuple((f.payload_type, f.name, f.clock_rate) for f in stream.formats),
+        tuple(stream.telephone_event_pts),
+        tuple(stream.comfort_noise_pts),
+    )
