@@ -1,0 +1,283 @@
+"""The corpus: call flows that send what real SRCs send, each recording judged by its audio.
+
+SIPp drives the signalling (``tests/sipp/corpus_*.xml``, shaped after the SRC families of
+shared/INTEROP.md); at the scenario's checkpoint the test reads the answered ports from
+``GET /sessions`` and sends the RTP itself to every answered stream (SIPp's ``rtp_stream`` only
+feeds the first m-line). The media comes from encoders the node does not use to decode: G.711
+from the ITU-T formulas (``src_client``), G.729 from bcg729, G.722, G.726 and AMR-NB from FFmpeg's
+encoders (``tests/encoders.py``).
+
+Leg 1 sends a 440 Hz tone, leg 2 a 1 kHz tone, for ``SECONDS``. Every recording is read back:
+each tone on its own channel (and not on the other), clean (tone at least 20 dB above whatever
+else the channel holds, in every stretch of a codec: a wrong decoder or byte order fails it),
+sounding for the time it was sent (±1 %) without a hole (a codec switch, with or without a
+re-INVITE, must not cut it), in a file as long as the call (±1 %).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.encoders import amr_encode, g726_encode, g729_encode
+from tests.integration.media.src_client import (
+    FRAME,
+    RtpLeg,
+    RtpSender,
+    alaw_encode,
+    g722_encode,
+    read_wav,
+    tone,
+    ulaw_encode,
+)
+from tests.integration.siprec.harness import Recorder, SippRun
+
+pytestmark = pytest.mark.integration
+
+SECONDS = 4.0
+PACKETS = round(SECONDS / 0.02)
+FREQS = (440.0, 1000.0)
+WINDOW = 0.01  # seconds per analysis window
+EDGE = 0.06  # seconds left out at each end of a stretch when judging how clean it is
+
+
+def _g711(encode: Callable[[np.ndarray], bytes]) -> Callable[[float], list[bytes]]:
+    def payloads(freq: float) -> list[bytes]:
+        data = encode(tone(freq, SECONDS))
+        return [data[i : i + FRAME] for i in range(0, len(data), FRAME)]
+
+    return payloads
+
+
+ENCODERS: dict[str, Callable[[float], list[bytes]]] = {
+    "PCMU": _g711(ulaw_encode),
+    "PCMA": _g711(alaw_encode),
+    "G722": lambda f: g722_encode(tone(f, SECONDS, rate=16000)),
+    "G729": lambda f: g729_encode(tone(f, SECONDS)),
+    "G726-32": lambda f: g726_encode(tone(f, SECONDS)),
+    "AAL2-G726-32": lambda f: g726_encode(tone(f, SECONDS), packing="aal2"),
+    "AMR": lambda f: amr_encode(tone(f, SECONDS)),
+    "AMR-bandwidth-efficient": lambda f: amr_encode(tone(f, SECONDS), octet_aligned=False),
+}
+
+Stretch = tuple[int, str, int]
+"""(payload type, codec of ENCODERS, packets) sent in a row on a leg."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One corpus call: the scenario, what each m-line offers, what each leg then sends."""
+
+    scenario: str
+    offers: list[list[str]]
+    legs: list[list[Stretch]]
+    reinvite: list[list[str]] | None = None
+    """What the scenario's re-INVITE offers per m-line (sent while the first stretch plays)."""
+
+
+def _both(formats: str) -> list[list[str]]:
+    return [formats.split(), formats.split()]
+
+
+CASES = {
+    # metadata that is not well-formed XML: recorded all the same (issue 9, item 5)
+    "metadata-unparsed": Case(
+        "tolerant_metadata_unparsed.xml",
+        _both("0 101"),
+        [[(0, "PCMU", PACKETS)], [(0, "PCMU", PACKETS)]],
+    ),
+    # 0 8 18 101 offered, PCMA sent (Oracle/Acme)
+    "pcma-offered-second": Case(
+        "corpus_pcma_offered_second.xml",
+        _both("0 8 18 101"),
+        [[(8, "PCMA", PACKETS)], [(8, "PCMA", PACKETS)]],
+    ),
+    # 9 0 8 offered, G.722 sent (Avaya SBCE)
+    "g722": Case(
+        "corpus_g722_call.xml",
+        _both("9 0 8 101"),
+        [[(9, "G722", PACKETS)], [(9, "G722", PACKETS)]],
+    ),
+    # one mixed m-line, opus offered first, PCMU sent (Webex Calling)
+    "webex-opus-first": Case(
+        "corpus_webex_opus_first.xml",
+        [["111", "0", "8", "101"]],
+        [[(0, "PCMU", PACKETS)]],
+    ),
+    # a switch mid-stream without signalling: PCMU -> G.729 and PCMA -> PCMU
+    "codec-switch": Case(
+        "corpus_codec_switch.xml",
+        _both("0 8 18 101"),
+        [
+            [(0, "PCMU", PACKETS // 2), (18, "G729", PACKETS - PACKETS // 2)],
+            [(8, "PCMA", PACKETS // 2), (0, "PCMU", PACKETS - PACKETS // 2)],
+        ],
+    ),
+    # PCMU only, then a re-INVITE offering G.729 and PCMA: G.729 on leg 1, PCMA on leg 2
+    "reinvite-codec": Case(
+        "corpus_reinvite_codec.xml",
+        _both("0 101"),
+        [
+            [(0, "PCMU", PACKETS // 2), (18, "G729", PACKETS - PACKETS // 2)],
+            [(0, "PCMU", PACKETS // 2), (8, "PCMA", PACKETS - PACKETS // 2)],
+        ],
+        reinvite=_both("18 8 101"),
+    ),
+    "g729": Case(
+        "corpus_g729_call.xml",
+        _both("18 101"),
+        [[(18, "G729", PACKETS)], [(18, "G729", PACKETS)]],
+    ),
+    # G726-32 on PT 2 (RFC 3551 packing) and AAL2-G726-32 on PT 112
+    "g726": Case(
+        "corpus_g726_call.xml",
+        [["2", "0", "101"], ["112", "0", "101"]],
+        [[(2, "G726-32", PACKETS)], [(112, "AAL2-G726-32", PACKETS)]],
+    ),
+    # AMR-NB 12.2, octet-aligned on PT 96 and bandwidth-efficient on PT 97
+    "amr": Case(
+        "corpus_amr_call.xml",
+        [["96", "0", "101"], ["97", "0", "101"]],
+        [[(96, "AMR", PACKETS)], [(97, "AMR-bandwidth-efficient", PACKETS)]],
+    ),
+}
+
+
+# ------------------------------------------------------------------------------- the media
+
+
+def make_leg(index: int, stretches: list[Stretch]) -> RtpLeg:
+    """A leg sending its tone through ``stretches``: each codec encodes the whole tone and the
+    stretch takes its packets where the previous one stopped (the tone runs on at a switch)."""
+    freq = FREQS[index]
+    frames: list[bytes] = []
+    types: list[int] = []
+    for payload_type, codec, count in stretches:
+        encoded = ENCODERS[codec](freq)
+        assert len(encoded) >= PACKETS, (codec, len(encoded))
+        frames += encoded[len(frames) : len(frames) + count]
+        types += [payload_type] * count
+    assert len(frames) == PACKETS
+    return RtpLeg(
+        types[0], b"", ssrc=0x5EC0_0000 + index, frames=frames, payload_types=types, step=160
+    )
+
+
+def tone_amplitude(x: np.ndarray, rate: int, freq: float) -> np.ndarray:
+    """Amplitude of ``freq`` in each WINDOW of ``x`` (single-bin DFT)."""
+    size = round(WINDOW * rate)
+    count = len(x) // size
+    frames = x[: count * size].reshape(count, size)
+    probe = np.exp(-2j * np.pi * freq * np.arange(size) / rate)
+    return 2 * np.abs(frames @ probe) / size
+
+
+def tone_to_rest_db(x: np.ndarray, rate: int, freq: float) -> float:
+    """Energy within 20 Hz of ``freq`` against all the rest, in dB (Hann-windowed FFT)."""
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
+    band = np.abs(np.fft.rfftfreq(len(x), 1 / rate) - freq) <= 20
+    return 10 * float(np.log10(spectrum[band].sum() / max(spectrum[~band].sum(), 1e-30)))
+
+
+def band_db(x: np.ndarray, rate: int, freq: float) -> float:
+    """Energy within 20 Hz of ``freq``, in dB (Hann-windowed FFT)."""
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
+    band = np.abs(np.fft.rfftfreq(len(x), 1 / rate) - freq) <= 20
+    return 10 * float(np.log10(spectrum[band].sum() + 1e-30))
+
+
+def judge_channel(
+    channel: np.ndarray,
+    rate: int,
+    freq: float,
+    stretches: list[Stretch],
+    start: float,
+    label: str,
+) -> None:
+    """The tone of a leg: from ``start`` (seconds into the file: when its first packet was sent),
+    for SECONDS (±1 %), without a hole, clean in each stretch."""
+    active = tone_amplitude(channel, rate, freq) > 0.1
+    found = np.flatnonzero(active)
+    assert found.size, f"{label}: no {freq:g} Hz at all"
+    sounding = found.size * WINDOW
+    span = (found[-1] - found[0] + 1) * WINDOW
+    began = found[0] * WINDOW
+    print(f"{label}: {freq:g} Hz for {sounding:.3f} s of {SECONDS} s, from {began:.3f} s")
+    assert abs(began - start) <= 0.03, f"{label}: the tone starts at {began} s, not {start:.3f} s"
+    assert abs(sounding - SECONDS) <= 0.01 * SECONDS, (label, sounding)
+    assert span - sounding <= 2 * WINDOW, f"{label}: holes of {span - sounding:.3f} s in the tone"
+    for _, codec, count in stretches:
+        end = start + count * 0.02
+        piece = channel[round((start + EDGE) * rate) : round((end - EDGE) * rate)]
+        clean = tone_to_rest_db(piece, rate, freq)
+        print(f"{label}: {codec} stretch {start:.2f}-{end:.2f} s, tone to rest {clean:.1f} dB")
+        assert clean >= 20, (label, codec, clean)
+        start = end
+
+
+# ---------------------------------------------------------------------------------- the test
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_corpus_call_is_recorded_as_sent(recorder: Recorder, case: Case) -> None:
+    legs = [make_leg(i, stretches) for i, stretches in enumerate(case.legs)]
+    switch = min(s[0][2] for s in case.legs)  # packets of each leg's first stretch
+    with SippRun(case.scenario, recorder) as run:
+        recorder.wait_for_event("call_active", call_id=run.call_id)
+        streams = recorder.session(run.call_id)["streams"]
+        assert [s["label"] for s in streams] == [str(i + 1) for i in range(len(legs))], streams
+        sender = RtpSender(legs, [int(s["port"]) for s in streams], PACKETS)
+        sender.start()
+        if case.reinvite is not None:
+            run.release()  # SIPp re-INVITEs while the first stretch plays
+            recorder.wait_for_event("call_updated", call_id=run.call_id)
+            assert sender.count < switch, "the SRC switched before the re-INVITE was answered"
+        sender.join(SECONDS + 10)
+        assert sender.first is not None and sender.last is not None
+        run.release()
+        outcome = run.finish()
+    assert outcome.ok, outcome.explain()
+
+    # The answer: every offered codec (all decodable here) in the offer's order, per m-line.
+    offers = [case.offers] + ([case.reinvite] if case.reinvite is not None else [])
+    answers = run.answers()
+    assert len(answers) == len(offers), answers
+    for answer, offered in zip(answers, offers, strict=True):
+        for media, formats in zip(answer.media, offered, strict=True):
+            assert media.port > 0 and media.direction == "recvonly", media
+            assert [f for f in media.formats if f != "13"] == formats, (media, formats)
+
+    done = recorder.wait_for_event("recording_finalised", timeout=30, call_id=run.call_id)
+    sidecar = json.loads(Path(str(done["sidecar"])).read_text())
+    assert sidecar["status"] == "ended"
+    assert [(s["packets"], s["lost"]) for s in sidecar["streams"]] == [(PACKETS, 0)] * len(legs)
+    files = [Path(str(f)) for f in done["files"]]
+    assert len(files) == 1, files
+    rate, audio = read_wav(files[0])
+    assert audio.shape[1] == len(legs)  # stereo for two legs, mono for one mixed stream
+
+    # A second of call is a second of file: from our 200 to the BYE, as SIPp's trace saw them.
+    duration = len(audio) / rate
+    ok = run.responses("INVITE", 200)[0]
+    bye = next(m for m in run.messages if m.direction == "sent" and m.method == "BYE")
+    assert ok.at is not None and bye.at is not None
+    call = (bye.at - ok.at).total_seconds()
+    print(f"{case.scenario}: {rate} Hz, file {duration:.3f} s, call {call:.3f} s")
+    assert abs(duration - sidecar["duration_s"]) < 0.02, (duration, sidecar["duration_s"])
+    assert abs(duration - call) <= 0.01 * call, (duration, call)
+
+    # Where the first packet belongs in the file: the node's media epoch is its sample 0.
+    start = sender.first - datetime.fromisoformat(sidecar["media_epoch"]).timestamp()
+    for index, stretches in enumerate(case.legs):
+        judge_channel(audio[:, index], rate, FREQS[index], stretches, start, f"leg {index + 1}")
+    if len(legs) == 2:  # each tone stays on its own channel: 40 dB weaker on the other
+        talk = audio[round(EDGE * rate) : round((SECONDS - EDGE) * rate)]
+        for own, freq in enumerate(FREQS):
+            leak = band_db(talk[:, 1 - own], rate, freq) - band_db(talk[:, own], rate, freq)
+            assert leak < -40, (freq, leak)
