@@ -138,8 +138,6 @@ class CallInfo:
     started_at: datetime
     ended_at: datetime | None = None
     """None when unknown (a takeover of a dead node's call): the end of the recorded media."""
-    flags: tuple[str, ...] = ()
-    """Call-level problems found in signalling (``CallData.flags``, e.g. ``metadata_unparsed``)."""
 
 
 Pause = tuple[datetime, datetime | None]
@@ -950,5 +948,4 @@ def _sidecar(
         "pauses": [{"start": _iso(a), "end": _iso(b)} for a, b in pauses],
         "metrics": conversation.metrics() if conversation is not None else None,
         "alignment": dict(alignment),
-        "flags": list(call.flags),
     }

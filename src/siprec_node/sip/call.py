@@ -58,20 +58,10 @@ class CallData:
     last_activity: datetime = field(default_factory=utc_now)
     recoveries: int = 0
     """How many times a restarted node picked this call back up."""
-    flags: list[str] = field(default_factory=list)
-    """Call-level problems found in signalling that the recording carries to its sidecar and
-    verdict, each once: ``metadata_unparsed`` (metadata set aside, participants from From/To)."""
     turns: list[dict[str, Any]] = field(default_factory=list)
     """Conversation turns found in the audio at finalisation (participant, start, duration_ms,
     interrupted); the shared store turns them into ``SessionState.history`` and ``metrics``."""
     version: int = 0
-
-    def flag(self, name: str) -> bool:
-        """Add a call-level problem once; True when it is new."""
-        if name in self.flags:
-            return False
-        self.flags.append(name)
-        return True
 
     def add_turn(
         self, participant: str, start: datetime, duration_ms: int, *, interrupted: bool = False

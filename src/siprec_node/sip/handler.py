@@ -796,7 +796,7 @@ class SipHandler:
             vendor_ids=dict(offer.vendor_ids),
         )
         if offer.metadata_error is not None:
-            data.flag("metadata_unparsed")
+            data.flag("metadata_unparsed", detail=offer.metadata_error)
         call = Call(
             data=data,
             dialog=Dialog.from_invite(request, local_tag, contact, source),
@@ -1168,7 +1168,7 @@ class SipHandler:
             )
             return
         if call.recording.metadata_error is not None:
-            call.data.flag("metadata_unparsed")
+            call.data.flag("metadata_unparsed", detail=call.recording.metadata_error)
             call.tolerate("metadata_unparsed", error=call.recording.metadata_error)
         call.dialog.refresh_target(request)
         call.ports = call.recording.ports
