@@ -25,6 +25,7 @@ from siprec_node.log import wants_json
 from siprec_node.session import (
     ManagerConfig,
     MemorySessionStore,
+    RecordingVerdict,
     RedisSessionStore,
     SessionManager,
     SessionState,
@@ -164,6 +165,7 @@ class Node:
         result = await self.handler.finalise_orphan(data, reason)
         if result is not None:
             result.record_turns(state)  # saved by the manager with the failed status
+            state.verdict = RecordingVerdict.from_dict(result.verdict.call.to_dict())
 
     async def _store_ready(self) -> bool:
         try:

@@ -1,8 +1,8 @@
-"""The ``siprec-node`` command: ``run``, ``check-config``, ``sessions``, ``nodes``.
+"""The ``siprec-node`` command: ``run``, ``check-config``, ``sessions``, ``recordings``, ``nodes``.
 
 Exit codes: 0 success, 2 for a bad command line or configuration (each problem printed to
-stderr as ``KEY: VALUE: why``); ``run``, ``sessions`` and ``nodes`` otherwise return what the
-application returns.
+stderr as ``KEY: VALUE: why``); ``run``, ``sessions``, ``recordings`` and ``nodes`` otherwise
+return what the application returns.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from siprec_node import __version__
 from siprec_node.config import ConfigError, Settings, load_settings, render_toml
+from siprec_node.config.durations import parse_duration
 from siprec_node.log import configure_logging
 
 __all__ = ["EXIT_CONFIG", "build_parser", "main"]
@@ -67,6 +69,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sessions.add_argument("--json", action="store_true", help="print JSON instead of a table")
     sessions.set_defaults(handler=_sessions)
+
+    recordings = commands.add_parser(
+        "recordings",
+        help="list finished recordings in the configured store and their verdicts",
+        description="Recordings that ended or failed, as long as the store keeps them "
+        "(store.ttl): session id, call id, end, duration and verdict (ok, or the problems: "
+        "no_rtp, silent, unexpected_payload, undecodable, short, gaps, metadata_unparsed, "
+        "stalled).",
+    )
+    _add_config_option(recordings)
+    recordings.add_argument(
+        "--problems", action="store_true", help="only recordings whose verdict names problems"
+    )
+    recordings.add_argument(
+        "--since",
+        metavar="DURATION",
+        type=_duration,
+        default=None,
+        help='only recordings that ended within this long, e.g. "24h", "15m"',
+    )
+    recordings.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    recordings.set_defaults(handler=_recordings)
 
     nodes = commands.add_parser("nodes", help="list the nodes known to the store")
     _add_config_option(nodes)
@@ -123,6 +147,23 @@ def _sessions(args: argparse.Namespace) -> int:
     from siprec_node.app import list_sessions
 
     return list_sessions(settings, all_=args.all, as_json=args.json)
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+
+def _recordings(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return EXIT_CONFIG
+    configure_logging(settings.log.level, settings.log.format)
+    from siprec_node.recordings import list_recordings
+
+    return list_recordings(settings, problems=args.problems, since=args.since, as_json=args.json)
 
 
 def _nodes(args: argparse.Namespace) -> int:

@@ -83,3 +83,75 @@ def test_store_unavailable_is_reported(redis_url: str) -> None:
     result = _cli("redis://127.0.0.1:1/0", "nodes")
     assert result.returncode == 1
     assert "store unavailable" in result.stderr
+
+
+async def _seed_recordings(url: str) -> None:
+    from datetime import UTC, datetime
+
+    from siprec_node.adapters import to_session_state
+    from siprec_node.sip.call import CallData, CallStatus
+
+    now = datetime.now(UTC)
+    store = RedisSessionStore(url, prefix="clirec:", ttl=timedelta(hours=48))
+
+    def call(session_id: str, ended_ago: timedelta, verdict: dict | None) -> SessionState:
+        data = CallData(session_id=session_id, call_id=f"{session_id}@src", node_id="rec-1")
+        data.status = CallStatus.ENDED
+        data.started_at = now - ended_ago - timedelta(seconds=65)
+        data.ended_at = now - ended_ago
+        data.verdict = verdict
+        return to_session_state(data)
+
+    gaps = {"kind": "gaps", "streams": [0], "count": 1, "ms": 2600}
+    odd = {"kind": "unexpected_payload", "streams": [1], "packets": 50, "payload_types": {"96": 50}}
+    try:
+        await store.save(call("r-ok", timedelta(minutes=5), {"status": "ok", "problems": []}))
+        await store.save(
+            call("r-bad", timedelta(minutes=2), {"status": "problems", "problems": [gaps, odd]})
+        )
+        await store.save(
+            call("r-old", timedelta(hours=30), {"status": "problems", "problems": [gaps]})
+        )
+        await store.save(call("r-none", timedelta(minutes=1), None))
+        await store.save(SessionState(id="r-live", call_id="live@src", node_id="rec-1"))
+    finally:
+        await store.close()
+
+
+def test_recordings_command(redis_url: str) -> None:
+    asyncio.run(_seed_recordings(redis_url))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIPREC_")}
+        env.update(
+            PYTHONPATH=str(ROOT / "src"),
+            SIPREC_STORE__BACKEND="redis",
+            SIPREC_STORE__URL=redis_url,
+            SIPREC_STORE__PREFIX="clirec:",
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "siprec_node", "recordings", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=30,
+            check=False,
+        )
+
+    table = cli()
+    assert table.returncode == 0 and table.stderr == "", table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["SESSION", "CALL-ID", "ENDED", "DURATION", "VERDICT"]
+    assert [line.split()[0] for line in lines[1:]] == ["r-old", "r-ok", "r-bad", "r-none"]
+    bad = next(line for line in lines if line.startswith("r-bad"))
+    assert "65.0s" in bad
+    assert bad.endswith("gaps 1x 2600 ms stream 0; unexpected_payload PT96:50 stream 1")
+    assert lines[-1].split()[-1] == "-"
+
+    problems = cli("--problems", "--since", "24h")
+    assert [line.split()[0] for line in problems.stdout.splitlines()[1:]] == ["r-bad"]
+    rows = json.loads(cli("--problems", "--json").stdout)
+    assert [r["id"] for r in rows] == ["r-old", "r-bad"]
+    assert rows[1]["verdict"]["problems"][1]["payload_types"] == {"96": 50}
+    assert rows[1]["duration_s"] == 65.0 and rows[1]["call_id"] == "r-bad@src"
+    assert cli("--since", "nonsense").returncode == 2

@@ -2,8 +2,9 @@
 
 One backing store serves the handler (CallData snapshots at every change of state) and the
 SessionManager (heartbeats, cleanup, takeover). A CallData becomes a ``SessionState``: identity,
-status, owner node and times map to its fields; the whole snapshot (dialog, recording, media) is
-kept in ``recovery_data["call"]``, which is what a restarted or surviving node needs.
+status, owner node, times and the recording's verdict map to its fields; the whole snapshot
+(dialog, recording, media) is kept in ``recovery_data["call"]``, which is what a restarted or
+surviving node needs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from siprec_node.session import (
     InvalidTransition,
     OwnershipConflict,
+    RecordingVerdict,
     SessionNotFound,
     SessionState,
     SessionStatus,
@@ -43,6 +45,7 @@ def to_session_state(call: CallData) -> SessionState:
         updated_at=call.updated_at,
         last_activity=call.last_activity,
         recovery_data={RECOVERY_KEY: call.to_dict()},
+        verdict=RecordingVerdict.from_dict(call.verdict) if call.verdict is not None else None,
     )
     for turn in call.turns:  # history and metrics are SessionState's to compute
         state.add_turn(
@@ -67,6 +70,8 @@ def to_call_data(state: SessionState) -> CallData:
     call.end_reason = state.end_reason
     call.last_activity = max(call.last_activity, state.last_activity)
     call.updated_at = state.updated_at
+    if state.verdict is not None:
+        call.verdict = state.verdict.to_dict()
     return call
 
 

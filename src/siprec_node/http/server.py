@@ -51,6 +51,22 @@ class HandlerCollector(Collector):
         calls.add_metric(["ended"], stats.get("calls_ended", 0))
         calls.add_metric(["failed"], stats.get("calls_failed", 0))
         yield calls
+        recordings = CounterMetricFamily(
+            "siprec_recordings",
+            "Recordings finalised by this node, by verdict (ok, or problems)",
+            labels=["verdict"],
+        )
+        for status, count in h.recordings.items():
+            recordings.add_metric([status], count)
+        yield recordings
+        problems = CounterMetricFamily(
+            "siprec_recording_problems",
+            "Recordings finalised by this node with each problem (one recording may have several)",
+            labels=["problem"],
+        )
+        for kind, count in h.recording_problems.items():
+            problems.add_metric([kind], count)
+        yield problems
         gauges: dict[str, tuple[str, float]] = {
             "siprec_active_calls": ("Calls being recorded now", len(h.calls)),
             "siprec_rtp_ports_in_use": ("RTP ports bound now", h.media.reserved),

@@ -93,6 +93,7 @@ from .stream_file import (
     read_wav_g711,
 )
 from .vad import Conversation, TurnSink, VadConfig, analyse_levels, frame_levels
+from .verdict import CallVerdict, CallWindow, StreamEvidence, Verdict, judge_call
 
 Format = Literal["wav", "wav-g711", "flac", "opus"]
 Channels = Literal["stereo", "separate", "both"]
@@ -138,6 +139,9 @@ class CallInfo:
     started_at: datetime
     ended_at: datetime | None = None
     """None when unknown (a takeover of a dead node's call): the end of the recorded media."""
+    flags: tuple[Mapping[str, Any], ...] = ()
+    """Call-level problems raised outside the media (``{"kind": "metadata_unparsed", ...}``),
+    added to the verdict (``media/verdict.py``)."""
 
 
 Pause = tuple[datetime, datetime | None]
@@ -168,6 +172,8 @@ class FinalisedRecording:
     conversation: Conversation | None
     metadata: dict[str, Any] = field(repr=False)
     """The sidecar's content."""
+    verdict: CallVerdict = field(default_factory=lambda: CallVerdict(Verdict(), {}))
+    """The recording's verdict, of the call and of each stream (also in the sidecar)."""
 
     def record_turns(self, state: TurnSink) -> None:
         """Add the turns to a `SessionState` (its `history` and `metrics`); call it once."""
@@ -836,6 +842,7 @@ def finalise_call(
         conversation,
         alignment,
     )
+    verdict = _judge(call, loaded, epoch, end, call_pauses, metadata)
     sidecar = directory / f"{stem}.json"
     previous = _previous_files(sidecar)
     _write_json(sidecar, metadata, durable)
@@ -856,7 +863,84 @@ def finalise_call(
         media_epoch=datetime.fromtimestamp(epoch, UTC),
         conversation=conversation,
         metadata=metadata,
+        verdict=verdict,
     )
+
+
+def _peak_dbfs(s: _Stream) -> float | None:
+    """The loudest sample of a stream's recorded audio in dBFS (None: no sample; -inf: all
+    zero). G.711 without decoding: the magnitude bits of a code grow with its level."""
+    if s.codes is not None:
+        if not s.codes.size:
+            return None
+        xor = 0xFF if s.codec == "PCMU" else 0x55
+        loudest = int(np.max(np.bitwise_and(np.bitwise_xor(s.codes, xor), 0x7F))) ^ xor
+        peak = abs(int(decode_g711(np.array([loudest], np.uint8), str(s.codec))[0]))
+    else:
+        pcm = s.decoded()
+        if not pcm.size:
+            return None
+        peak = max(int(pcm.max()), -int(pcm.min()))
+    return 20 * math.log10(peak / 32768) if peak else -math.inf
+
+
+def _evidence(s: _Stream, epoch: float, end: float, described: Mapping[str, Any]) -> StreamEvidence:
+    """What the verdict judges of one stream, in seconds from the call's media epoch."""
+    info, rate = s.info, s.clock_rate
+    offset = s.start(epoch) - epoch
+    first = _number(info.get("first_position"))
+    decodable = s.codec is not None
+    audio = None
+    if decodable and first is not None and s.native_length():
+        audio = (offset + first / rate, offset + s.native_length() / s.rate)
+    gaps = [
+        (offset + g["start"] / rate, offset + g["end"] / rate)
+        for g in info.get("gaps") or ()
+        if isinstance(g, Mapping) and _number(g.get("start")) is not None
+    ]
+    unexpected = described.get("unexpected_payload") or info.get("unexpected_payload") or {}
+    return StreamEvidence(
+        index=s.index,
+        packets=int(_number(info.get("packets"), 0) or 0),
+        audio=audio,
+        pauses=[(offset + a, end - epoch if b is None else offset + b) for a, b in s.pause_spans()],
+        gaps=gaps,
+        gap_count=int(_number(info.get("gap_count"), len(gaps)) or 0),
+        gap_seconds=(_number(info.get("gap_length"), 0) or 0) / rate or None,
+        unexpected_payload={int(pt): int(n) for pt, n in dict(unexpected).items()},
+        undecodable=int(_number(described.get("undecodable"), 0) or 0),
+        decodable=decodable,
+        peak_dbfs=_peak_dbfs(s) if decodable else None,
+    )
+
+
+def _judge(
+    call: CallInfo,
+    loaded: Sequence[_Stream],
+    epoch: float,
+    end: float,
+    pauses: Sequence[tuple[float, float | None]],
+    metadata: dict[str, Any],
+) -> CallVerdict:
+    """The verdict of the recording (``media/verdict.py``), written into the sidecar: the
+    call's `verdict`, and each stream's `verdict`, `peak_dbfs`, `gaps` (ms from the media
+    epoch) and `unexpected_payload` (packets per payload type)."""
+    described = {d["index"]: d for d in metadata["streams"]}
+    evidence = [_evidence(s, epoch, end, described[s.index]) for s in loaded]
+    window = CallWindow(
+        call.started_at.timestamp() - epoch,
+        end - epoch,
+        [(a, end - epoch if b is None else b) for a, b in pauses],
+    )
+    verdict = judge_call(evidence, window, call.flags)
+    for e in evidence:
+        d = described[e.index]
+        d["verdict"] = verdict.streams[e.index].to_dict(with_streams=False)
+        d["peak_dbfs"] = None if e.peak_dbfs is None else max(round(e.peak_dbfs, 1), -200.0)
+        d["gaps"] = [{"at_ms": round(a * 1000), "ms": round((b - a) * 1000)} for a, b in e.gaps]
+        d.setdefault("unexpected_payload", {str(k): v for k, v in e.unexpected_payload.items()})
+    metadata["verdict"] = verdict.call.to_dict()
+    return verdict
 
 
 def _sidecar(

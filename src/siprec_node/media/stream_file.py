@@ -432,6 +432,14 @@ class PauseSpan:
 
 
 @dataclass(frozen=True)
+class GapSpan:
+    """A hole in the stream's audio that no pause explains (FORMAT.md), in positions."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class DtmfRecord:
     """One RFC 4733 telephone-event: where it starts, which key, how long (in clock units)."""
 
@@ -472,6 +480,14 @@ class StreamInfo:
     something: stream B's offset larger by Δ than A's puts B's audio Δ late against A's."""
     sr_offset_reports: int = 0
     """How many SRs ``sr_offset_ms`` is the median of (at most 16)."""
+    gaps: list[GapSpan] = field(default_factory=list)
+    """Holes of at least 100 ms in the audio that no pause explains (loss bursts, the SRC
+    stopping, the downtime of a restart), the first ``GAPS_KEEP``; the totals count them all."""
+    gap_count: int = 0
+    gap_length: int = 0
+    """How many gaps there were and their total length (clock units)."""
+    unexpected_payload: dict[int, int] = field(default_factory=dict)
+    """Packets per payload type that is neither the codec, telephone-event nor comfort noise."""
 
     def to_dict(self) -> dict[str, Any]:
         """What ``dataclasses.asdict`` gives (for the flat dataclasses in the lists), at a tenth
@@ -490,6 +506,10 @@ class StreamInfo:
         values["ssrcs"] = [SsrcSpan(**s) for s in values.get("ssrcs", [])]
         values["pauses"] = [PauseSpan(**p) for p in values.get("pauses", [])]
         values["dtmf"] = [DtmfRecord(**d) for d in values.get("dtmf", [])]
+        values["gaps"] = [GapSpan(**g) for g in values.get("gaps", [])]
+        values["unexpected_payload"] = {
+            int(pt): int(n) for pt, n in (values.get("unexpected_payload") or {}).items()
+        }
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in values.items() if k in known})
 

@@ -32,6 +32,7 @@ from siprec_node.media.srtp import SrtpReceiver
 from siprec_node.media.stream_file import (
     G711_LAWS,
     FramesWriter,
+    GapSpan,
     PauseSpan,
     StreamFileError,
     StreamInfo,
@@ -41,7 +42,7 @@ from siprec_node.media.stream_file import (
     read_stream_info,
     write_stream_info,
 )
-from siprec_node.media.timeline import Placed, StreamTimeline, opus_duration
+from siprec_node.media.timeline import GAPS_KEEP, Placed, StreamTimeline, opus_duration
 from siprec_node.siprec.sdp_answer import NegotiatedStream
 
 _HEADER = struct.Struct("!BBHII")
@@ -386,7 +387,15 @@ class StreamRecorder:
         sr_offset = t.sr_offset_median
         sr_ms = None if sr_offset is None else round(sr_offset * 1000.0, 3)
         sr_reports = t.sr_offset_count
+        gaps = [GapSpan(a, b) for a, b in t.gaps]
+        gap_count, gap_length = t.gap_count, t.gap_length
+        unexpected = dict(t.unexpected_types)
         if prior is not None:
+            gaps = (prior.gaps + gaps)[:GAPS_KEEP]
+            gap_count += prior.gap_count
+            gap_length += prior.gap_length
+            for pt, n in prior.unexpected_payload.items():
+                unexpected[pt] = unexpected.get(pt, 0) + n
             ssrcs = prior.ssrcs + ssrcs
             dtmf = prior.dtmf + dtmf
             packets += prior.packets
@@ -420,6 +429,10 @@ class StreamRecorder:
             unclean_restarts=list(self._unclean),
             sr_offset_ms=sr_ms,
             sr_offset_reports=sr_reports,
+            gaps=gaps,
+            gap_count=gap_count,
+            gap_length=gap_length,
+            unexpected_payload=unexpected,
         )
 
     def _duplicates(self) -> int:

@@ -46,7 +46,16 @@ Payload types
   The negotiated audio PT is placed; ``telephone-event`` becomes DTMF records (RFC 4733: one
   per event, identified by its timestamp; duration is the largest seen, long events split in
   segments are merged) and is not placed; comfort noise (PT 13) places nothing, so DTX is
-  silence; any other PT is counted as ``unexpected_payload`` and dropped.
+  silence; any other PT is counted as ``unexpected_payload`` (and per type in
+  ``unexpected_types``) and dropped.
+
+Gaps
+  A packet emitted more than ``gap_min`` (100 ms) after the end of what was written before it
+  leaves a gap (a loss burst, the SRC stopping, or the downtime before the first packet of a
+  run that continues the files of a crashed one: ``start`` > 0), unless a pause (:meth:`restart`)
+  or comfort noise (DTX) came since. The first ``GAPS_KEEP`` are kept in :attr:`gaps`,
+  :attr:`gap_count` and :attr:`gap_length` count them all. Only the slow path sees them: a
+  packet that continues the output exactly leaves no hole.
 
 RTCP
   :meth:`sender_report` takes the SRs of the locked SSRC and measures ``sr_offset``: how far
@@ -81,6 +90,8 @@ _NEVER = -(1 << 62)  # a position no packet has
 _FORCE = float(1 << 62)  # a baseline that makes the next packet re-anchor
 _CANDIDATE_KEEP = 50
 SR_KEEP = 16  # sender-report offsets kept per timestamp-to-position mapping
+GAP_MIN_MS = 100  # shorter holes are loss, not gaps (media/verdict.py)
+GAPS_KEEP = 100  # gaps listed per run; the totals count every one
 
 
 class Placed(NamedTuple):
@@ -167,6 +178,7 @@ class StreamTimeline:
         switch_silence: float = 0.1,
         discontinuity: float = 1.0,
         start: int = 0,
+        gap_min: int | None = None,
     ) -> None:
         self.clock_rate = clock_rate
         self.epoch = epoch
@@ -220,6 +232,7 @@ class StreamTimeline:
         self.late = 0
         self.ignored = 0
         self.unexpected_payload = 0
+        self.unexpected_types: dict[int, int] = {}  # the same, per payload type
         self.comfort_noise = 0
         self.dtmf_packets = 0
         self.malformed_dtmf = 0
@@ -227,6 +240,11 @@ class StreamTimeline:
         self.ssrc_switches = 0
         self.sender_reports = 0
         self.sr_offset: float | None = None  # of the latest SR
+        self.gap_min = gap_min if gap_min is not None else clock_rate * GAP_MIN_MS // 1000
+        self.gaps: list[tuple[int, int]] = []
+        self.gap_count = 0
+        self.gap_length = 0
+        self._quiet_from = _NEVER  # the output's end when a pause or DTX explained what follows
         self._sr_offsets: deque[float] = deque(maxlen=SR_KEEP)
         self._sr_mapping: tuple[int, int] | None = None  # (SSRC, reanchors) of _sr_offsets
 
@@ -378,6 +396,9 @@ class StreamTimeline:
         if end <= self._frontier:  # wholly inside what an earlier, longer packet covered
             self.late += 1
             return
+        hole = position - self._frontier
+        if hole >= self.gap_min and self._frontier > 0 and self._quiet_from != self._frontier:
+            self._gap(self._frontier, position)
         if self._span_pending:
             self._span_pending = False
             self._spans[-1][1] = position
@@ -396,9 +417,17 @@ class StreamTimeline:
             self._telephone_event(timestamp, payload, arrival)
         elif payload_type == self.comfort_noise_pt:
             self.comfort_noise += 1
+            self._quiet_from = self._frontier  # DTX: the silence that follows is meant
         else:
             self.unexpected_payload += 1
+            self.unexpected_types[payload_type] = self.unexpected_types.get(payload_type, 0) + 1
         return []
+
+    def _gap(self, start: int, end: int) -> None:
+        self.gap_count += 1
+        self.gap_length += end - start
+        if len(self.gaps) < GAPS_KEEP:
+            self.gaps.append((start, end))
 
     def _telephone_event(self, timestamp: int, payload: bytes, arrival: float) -> None:
         self.dtmf_packets += 1
@@ -505,6 +534,7 @@ class StreamTimeline:
         """Flush, and take the next packet as a new start (resume after a pause): it locks its
         SSRC, starts a new counting segment and is placed by its arrival."""
         out = self.flush()
+        self._quiet_from = self._frontier  # the hole up to the next packet is the pause
         self._new_segment(0)
         self._ssrc = None
         self.ignored += self._cand_count

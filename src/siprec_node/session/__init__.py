@@ -13,7 +13,7 @@ from .errors import (
 from .manager import ManagerConfig, SessionCallback, SessionManager
 from .memory_store import MemorySessionStore
 from .redis_store import RedisSessionStore
-from .state import ConversationMetrics, SessionState, SessionStatus, Turn
+from .state import ConversationMetrics, RecordingVerdict, SessionState, SessionStatus, Turn
 from .store import NodeInfo, SessionStore
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "MemorySessionStore",
     "NodeInfo",
     "OwnershipConflict",
+    "RecordingVerdict",
     "RedisSessionStore",
     "SessionCallback",
     "SessionManager",

@@ -212,6 +212,64 @@ class ConversationMetrics:
         )
 
 
+VERDICT_STATUSES = ("ok", "problems")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingVerdict:
+    """The verdict on a finished recording: `ok`, or the named problems with their figures.
+
+    Each problem is a JSON object with a `kind` (`no_rtp`, `silent`, `unexpected_payload`,
+    `undecodable`, `short`, `gaps`, `metadata_unparsed`, `stalled`), the m-line indexes of the
+    `streams` that have it, and the figures of its kind (`count`, `ms`, `packets`,
+    `payload_types`, `frames`, `peak_dbfs`, `covered_ms`, `active_ms`, `percent`, `detail`);
+    see `media/verdict.py`. The store keeps them as they are.
+    """
+
+    status: str = "ok"
+    problems: tuple[dict[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.status not in VERDICT_STATUSES:
+            raise ValueError(
+                f"verdict.status: expected one of {VERDICT_STATUSES}, got {self.status!r}"
+            )
+        if (self.status == "problems") != bool(self.problems):
+            raise ValueError(f"verdict.status {self.status!r} disagrees with its problems")
+        for problem in self.problems:
+            if not isinstance(problem, Mapping) or not isinstance(problem.get("kind"), str):
+                raise ValueError(f"verdict.problems: expected objects with a kind, got {problem!r}")
+
+    @property
+    def ok(self) -> bool:
+        """True when the recording has no problem."""
+        return self.status == "ok"
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds of the problems, in order."""
+        return tuple(str(p["kind"]) for p in self.problems)
+
+    def problem(self, kind: str) -> dict[str, Any] | None:
+        """The problem of that kind with its figures, or None."""
+        return next((dict(p) for p in self.problems if p["kind"] == kind), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form: `{"status": ..., "problems": [...]}`."""
+        return {"status": self.status, "problems": [dict(p) for p in self.problems]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RecordingVerdict:
+        """Inverse of `to_dict`; unknown keys are ignored."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"verdict: expected an object, got {data!r}")
+        problems = data.get("problems") or []
+        if not isinstance(problems, list):
+            raise ValueError("verdict.problems: expected a list")
+        status = _str(data.get("status"), "verdict.status", "problems" if problems else "ok")
+        return cls(status, tuple(dict(p) if isinstance(p, Mapping) else p for p in problems))
+
+
 @dataclass(kw_only=True, slots=True)
 class SessionState:
     """Everything the fleet stores about one recorded call.
@@ -235,6 +293,8 @@ class SessionState:
     history: list[Turn] = field(default_factory=list)
     metrics: ConversationMetrics = field(default_factory=ConversationMetrics)
     recovery_data: dict[str, Any] = field(default_factory=dict)
+    verdict: RecordingVerdict | None = None
+    """The recording's verdict once it was finalised (None before, and in older records)."""
     version: int = 0
 
     def __post_init__(self) -> None:
@@ -307,6 +367,7 @@ class SessionState:
             "history": [t.to_dict() for t in self.history],
             "metrics": self.metrics.to_dict(),
             "recovery_data": self.recovery_data,
+            "verdict": self.verdict.to_dict() if self.verdict is not None else None,
             "version": self.version,
         }
 
@@ -334,6 +395,7 @@ class SessionState:
         if not isinstance(recovery, dict):
             raise ValueError("recovery_data: expected an object")
         end_reason = data.get("end_reason")
+        verdict = data.get("verdict")
         try:
             status = SessionStatus(data.get("status", SessionStatus.CONNECTING))
         except ValueError as exc:
@@ -354,6 +416,7 @@ class SessionState:
             history=[Turn.from_dict(t) for t in history],
             metrics=ConversationMetrics.from_dict(data.get("metrics")),
             recovery_data=recovery,
+            verdict=None if verdict is None else RecordingVerdict.from_dict(verdict),
             version=_int(data.get("version"), "version"),
         )
 

@@ -61,7 +61,18 @@ class CallData:
     turns: list[dict[str, Any]] = field(default_factory=list)
     """Conversation turns found in the audio at finalisation (participant, start, duration_ms,
     interrupted); the shared store turns them into ``SessionState.history`` and ``metrics``."""
+    flags: list[dict[str, Any]] = field(default_factory=list)
+    """Call-level problems raised while the call ran (``{"kind": "metadata_unparsed",
+    "detail": ...}``, ``stalled``): finalisation adds them to the recording's verdict."""
+    verdict: dict[str, Any] | None = None
+    """The recording's verdict once finalised (``media/verdict.py``): ``{"status": "ok" |
+    "problems", "problems": [{"kind": ..., figures...}]}``."""
     version: int = 0
+
+    def flag(self, kind: str, **figures: Any) -> None:
+        """Raise a call-level problem for the verdict (once per kind: the latest figures win)."""
+        self.flags = [f for f in self.flags if f.get("kind") != kind]
+        self.flags.append({"kind": kind, **figures})
 
     def add_turn(
         self, participant: str, start: datetime, duration_ms: int, *, interrupted: bool = False

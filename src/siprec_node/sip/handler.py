@@ -32,6 +32,7 @@ from siprec_node.media.finalise import (
 )
 from siprec_node.media.port_allocator import PortAllocator, PortRange
 from siprec_node.media.rtp_ports import RtpPorts
+from siprec_node.media.verdict import PROBLEM_KINDS
 from siprec_node.sip.call import CallData, CallStatus, CallStore, MemoryCallStore, utc_now
 from siprec_node.sip.call_media import CallMedia, MediaState, new_media_state
 from siprec_node.sip.dialog import Dialog, DialogState, DialogTable
@@ -240,6 +241,10 @@ class SipHandler:
             "calls_failed": 0,
             "rejected": 0,
         }
+        self.recordings: dict[str, int] = {"ok": 0, "problems": 0}
+        """Recordings finalised here, by verdict."""
+        self.recording_problems: dict[str, int] = dict.fromkeys(PROBLEM_KINDS, 0)
+        """Recordings finalised here that have each problem."""
 
     # ------------------------------------------------------------------ wiring
 
@@ -393,6 +398,11 @@ class SipHandler:
         result.record_turns(data)
         state.files = [str(path) for path in result.files]
         state.sidecar = str(result.sidecar)
+        verdict = result.verdict.call
+        data.verdict = verdict.to_dict()
+        self.recordings[verdict.status] += 1
+        for kind in verdict.kinds:
+            self.recording_problems[kind] = self.recording_problems.get(kind, 0) + 1
         log.info(
             "recording_finalised",
             call_id=data.call_id,
@@ -401,7 +411,17 @@ class SipHandler:
             sidecar=state.sidecar,
             duration_s=result.duration_s,
             turns=len(data.turns),
+            verdict=verdict.status,
         )
+        if not verdict.ok:
+            log.warning(
+                "recording_problems",
+                call_id=data.call_id,
+                session_id=data.session_id,
+                problems=list(verdict.kinds),
+                verdict=data.verdict["problems"],
+                sidecar=state.sidecar,
+            )
         return result
 
     async def _on_worker_died(self, index: int, sessions: set[str]) -> None:

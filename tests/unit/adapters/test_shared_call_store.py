@@ -53,6 +53,28 @@ def test_call_data_round_trip() -> None:
     assert back.to_dict() == call.to_dict()
 
 
+def test_the_verdict_and_flags_go_with_the_snapshot() -> None:
+    call = CallData(session_id="s-2", call_id="c-2", node_id="rec-1", status=CallStatus.ENDED)
+    call.flag("metadata_unparsed", detail="not XML")
+    call.flag("stalled")
+    call.flag("metadata_unparsed", detail="still not XML")
+    assert call.flags == [
+        {"kind": "stalled"},
+        {"kind": "metadata_unparsed", "detail": "still not XML"},
+    ]
+    call.verdict = {
+        "status": "problems",
+        "problems": [{"kind": "gaps", "streams": [0], "count": 1, "ms": 2600}],
+    }
+    state = to_session_state(call)
+    assert state.verdict is not None and state.verdict.kinds == ("gaps",)
+    assert state.verdict.problem("gaps") == {"kind": "gaps", "streams": [0], "count": 1, "ms": 2600}
+    back = to_call_data(state)
+    assert back.to_dict() == call.to_dict()
+    # a call not finalised yet has none
+    assert to_session_state(CallData(session_id="s-3", call_id="c-3", node_id="n")).verdict is None
+
+
 async def test_snapshots_follow_the_call(backend: Backend) -> None:
     store = backend.new()
     adapter = SharedCallStore(store, "test-node")

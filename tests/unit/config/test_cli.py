@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -179,3 +180,14 @@ def test_check_config_in_process_masks_token_unless_asked(
     assert "t0ken" not in capsys.readouterr().out
     assert cli.main(["check-config", "-c", str(config), "--show-secrets"]) == 0
     assert tomllib.loads(capsys.readouterr().out)["http"]["token"] == "t0ken"
+
+
+def test_recordings_on_a_memory_store_says_it_cannot_see_a_node() -> None:
+    result = run_cli("recordings", "--problems", "--since", "24h")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["SESSION", "CALL-ID", "ENDED", "DURATION", "VERDICT"]
+    assert 'store.backend is "memory"' in result.stderr
+    assert "never the calls of a running node" in result.stderr
+    assert json.loads(run_cli("recordings", "--json").stdout) == []
+    bad = run_cli("recordings", "--since", "yesterday")
+    assert bad.returncode == 2 and "--since" in bad.stderr

@@ -13,6 +13,7 @@ import pytest
 from siprec_node.media.stream_file import (
     DtmfRecord,
     FramesWriter,
+    GapSpan,
     PauseSpan,
     SsrcSpan,
     StreamFileError,
@@ -264,6 +265,10 @@ def test_stream_info_json(tmp_path: Path) -> None:
         "unclean_restarts",
         "sr_offset_ms",
         "sr_offset_reports",
+        "gaps",
+        "gap_count",
+        "gap_length",
+        "unexpected_payload",
     }
     assert raw["ssrcs"][0] == {"ssrc": 0x1234, "first_position": 4000}
     assert raw["pauses"][1] == {"start": 40000, "end": None}
@@ -271,6 +276,28 @@ def test_stream_info_json(tmp_path: Path) -> None:
     assert (raw["sr_offset_ms"], raw["sr_offset_reports"]) == (None, 0)
     assert read_stream_info(path) == info
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_stream_info_gaps_and_unexpected_payload_types(tmp_path: Path) -> None:
+    path = tmp_path / "stream-0.json"
+    info = StreamInfo(0, None, "PCMU", 0, 8000, 1, 1_700_000_000.0)
+    info.gaps, info.gap_count, info.gap_length = [GapSpan(800, 2400)], 3, 4000
+    info.unexpected_payload = {96: 50, 4: 1}
+    write_stream_info(path, info)
+    raw = json.loads(path.read_text())
+    assert raw["gaps"] == [{"start": 800, "end": 2400}]
+    assert raw["unexpected_payload"] == {"96": 50, "4": 1}
+    assert read_stream_info(path) == info
+    # a sidecar of a node that did not know these fields yet
+    old = {
+        k: v
+        for k, v in info.to_dict().items()
+        if k not in ("gaps", "gap_count", "gap_length", "unexpected_payload")
+    }
+    path.write_text(json.dumps(old))
+    loaded = read_stream_info(path)
+    assert (loaded.gaps, loaded.gap_count, loaded.gap_length) == ([], 0, 0)
+    assert loaded.unexpected_payload == {}
 
 
 def test_stream_info_sr_offset_and_sidecars_written_before_it(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import pylibsrtp
 import pytest
 
-from siprec_node.media.stream_file import read_frames, read_stream_info, read_wav_g711
+from siprec_node.media.stream_file import GapSpan, read_frames, read_stream_info, read_wav_g711
 from siprec_node.media.stream_recorder import StreamRecorder
 from siprec_node.siprec.sdp_answer import NegotiatedStream, SrtpKeys
 
@@ -403,8 +403,36 @@ def test_restarted_recorder_continues_the_files(tmp_path: Path) -> None:
     info = read_stream_info(tmp_path / "stream-0.json")
     assert info.packets == 200 and info.first_position == FIRST
     assert [s.ssrc for s in info.ssrcs] == [SSRC, 0x7777]
+    # the downtime is a gap, from the end of what the first run wrote to the second's audio
+    assert info.gaps == [GapSpan(FIRST + len(first), resumed)]
+    assert (info.gap_count, info.gap_length) == (1, resumed - FIRST - len(first))
     with pytest.raises(ValueError):
         StreamRecorder(negotiated(), tmp_path, EPOCH + 1.0)
+
+
+def test_gaps_and_unexpected_payload_types_in_the_sidecar_and_kept_over_a_restart(
+    tmp_path: Path,
+) -> None:
+    audio = packets(tone(2.0))
+    stray = [(rtp(900 + i, 1, b"\x00" * 20, pt=96, ssrc=SSRC), START) for i in range(3)]
+    rec = StreamRecorder(negotiated(), tmp_path, EPOCH)
+    feed(rec, audio[:30] + stray[:1] + audio[50:])  # 400 ms lost; a packet of PT 96
+    rec.tick(START + 2.0)
+    rec._write_info()
+    os.close(rec._writer._fd)  # the node dies
+    info = read_stream_info(tmp_path / "stream-0.json")
+    assert info.gaps == [GapSpan(FIRST + 30 * 160, FIRST + 50 * 160)]
+    assert info.unexpected_payload == {96: 1}
+    again = StreamRecorder(negotiated(), tmp_path, EPOCH, now=START + 3.0)
+    feed(again, stray[1:] + packets(tone(1.0), start=START + 3.0, seq0=5000, ts0=1))
+    again.close(START + 4.0)
+    info = read_stream_info(tmp_path / "stream-0.json")
+    assert info.unexpected_payload == {96: 3}
+    assert [(g.start, g.end) for g in info.gaps] == [
+        (FIRST + 30 * 160, FIRST + 50 * 160),
+        (FIRST + 100 * 160, FIRST + 3 * RATE),
+    ]
+    assert info.gap_count == 2 and info.gap_length == 20 * 160 + 3 * RATE - 100 * 160
 
 
 def test_refused_stream_is_not_recorded(tmp_path: Path) -> None:

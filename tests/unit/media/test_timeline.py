@@ -501,3 +501,69 @@ def test_per_packet_cost() -> None:
     per_packet = best / n * 1e6
     print(f"StreamTimeline.push: {per_packet:.2f} µs/packet")
     assert per_packet < 20  # generous: only catches an accidental slow path on every packet
+
+
+# -- gaps ------------------------------------------------------------------------------------
+
+
+def test_a_loss_burst_of_100_ms_or_more_is_a_gap_shorter_ones_are_not() -> None:
+    tl = timeline()
+    packets = stream(100)
+    lost = set(range(10, 14)) | set(range(40, 50))  # 80 ms, then 200 ms
+    run(tl, [p for i, p in enumerate(packets) if i not in lost])
+    assert tl.gaps == [(4000 + 160 * 40, 4000 + 160 * 50)]
+    assert (tl.gap_count, tl.gap_length) == (1, 1600)
+
+
+def test_the_sender_stopping_is_a_gap_a_late_start_is_not() -> None:
+    tl = timeline()
+    # first packet 0.5 s after the epoch (not a gap), then 3 s of nothing, timestamps going on
+    run(tl, stream(20) + stream(20, first=170))
+    assert tl.gaps == [(4000 + 160 * 20, 4000 + 160 * 170)]
+    # and the same with timestamps that stop (a sender that froze its clock): re-anchored
+    tl = timeline()
+    later = [(s, q, t - 150 * 160, pt, p, a) for s, q, t, pt, p, a in stream(20, first=170)]
+    run(tl, stream(20) + later)
+    assert tl.reanchors == 2 and len(tl.gaps) == 1
+    assert tl.gaps[0][1] - tl.gaps[0][0] == pytest.approx(150 * 160, abs=2)
+
+
+def test_a_pause_or_comfort_noise_explains_the_hole() -> None:
+    tl = timeline()
+    out = run(tl, stream(20))
+    tl.restart()  # resume after a pause
+    out += run(tl, stream(20, first=200, ssrc=B))
+    assert tl.gaps == [] and len(out) == 40
+    # DTX: comfort noise, then 1 s without packets
+    tl = timeline()
+    packets = stream(100)
+    cn = (A, 1020, 50_000 + 160 * 20, 13, b"\x40", START + 20 * PTIME)
+    run(tl, packets[:20] + [cn] + [(s, q + 1, t, pt, p, a) for s, q, t, pt, p, a in packets[70:]])
+    assert tl.gaps == [] and tl.comfort_noise == 1
+    # but only the hole right after it
+    tl = timeline()
+    run(tl, [*packets[:20], cn, *packets[20:40], *packets[60:]])
+    assert tl.gaps == [(4000 + 160 * 40, 4000 + 160 * 60)]
+
+
+def test_a_run_continuing_the_files_of_a_crashed_one_notes_the_downtime() -> None:
+    tl = timeline(start=8000)  # the previous run wrote up to 1 s
+    run(tl, stream(10, start=EPOCH + 3.6))
+    assert tl.gaps == [(8000, 3.6 * 8000)]
+    assert timeline(start=0).gaps == []
+
+
+def test_gaps_listed_are_capped_but_counted() -> None:
+    tl = timeline(gap_min=160)
+    packets = stream(2 * 150)
+    run(tl, packets[::2])  # every other packet lost: 149 holes of 20 ms
+    assert tl.gap_count == 149 and len(tl.gaps) == 100
+    assert tl.gap_length == 149 * 160
+
+
+def test_unexpected_payload_types_are_counted_per_type() -> None:
+    tl = timeline()
+    packets = stream(6)
+    odd = [(s, q, t, 96 if i % 2 else 4, p, a) for i, (s, q, t, _, p, a) in enumerate(packets)]
+    run(tl, odd)
+    assert tl.unexpected_payload == 6 and tl.unexpected_types == {96: 3, 4: 3}

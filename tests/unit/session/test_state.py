@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from siprec_node.session import (
     ConversationMetrics,
     InvalidTransition,
+    RecordingVerdict,
     SessionState,
     SessionStatus,
     Turn,
@@ -283,3 +284,38 @@ def test_metrics_are_the_sum_of_the_turns(turn_list: list[Turn]) -> None:
     assert metrics.interruptions == sum(metrics.interruptions_by.values())
     assert sum(metrics.speech_ms.values()) == sum(t.duration_ms for t in turn_list)
     assert ConversationMetrics.from_dict(metrics.to_dict()) == metrics
+
+
+def test_verdict_round_trips_and_older_records_load_without_one() -> None:
+    state = SessionState(call_id="c")
+    assert state.verdict is None and state.to_dict()["verdict"] is None
+    state.verdict = RecordingVerdict(
+        "problems", ({"kind": "silent", "streams": [0], "peak_dbfs": None},)
+    )
+    again = SessionState.from_json(state.to_json())
+    assert again.verdict == state.verdict and again.verdict.kinds == ("silent",)
+    assert again.copy().verdict == state.verdict
+    old = state.to_dict()
+    del old["verdict"]
+    assert SessionState.from_dict(old).verdict is None
+    ok = RecordingVerdict()
+    assert ok.ok and ok.to_dict() == {"status": "ok", "problems": []}
+    assert RecordingVerdict.from_dict({"problems": [{"kind": "gaps"}]}).status == "problems"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"status": "fine", "problems": []},
+        {"status": "ok", "problems": [{"kind": "gaps"}]},
+        {"status": "problems", "problems": []},
+        {"status": "problems", "problems": [{"count": 1}]},
+        {"status": "problems", "problems": {"kind": "gaps"}},
+        "ok",
+    ],
+)
+def test_a_malformed_verdict_is_refused(bad: object) -> None:
+    data = SessionState(call_id="c").to_dict()
+    data["verdict"] = bad
+    with pytest.raises(ValueError):
+        SessionState.from_dict(data)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from siprec_node.session import (
     InvalidTransition,
     OwnershipConflict,
+    RecordingVerdict,
     SessionNotFound,
     SessionState,
     SessionStatus,
@@ -73,6 +74,38 @@ async def test_save_then_load_returns_an_equal_state(store: SessionStore) -> Non
     assert loaded.to_dict() == state.to_dict()
     assert loaded.metrics.turn_count == 2
     assert loaded.metrics.interruptions_by == {"bob": 1}
+
+
+async def test_the_verdict_of_a_recording_round_trips(store: SessionStore) -> None:
+    state = make_state(status=SessionStatus.ENDED, created_at=T0)
+    state.verdict = RecordingVerdict(
+        "problems",
+        (
+            {"kind": "no_rtp", "streams": [1]},
+            {"kind": "unexpected_payload", "streams": [0], "packets": 50,
+             "payload_types": {"96": 50}},
+            {"kind": "gaps", "streams": [0], "count": 1, "ms": 2600},
+        ),
+    )  # fmt: skip
+    await store.save(state)
+    loaded = await store.load(state.id)
+    assert loaded.verdict == state.verdict
+    assert loaded.verdict is not None and loaded.verdict.kinds == (
+        "no_rtp",
+        "unexpected_payload",
+        "gaps",
+    )
+    assert loaded.verdict.problem("gaps") == {
+        "kind": "gaps",
+        "streams": [0],
+        "count": 1,
+        "ms": 2600,
+    }
+    assert [s.verdict for s in await store.list_all()] == [state.verdict]
+    # a session without one (a live call, or written before verdicts existed)
+    plain = make_state(call_id="other@sbc.example")
+    await store.save(plain)
+    assert (await store.load(plain.id)).verdict is None
 
 
 async def test_every_save_bumps_the_version_and_sets_updated_at(store: SessionStore) -> None:
