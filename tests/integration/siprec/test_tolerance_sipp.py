@@ -4,7 +4,7 @@
   request line says: the call is confirmed, then ended by the BYE (today's 400 left it up until
   the session timeout), one ``sip_tolerated`` line for the call.
 - ``tolerant_metadata_unparsed.xml``: metadata that is not well-formed XML still records the
-  call, participants from From and To, ``metadata_unparsed`` in the sidecar's ``flags``.
+  call, participants from From and To, ``metadata_unparsed`` in the sidecar's verdict.
 """
 
 from __future__ import annotations
@@ -53,7 +53,10 @@ def test_metadata_not_well_formed_still_records(recorder: Recorder) -> None:
     assert "not well-formed XML" in tolerated[0]["error"]
     done = recorder.wait_for_event("recording_finalised", call_id=run.call_id)
     sidecar = json.loads(Path(str(done["sidecar"])).read_text())
-    assert sidecar["flags"] == ["metadata_unparsed"]
+    problems = {p["kind"]: p for p in sidecar["verdict"]["problems"]}
+    assert "not well-formed XML" in problems["metadata_unparsed"]["detail"]
+    # the call got no RTP: the verdict says that too, next to the flag
+    assert "no_rtp" in problems
     assert [p["aor"] for p in sidecar["participants"]] == [
         f"sip:src@127.0.0.1:{run.port}",
         f"sip:srs@127.0.0.1:{recorder.sip_port}",

@@ -193,7 +193,8 @@ async def test_unparsed_metadata_still_records_the_call(h: Harness, metadata: st
         ("callee", "sip:srs@example.com"),
     ]
     snapshot = await h.snapshot(session_id)
-    assert snapshot.flags == ["metadata_unparsed"]
+    [flag] = snapshot.flags
+    assert flag["kind"] == "metadata_unparsed" and "not well-formed XML" in flag["detail"]
     [line] = tolerated(logs, "metadata_unparsed")
     assert "not well-formed XML" in line["error"]
     assert line["session_id"] == session_id
@@ -210,7 +211,8 @@ async def test_unparsed_metadata_reaches_the_sidecar(h: Harness) -> None:
     snapshot = await h.snapshot(session_id)
     sidecar = Path(snapshot.media["state"]["sidecar"])
     data = json.loads(sidecar.read_text())
-    assert data["flags"] == ["metadata_unparsed"]
+    assert data["verdict"]["status"] == "problems"
+    assert "metadata_unparsed" in [p["kind"] for p in data["verdict"]["problems"]]
     assert [(p["id"], p["aor"]) for p in data["participants"]] == [
         ("caller", "sip:sbc@example.com"),
         ("callee", "sip:srs@example.com"),
@@ -245,7 +247,7 @@ async def test_unparsed_metadata_in_a_reinvite_keeps_the_call_and_its_participan
     assert [p.aor for p in call.recording.session.participants()] == before
     assert len(tolerated(logs, "metadata_unparsed")) == 1
     snapshot = await h.snapshot(session_id)
-    assert snapshot.flags == ["metadata_unparsed"]
+    assert [f["kind"] for f in snapshot.flags] == ["metadata_unparsed"]
     assert snapshot.status == CallStatus.ACTIVE
 
 
