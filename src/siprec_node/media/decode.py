@@ -10,34 +10,60 @@
 - Opus: one decoder call per RTP payload (Opus packets are self-delimited by RTP only), decoded
   to mono at 48 kHz (a stereo stream is down-mixed by the decoder), then scattered like G.722.
 
+- Every other codec (G.729, G.723.1, G.726, AMR, AMR-WB, iLBC, GSM): each payload is split
+  into the codec's frames (RFC 3551, RFC 4867 depacketised into the storage format FFmpeg's
+  AMR decoders take), the frames of a whole stretch are concatenated and decoded by one FFmpeg
+  decoder in one call, and each payload's samples are scattered to its position as for G.722.
+  Should the decoder reject anything, the stretch is decoded again payload by payload, the
+  rejected ones left as silence and counted. Comfort-noise frames (G.729 Annex B SID) are
+  silence; G.723.1 and (with OpenCORE's decoder) AMR render theirs as the decoder does.
+
 A timeline is a 1-D int16 array whose sample 0 is the stream's epoch (media/FORMAT.md); gaps,
 losses and undecodable packets are silence (0).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import gc
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import av
 import numpy as np
 
-from siprec_node.siprec.codecs import PayloadFormat
+from siprec_node.siprec.codecs import (
+    DECODABLE,
+    FFMPEG_DECODERS,
+    PayloadFormat,
+    canonical_name,
+    locally_decodable,
+)
 
 PCMU = "PCMU"
 PCMA = "PCMA"
 G722 = "G722"
 OPUS = "OPUS"
+G729 = "G729"
+G723 = "G723"
+AMR = "AMR"
+AMR_WB = "AMR-WB"
+ILBC = "ILBC"
+GSM = "GSM"
+G726_BITS = {
+    **{f"G726-{kbit}": kbit // 8 for kbit in (16, 24, 32, 40)},
+    **{f"AAL2-G726-{kbit}": kbit // 8 for kbit in (16, 24, 32, 40)},
+}
+"""Bits per code word of each G.726 variant (RFC 3551 packing, and AAL2's)."""
 
 G711_CODECS = frozenset({PCMU, PCMA})
 G711_SILENCE = {PCMU: 0xFF, PCMA: 0xD5}
 """The code byte of a zero sample in each law (what the receive path writes into gaps)."""
 
-DECODED_RATES = {PCMU: 8000, PCMA: 8000, G722: 16000, OPUS: 48000}
+DECODED_RATES = {name: 8000 for name in DECODABLE} | {G722: 16000, OPUS: 48000, AMR_WB: 16000}
 """Sample rate of the audio each codec carries (not its RTP clock)."""
 
-RTP_CLOCKS = {PCMU: 8000, PCMA: 8000, G722: 8000, OPUS: 48000}
+RTP_CLOCKS = {name: codec.clock_rate for name, codec in DECODABLE.items()}
 
 
 class UnsupportedCodec(ValueError):
@@ -45,9 +71,10 @@ class UnsupportedCodec(ValueError):
 
 
 def canonical_codec(name: str) -> str:
-    """`PCMU`, `PCMA`, `G722` or `OPUS` for any spelling (`pcmu`, `G.722`, `opus`)."""
-    canon = name.replace(".", "").strip().upper()
-    if canon not in DECODED_RATES:
+    """The canonical name (`PCMU`, `G722`, `OPUS`, `G729`, `AMR-WB`...) for any spelling
+    (`pcmu`, `G.722`, `opus`, `g729a`); :class:`UnsupportedCodec` for codecs not decoded."""
+    canon = canonical_name(name)
+    if canon is None:
         raise UnsupportedCodec(f"codec not decodable: {name!r}")
     return canon
 
@@ -258,6 +285,13 @@ def decode_opus(
 
     A payload the decoder rejects (corrupt, truncated) is left as silence.
     """
+    return _decode_opus(log, length, limit=limit)[0]
+
+
+def _decode_opus(
+    log: FrameLog, length: int | None = None, *, limit: int | None = None
+) -> tuple[np.ndarray, int]:
+    """`decode_opus` and the number of payloads the decoder rejected."""
     positions, payloads = log.ordered()
     scale = 48000 // log.clock_rate if log.clock_rate else 1
     bound = _bound(length, limit)
@@ -267,41 +301,44 @@ def decode_opus(
     ctx = _decoder("opus", 48000)
     chunks: list[np.ndarray] = []
     starts: list[int] = []
+    errors = 0
     for position, payload in zip(positions.tolist(), payloads, strict=True):
         if not payload:
             continue
         try:
             pcm = _frames_pcm(ctx.decode(av.Packet(payload)))
         except av.FFmpegError:
+            errors += 1
             continue
         chunks.append(pcm)
         starts.append(position * scale)
     if not chunks:
-        return np.zeros(max(length or 0, 0), np.int16)
+        return np.zeros(max(length or 0, 0), np.int16), errors
     lengths = np.fromiter((c.size for c in chunks), dtype=np.int64, count=len(chunks))
     starts_array = np.asarray(starts, np.int64)
-    return scatter(np.concatenate(chunks), starts_array, lengths, length, limit=limit)
+    return scatter(np.concatenate(chunks), starts_array, lengths, length, limit=limit), errors
 
 
 def decode_frames(
     codec: str, log: FrameLog, length: int | None = None, *, limit: int | None = None
 ) -> np.ndarray:
-    """A frame log of `G722` or `OPUS` to its int16 timeline at `DECODED_RATES[codec]` (see
-    `decode_g722`, `decode_opus` for `length` and `limit`)."""
+    """A frame log of any codec but G.711 to its int16 timeline at `DECODED_RATES[codec]`
+    (see `decode_g722`, `decode_opus` for `length` and `limit`; `decode_stretch` takes the
+    payload format's parameters too, e.g. AMR's packing)."""
     canon = canonical_codec(codec)
-    if canon == G722:
-        return decode_g722(log, length, limit=limit)
-    if canon == OPUS:
-        return decode_opus(log, length, limit=limit)
-    raise UnsupportedCodec(f"{codec!r} streams are recorded as G.711 WAV, not as frame logs")
+    if canon in G711_CODECS:
+        raise UnsupportedCodec(f"{codec!r} streams are recorded as G.711 WAV, not as frame logs")
+    fmt = PayloadFormat(-1, canon, log.clock_rate or RTP_CLOCKS[canon])
+    return decode_stretch(fmt, log, length, limit=limit).pcm
 
 
 @dataclass(frozen=True)
 class Decoded:
     """A stretch of one stream decoded: int16 mono PCM at ``rate``, sample 0 at position 0.
 
-    ``frames`` counts the payloads decoded, ``errors`` those the decoder rejected (left as
-    silence); the recording's verdict reports them as ``undecodable``.
+    ``frames`` counts the RTP payloads decoded, ``errors`` those (among them) the decoder or
+    the depacketiser rejected in whole or in part, left as silence; the recording's verdict
+    reports them as ``undecodable``.
     """
 
     pcm: np.ndarray
@@ -323,16 +360,393 @@ def decode_stretch(
 ) -> Decoded:
     """The payloads of one payload format (positions in ``fmt.clock_rate`` units) decoded to
     a timeline at :func:`decoded_rate`: ``length`` samples if given, else up to the end of the
-    last payload but at most ``limit``. Raises :class:`UnsupportedCodec` for other codecs."""
+    last payload but at most ``limit``. Payloads starting at or past the end are not decoded.
+
+    Raises :class:`UnsupportedCodec` for codecs not decoded, or whose decoder the installed
+    FFmpeg lacks (the SDP answer refuses those, so only a hand-made format gets here).
+    """
     canon = canonical_codec(fmt.name)
-    log = FrameLog(fmt.clock_rate, log.positions, log.payloads)
     rate = DECODED_RATES[canon]
+    clock = fmt.clock_rate or RTP_CLOCKS[canon]
+    log = FrameLog(clock, log.positions, log.payloads)
     if canon in G711_CODECS:
         positions, payloads = log.ordered()
         lengths = np.fromiter((len(p) for p in payloads), dtype=np.int64, count=len(payloads))
         pcm = decode_g711(b"".join(payloads), canon)
         return Decoded(scatter(pcm, positions, lengths, length, limit=limit), rate, len(payloads))
-    return Decoded(decode_frames(canon, log, length, limit=limit), rate, len(log.payloads))
+    if canon == G722:
+        return Decoded(decode_g722(log, length, limit=limit), rate, len(log.payloads))
+    if canon == OPUS:
+        pcm, errors = _decode_opus(log, length, limit=limit)
+        return Decoded(pcm, rate, len(log.payloads), errors)
+    if canon not in locally_decodable():
+        raise UnsupportedCodec(f"the installed FFmpeg has no decoder for {fmt.name!r}")
+    scale = max(rate // clock, 1)
+    positions, payloads = log.ordered()
+    bound = _bound(length, limit)
+    if bound is not None:
+        count = int(np.searchsorted(positions * scale, bound))
+        positions, payloads = positions[:count], payloads[:count]
+    units, rejected = _FRAMERS[_framer_key(canon)](fmt, positions.tolist(), payloads, scale)
+    pcm_chunks, starts, lengths, bad = _decode_units(canon, fmt, units)
+    errors = len(rejected | bad)
+    if not starts:
+        return Decoded(np.zeros(max(length or 0, 0), np.int16), rate, len(log.payloads), errors)
+    pcm = scatter(
+        pcm_chunks,
+        np.asarray(starts, np.int64),
+        np.asarray(lengths, np.int64),
+        length,
+        limit=limit,
+    )
+    return Decoded(pcm, rate, len(log.payloads), errors)
+
+
+# -- frame-based codecs: depacketising -----------------------------------------------------
+
+
+@dataclass
+class _Units:
+    """What a stretch hands to its decoder: runs of whole codec frames (each run from one
+    payload, ``samples`` long once decoded, landing at ``start`` of the timeline), grouped by
+    the decoder they need (iLBC's two frame sizes need one decoder each)."""
+
+    groups: dict[str, list[tuple[int, bytes, int, int]]] = field(default_factory=dict)
+    # group -> [(start sample, frames' bytes, samples, payload index)]
+
+    def add(self, group: str, start: int, data: bytes, samples: int, index: int) -> None:
+        self.groups.setdefault(group, []).append((start, data, samples, index))
+
+
+Framer = Callable[[PayloadFormat, list[int], list[bytes], int], tuple[_Units, set[int]]]
+
+
+def _fmtp_params(fmt: PayloadFormat) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for part in (fmt.fmtp or "").split(";"):
+        key, _, value = part.partition("=")
+        if key.strip():
+            params[key.strip().lower()] = value.strip()
+    return params
+
+
+def _frame_g729(
+    fmt: PayloadFormat, positions: list[int], payloads: list[bytes], scale: int
+) -> tuple[_Units, set[int]]:
+    """RFC 3551 §4.5.6: 10-byte frames of 10 ms, an Annex B SID frame (2 bytes) last."""
+    units, rejected = _Units(), set()
+    for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
+        count, rest = divmod(len(payload), 10)
+        if rest not in (0, 2):
+            rejected.add(index)
+        elif count:
+            units.add("", position * scale, payload[: count * 10], count * 80, index)
+    return units, rejected
+
+
+_G723_SIZES = (24, 20, 4, 1)  # 6.3 kbit/s, 5.3 kbit/s, SID, untransmitted: by the first byte
+
+
+def _frame_g723(
+    fmt: PayloadFormat, positions: list[int], payloads: list[bytes], scale: int
+) -> tuple[_Units, set[int]]:
+    """RFC 3551 §4.5.3: frames of 30 ms whose size the low two bits of their first byte give."""
+    units, rejected = _Units(), set()
+    for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
+        at = frames = 0
+        while at < len(payload):
+            at += _G723_SIZES[payload[at] & 3]
+            frames += 1
+        if at != len(payload):
+            rejected.add(index)
+        elif frames:
+            units.add("", position * scale, payload, frames * 240, index)
+    return units, rejected
+
+
+def _frame_gsm(
+    fmt: PayloadFormat, positions: list[int], payloads: list[bytes], scale: int
+) -> tuple[_Units, set[int]]:
+    """RFC 3551 §4.5.8: 33-byte frames of 20 ms, each starting with the signature 0xD."""
+    units, rejected = _Units(), set()
+    for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
+        count, rest = divmod(len(payload), 33)
+        if rest or any(payload[i * 33] >> 4 != 0xD for i in range(count)):
+            rejected.add(index)
+        elif count:
+            units.add("", position * scale, payload, count * 160, index)
+    return units, rejected
+
+
+def _frame_ilbc(
+    fmt: PayloadFormat, positions: list[int], payloads: list[bytes], scale: int
+) -> tuple[_Units, set[int]]:
+    """RFC 3952: 38-byte frames of 20 ms or 50-byte frames of 30 ms (``mode`` says which when
+    a payload's size fits both)."""
+    mode = 20 if _fmtp_params(fmt).get("mode") == "20" else 30
+    units, rejected = _Units(), set()
+    for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
+        size = len(payload)
+        fits20, fits30 = size % 38 == 0, size % 50 == 0
+        if size and fits20 and (mode == 20 or not fits30):
+            units.add("38", position * scale, payload, size // 38 * 160, index)
+        elif size and fits30:
+            units.add("50", position * scale, payload, size // 50 * 240, index)
+        elif size:
+            rejected.add(index)
+    return units, rejected
+
+
+def _frame_g726(
+    fmt: PayloadFormat, positions: list[int], payloads: list[bytes], scale: int
+) -> tuple[_Units, set[int]]:
+    """RFC 3551 §4.5.4: code words back to back, one per 8 kHz sample; a payload's trailing
+    bits that make no whole code word are dropped. Payloads whose size is not a whole number
+    of code words go to the decoder one by one (``"single"``), lest they shift the rest."""
+    bits = G726_BITS[canonical_codec(fmt.name)]
+    units, rejected = _Units(), set()
+    for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
+        if payload:
+            group = "" if len(payload) * 8 % bits == 0 else "single"
+            units.add(group, position * scale, payload, len(payload) * 8 // bits, index)
+    return units, rejected
+
+
+AMR_NB_BITS = (95, 103, 118, 134, 148, 159, 204, 244, 39)
+"""Class A+B+C bits of each AMR frame type (RFC 4867 §3.6; 8 is the SID frame)."""
+AMR_WB_BITS = (132, 177, 253, 285, 317, 365, 397, 461, 477, 40)
+"""The same for AMR-WB (9 is the SID frame)."""
+_AMR_NO_DATA = 15
+_AMR_WB_SPEECH_LOST = 14
+
+
+def _frame_amr(
+    fmt: PayloadFormat, positions: list[int], payloads: list[bytes], scale: int
+) -> tuple[_Units, set[int]]:
+    """RFC 4867 §4.3 (bandwidth-efficient) and §4.4 (octet-aligned, ``octet-align=1``, with
+    ``crc=1`` its CRC octets): the CMR, the table of contents, then the frames; each speech or
+    SID frame becomes the storage format (§5.3: a ToC octet, the bits padded to octets), one
+    run per payload stretch of frames, 20 ms apart. NO_DATA and lost frames stay silent."""
+    wideband = canonical_codec(fmt.name) == AMR_WB
+    bits_of = AMR_WB_BITS if wideband else AMR_NB_BITS
+    samples = 320 if wideband else 160
+    ticks = samples // scale
+    params = _fmtp_params(fmt)
+    octet = params.get("octet-align") == "1"
+    crc = octet and params.get("crc") == "1"
+    # Interleaving and robust sorting reorder frames across packets; the answer refuses them.
+    unsupported = "interleaving" in params or params.get("robust-sorting") == "1"
+    sid_decoded = _decoder_name(fmt.name).startswith("libopencore")
+    units, rejected = _Units(), set()
+    for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
+        if unsupported:
+            rejected.add(index)
+            continue
+        frames = (_amr_octet if octet else _amr_efficient)(payload, bits_of, crc)
+        if frames is None:
+            rejected.add(index)
+            continue
+        run: list[bytes] = []
+        run_start = 0
+        for k, (ft, frame) in enumerate(frames):
+            speech = ft < len(bits_of) - 1 or (ft == len(bits_of) - 1 and sid_decoded)
+            if speech:
+                if not run:
+                    run_start = k
+                run.append(frame)
+                continue
+            if run:
+                start = (position + run_start * ticks) * scale
+                units.add("", start, b"".join(run), len(run) * samples, index)
+                run = []
+        if run:
+            start = (position + run_start * ticks) * scale
+            units.add("", start, b"".join(run), len(run) * samples, index)
+    return units, rejected
+
+
+def _amr_storage(ft: int, quality: int, body: int, nbits: int) -> bytes:
+    """A storage-format frame: ToC octet, then ``nbits`` bits of ``body`` padded to octets."""
+    nbytes = (nbits + 7) // 8
+    return bytes([(ft << 3) | (quality << 2)]) + (body << (nbytes * 8 - nbits)).to_bytes(
+        nbytes, "big"
+    )
+
+
+def _amr_valid(ft: int, bits_of: tuple[int, ...]) -> bool:
+    wideband = bits_of is AMR_WB_BITS
+    return ft < len(bits_of) or ft == _AMR_NO_DATA or (wideband and ft == _AMR_WB_SPEECH_LOST)
+
+
+def _amr_octet(
+    payload: bytes, bits_of: tuple[int, ...], crc: bool
+) -> list[tuple[int, bytes]] | None:
+    if len(payload) < 2:
+        return None
+    tocs: list[tuple[int, int]] = []
+    at = 1  # after the CMR octet
+    while True:
+        if at >= len(payload):
+            return None
+        toc = payload[at]
+        at += 1
+        ft, quality = (toc >> 3) & 0x0F, (toc >> 2) & 1
+        if not _amr_valid(ft, bits_of):
+            return None
+        tocs.append((ft, quality))
+        if not toc & 0x80:
+            break
+    if crc:
+        at += sum(1 for ft, _ in tocs if ft < len(bits_of))
+    frames: list[tuple[int, bytes]] = []
+    for ft, quality in tocs:
+        nbits = bits_of[ft] if ft < len(bits_of) else 0
+        nbytes = (nbits + 7) // 8
+        if at + nbytes > len(payload):
+            return None
+        frames.append((ft, bytes([(ft << 3) | (quality << 2)]) + payload[at : at + nbytes]))
+        at += nbytes
+    return frames
+
+
+def _amr_efficient(
+    payload: bytes, bits_of: tuple[int, ...], crc: bool
+) -> list[tuple[int, bytes]] | None:
+    total = len(payload) * 8
+    value = int.from_bytes(payload, "big")
+
+    def take(at: int, count: int) -> int:
+        return (value >> (total - at - count)) & ((1 << count) - 1)
+
+    at = 4  # after the CMR
+    tocs: list[tuple[int, int]] = []
+    while True:
+        if at + 6 > total:
+            return None
+        toc = take(at, 6)
+        at += 6
+        ft, quality = (toc >> 1) & 0x0F, toc & 1
+        if not _amr_valid(ft, bits_of):
+            return None
+        tocs.append((ft, quality))
+        if not toc & 0x20:
+            break
+    frames: list[tuple[int, bytes]] = []
+    for ft, quality in tocs:
+        nbits = bits_of[ft] if ft < len(bits_of) else 0
+        if at + nbits > total:
+            return None
+        frames.append((ft, _amr_storage(ft, quality, take(at, nbits), nbits)))
+        at += nbits
+    if total - at >= 8:  # more than the padding to an octet
+        return None
+    return frames
+
+
+def _framer_key(canon: str) -> str:
+    return "G726" if canon in G726_BITS else canon
+
+
+_FRAMERS: dict[str, Framer] = {
+    G729: _frame_g729,
+    G723: _frame_g723,
+    GSM: _frame_gsm,
+    ILBC: _frame_ilbc,
+    "G726": _frame_g726,
+    AMR: _frame_amr,
+    AMR_WB: _frame_amr,
+}
+
+
+# -- frame-based codecs: decoding ----------------------------------------------------------
+
+
+def _decoder_name(codec: str) -> str:
+    """The first FFmpeg decoder of ``codec`` the installed FFmpeg has."""
+    canon = canonical_codec(codec)
+    return _installed_decoder(canon)
+
+
+@lru_cache(maxsize=64)
+def _installed_decoder(canon: str) -> str:
+    for name in FFMPEG_DECODERS[canon]:
+        try:
+            av.Codec(name, "r")
+        except (ValueError, av.FFmpegError):
+            continue
+        return name
+    raise UnsupportedCodec(f"the installed FFmpeg has no decoder for {canon}")
+
+
+def _open_decoder(canon: str, group: str) -> av.AudioCodecContext:
+    ctx = _decoder(_decoder_name(canon), DECODED_RATES[canon])
+    options: dict[str, str] = {}
+    if canon in G726_BITS:
+        options["bits_per_coded_sample"] = str(G726_BITS[canon])
+    if canon == ILBC:
+        options["block_align"] = group
+    if options:
+        ctx.options = options
+    return ctx
+
+
+def _plane_pcm(frames: Sequence[av.AudioFrame]) -> np.ndarray:
+    """Decoded mono frames as one int16 array: straight from the planes when already int16."""
+    if not frames:
+        return np.zeros(0, np.int16)
+    if frames[0].format.name in ("s16", "s16p"):
+        return np.frombuffer(
+            b"".join(bytes(f.planes[0])[: 2 * f.samples] for f in frames), dtype="<i2"
+        )
+    return _frames_pcm(frames)
+
+
+def _run_decoder(ctx: av.AudioCodecContext, data: bytes) -> np.ndarray:
+    return _plane_pcm([*ctx.decode(av.Packet(data)), *ctx.decode(None)])
+
+
+def _decode_units(
+    canon: str, fmt: PayloadFormat, units: _Units
+) -> tuple[np.ndarray, list[int], list[int], set[int]]:
+    """Decode every group of runs: in one call per group, or run by run once the decoder
+    rejects anything (a rejected run is silence and its payload counted)."""
+    chunks: list[np.ndarray] = []
+    starts: list[int] = []
+    lengths: list[int] = []
+    bad: set[int] = set()
+    collecting = gc.isenabled()
+    gc.disable()  # decoders return one object per 10-30 ms frame: no cycles, only GC churn
+    try:
+        for group, runs in units.groups.items():
+            expected = sum(r[2] for r in runs)
+            pcm = None
+            if group != "single":
+                try:
+                    pcm = _run_decoder(_open_decoder(canon, group), b"".join(r[1] for r in runs))
+                except av.FFmpegError:
+                    pcm = None
+                if pcm is not None and pcm.size != expected:
+                    pcm = None
+            if pcm is None:
+                ctx = _open_decoder(canon, group)
+                pieces = []
+                for _start, data, samples, index in runs:
+                    try:
+                        piece = _plane_pcm(ctx.decode(av.Packet(data)))
+                    except av.FFmpegError:
+                        piece = np.zeros(0, np.int16)
+                    if piece.size != samples:
+                        bad.add(index)
+                        piece = np.zeros(samples, np.int16)
+                    pieces.append(piece)
+                pcm = np.concatenate(pieces) if pieces else np.zeros(0, np.int16)
+            chunks.append(pcm)
+            starts += [r[0] for r in runs]
+            lengths += [r[2] for r in runs]
+    finally:
+        if collecting:
+            gc.enable()
+    return (np.concatenate(chunks) if chunks else np.zeros(0, np.int16)), starts, lengths, bad
 
 
 # -- timelines -----------------------------------------------------------------------------

@@ -197,7 +197,8 @@ def test_codecs_and_rates() -> None:
         "OPUS",
     ]
     with pytest.raises(UnsupportedCodec):
-        canonical_codec("G729")
+        canonical_codec("G728")
+    assert canonical_codec("g.729a") == "G729"
     assert output_rate([]) == 8000
     assert output_rate(["PCMU", "PCMA"]) == 8000
     assert output_rate(["PCMU", "G722"]) == 16000
