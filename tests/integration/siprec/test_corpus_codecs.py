@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.encoders import amr_encode, g726_encode, g729_encode
+from tests.encoders import amr_payload, amrnb_frames, g726_bytes, g729_frames, packetise
 from tests.integration.media.src_client import (
     FRAME,
     RtpLeg,
@@ -49,21 +49,41 @@ EDGE = 0.06  # seconds left out at each end of a stretch when judging how clean 
 
 def _g711(encode: Callable[[np.ndarray], bytes]) -> Callable[[float], list[bytes]]:
     def payloads(freq: float) -> list[bytes]:
-        data = encode(tone(freq, SECONDS))
-        return [data[i : i + FRAME] for i in range(0, len(data), FRAME)]
+        return _split(encode(tone(freq, SECONDS)), FRAME)
 
     return payloads
+
+
+def _pcm16(freq: float) -> np.ndarray:
+    """The tone at 8 kHz as the int16 samples the encoders of ``tests.encoders`` take."""
+    return np.round(tone(freq, SECONDS) * 32767).astype(np.int16)
+
+
+def _split(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data) - size + 1, size)]
+
+
+def _g729(freq: float) -> list[bytes]:
+    """Two 10 ms bcg729 frames per packet (RFC 3551 §4.5.6)."""
+    return [payload for _, payload in packetise(g729_frames(_pcm16(freq)), 2, 80)]
+
+
+def _amr(freq: float, *, octet_aligned: bool) -> list[bytes]:
+    """One AMR-NB 12.2 frame per packet, RFC 4867 octet-aligned or bandwidth-efficient."""
+    frames = amrnb_frames(_pcm16(freq))
+    return [amr_payload([f], wideband=False, octet_aligned=octet_aligned) for f in frames]
 
 
 ENCODERS: dict[str, Callable[[float], list[bytes]]] = {
     "PCMU": _g711(ulaw_encode),
     "PCMA": _g711(alaw_encode),
     "G722": lambda f: g722_encode(tone(f, SECONDS, rate=16000)),
-    "G729": lambda f: g729_encode(tone(f, SECONDS)),
-    "G726-32": lambda f: g726_encode(tone(f, SECONDS)),
-    "AAL2-G726-32": lambda f: g726_encode(tone(f, SECONDS), packing="aal2"),
-    "AMR": lambda f: amr_encode(tone(f, SECONDS)),
-    "AMR-bandwidth-efficient": lambda f: amr_encode(tone(f, SECONDS), octet_aligned=False),
+    "G729": _g729,
+    # G.726-32: 4 bits a sample, 80 bytes per 20 ms
+    "G726-32": lambda f: _split(g726_bytes(_pcm16(f), 4, little_endian=True), 80),
+    "AAL2-G726-32": lambda f: _split(g726_bytes(_pcm16(f), 4, little_endian=False), 80),
+    "AMR": lambda f: _amr(f, octet_aligned=True),
+    "AMR-bandwidth-efficient": lambda f: _amr(f, octet_aligned=False),
 }
 
 Stretch = tuple[int, str, int]
