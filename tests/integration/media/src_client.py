@@ -549,14 +549,17 @@ class SrcCall:
 
 
 class RtpSender(threading.Thread):
-    """Sends ``packets`` packets of every leg to its port at 20 ms pace, from a thread: the RTP of
-    a call whose signalling another program (SIPp) drives. ``count`` is how many packets each
-    leg has sent so far; ``first``/``last`` the wall-clock times of the first and last."""
+    """Sends ``packets`` packets of every leg to its port, one every ``ptime`` seconds, from a
+    thread: the RTP of a call whose signalling another program (SIPp) drives. ``count`` is how
+    many packets each leg has sent so far; ``first``/``last`` the wall-clock times of the first
+    and last."""
 
-    def __init__(self, legs: list[RtpLeg], ports: list[int], packets: int) -> None:
+    def __init__(
+        self, legs: list[RtpLeg], ports: list[int], packets: int, *, ptime: float = 0.02
+    ) -> None:
         super().__init__(daemon=True)
         assert len(legs) == len(ports) and all(ports), (legs, ports)
-        self.legs, self.ports, self.packets = legs, ports, packets
+        self.legs, self.ports, self.packets, self.ptime = legs, ports, packets, ptime
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.count = 0
@@ -575,7 +578,7 @@ class RtpSender(threading.Thread):
                 if self.count == self.packets:
                     self.last = time.time()
                     break
-                delay = start + (n + 1) * 0.02 - time.monotonic()
+                delay = start + (n + 1) * self.ptime - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
         finally:

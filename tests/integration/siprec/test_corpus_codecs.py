@@ -4,8 +4,8 @@ SIPp drives the signalling (``tests/sipp/corpus_*.xml``, shaped after the SRC fa
 shared/INTEROP.md); at the scenario's checkpoint the test reads the answered ports from
 ``GET /sessions`` and sends the RTP itself to every answered stream (SIPp's ``rtp_stream`` only
 feeds the first m-line). The media comes from encoders the node does not use to decode: G.711
-from the ITU-T formulas (``src_client``), G.729 from bcg729, G.722, G.726 and AMR-NB from FFmpeg's
-encoders (``tests/encoders.py``).
+from the ITU-T formulas (``src_client``), G.729 from bcg729, G.722, G.723.1, G.726 and AMR-NB
+from FFmpeg's encoders (``tests/encoders.py``).
 
 Leg 1 sends a 440 Hz tone, leg 2 a 1 kHz tone, for ``SECONDS``. Every recording is read back:
 each tone on its own channel (and not on the other), clean (tone at least 20 dB above whatever
@@ -25,7 +25,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.encoders import amr_payload, amrnb_frames, g726_bytes, g729_frames, packetise
+from tests.encoders import (
+    amr_payload,
+    amrnb_frames,
+    g723_frames,
+    g726_bytes,
+    g729_frames,
+    packetise,
+)
 from tests.integration.media.src_client import (
     FRAME,
     RtpLeg,
@@ -42,6 +49,7 @@ pytestmark = pytest.mark.integration
 
 SECONDS = 4.0
 PACKETS = round(SECONDS / 0.02)
+G723_PACKETS = int(SECONDS / 0.03)
 FREQS = (440.0, 1000.0)
 WINDOW = 0.01  # seconds per analysis window
 EDGE = 0.06  # seconds left out at each end of a stretch when judging how clean it is
@@ -84,6 +92,8 @@ ENCODERS: dict[str, Callable[[float], list[bytes]]] = {
     "AAL2-G726-32": lambda f: _split(g726_bytes(_pcm16(f), 4, little_endian=False), 80),
     "AMR": lambda f: _amr(f, octet_aligned=True),
     "AMR-bandwidth-efficient": lambda f: _amr(f, octet_aligned=False),
+    # one 24-byte 6.3 kbit/s frame per 30 ms packet (RFC 3551 §4.5.3)
+    "G723": lambda f: g723_frames(_pcm16(f)),
 }
 
 Stretch = tuple[int, str, int]
@@ -99,6 +109,17 @@ class Case:
     legs: list[list[Stretch]]
     reinvite: list[list[str]] | None = None
     """What the scenario's re-INVITE offers per m-line (sent while the first stretch plays)."""
+    ptime: float = 0.02
+    """Seconds of audio per packet."""
+
+    @property
+    def packets(self) -> int:
+        return sum(count for _, _, count in self.legs[0])
+
+    @property
+    def sent(self) -> float:
+        """Seconds of audio each leg sends."""
+        return self.packets * self.ptime
 
 
 def _both(formats: str) -> list[list[str]]:
@@ -166,26 +187,34 @@ CASES = {
         [["96", "0", "101"], ["97", "0", "101"]],
         [[(96, "AMR", PACKETS)], [(97, "AMR-bandwidth-efficient", PACKETS)]],
     ),
+    # G.723.1 on static PT 4, 30 ms packets
+    "g723": Case(
+        "corpus_g723_call.xml",
+        _both("4 0 101"),
+        [[(4, "G723", G723_PACKETS)], [(4, "G723", G723_PACKETS)]],
+        ptime=0.03,
+    ),
 }
 
 
 # ------------------------------------------------------------------------------- the media
 
 
-def make_leg(index: int, stretches: list[Stretch]) -> RtpLeg:
-    """A leg sending its tone through ``stretches``: each codec encodes the whole tone and the
+def make_leg(index: int, case: Case) -> RtpLeg:
+    """A leg sending its tone through its stretches: each codec encodes the whole tone and the
     stretch takes its packets where the previous one stopped (the tone runs on at a switch)."""
     freq = FREQS[index]
     frames: list[bytes] = []
     types: list[int] = []
-    for payload_type, codec, count in stretches:
+    for payload_type, codec, count in case.legs[index]:
         encoded = ENCODERS[codec](freq)
-        assert len(encoded) >= PACKETS, (codec, len(encoded))
+        assert len(encoded) >= case.packets, (codec, len(encoded))
         frames += encoded[len(frames) : len(frames) + count]
         types += [payload_type] * count
-    assert len(frames) == PACKETS
+    assert len(frames) == case.packets
+    step = round(case.ptime * 8000)  # every codec here has an 8 kHz RTP clock
     return RtpLeg(
-        types[0], b"", ssrc=0x5EC0_0000 + index, frames=frames, payload_types=types, step=160
+        types[0], b"", ssrc=0x5EC0_0000 + index, frames=frames, payload_types=types, step=step
     )
 
 
@@ -216,24 +245,25 @@ def judge_channel(
     channel: np.ndarray,
     rate: int,
     freq: float,
-    stretches: list[Stretch],
+    case: Case,
+    index: int,
     start: float,
-    label: str,
 ) -> None:
-    """The tone of a leg: from ``start`` (seconds into the file: when its first packet was sent),
-    for SECONDS (±1 %), without a hole, clean in each stretch."""
+    """The tone of leg ``index``: from ``start`` (seconds into the file: when its first packet
+    was sent), for as long as it was sent (±1 %), without a hole, clean in each stretch."""
+    label = f"leg {index + 1}"
     active = tone_amplitude(channel, rate, freq) > 0.1
     found = np.flatnonzero(active)
     assert found.size, f"{label}: no {freq:g} Hz at all"
     sounding = found.size * WINDOW
     span = (found[-1] - found[0] + 1) * WINDOW
     began = found[0] * WINDOW
-    print(f"{label}: {freq:g} Hz for {sounding:.3f} s of {SECONDS} s, from {began:.3f} s")
+    print(f"{label}: {freq:g} Hz for {sounding:.3f} s of {case.sent:.3f} s, from {began:.3f} s")
     assert abs(began - start) <= 0.03, f"{label}: the tone starts at {began} s, not {start:.3f} s"
-    assert abs(sounding - SECONDS) <= 0.01 * SECONDS, (label, sounding)
+    assert abs(sounding - case.sent) <= 0.01 * case.sent, (label, sounding)
     assert span - sounding <= 2 * WINDOW, f"{label}: holes of {span - sounding:.3f} s in the tone"
-    for _, codec, count in stretches:
-        end = start + count * 0.02
+    for _, codec, count in case.legs[index]:
+        end = start + count * case.ptime
         piece = channel[round((start + EDGE) * rate) : round((end - EDGE) * rate)]
         clean = tone_to_rest_db(piece, rate, freq)
         print(f"{label}: {codec} stretch {start:.2f}-{end:.2f} s, tone to rest {clean:.1f} dB")
@@ -246,19 +276,20 @@ def judge_channel(
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_corpus_call_is_recorded_as_sent(recorder: Recorder, case: Case) -> None:
-    legs = [make_leg(i, stretches) for i, stretches in enumerate(case.legs)]
+    legs = [make_leg(i, case) for i in range(len(case.legs))]
     switch = min(s[0][2] for s in case.legs)  # packets of each leg's first stretch
     with SippRun(case.scenario, recorder) as run:
         recorder.wait_for_event("call_active", call_id=run.call_id)
         streams = recorder.session(run.call_id)["streams"]
         assert [s["label"] for s in streams] == [str(i + 1) for i in range(len(legs))], streams
-        sender = RtpSender(legs, [int(s["port"]) for s in streams], PACKETS)
+        ports = [int(s["port"]) for s in streams]
+        sender = RtpSender(legs, ports, case.packets, ptime=case.ptime)
         sender.start()
         if case.reinvite is not None:
             run.release()  # SIPp re-INVITEs while the first stretch plays
             recorder.wait_for_event("call_updated", call_id=run.call_id)
             assert sender.count < switch, "the SRC switched before the re-INVITE was answered"
-        sender.join(SECONDS + 10)
+        sender.join(case.sent + 10)
         assert sender.first is not None and sender.last is not None
         run.release()
         outcome = run.finish()
@@ -276,28 +307,32 @@ def test_corpus_call_is_recorded_as_sent(recorder: Recorder, case: Case) -> None
     done = recorder.wait_for_event("recording_finalised", timeout=30, call_id=run.call_id)
     sidecar = json.loads(Path(str(done["sidecar"])).read_text())
     assert sidecar["status"] == "ended"
-    assert [(s["packets"], s["lost"]) for s in sidecar["streams"]] == [(PACKETS, 0)] * len(legs)
+    counts = [(s["packets"], s["lost"]) for s in sidecar["streams"]]
+    assert counts == [(case.packets, 0)] * len(legs), counts
     files = [Path(str(f)) for f in done["files"]]
     assert len(files) == 1, files
     rate, audio = read_wav(files[0])
     assert audio.shape[1] == len(legs)  # stereo for two legs, mono for one mixed stream
 
-    # A second of call is a second of file: from our 200 to the BYE, as SIPp's trace saw them.
+    # A second of call is a second of file: sample 0 is the node's media epoch (its streams
+    # open just before the 200), the end is the BYE as SIPp's trace saw it leave.
+    epoch = datetime.fromisoformat(sidecar["media_epoch"]).timestamp()
     duration = len(audio) / rate
     ok = run.responses("INVITE", 200)[0]
     bye = next(m for m in run.messages if m.direction == "sent" and m.method == "BYE")
     assert ok.at is not None and bye.at is not None
-    call = (bye.at - ok.at).total_seconds()
+    call = bye.at.timestamp() - epoch  # SIPp's trace is in local time, like naive datetimes
     print(f"{case.scenario}: {rate} Hz, file {duration:.3f} s, call {call:.3f} s")
+    assert -0.2 < ok.at.timestamp() - epoch < 1.0, "the media epoch is not the call's start"
     assert abs(duration - sidecar["duration_s"]) < 0.02, (duration, sidecar["duration_s"])
     assert abs(duration - call) <= 0.01 * call, (duration, call)
 
-    # Where the first packet belongs in the file: the node's media epoch is its sample 0.
-    start = sender.first - datetime.fromisoformat(sidecar["media_epoch"]).timestamp()
-    for index, stretches in enumerate(case.legs):
-        judge_channel(audio[:, index], rate, FREQS[index], stretches, start, f"leg {index + 1}")
+    # Where the first packet belongs in the file.
+    start = sender.first - epoch
+    for index in range(len(legs)):
+        judge_channel(audio[:, index], rate, FREQS[index], case, index, start)
     if len(legs) == 2:  # each tone stays on its own channel: 40 dB weaker on the other
-        talk = audio[round(EDGE * rate) : round((SECONDS - EDGE) * rate)]
+        talk = audio[round((start + EDGE) * rate) : round((start + case.sent - EDGE) * rate)]
         for own, freq in enumerate(FREQS):
             leak = band_db(talk[:, 1 - own], rate, freq) - band_db(talk[:, own], rate, freq)
             assert leak < -40, (freq, leak)
