@@ -52,8 +52,28 @@ __all__ = [
     "TlsSettings",
 ]
 
-KNOWN_CODECS: tuple[str, ...] = ("PCMU", "PCMA", "G722", "opus")
-"""Codec names accepted in ``media.codecs``, in their canonical spelling."""
+KNOWN_CODECS: tuple[str, ...] = (
+    "PCMU",
+    "PCMA",
+    "G722",
+    "opus",
+    "G729",
+    "G723",
+    "G726-16",
+    "G726-24",
+    "G726-32",
+    "G726-40",
+    "AAL2-G726-16",
+    "AAL2-G726-24",
+    "AAL2-G726-32",
+    "AAL2-G726-40",
+    "AMR",
+    "AMR-WB",
+    "iLBC",
+    "GSM",
+)
+"""Codec names accepted in ``media.codecs``, in their canonical spelling: every codec the
+recorder decodes (``siprec.codecs.DECODABLE``; a unit test keeps the two equal)."""
 
 CROSS_FIELD_ERROR = "config_rules"
 """pydantic error type of a model-level check; ``ctx["problems"]`` lists (key, value, why)."""
@@ -112,7 +132,7 @@ def _network(value: Any) -> Any:
 
 def _codec(value: str) -> str:
     canonical = {name.lower(): name for name in KNOWN_CODECS}
-    name = canonical.get(value.strip().lower())
+    name = canonical.get(value.replace(".", "").strip().lower())
     if name is None:
         raise ValueError(f"must be one of: {', '.join(KNOWN_CODECS)}")
     return name
@@ -245,7 +265,9 @@ class MediaSettings(_Section):
     rtp_timeout: Duration = timedelta(seconds=60)
     """Silence of all streams this long marks a call stalled."""
     codecs: list[Codec] = Field(default_factory=lambda: list(KNOWN_CODECS))
-    """Codec preference, most preferred first."""
+    """Codecs the node may accept (an allow-list, default all it decodes). The SDP answer keeps
+    the offer's order and lists every offered codec on this list whose decoder the installed
+    FFmpeg has; this order only orders the node's own offer (INVITEs without SDP)."""
     receive_path: Annotated[Literal["auto", "c", "python"], BeforeValidator(_lower)] = "auto"
     """How workers read RTP: the built C extension (``auto`` when present, ``c`` required) or
     the event loop in Python (``python``)."""

@@ -66,6 +66,7 @@ from siprec_node.sip.transaction import (
     new_tag,
 )
 from siprec_node.sip.uri import SipUri
+from siprec_node.siprec.codecs import ALL_CODECS
 from siprec_node.siprec.errors import SiprecError, UnsupportedBody
 from siprec_node.siprec.multipart import metadata_request_part
 from siprec_node.siprec.recording_session import Party, RecordingSession
@@ -120,7 +121,8 @@ class HandlerConfig:
     port_cooldown: float = 10.0
     max_sessions: int = 2000
     allow_sources: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722", "opus")
+    codecs: tuple[str, ...] = ALL_CODECS
+    """Codecs the node may accept (the SDP answer's allow-list; it keeps the offer's order)."""
     timers: TimerConfig = field(default_factory=TimerConfig)
     retry_after: int = 30
     max_message_size: int = DEFAULT_MAX_SIZE

@@ -1,8 +1,12 @@
 """The recorder's SDP answer (RFC 3264, RFC 7866) and the state it keeps across a call.
 
 Every offered m-line is mirrored in order. An audio stream we can record is answered
-``recvonly`` (``inactive`` when the offer holds it) with one codec from our preference, plus
-``telephone-event`` when offered, its label echoed and, for SDES-SRTP, our own key. Anything
+``recvonly`` (``inactive`` when the offer holds it) as RFC 3264 §6.1 says: the offer's payload
+types in the offer's order, every one we can decode (a codec the node is allowed to accept,
+whose decoder the installed FFmpeg has, with format parameters we can depacketise), plus
+``telephone-event`` and ``CN`` at the clock rate of an accepted codec, since an SRC forks the
+call's media as it is and may send any of them at any packet. The allow-list (``codecs``)
+never reorders the offer. Labels are echoed and, for SDES-SRTP, our own key sent. Anything
 else is refused with port 0. Ports come from the caller and stay with a stream (matched by
 label, else by position) across re-offers; the ``o=`` line keeps one session id per call and
 its version only moves when the answer changes.
@@ -12,19 +16,21 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from siprec_node.siprec.codecs import (
+    ALL_CODECS,
+    COMFORT_NOISE,
     DECODABLE,
-    DEFAULT_CODEC_PREFERENCE,
-    STATIC_PAYLOAD_TYPES,
     TELEPHONE_EVENT,
     Codec,
     PayloadFormat,
+    canonical_name,
     codec_for_payload_type,
     decodable,
+    locally_decodable,
     normalize_codec_name,
 )
 from siprec_node.siprec.errors import NotAcceptable
@@ -42,8 +48,29 @@ SRTP_SUITES: tuple[str, ...] = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1
 RTP_PROFILES = frozenset({"RTP/AVP", "RTP/AVPF"})
 SRTP_PROFILES = frozenset({"RTP/SAVP", "RTP/SAVPF"})
 SRTP_KEY_LENGTH = 30  # AES_CM_128 suites: 128-bit key + 112-bit salt
-# Payload types we use in our own offers (delayed offer) for codecs without a static one.
-_OFFER_DYNAMIC_PTS = {"OPUS": 111}
+# Payload types of our own offers (delayed offer). RFC 3551's static ones where they are
+# unambiguous; G.726-32 gets a dynamic one too (PT 2 was AAL2-packed on some old equipment).
+# AMR and AMR-WB are offered in both packings (RFC 4867 §4.3 and §4.4), one PT each.
+_OFFER_PTS: dict[str, tuple[tuple[int, str | None], ...]] = {
+    "PCMU": ((0, None),),
+    "PCMA": ((8, None),),
+    "G722": ((9, None),),
+    "G729": ((18, None),),
+    "G723": ((4, None),),
+    "GSM": ((3, None),),
+    "OPUS": ((111, None),),
+    "AMR": ((96, "octet-align=1"), (97, None)),
+    "AMR-WB": ((98, "octet-align=1"), (99, None)),
+    "ILBC": ((100, None),),
+    "G726-16": ((102, None),),
+    "G726-24": ((103, None),),
+    "G726-32": ((104, None),),
+    "G726-40": ((105, None),),
+    "AAL2-G726-16": ((106, None),),
+    "AAL2-G726-24": ((107, None),),
+    "AAL2-G726-32": ((108, None),),
+    "AAL2-G726-40": ((109, None),),
+}
 _OFFER_TELEPHONE_EVENT_PT = 101
 
 PortSource = Callable[[int, str | None], int] | Mapping[Any, int]
@@ -72,7 +99,10 @@ class NegotiatedStream:
     ``index`` is the m-line's position in the offer and ``port`` our local RTP port.
     ``codec``/``payload_type``/``clock_rate``/``channels``/``fmtp`` describe the first accepted
     format; ``formats`` lists every accepted audio format in the offer's order (the first one
-    included), since an SRC may send any of them at any packet.
+    included), since an SRC may send any of them at any packet. ``telephone_event_pt`` is the
+    RFC 4733 payload type at the first format's clock rate (else the first one accepted);
+    ``telephone_event_pts`` and ``comfort_noise_pts`` (RFC 3389) list every one accepted:
+    packets of those are expected, and carry no audio to decode.
     """
 
     index: int
@@ -94,11 +124,15 @@ class NegotiatedStream:
     remote_port: int = 0
     reason: str | None = None
     formats: tuple[PayloadFormat, ...] = ()
+    telephone_event_pts: tuple[int, ...] = ()
+    comfort_noise_pts: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         data = dict(vars(self))
         data["srtp"] = dict(vars(self.srtp)) if self.srtp else None
         data["formats"] = [f.to_dict() for f in self.formats]
+        data["telephone_event_pts"] = list(self.telephone_event_pts)
+        data["comfort_noise_pts"] = list(self.comfort_noise_pts)
         return data
 
     @classmethod
@@ -117,10 +151,16 @@ class NegotiatedStream:
                     "fmtp": values.get("fmtp"),
                 }
             ]
+        comfort_noise = values.pop("comfort_noise_pts", None) or ()
+        events = values.pop("telephone_event_pts", None)
+        if events is None:  # older snapshots: the one telephone-event they negotiated
+            events = [values["telephone_event_pt"]] if values.get("telephone_event_pt") else []
         return cls(
             **values,
             srtp=SrtpKeys(**srtp) if srtp else None,
             formats=tuple(PayloadFormat.from_dict(f) for f in formats or ()),
+            telephone_event_pts=tuple(int(pt) for pt in events),
+            comfort_noise_pts=tuple(int(pt) for pt in comfort_noise),
         )
 
 
@@ -148,13 +188,25 @@ class _Slot:
     srtp_key: str | None = None
 
 
-@dataclass
-class _Choice:
+@dataclass(frozen=True)
+class _Format:
+    """One payload type of an answer: as the offer wrote it, and what it is to us."""
+
     payload_type: int
-    codec: Codec
     offered: Codec
     fmtp: str | None
-    telephone_event: tuple[int, Codec, str | None] | None
+    canonical: str | None = None  # the decodable codec; None for telephone-event and CN
+    kind: str = "audio"  # "audio", "event" (RFC 4733) or "cn" (RFC 3389)
+
+    @property
+    def channels(self) -> int:
+        return self.offered.channels if self.canonical == "OPUS" else 1
+
+    def payload_format(self) -> PayloadFormat:
+        known = DECODABLE[self.canonical or ""]
+        return PayloadFormat(
+            self.payload_type, self.canonical or "", known.clock_rate, self.channels, self.fmtp
+        )
 
 
 class SdpAnswerer:
@@ -162,6 +214,10 @@ class SdpAnswerer:
 
     ``ports`` gives our RTP port for a new stream: a callable ``(stream_index, label) -> port``
     or a mapping keyed by label or by index; a port of 0 (or a missing key) refuses the stream.
+    ``codecs`` is the allow-list (any spelling of :data:`~siprec_node.siprec.codecs.DECODABLE`
+    names; default all): it filters offers and orders only our own (delayed) offer.
+    ``available`` is the set of codecs the installed FFmpeg decodes (found once by default);
+    a codec outside it is refused rather than recorded as silence.
     """
 
     def __init__(
@@ -169,15 +225,17 @@ class SdpAnswerer:
         address: str,
         ports: PortSource,
         *,
-        codecs: Sequence[str] = DEFAULT_CODEC_PREFERENCE,
+        codecs: Sequence[str] = ALL_CODECS,
         srtp_suites: Sequence[str] = SRTP_SUITES,
         username: str = "siprec-node",
         session_name: str = "siprec-node",
         session_id: int | None = None,
+        available: Collection[str] | None = None,
     ) -> None:
         self.address = address
         self.ports = ports
-        self.codecs = tuple(normalize_codec_name(c) for c in codecs)
+        self.codecs = tuple(canonical_name(c) or normalize_codec_name(c) for c in codecs)
+        self.available = frozenset(locally_decodable() if available is None else available)
         self.srtp_suites = tuple(srtp_suites)
         self.username = username
         self.session_name = session_name
@@ -222,8 +280,8 @@ class SdpAnswerer:
             remote_port=media.port,
         )
         reason = self._refusal(media)
-        choice = None if reason else self._choose_codec(media)
-        if reason is None and choice is None:
+        formats = [] if reason else self._select(media.payload_types, media.rtpmaps, media.fmtps)
+        if reason is None and not formats:
             reason = "no acceptable codec offered"
         crypto = None
         if reason is None and media.proto.upper() in SRTP_PROFILES:
@@ -235,7 +293,7 @@ class SdpAnswerer:
             slot = self._slot_for(index, label, used)
             if slot is None:
                 reason = "no port available"
-        if reason is not None or slot is None or choice is None:
+        if reason is not None or slot is None or not formats:
             return self._refused_line(media), replace(base, reason=reason)
         used.add(id(slot))
         hold = offer.is_on_hold(media)
@@ -252,26 +310,12 @@ class SdpAnswerer:
                 local_key=slot.srtp_key,
                 remote_key_params=crypto.key_params,
             )
-        line = _audio_line(media.proto, slot.port, choice, label, direction, srtp)
+        line = _audio_line(media.proto, slot.port, formats, label, direction, srtp)
         stream = replace(
             base,
+            **_negotiated(formats),
             accepted=True,
             port=slot.port,
-            codec=choice.codec.name,
-            payload_type=choice.payload_type,
-            clock_rate=choice.codec.clock_rate,
-            channels=choice.offered.channels if choice.codec.name == "opus" else 1,
-            fmtp=choice.fmtp,
-            telephone_event_pt=choice.telephone_event[0] if choice.telephone_event else None,
-            formats=(
-                PayloadFormat(
-                    choice.payload_type,
-                    normalize_codec_name(choice.codec.name),
-                    choice.codec.clock_rate,
-                    choice.offered.channels if choice.codec.name == "opus" else 1,
-                    choice.fmtp,
-                ),
-            ),
             direction=direction,
             paused=direction == "inactive",
             srtp=srtp,
@@ -288,22 +332,41 @@ class SdpAnswerer:
             return f"transport {media.proto} not supported"
         return None
 
-    def _choose_codec(self, media: MediaDescription) -> _Choice | None:
-        rtpmaps = media.rtpmaps
-        offered: list[tuple[int, Codec]] = []
-        for pt in media.payload_types:
-            codec = codec_for_payload_type(pt, rtpmaps)
-            if codec is not None:
-                offered.append((pt, codec))
-        fmtps = media.fmtps
-        for wanted in self.codecs:
-            for pt, codec in offered:
-                known = decodable(codec)
-                if known is not None and normalize_codec_name(known.name) == wanted:
-                    return _Choice(
-                        pt, known, codec, fmtps.get(pt), _telephone_event(offered, known, fmtps)
-                    )
-        return None
+    def _select(
+        self, payload_types: Sequence[int], rtpmaps: Mapping[int, Codec], fmtps: Mapping[int, str]
+    ) -> list[_Format]:
+        """RFC 3264 §6.1: the offered payload types we accept, in the offer's order: every
+        allowed codec we can decode, then telephone-event and CN only at the clock rate of one
+        of those (RFC 4733 §2.1, RFC 3389 §5). Empty when no audio codec is acceptable."""
+        offered = [(pt, c) for pt in payload_types if (c := codec_for_payload_type(pt, rtpmaps))]
+        audio: dict[int, str] = {}
+        for pt, codec in offered:
+            known = decodable(codec)
+            canon = canonical_name(known.name) if known else None
+            if (
+                canon is not None
+                and canon in self.codecs
+                and canon in self.available
+                and _fmtp_supported(canon, fmtps.get(pt))
+            ):
+                audio.setdefault(pt, canon)
+        if not audio:
+            return []
+        rates = {DECODABLE[canon].clock_rate for canon in audio.values()}
+        chosen: list[_Format] = []
+        seen: set[int] = set()
+        for pt, codec in offered:
+            if pt in seen:
+                continue
+            seen.add(pt)
+            name = codec.name.lower()
+            if pt in audio:
+                chosen.append(_Format(pt, codec, fmtps.get(pt), audio[pt]))
+            elif name == TELEPHONE_EVENT and codec.clock_rate in rates:
+                chosen.append(_Format(pt, codec, fmtps.get(pt), kind="event"))
+            elif name == COMFORT_NOISE.lower() and codec.clock_rate in rates:
+                chosen.append(_Format(pt, codec, fmtps.get(pt), kind="cn"))
+        return chosen
 
     def _slot_for(self, index: int, label: str | None, used: set[int]) -> _Slot | None:
         free = [s for s in self._slots if id(s) not in used]
@@ -345,9 +408,9 @@ class SdpAnswerer:
     def offer_for_delayed_offer(
         self, count: int = 1, labels: Sequence[str] | None = None, *, srtp: bool = False
     ) -> SdpAnswer:
-        """Our own ``recvonly`` offer, for an INVITE that came without SDP (Cisco CUCM).
-
-        The SRC's answer (in the ACK) goes to :meth:`accept_answer`.
+        """Our own ``recvonly`` offer, for an INVITE that came without SDP (Cisco CUCM): every
+        allowed codec the installed FFmpeg decodes, in the allow-list's order, and
+        telephone-event. The SRC's answer (in the ACK) goes to :meth:`accept_answer`.
         """
         if labels is not None:
             count = len(labels)
@@ -364,15 +427,13 @@ class SdpAnswerer:
                 media="audio", port=slot.port, proto="RTP/SAVP" if srtp else "RTP/AVP"
             )
             for name in self.codecs:
-                codec = DECODABLE.get(name)
-                if codec is None:
+                if name not in DECODABLE or name not in self.available:
                     continue
-                pt = _static_payload_type(codec)
-                pt = pt if pt is not None else _OFFER_DYNAMIC_PTS.get(name)
-                if pt is None:
-                    continue
-                media.formats.append(str(pt))
-                media.attributes.append(Attribute("rtpmap", f"{pt} {_rtpmap(codec)}"))
+                for pt, fmtp in _OFFER_PTS[name]:
+                    media.formats.append(str(pt))
+                    media.attributes.append(Attribute("rtpmap", f"{pt} {_rtpmap(DECODABLE[name])}"))
+                    if fmtp:
+                        media.attributes.append(Attribute("fmtp", f"{pt} {fmtp}"))
             media.formats.append(str(_OFFER_TELEPHONE_EVENT_PT))
             media.attributes.append(
                 Attribute("rtpmap", f"{_OFFER_TELEPHONE_EVENT_PT} telephone-event/8000")
@@ -408,7 +469,8 @@ class SdpAnswerer:
     def accept_answer(
         self, answer: SessionDescription | bytes | str
     ) -> tuple[NegotiatedStream, ...]:
-        """What the SRC's answer to :meth:`offer_for_delayed_offer` negotiated."""
+        """What the SRC's answer to :meth:`offer_for_delayed_offer` negotiated: per stream,
+        every payload type of the answer we decode, in the answer's order."""
         if self._local_offer is None:
             raise ValueError("no offer of ours is waiting for an answer")
         if not isinstance(answer, SessionDescription):
@@ -429,16 +491,11 @@ class SdpAnswerer:
                 streams.append(replace(base, port=0, reason="refused in the answer"))
                 continue
             rtpmaps = {**local.rtpmaps, **remote.rtpmaps}
-            offered = [
-                (pt, c) for pt in remote.payload_types if (c := codec_for_payload_type(pt, rtpmaps))
-            ]
-            chosen = next(((pt, c, k) for pt, c in offered if (k := decodable(c))), None)
-            if chosen is None:
+            fmtps = {**local.fmtps, **remote.fmtps}
+            formats = self._select(remote.payload_types, rtpmaps, fmtps)
+            if not formats:
                 streams.append(replace(base, reason="no acceptable codec in the answer"))
                 continue
-            pt, codec, known = chosen
-            fmtps = {**local.fmtps, **remote.fmtps}
-            event = _telephone_event(offered, known, fmtps)
             srtp = None
             if local.proto in SRTP_PROFILES:
                 crypto = next((c for c in remote.cryptos if c.suite in self.srtp_suites), None)
@@ -454,22 +511,8 @@ class SdpAnswerer:
             streams.append(
                 replace(
                     base,
+                    **_negotiated(formats),
                     accepted=True,
-                    codec=known.name,
-                    payload_type=pt,
-                    clock_rate=known.clock_rate,
-                    channels=codec.channels if known.name == "opus" else 1,
-                    fmtp=fmtps.get(pt),
-                    telephone_event_pt=event[0] if event else None,
-                    formats=(
-                        PayloadFormat(
-                            pt,
-                            normalize_codec_name(known.name),
-                            known.clock_rate,
-                            codec.channels if known.name == "opus" else 1,
-                            fmtps.get(pt),
-                        ),
-                    ),
                     direction="inactive" if hold else "recvonly",
                     paused=hold,
                     srtp=srtp,
@@ -529,11 +572,14 @@ class SdpAnswerer:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], ports: PortSource) -> SdpAnswerer:
-        """Restore an answerer saved with :meth:`to_dict`; ``ports`` serves new streams."""
+        """Restore an answerer saved with :meth:`to_dict`; ``ports`` serves new streams.
+
+        ``codecs`` of snapshots written before the allow-list was one (a preference list)
+        read as the allow-list; the decoders available are those of this machine."""
         answerer = cls(
             data["address"],
             ports,
-            codecs=data.get("codecs", DEFAULT_CODEC_PREFERENCE),
+            codecs=data.get("codecs", ALL_CODECS),
             srtp_suites=data.get("srtp_suites", SRTP_SUITES),
             username=data.get("username", "siprec-node"),
             session_name=data.get("session_name", "siprec-node"),
@@ -548,31 +594,55 @@ class SdpAnswerer:
         return answerer
 
 
-def _telephone_event(
-    offered: list[tuple[int, Codec]], chosen: Codec, fmtps: Mapping[int, str]
-) -> tuple[int, Codec, str | None] | None:
-    events = [(pt, c) for pt, c in offered if c.name.lower() == TELEPHONE_EVENT]
-    if not events:
-        return None
-    pt, codec = next(((pt, c) for pt, c in events if c.clock_rate == chosen.clock_rate), events[0])
-    return pt, codec, fmtps.get(pt)
+def _fmtp_supported(canonical: str, fmtp: str | None) -> bool:
+    """False for format parameters the decoder cannot honour: AMR's interleaving and robust
+    sorting (RFC 4867 §8.1) reorder frames across packets; refusing the payload type is the
+    answer RFC 4867 §8.3.1 allows."""
+    if canonical not in ("AMR", "AMR-WB") or not fmtp:
+        return True
+    params = {}
+    for part in fmtp.split(";"):
+        key, _, value = part.partition("=")
+        params[key.strip().lower()] = value.strip()
+    return "interleaving" not in params and params.get("robust-sorting", "0") == "0"
+
+
+def _negotiated(formats: Sequence[_Format]) -> dict[str, Any]:
+    """The :class:`NegotiatedStream` fields that describe the accepted payload types."""
+    audio = [f for f in formats if f.kind == "audio"]
+    events = [f for f in formats if f.kind == "event"]
+    first = audio[0]
+    clock = DECODABLE[first.canonical or ""].clock_rate
+    event = next((f for f in events if f.offered.clock_rate == clock), None)
+    event = event or (events[0] if events else None)
+    return {
+        "codec": DECODABLE[first.canonical or ""].name,
+        "payload_type": first.payload_type,
+        "clock_rate": clock,
+        "channels": first.channels,
+        "fmtp": first.fmtp,
+        "telephone_event_pt": event.payload_type if event else None,
+        "formats": tuple(f.payload_format() for f in audio),
+        "telephone_event_pts": tuple(f.payload_type for f in events),
+        "comfort_noise_pts": tuple(f.payload_type for f in formats if f.kind == "cn"),
+    }
 
 
 def _audio_line(
-    proto: str, port: int, choice: _Choice, label: str | None, direction: str, srtp: SrtpKeys | None
+    proto: str,
+    port: int,
+    formats: Sequence[_Format],
+    label: str | None,
+    direction: str,
+    srtp: SrtpKeys | None,
 ) -> MediaDescription:
     line = MediaDescription(
-        media="audio", port=port, proto=proto, formats=[str(choice.payload_type)]
+        media="audio", port=port, proto=proto, formats=[str(f.payload_type) for f in formats]
     )
-    line.attributes.append(Attribute("rtpmap", f"{choice.payload_type} {_rtpmap(choice.offered)}"))
-    if choice.fmtp:
-        line.attributes.append(Attribute("fmtp", f"{choice.payload_type} {choice.fmtp}"))
-    if choice.telephone_event is not None:
-        pt, codec, fmtp = choice.telephone_event
-        line.formats.append(str(pt))
-        line.attributes.append(Attribute("rtpmap", f"{pt} {_rtpmap(codec)}"))
-        if fmtp:
-            line.attributes.append(Attribute("fmtp", f"{pt} {fmtp}"))
+    for f in formats:
+        line.attributes.append(Attribute("rtpmap", f"{f.payload_type} {_rtpmap(f.offered)}"))
+        if f.fmtp:
+            line.attributes.append(Attribute("fmtp", f"{f.payload_type} {f.fmtp}"))
     if label is not None:
         line.attributes.append(Attribute("label", label))
     if srtp is not None:
@@ -586,10 +656,6 @@ def _audio_line(
 def _rtpmap(codec: Codec) -> str:
     text = f"{codec.name}/{codec.clock_rate}"
     return f"{text}/{codec.channels}" if codec.channels != 1 else text
-
-
-def _static_payload_type(codec: Codec) -> int | None:
-    return next((pt for pt, c in STATIC_PAYLOAD_TYPES.items() if c == codec), None)
 
 
 def _new_srtp_key() -> str:

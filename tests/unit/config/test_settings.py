@@ -33,7 +33,26 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "port_max": 39999,
         "workers": 1,
         "rtp_timeout": timedelta(seconds=60),
-        "codecs": ["PCMU", "PCMA", "G722", "opus"],
+        "codecs": [
+            "PCMU",
+            "PCMA",
+            "G722",
+            "opus",
+            "G729",
+            "G723",
+            "G726-16",
+            "G726-24",
+            "G726-32",
+            "G726-40",
+            "AAL2-G726-16",
+            "AAL2-G726-24",
+            "AAL2-G726-32",
+            "AAL2-G726-40",
+            "AMR",
+            "AMR-WB",
+            "iLBC",
+            "GSM",
+        ],
         "receive_path": "auto",
     },
     "recording": {"directory": Path("recordings"), "format": "wav", "channels": "stereo"},
@@ -215,7 +234,7 @@ RULES: list[tuple[str, str, Any, str]] = [
     ("[media]\nworkers = -1", "media.workers", -1, "at least 0"),
     ('[media]\nrtp_timeout = "soon"', "media.rtp_timeout", "soon", "must be a duration like"),
     ('[media]\nrtp_timeout = "0s"', "media.rtp_timeout", "0s", "longer than zero"),
-    ('[media]\ncodecs = ["G729"]', "media.codecs[0]", "G729", "must be one of: PCMU, PCMA"),
+    ('[media]\ncodecs = ["G728"]', "media.codecs[0]", "G728", "must be one of: PCMU, PCMA"),
     ('[media]\ncodecs = ["PCMU", "pcmu"]', "media.codecs", ["PCMU", "pcmu"], "more than once"),
     ("[media]\ncodecs = []", "media.codecs", [], "at least one codec"),
     ('[media]\nreceive_path = "fast"', "media.receive_path", "fast", "auto, c, python"),
@@ -309,3 +328,12 @@ level = "LOUD"
 def test_direct_construction_validates_too() -> None:
     with pytest.raises(ValidationError):
         Settings.model_validate({"media": {"port_min": 30000, "port_max": 20000}})
+
+
+def test_codec_names_are_the_decodable_ones(load_text: LoadText) -> None:
+    from siprec_node.config.settings import KNOWN_CODECS
+    from siprec_node.siprec.codecs import DECODABLE, canonical_name
+
+    assert [canonical_name(name) for name in KNOWN_CODECS] == list(DECODABLE)
+    settings = load_text('[media]\ncodecs = ["g.729", "amr-wb", "ILBC", "aal2-g726-32"]')
+    assert settings.media.codecs == ["G729", "AMR-WB", "iLBC", "AAL2-G726-32"]

@@ -119,7 +119,9 @@ def test_without_metadata_caller_is_first_stream_and_callee_second() -> None:
 
 def test_refused_streams_are_skipped_in_positional_mapping() -> None:
     session = RecordingSession(caller=Party("A", "sip:a@x"), callee=Party("B", "sip:b@x"))
-    session.update_streams(answer("g729_beside_pcmu.sdp").streams)
+    # G.729 left out of the allow-list: its stream is refused
+    allow = SdpAnswerer("192.0.2.10", lambda i, label: 20000 + 2 * i, codecs=("PCMU", "PCMA"))
+    session.update_streams(answer("g729_beside_pcmu.sdp", allow).streams)
     refused, recorded = session.streams
     assert not refused.recorded
     assert session.participants_for_stream(refused) == []

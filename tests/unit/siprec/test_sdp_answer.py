@@ -49,10 +49,12 @@ HEAD = [
 
 
 def test_metaswitch_single_mixed_stream_without_direction() -> None:
+    # RFC 3264 §6.1: the offer's order (8 0 101), every codec we decode, not our preference
     result = answerer().answer(offer("metaswitch_mixed.sdp"))
     assert lines(result.body) == [
         *HEAD,
-        "m=audio 20000 RTP/AVP 0 101",
+        "m=audio 20000 RTP/AVP 8 0 101",
+        "a=rtpmap:8 PCMA/8000",
         "a=rtpmap:0 PCMU/8000",
         "a=rtpmap:101 telephone-event/8000",
         "a=fmtp:101 0-15",
@@ -67,8 +69,8 @@ def test_metaswitch_single_mixed_stream_without_direction() -> None:
         accepted=True,
         port=20000,
         proto="RTP/AVP",
-        codec="PCMU",
-        payload_type=0,
+        codec="PCMA",
+        payload_type=8,
         clock_rate=8000,
         channels=1,
         fmtp=None,
@@ -78,24 +80,27 @@ def test_metaswitch_single_mixed_stream_without_direction() -> None:
         srtp=None,
         remote_address="198.51.100.20",
         remote_port=31420,
-        formats=(PayloadFormat(0, "PCMU", 8000),),
+        formats=(PayloadFormat(8, "PCMA", 8000), PayloadFormat(0, "PCMU", 8000)),
+        telephone_event_pts=(101,),
     )
     assert not result.changed
 
 
-def test_webex_opus_first_with_default_preference_takes_pcmu() -> None:
+def test_webex_opus_first_gets_opus_first() -> None:
     result = answerer().answer(offer("webex_opus_first.sdp"))
     (stream,) = result.streams
-    assert (stream.codec, stream.payload_type, stream.direction) == ("PCMU", 0, "recvonly")
-    assert "m=audio 20000 RTP/AVP 0 101" in lines(result.body)
+    assert (stream.codec, stream.payload_type, stream.direction) == ("opus", 111, "recvonly")
+    assert "m=audio 20000 RTP/AVP 111 0 8 101" in lines(result.body)
+    assert [f.name for f in stream.formats] == ["OPUS", "PCMU", "PCMA"]
 
 
-def test_webex_opus_when_preferred() -> None:
-    result = answerer(codecs=["opus", "PCMU"]).answer(offer("webex_opus_first.sdp"))
+def test_webex_allow_list_filters_without_reordering() -> None:
+    result = answerer(codecs=["PCMU", "opus"]).answer(offer("webex_opus_first.sdp"))
     assert lines(result.body)[5:] == [
-        "m=audio 20000 RTP/AVP 111 101",
+        "m=audio 20000 RTP/AVP 111 0 101",
         "a=rtpmap:111 opus/48000/2",
         "a=fmtp:111 useinbandfec=1;maxaveragebitrate=32000",
+        "a=rtpmap:0 PCMU/8000",
         "a=rtpmap:101 telephone-event/8000",
         "a=fmtp:101 0-15",
         "a=label:1",
@@ -158,8 +163,8 @@ def test_cube_plain_sdp_without_label() -> None:
 def test_audiocodes_bare_lf_two_labelled_streams() -> None:
     result = answerer().answer(offer("audiocodes_two_labels_lf.sdp"))
     assert [(s.label, s.codec, s.payload_type, s.telephone_event_pt) for s in result.streams] == [
-        ("1", "PCMA", 8, 107),
-        ("2", "PCMA", 8, 107),
+        ("1", "G722", 9, 107),
+        ("2", "G722", 9, 107),
     ]
     g722 = answerer(codecs=["G.722", "PCMA"]).answer(offer("audiocodes_two_labels_lf.sdp"))
     assert [(s.codec, s.payload_type, s.clock_rate) for s in g722.streams] == [
@@ -167,6 +172,11 @@ def test_audiocodes_bare_lf_two_labelled_streams() -> None:
         ("G722", 9, 8000),
     ]
     assert "a=rtpmap:9 G722/8000" in lines(g722.body)
+    pcma = answerer(codecs=["PCMA"]).answer(offer("audiocodes_two_labels_lf.sdp"))
+    assert [(s.codec, s.payload_type, s.telephone_event_pt) for s in pcma.streams] == [
+        ("PCMA", 8, 107),
+        ("PCMA", 8, 107),
+    ]
 
 
 def test_video_beside_audio_is_refused_with_port_zero() -> None:
@@ -210,7 +220,8 @@ def test_nothing_acceptable_is_488() -> None:
 def test_static_payload_types_without_rtpmap_and_dynamic_by_name() -> None:
     static = b"v=0\nc=IN IP4 192.0.2.1\nm=audio 5000 RTP/AVP 9 0\n"
     (stream,) = answerer().answer(static).streams
-    assert (stream.codec, stream.payload_type) == ("PCMU", 0)
+    assert (stream.codec, stream.payload_type) == ("G722", 9)
+    assert [f.payload_type for f in stream.formats] == [9, 0]
     dynamic = (
         b"v=0\nc=IN IP4 192.0.2.1\nm=audio 5000 RTP/AVP 96 97\n"
         b"a=rtpmap:96 G729/8000\na=rtpmap:97 pcma/8000\n"
@@ -433,3 +444,197 @@ def test_state_round_trips_through_json() -> None:
     assert restored.session_id == srs.session_id
     stream = first.streams[0]
     assert NegotiatedStream.from_dict(json.loads(json.dumps(stream.to_dict()))) == stream
+
+
+# -- RFC 3264 §6.1: every decodable offered codec, the offer's order ---------------------------
+
+
+def sdp(m_line: str, *attributes: str) -> bytes:
+    body = ["v=0", "o=- 1 1 IN IP4 192.0.2.1", "s=-", "c=IN IP4 192.0.2.1", "t=0 0", m_line]
+    return ("\r\n".join([*body, *(f"a={a}" for a in attributes)]) + "\r\n").encode()
+
+
+def all_codecs() -> SdpAnswerer:
+    ports = counter()
+    return SdpAnswerer(ADDRESS, lambda index, label: next(ports), session_id=1000)
+
+
+def test_every_decodable_codec_in_the_offers_order_dynamic_pts_included() -> None:
+    offer_sdp = sdp(
+        "m=audio 5000 RTP/AVP 18 96 4 3 2 112 113 97 102 8 0 9 101",
+        "rtpmap:18 G729/8000",
+        "fmtp:18 annexb=yes",
+        "rtpmap:96 AMR/8000",
+        "fmtp:96 octet-align=1; mode-change-capability=2",
+        "rtpmap:112 G726-24/8000",
+        "rtpmap:113 AAL2-G726-32/8000",
+        "rtpmap:97 AMR-WB/16000",
+        "rtpmap:102 iLBC/8000",
+        "fmtp:102 mode=20",
+        "rtpmap:101 telephone-event/8000",
+        "sendonly",
+    )
+    result = all_codecs().answer(offer_sdp)
+    (stream,) = result.streams
+    assert lines(result.body)[5] == "m=audio 20000 RTP/AVP 18 96 4 3 2 112 113 97 102 8 0 9 101"
+    assert [(f.payload_type, f.name, f.clock_rate, f.fmtp) for f in stream.formats] == [
+        (18, "G729", 8000, "annexb=yes"),
+        (96, "AMR", 8000, "octet-align=1; mode-change-capability=2"),
+        (4, "G723", 8000, None),
+        (3, "GSM", 8000, None),
+        (2, "G726-32", 8000, None),
+        (112, "G726-24", 8000, None),
+        (113, "AAL2-G726-32", 8000, None),
+        (97, "AMR-WB", 16000, None),
+        (102, "ILBC", 8000, "mode=20"),
+        (8, "PCMA", 8000, None),
+        (0, "PCMU", 8000, None),
+        (9, "G722", 8000, None),
+    ]
+    # the first accepted format describes the stream, as before
+    assert (stream.codec, stream.payload_type, stream.fmtp) == ("G729", 18, "annexb=yes")
+    assert (stream.telephone_event_pt, stream.telephone_event_pts) == (101, (101,))
+    body = lines(result.body)
+    # format parameters echoed (RFC 4867 §8.3.1 requires AMR's), rtpmaps as offered
+    assert "a=fmtp:96 octet-align=1; mode-change-capability=2" in body
+    assert "a=rtpmap:113 AAL2-G726-32/8000" in body
+    assert "a=rtpmap:2 G726-32/8000" in body  # static PT 2 without an rtpmap, named
+
+
+def test_allow_list_filters_the_offer_never_reorders_it() -> None:
+    offer_sdp = sdp("m=audio 5000 RTP/AVP 18 8 0 101", "rtpmap:101 telephone-event/8000")
+    result = answerer(codecs=["PCMU", "pcma"]).answer(offer_sdp)
+    assert lines(result.body)[5] == "m=audio 20000 RTP/AVP 8 0 101"
+    assert [f.name for f in result.streams[0].formats] == ["PCMA", "PCMU"]
+    with pytest.raises(NotAcceptable):
+        answerer(codecs=["G722"]).answer(offer_sdp)
+
+
+def test_telephone_event_and_cn_only_at_an_accepted_codecs_rate() -> None:
+    offer_sdp = sdp(
+        "m=audio 5000 RTP/AVP 111 0 110 105 101 13 98",
+        "rtpmap:111 opus/48000/2",
+        "rtpmap:110 telephone-event/48000",
+        "rtpmap:105 telephone-event/16000",
+        "rtpmap:101 telephone-event/8000",
+        "fmtp:101 0-15",
+        "rtpmap:98 CN/16000",
+    )
+    result = all_codecs().answer(offer_sdp)
+    (stream,) = result.streams
+    assert lines(result.body)[5] == "m=audio 20000 RTP/AVP 111 0 110 101 13"
+    assert stream.telephone_event_pt == 110  # the rate of the first format, opus
+    assert stream.telephone_event_pts == (110, 101)
+    assert stream.comfort_noise_pts == (13,)
+    assert "a=rtpmap:13 CN/8000" in lines(result.body)
+    # PCMU alone: only the 8 kHz events
+    narrow = answerer(codecs=["PCMU"]).answer(offer_sdp)
+    assert lines(narrow.body)[5] == "m=audio 20000 RTP/AVP 0 101 13"
+    assert (narrow.streams[0].telephone_event_pt, narrow.streams[0].telephone_event_pts) == (
+        101,
+        (101,),
+    )
+    # AMR-WB at 16 kHz takes the 16 kHz event and CN
+    wide = all_codecs().answer(
+        sdp(
+            "m=audio 5000 RTP/AVP 97 105 101 98",
+            "rtpmap:97 AMR-WB/16000",
+            "rtpmap:105 telephone-event/16000",
+            "rtpmap:101 telephone-event/8000",
+            "rtpmap:98 CN/16000",
+        )
+    )
+    assert lines(wide.body)[5] == "m=audio 20000 RTP/AVP 97 105 98"
+    assert (wide.streams[0].telephone_event_pt, wide.streams[0].comfort_noise_pts) == (105, (98,))
+
+
+def test_codec_without_a_local_decoder_is_refused() -> None:
+    offer_sdp = sdp("m=audio 5000 RTP/AVP 18 0", "rtpmap:18 G729/8000")
+    everything_but_g729 = set(SdpAnswerer(ADDRESS, {0: 1}).available) - {"G729"}
+    srs = SdpAnswerer(ADDRESS, {0: 20000}, available=everything_but_g729)
+    result = srs.answer(offer_sdp)
+    assert lines(result.body)[5] == "m=audio 20000 RTP/AVP 0"
+    with pytest.raises(NotAcceptable):
+        SdpAnswerer(ADDRESS, {0: 20000}, available=everything_but_g729).answer(
+            sdp("m=audio 5000 RTP/AVP 18")
+        )
+    # real ones: G.728 (static 15) and an rtpmap nobody decodes
+    with pytest.raises(NotAcceptable, match="no acceptable codec offered"):
+        all_codecs().answer(sdp("m=audio 5000 RTP/AVP 15 96", "rtpmap:96 X-SPEEX-NB/8000"))
+    mixed = all_codecs().answer(sdp("m=audio 5000 RTP/AVP 15 96 8", "rtpmap:96 speex/8000"))
+    assert lines(mixed.body)[5] == "m=audio 20000 RTP/AVP 8"
+
+
+def test_available_decoders_are_what_the_installed_ffmpeg_has() -> None:
+    import av
+
+    from siprec_node.siprec.codecs import FFMPEG_DECODERS, locally_decodable
+
+    have = set(av.codecs_available)
+    for name, decoders in FFMPEG_DECODERS.items():
+        expected = not decoders or any(d in have for d in decoders)
+        assert (name in locally_decodable()) is expected, name
+    assert all_codecs().available == locally_decodable()
+
+
+def test_amr_interleaving_and_robust_sorting_refused_per_payload_type() -> None:
+    offer_sdp = sdp(
+        "m=audio 5000 RTP/AVP 96 97 98 99",
+        "rtpmap:96 AMR/8000",
+        "fmtp:96 octet-align=1; interleaving=30",
+        "rtpmap:97 AMR/8000",
+        "fmtp:97 octet-align=1; robust-sorting=1",
+        "rtpmap:98 AMR/8000",
+        "fmtp:98 octet-align=1; crc=1",
+        "rtpmap:99 AMR/8000",
+    )
+    (stream,) = all_codecs().answer(offer_sdp).streams
+    assert [(f.payload_type, f.fmtp) for f in stream.formats] == [
+        (98, "octet-align=1; crc=1"),
+        (99, None),
+    ]
+
+
+def test_delayed_offer_offers_every_allowed_codec_and_keeps_every_answered_one() -> None:
+    srs = all_codecs()
+    ours = parse_sdp(srs.offer_for_delayed_offer().body).media[0]
+    names = [ours.rtpmaps[pt].name for pt in ours.payload_types]
+    assert names[:4] == ["PCMU", "PCMA", "G722", "opus"]
+    assert {"G729", "AMR", "AMR-WB", "iLBC", "GSM", "G723", "G726-32", "AAL2-G726-40"} <= set(
+        names
+    )
+    assert ours.fmtps[96] == "octet-align=1" and 97 not in ours.fmtps  # AMR in both packings
+    (stream,) = srs.accept_answer(
+        sdp("m=audio 6000 RTP/AVP 18 97 0 101", "rtpmap:97 AMR/8000", "sendonly")
+    )
+    assert [(f.payload_type, f.name) for f in stream.formats] == [
+        (18, "G729"),
+        (97, "AMR"),
+        (0, "PCMU"),
+    ]
+    assert (stream.codec, stream.telephone_event_pt) == ("G729", 101)
+    allowed = answerer(codecs=["PCMA", "PCMU"])
+    media = parse_sdp(allowed.offer_for_delayed_offer().body).media[0]
+    assert media.payload_types == [8, 0, 101]
+
+
+def test_snapshots_of_earlier_versions_restore() -> None:
+    old = {
+        "address": ADDRESS,
+        "codecs": ["PCMU", "PCMA", "G722", "OPUS"],  # a preference list, now an allow-list
+        "session_id": 1000,
+        "version": 1,
+        "signature": None,
+        "slots": [{"index": 0, "label": "1", "port": 20000, "srtp_key": None}],
+    }
+    restored = SdpAnswerer.from_dict(old, lambda index, label: 40000)
+    result = restored.answer(offer("metaswitch_mixed.sdp"))
+    assert lines(result.body)[5] == "m=audio 20000 RTP/AVP 8 0 101"
+    g729 = restored.answer(sdp("m=audio 5000 RTP/AVP 18 0", "label:1"))
+    assert lines(g729.body)[5] == "m=audio 20000 RTP/AVP 0"  # G.729 was not on its list
+    stream = result.streams[0].to_dict()
+    for key in ("formats", "telephone_event_pts", "comfort_noise_pts"):
+        del stream[key]
+    again = NegotiatedStream.from_dict(stream)
+    assert again.formats == (PayloadFormat(8, "PCMA", 8000),)
+    assert (again.telephone_event_pts, again.comfort_noise_pts) == ((101,), ())
