@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -123,6 +123,8 @@ class Case:
     """What the scenario's re-INVITE offers per m-line (sent while the first stretch plays)."""
     ptime: float = 0.02
     """Seconds of audio per packet."""
+    problems: list[str] = field(default_factory=list)
+    """What the recording's verdict must name (nothing: ``ok``)."""
 
     @property
     def packets(self) -> int:
@@ -144,6 +146,7 @@ CASES = {
         "tolerant_metadata_unparsed.xml",
         _both("0 101"),
         [[(0, "PCMU", PACKETS)], [(0, "PCMU", PACKETS)]],
+        problems=["metadata_unparsed"],
     ),
     # 0 8 18 101 offered, PCMA sent (Oracle/Acme)
     "pcma-offered-second": Case(
@@ -328,6 +331,13 @@ def test_corpus_call_is_recorded_as_sent(recorder: Recorder, case: Case) -> None
     assert sidecar["status"] == "ended"
     counts = [(s["packets"], s["lost"]) for s in sidecar["streams"]]
     assert counts == [(case.packets, 0)] * len(legs), counts
+    # The sidecar says which codec each stretch was in, and finds nothing wrong with the call.
+    for stream, stretches in zip(sidecar["streams"], case.legs, strict=True):
+        said = [(c["payload_type"], c["packets"]) for c in stream["codecs"]]
+        assert said == [(pt, count) for pt, _, count in stretches], stream
+        assert not stream.get("unexpected_payload"), stream
+    problems = [p["kind"] for p in sidecar["verdict"]["problems"]]
+    assert problems == case.problems, sidecar["verdict"]
     files = [Path(str(f)) for f in done["files"]]
     assert len(files) == 1, files
     rate, audio = read_wav(files[0])
