@@ -5,15 +5,17 @@
  * once with the event loop. drain() takes the ready sockets, reads each with recvmmsg (kernel
  * arrival times from SO_TIMESTAMPNS) and offers every RTP datagram to its stream's FastStream.
  *
- * FastStream is the in-order case of StreamTimeline.push for a G.711 stream, armed by Python
+ * FastStream is the in-order case of StreamTimeline.push for a G.711 stretch, armed by Python
  * with the timeline's expectations: the locked SSRC, the next sequence number, the RTP
  * timestamp and file position that continue the output exactly, the negotiated payload type,
  * and the wall-clock baseline with its discontinuity limit. A datagram that matches all of them
  * (and carries a plain 12-byte header) has its payload copied into the stream's .wav through a
  * shared mapping (into silence the writer preallocated), the header's sizes updated there too,
  * and the jitter updated with the same double arithmetic as timeline.py. No system call per
- * packet, and nothing buffered in the process: a SIGKILL loses none of what was taken. Anything else disarms the stream and goes back to Python with its
- * handler, in arrival order, so Python sees every packet the fast path did not take, and sees
+ * packet, and nothing buffered in the process: a SIGKILL loses none of what was taken. Anything
+ * else (a packet of another payload type included: a codec switch, after which Python rebinds
+ * the FastStream to the new stretch's file when that is G.711) disarms the stream and goes
+ * back to Python with its handler, in arrival order, so Python sees every packet the fast path did not take, and sees
  * it after having taken over (take()) what the fast path did before it.
  */
 #define PY_SSIZE_T_CLEAN
@@ -175,6 +177,10 @@ FastStream_arm(FastStream *self, PyObject *args)
         return NULL;
     }
     self->armed = 0;
+    if (self->fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "no file to write into (rebind() to a .wav first)");
+        return NULL;
+    }
     if (self->head == NULL) {
         void *head = mmap(NULL, HEADER_PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, 0);
         if (head == MAP_FAILED)
@@ -247,6 +253,28 @@ FastStream_feed(FastStream *self, PyObject *args)
     return PyBool_FromLong(taken);
 }
 
+PyDoc_STRVAR(FastStream_rebind_doc,
+"rebind(fd)\n"
+"Disarm, unmap, and write into another .wav from the next arm() on (a stream whose payload\n"
+"type changed: each G.711 payload type has its own file). take() what was taken first;\n"
+"fd -1: no file (the current stretch is not G.711).");
+
+static PyObject *
+FastStream_rebind(FastStream *self, PyObject *arg)
+{
+    long fd = PyLong_AsLong(arg);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (self->packets != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "rebind() before take(): packets would be lost");
+        return NULL;
+    }
+    self->armed = 0;
+    fast_unmap(self);
+    self->fd = (int)fd;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 FastStream_release(FastStream *self, PyObject *Py_UNUSED(ignored))
 {
@@ -271,6 +299,7 @@ static PyMethodDef FastStream_methods[] = {
     {"arm", (PyCFunction)FastStream_arm, METH_VARARGS, FastStream_arm_doc},
     {"take", (PyCFunction)FastStream_take, METH_NOARGS, FastStream_take_doc},
     {"feed", (PyCFunction)FastStream_feed, METH_VARARGS, FastStream_feed_doc},
+    {"rebind", (PyCFunction)FastStream_rebind, METH_O, FastStream_rebind_doc},
     {"release", (PyCFunction)FastStream_release, METH_NOARGS,
      "Disarm and unmap the file (before the writer truncates or closes it)."},
     {NULL},

@@ -16,10 +16,21 @@ bulk, aligns them on the call's media epoch and writes, beside the parts folder:
   `audio_out`), or `wav-g711`: the G.711 bytes as received, no transcoding. Two legs in the same
   law make one stereo G.711 WAV; legs in different laws cannot share a WAV header, so each
   stream gets its own G.711 file (and there is no stereo file). A G.722 or Opus stream has no
-  G.711 form: in `wav-g711` it gets a PCM16 WAV of its own.
+  G.711 form: in `wav-g711` it gets a PCM16 WAV of its own, and so does a stream whose codec
+  changed (PCMU to PCMA included; its sidecar entry's `notes` says so). A stream that sent
+  one law only, whichever payload type of its answer that was, stays G.711.
 - `<stem>.json`: the sidecar of SPEC ("Files written per recording"), written last. Times in
-  ms (turns, DTMF) count from `media_epoch`, sample 0 of every file; `files` are names beside
-  the sidecar, `audio` says which streams each file holds, at what rate and encoding.
+  ms (turns, DTMF, gaps) count from `media_epoch`, sample 0 of every file; `files` are names
+  beside the sidecar, `audio` says which streams each file holds, at what rate and encoding;
+  `verdict` (the call's, and each stream's) is `ok` or the named problems of
+  `media/verdict.py` (FORMAT.md, "The verdict").
+
+A stream that changed payload type is decoded stretch by stretch (`media/stream_parts.py`),
+each resampled to the highest rate of its stretches; the call's rate is the highest of its
+streams'. Each stream's sidecar entry lists its stretches (`codecs`: codec, payload type,
+start and end in seconds from `media_epoch`, packets), the packets of payload types never
+accepted (`unexpected_payload`, per type) and the frames its decoders rejected
+(`undecodable`); `codec` is its first stretch's.
 
 Streams are placed where the receive path put them (arrival wall clock of each leg's first
 packet, then RTP timestamps), refined by RTCP: when two or more streams carry an SR offset
@@ -72,26 +83,13 @@ import numpy as np
 from ..siprec.recording_session import RecordingSession
 from . import audio_out
 from .decode import (
-    DECODED_RATES,
-    G711_CODECS,
     G711_SILENCE,
-    FrameLog,
-    UnsupportedCodec,
-    canonical_codec,
-    decode_frames,
     decode_g711,
     decode_g711_stereo,
     fit,
-    output_rate,
     resample,
 )
-from .stream_file import (
-    info_file_name,
-    media_file_name,
-    read_frames,
-    read_stream_info,
-    read_wav_g711,
-)
+from .stream_parts import SR_MIN_REPORTS, StreamParts, load_streams, number
 from .vad import Conversation, TurnSink, VadConfig, analyse_levels, frame_levels
 from .verdict import CallVerdict, CallWindow, StreamEvidence, Verdict, judge_call
 
@@ -101,8 +99,6 @@ FORMATS: tuple[str, ...] = ("wav", "wav-g711", "flac", "opus")
 CHANNELS: tuple[str, ...] = ("stereo", "separate", "both")
 EXTENSIONS = {"wav": "wav", "wav-g711": "wav", "flac": "flac", "opus": "opus"}
 SIDECAR_SCHEMA = 1
-SR_MIN_REPORTS = 2
-"""SRs a stream's offset must be the median of before legs are moved by it."""
 ALIGN_MIN_S = 0.001
 """Legs whose SR offsets differ by less are left where they are (aligned already)."""
 ALIGN_MAX_S = 0.5
@@ -193,168 +189,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _read_info(path: Path) -> dict[str, Any]:
-    """`stream-<i>.json` as a dict; empty when missing or unreadable (the media file decides)."""
-    try:
-        return read_stream_info(path).to_dict()
-    except (OSError, ValueError, TypeError, KeyError):
-        return {}
-
-
-# -- one stream ----------------------------------------------------------------------------
-
-
-def _number(value: Any, default: float | None = None) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return default
-    return float(value)
-
-
-@dataclass(eq=False)
-class _Stream:
-    index: int
-    info: dict[str, Any]
-    codec: str | None  # canonical; None when not decodable
-    clock_rate: int
-    epoch: float | None
-    codes: np.ndarray | None = None  # G.711
-    frames: FrameLog | None = None  # G.722, Opus
-    problems: list[str] = field(default_factory=list)
-    limit: int | None = None
-    """Samples after which a frame log is not decoded (the call's end, or now when unknown):
-    a corrupt position far in the future must not become hours of silence in memory."""
-    shift: float = 0.0
-    """Seconds the stream is moved by (RTCP alignment; negative: earlier), whole samples."""
-    _pcm: np.ndarray | None = field(default=None, init=False, repr=False)
-
-    def start(self, call_epoch: float) -> float:
-        """Where the stream's position 0 is (its epoch, the call's when its JSON is lost),
-        moved by the alignment."""
-        return (call_epoch if self.epoch is None else self.epoch) + self.shift
-
-    def decoded(self) -> np.ndarray:
-        """A frame log's PCM from the stream's epoch to its last payload (decoded once)."""
-        if self._pcm is None:
-            assert self.codec is not None and self.frames is not None
-            self._pcm = decode_frames(self.codec, self.frames, limit=self.limit)
-        return self._pcm
-
-    @property
-    def label(self) -> str | None:
-        label = self.info.get("label")
-        return None if label is None else str(label)
-
-    @property
-    def closed(self) -> bool:
-        return self.info.get("closed") is True
-
-    @property
-    def rate(self) -> int:
-        return DECODED_RATES[self.codec] if self.codec else 8000
-
-    def native_length(self) -> int:
-        """Samples recorded, at the rate the stream carries, from the stream's epoch."""
-        return self.codes.size if self.codes is not None else self.decoded().size
-
-    def sr_offset(self) -> float | None:
-        """The SR offset (s) when it is the median of enough SRs to align by."""
-        offset = _number(self.info.get("sr_offset_ms"))
-        reports = _number(self.info.get("sr_offset_reports"), 0) or 0
-        if offset is None or not math.isfinite(offset) or reports < SR_MIN_REPORTS:
-            return None
-        return offset / 1000.0
-
-    def lead(self, call_epoch: float) -> float:
-        """Seconds of silence before the stream's first packet, from the call's epoch."""
-        first = _number(self.info.get("first_position"))
-        if first is None or first < 0:
-            return 0.0
-        return max(self.start(call_epoch) - call_epoch + first / self.clock_rate, 0.0)
-
-    def tail(self, call_epoch: float, end: float) -> float:
-        """Seconds of the call after the stream's last sample (0 when it reaches the end)."""
-        last = self.start(call_epoch) + self.native_length() / self.rate
-        return max(end - last, 0.0)
-
-    def pause_spans(self) -> list[tuple[float, float | None]]:
-        """This stream's pauses in seconds from its epoch; an open one only if it was closed."""
-        spans = []
-        for pause in self.info.get("pauses") or ():
-            if not isinstance(pause, Mapping):
-                continue
-            start, end = _number(pause.get("start")), _number(pause.get("end"))
-            if start is None or (end is None and not self.closed):
-                continue
-            spans.append((start / self.clock_rate, None if end is None else end / self.clock_rate))
-        return spans
-
-
-def _index_of(name: str) -> int | None:
-    stem = name.split(".", 1)[0]
-    if not stem.startswith("stream-") or not name.endswith((".wav", ".frames", ".json")):
-        return None
-    digits = stem.removeprefix("stream-")
-    return int(digits) if digits.isdigit() else None
-
-
-def _load_streams(parts: Path) -> list[_Stream]:
-    try:
-        names = sorted(p.name for p in parts.iterdir())
-    except FileNotFoundError:
-        return []
-    indexes = sorted({i for i in map(_index_of, names) if i is not None})
-    return [_load_stream(parts, i) for i in indexes]
-
-
-def _load_stream(parts: Path, index: int) -> _Stream:
-    info = _read_info(parts / info_file_name(index))
-    wav, frames = parts / media_file_name(index, "PCMU"), parts / media_file_name(index, "G722")
-    stream = _Stream(index, info, None, 8000, _number(info.get("epoch")))
-    for position in info.get("unclean_restarts") or []:
-        rate = _number(info.get("clock_rate"), 8000) or 8000
-        stream.problems.append(
-            f"recording resumed at {position / rate:.3f}s after a crash: packet counters of "
-            "the seconds before it were lost"
-        )
-    named = info.get("codec")
-    if isinstance(named, str):
-        try:
-            stream.codec = canonical_codec(named)
-        except UnsupportedCodec:
-            stream.problems.append(f"codec {named!r} is not decoded")
-            return stream
-    if stream.codec in (None, *G711_CODECS) and wav.exists():
-        try:
-            law, samples = read_wav_g711(wav)
-        except (OSError, ValueError) as exc:
-            stream.problems.append(f"unreadable {wav.name}: {exc}")
-        else:
-            if stream.codec not in (None, law):
-                stream.problems.append(f"{wav.name} is {law}, its JSON says {stream.codec}")
-            stream.codec = law  # the bytes are what the header says they are
-            stream.codes = np.frombuffer(samples, dtype=np.uint8)
-    elif stream.codec not in G711_CODECS and frames.exists():
-        try:
-            clock_rate, records = read_frames(frames)
-        except (OSError, ValueError) as exc:
-            stream.problems.append(f"unreadable {frames.name}: {exc}")
-        else:
-            stream.codec = stream.codec or ("OPUS" if clock_rate == 48000 else "G722")
-            stream.clock_rate = clock_rate
-            positions = np.fromiter((p for p, _ in records), np.int64, count=len(records))
-            stream.frames = FrameLog(clock_rate, positions, [r for _, r in records])
-    if stream.codec is not None and stream.codes is None and stream.frames is None:
-        # described but nothing recorded (no packet came, or the media file is unreadable)
-        stream.clock_rate = int(_number(info.get("clock_rate"), 0) or 0) or (
-            48000 if stream.codec == "OPUS" else 8000
-        )
-        if stream.codec in G711_CODECS:
-            stream.codes = np.zeros(0, np.uint8)
-        else:
-            stream.frames = FrameLog(stream.clock_rate)
-    return stream
-
-
 # -- timelines -----------------------------------------------------------------------------
 
 BLOCK_SECONDS = 8
@@ -377,7 +211,7 @@ def _sample_spans(
 class _Line:
     """One stream over the whole call (sample 0 = the call's media epoch), read in blocks."""
 
-    def __init__(self, stream: _Stream, rate: int, length: int) -> None:
+    def __init__(self, stream: StreamParts, rate: int, length: int) -> None:
         self.stream, self.rate, self.length = stream, rate, length
 
     def blocks(self) -> Iterator[tuple[int, int]]:
@@ -404,7 +238,7 @@ class _CodesLine(_Line):
 
     def __init__(
         self,
-        stream: _Stream,
+        stream: StreamParts,
         codes: np.ndarray,
         offset: int,
         length: int,
@@ -436,7 +270,7 @@ class _CodesLine(_Line):
 class _PcmLine(_Line):
     """A stream decoded in full (G.722, Opus, or resampled)."""
 
-    def __init__(self, stream: _Stream, rate: int, samples: np.ndarray) -> None:
+    def __init__(self, stream: StreamParts, rate: int, samples: np.ndarray) -> None:
         super().__init__(stream, rate, samples.size)
         self.samples = samples
 
@@ -445,12 +279,13 @@ class _PcmLine(_Line):
 
 
 def _line(
-    stream: _Stream, epoch: float, end: float, pauses: Sequence[tuple[float, float | None]]
+    stream: StreamParts, epoch: float, end: float, pauses: Sequence[tuple[float, float | None]]
 ) -> _Line:
     rate = stream.rate
     length = max(round((end - epoch) * rate), 0)
     offset = round((stream.start(epoch) - epoch) * rate)
     shift = offset / rate
+    offset += stream.origin if stream.codes is not None else 0
     own = ((s + shift, None if e is None else e + shift) for s, e in stream.pause_spans())
     silent = _sample_spans([*pauses, *own], rate, length)
     if stream.codes is not None:
@@ -504,7 +339,7 @@ def _intersect(
 
 
 def _common_pauses(
-    streams: Sequence[_Stream], epoch: float, end: float
+    streams: Sequence[StreamParts], epoch: float, end: float
 ) -> list[tuple[float, float]]:
     """The times (s from `epoch`) when every stream was paused."""
     common: list[tuple[float, float]] | None = None
@@ -524,13 +359,13 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:+.1f} ms"
 
 
-def _align(streams: Sequence[_Stream], epoch: float, end: float) -> dict[str, Any]:
+def _align(streams: Sequence[StreamParts], epoch: float, end: float) -> dict[str, Any]:
     """Move the streams so that their SR offsets agree (module docstring); sets each moved
     stream's `shift` and returns the sidecar's `alignment`."""
     notes: list[str] = []
     measured = [(s, o) for s in streams if (o := s.sr_offset()) is not None]
     if len(measured) < 2:
-        if measured or any(_number(s.info.get("sr_offset_ms")) is not None for s in streams):
+        if measured or any(number(s.info.get("sr_offset_ms")) is not None for s in streams):
             notes.append(
                 f"RTCP sender reports (at least {SR_MIN_REPORTS}) on fewer than two streams: "
                 "aligned by arrival"
@@ -543,7 +378,7 @@ def _align(streams: Sequence[_Stream], epoch: float, end: float) -> dict[str, An
     # the reference: the stream most others agree with (the first offered on a tie)
     reference, ref_offset = max(measured, key=lambda m: trusted(m[1]))
     late: dict[int, float] = {}  # stream index: how late it sits against the reference (s)
-    group: list[_Stream] = []
+    group: list[StreamParts] = []
     for s, offset in measured:
         delta = offset - ref_offset
         if abs(delta) > ALIGN_MAX_S:
@@ -598,7 +433,7 @@ def _align(streams: Sequence[_Stream], epoch: float, end: float) -> dict[str, An
 
 
 def _heard_on(
-    participants: Sequence[ParticipantInfo], streams: Sequence[_Stream]
+    participants: Sequence[ParticipantInfo], streams: Sequence[StreamParts]
 ) -> dict[int, list[ParticipantInfo]]:
     if not any(p.streams or p.labels for p in participants):
         return {s.index: list(participants[n : n + 1]) for n, s in enumerate(streams)}
@@ -608,7 +443,7 @@ def _heard_on(
     }
 
 
-def _voice(stream: _Stream, heard: Sequence[ParticipantInfo]) -> str:
+def _voice(stream: StreamParts, heard: Sequence[ParticipantInfo]) -> str:
     """Whose voice a stream is, for turns: its one participant, else the stream itself."""
     return heard[0].id if len(heard) == 1 else f"stream-{stream.index}"
 
@@ -781,11 +616,11 @@ def finalise_call(
     directory.mkdir(parents=True, exist_ok=True)
     _clean_leftovers(directory, stem)
 
-    loaded = _load_streams(parts)
+    loaded = load_streams(parts)
     streams = [s for s in loaded if s.codec is not None]
     epochs = [s.epoch for s in streams if s.epoch is not None]
     epoch = min(epochs) if epochs else call.started_at.timestamp()
-    rate = output_rate(s.codec for s in streams if s.codec)
+    rate = max((s.rate for s in streams), default=8000)
     if call.ended_at is not None:
         end = max(call.ended_at.timestamp(), epoch)
     else:
@@ -802,6 +637,14 @@ def finalise_call(
     for s in streams:
         s.limit = max(round((end - s.start(epoch)) * s.rate), 0) if s.limit is None else s.limit
     alignment = _align(streams, epoch, end)
+    if fmt == "wav-g711":
+        for s in streams:
+            if s.composed:
+                used = ", ".join(dict.fromkeys(x.fmt.name for x in s.sources or ()))
+                s.notes.append(
+                    f"the codec changed during the stream ({used}): no single G.711 form, "
+                    "written as a PCM16 WAV of its own"
+                )
     lines = [_line(s, epoch, end, call_pauses) for s in streams]
     vad = vad or VadConfig()
     levels = _Levels(metrics, vad.frame_ms)
@@ -867,7 +710,7 @@ def finalise_call(
     )
 
 
-def _peak_dbfs(s: _Stream) -> float | None:
+def _peak_dbfs(s: StreamParts) -> float | None:
     """The loudest sample of a stream's recorded audio in dBFS (None: no sample; -inf: all
     zero). G.711 without decoding: the magnitude bits of a code grow with its level."""
     if s.codes is not None:
@@ -884,11 +727,13 @@ def _peak_dbfs(s: _Stream) -> float | None:
     return 20 * math.log10(peak / 32768) if peak else -math.inf
 
 
-def _evidence(s: _Stream, epoch: float, end: float, described: Mapping[str, Any]) -> StreamEvidence:
+def _evidence(
+    s: StreamParts, epoch: float, end: float, described: Mapping[str, Any]
+) -> StreamEvidence:
     """What the verdict judges of one stream, in seconds from the call's media epoch."""
     info, rate = s.info, s.clock_rate
     offset = s.start(epoch) - epoch
-    first = _number(info.get("first_position"))
+    first = number(info.get("first_position"))
     decodable = s.codec is not None
     audio = None
     if decodable and first is not None and s.native_length():
@@ -896,19 +741,19 @@ def _evidence(s: _Stream, epoch: float, end: float, described: Mapping[str, Any]
     gaps = [
         (offset + g["start"] / rate, offset + g["end"] / rate)
         for g in info.get("gaps") or ()
-        if isinstance(g, Mapping) and _number(g.get("start")) is not None
+        if isinstance(g, Mapping) and number(g.get("start")) is not None
     ]
     unexpected = described.get("unexpected_payload") or info.get("unexpected_payload") or {}
     return StreamEvidence(
         index=s.index,
-        packets=int(_number(info.get("packets"), 0) or 0),
+        packets=int(number(info.get("packets"), 0) or 0),
         audio=audio,
         pauses=[(offset + a, end - epoch if b is None else offset + b) for a, b in s.pause_spans()],
         gaps=gaps,
-        gap_count=int(_number(info.get("gap_count"), len(gaps)) or 0),
-        gap_seconds=(_number(info.get("gap_length"), 0) or 0) / rate or None,
+        gap_count=int(number(info.get("gap_count"), len(gaps)) or 0),
+        gap_seconds=(number(info.get("gap_length"), 0) or 0) / rate or None,
         unexpected_payload={int(pt): int(n) for pt, n in dict(unexpected).items()},
-        undecodable=int(_number(described.get("undecodable"), 0) or 0),
+        undecodable=int(number(described.get("undecodable"), 0) or 0),
         decodable=decodable,
         peak_dbfs=_peak_dbfs(s) if decodable else None,
     )
@@ -916,7 +761,7 @@ def _evidence(s: _Stream, epoch: float, end: float, described: Mapping[str, Any]
 
 def _judge(
     call: CallInfo,
-    loaded: Sequence[_Stream],
+    loaded: Sequence[StreamParts],
     epoch: float,
     end: float,
     pauses: Sequence[tuple[float, float | None]],
@@ -951,8 +796,8 @@ def _sidecar(
     epoch: float,
     end: float,
     out: _Output,
-    streams: Sequence[_Stream],
-    loaded: Sequence[_Stream],
+    streams: Sequence[StreamParts],
+    loaded: Sequence[StreamParts],
     heard: Mapping[int, Sequence[ParticipantInfo]],
     participants: Sequence[ParticipantInfo],
     pauses: Sequence[tuple[float, float]],
@@ -968,7 +813,7 @@ def _sidecar(
         channel = next((channel_of[i] for i in indexes if i in channel_of), None)
         return {"id": p.id, "name": p.name, "aor": p.aor, "channel": channel, "streams": indexes}
 
-    def stream(s: _Stream) -> dict[str, Any]:
+    def stream(s: StreamParts) -> dict[str, Any]:
         info = s.info
         ssrcs = [x.get("ssrc") for x in info.get("ssrcs") or () if isinstance(x, Mapping)]
         ids = [p.id for p in heard.get(s.index, ())]
@@ -1003,9 +848,15 @@ def _sidecar(
                 for d in info.get("dtmf") or ()
                 if isinstance(d, Mapping)
             ],
+            "codecs": s.codecs(s.start(epoch) - epoch, end - epoch),
+            "unexpected_payload": {
+                str(pt): n for pt, n in (info.get("unexpected_payload") or {}).items()
+            },
+            "undecodable": s.undecodable,
             "recorded": s in streams,
             "complete": s.closed,
             "problems": s.problems,
+            "notes": s.notes,
             "sr_offset_ms": info.get("sr_offset_ms"),
             "sr_offset_reports": info.get("sr_offset_reports", 0),
             "alignment_ms": round(s.shift * 1000, 3),

@@ -59,9 +59,16 @@ class StreamFileError(ValueError):
     """A stream file is not in the format of ``FORMAT.md`` (or not ours to continue)."""
 
 
-def media_file_name(index: int, codec: str) -> str:
-    """``stream-<i>.wav`` for PCMU/PCMA, ``stream-<i>.frames`` for every other codec."""
+STREAM_FORMAT_VERSION = 2
+"""Version of ``stream-<i>.json`` written (1: one codec per stream, no ``stretches``)."""
+
+
+def media_file_name(index: int, codec: str, payload_type: int | None = None) -> str:
+    """``stream-<i>.wav`` for PCMU/PCMA, ``stream-<i>.frames`` for every other codec: the file
+    of a stream's primary format; ``stream-<i>.pt<N>.wav|frames`` for another payload type."""
     suffix = "wav" if codec.upper() in G711_LAWS else "frames"
+    if payload_type is not None:
+        return f"stream-{index}.pt{payload_type}.{suffix}"
     return f"stream-{index}.{suffix}"
 
 
@@ -114,6 +121,9 @@ class WavG711Writer:
     ahead of them with up to ``PREALLOCATE_SECONDS`` of silence (written in one go), into which
     the C fast path copies samples through a shared mapping (``reserve``, ``absorb``). Readers
     take the header's size (``read_wav_g711``); ``close`` cuts the silence ahead.
+
+    Sample 0 of the file is position ``origin`` (0 but for a stream's other payload types,
+    whose file starts with their first stretch): positions given and ``end`` are absolute.
     """
 
     def __init__(
@@ -122,6 +132,7 @@ class WavG711Writer:
         law: str,
         *,
         buffer_ms: int = 100,
+        origin: int = 0,
     ) -> None:
         if law not in G711_LAWS:
             raise ValueError(f"law must be PCMU or PCMA, not {law!r}")
@@ -137,7 +148,8 @@ class WavG711Writer:
         except BaseException:
             os.close(self._fd)
             raise
-        self._end = self._written  # samples covered, buffered ones included
+        self.origin = origin
+        self._end = origin + self._written  # position after the samples, buffered ones included
         self._buffer = bytearray()
         self._header_size = -1  # a continued file's header may be one write behind
         self.closed = False
@@ -153,7 +165,7 @@ class WavG711Writer:
 
     @property
     def end(self) -> int:
-        """Samples covered so far (written or buffered): the next contiguous position."""
+        """Position after the samples so far (written or buffered): the next contiguous one."""
         return self._end
 
     @property
@@ -246,7 +258,7 @@ class WavG711Writer:
         """
         if self.closed:
             return
-        if self._end % 2:
+        if (self._end - self.origin) % 2:
             self._buffer.append(self.silence)
             self._end += 1
         self.flush()
@@ -448,6 +460,27 @@ class DtmfRecord:
     duration: int
 
 
+@dataclass(frozen=True)
+class Stretch:
+    """A stretch of a stream in one payload format, from ``start`` (in ``clock_rate`` units
+    since the epoch) to the next stretch's start (the end of the call for the last).
+
+    Its packets are in ``file`` (one per payload type), whose sample 0 is position ``origin``
+    for a ``.wav`` (positions are absolute in a ``.frames``: origin 0). ``packets`` counts the
+    packets received while it was current.
+    """
+
+    payload_type: int
+    codec: str
+    clock_rate: int
+    start: int
+    file: str
+    channels: int = 1
+    fmtp: str | None = None
+    origin: int = 0
+    packets: int = 0
+
+
 @dataclass
 class StreamInfo:
     """The content of ``stream-<i>.json``: the stream's description and statistics."""
@@ -486,8 +519,13 @@ class StreamInfo:
     gap_count: int = 0
     gap_length: int = 0
     """How many gaps there were and their total length (clock units)."""
+    version: int = STREAM_FORMAT_VERSION
+    stretches: list[Stretch] = field(default_factory=list)
+    """The stream's stretches in time order (version 2; empty in version 1: one codec)."""
     unexpected_payload: dict[int, int] = field(default_factory=dict)
-    """Packets per payload type that is neither the codec, telephone-event nor comfort noise."""
+    """Packets dropped per payload type never accepted (JSON keys are strings)."""
+    switches_refused: int = 0
+    """Packets of another accepted format dropped after ``MAX_SWITCHES`` switches."""
 
     def to_dict(self) -> dict[str, Any]:
         """What ``dataclasses.asdict`` gives (for the flat dataclasses in the lists), at a tenth
@@ -497,6 +535,8 @@ class StreamInfo:
             value = getattr(self, name)
             if value.__class__ is list:
                 value = [_plain(item) for item in value]
+            elif value.__class__ is dict:
+                value = dict(value)
             data[name] = value
         return data
 
@@ -507,9 +547,15 @@ class StreamInfo:
         values["pauses"] = [PauseSpan(**p) for p in values.get("pauses", [])]
         values["dtmf"] = [DtmfRecord(**d) for d in values.get("dtmf", [])]
         values["gaps"] = [GapSpan(**g) for g in values.get("gaps", [])]
+        fields = Stretch.__dataclass_fields__
+        values["stretches"] = [
+            Stretch(**{k: v for k, v in s.items() if k in fields})
+            for s in values.get("stretches") or []
+        ]
         values["unexpected_payload"] = {
             int(pt): int(n) for pt, n in (values.get("unexpected_payload") or {}).items()
         }
+        values.setdefault("version", 1)
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in values.items() if k in known})
 

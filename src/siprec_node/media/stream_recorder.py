@@ -16,12 +16,18 @@ never writes it).
 A recorder constructed again on the same folder (node restart) continues the files: samples
 already there are kept, statistics, pauses, DTMF and SSRCs of the sidecar are carried over, and
 new packets are placed after what was written.
+
+Payload types: every accepted audio format of the stream (``NegotiatedStream.formats``) is
+recorded. The stream's first format has the v1 file names; each other payload type gets its
+own file, ``stream-<i>.pt<N>.wav|frames``, opened at its first packet. A packet of another
+format than the current one starts a stretch (see ``StreamTimeline``): the sidecar's
+``stretches`` is rewritten at once, before the new file gets a byte, so a file that exists is
+always described. The C fast path follows the current stretch when it is G.711.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import ModuleType
@@ -36,13 +42,22 @@ from siprec_node.media.stream_file import (
     PauseSpan,
     StreamFileError,
     StreamInfo,
+    Stretch,
     WavG711Writer,
     info_file_name,
     media_file_name,
     read_stream_info,
     write_stream_info,
 )
-from siprec_node.media.timeline import GAPS_KEEP, Placed, StreamTimeline, opus_duration
+from siprec_node.media.timeline import (
+    GAPS_KEEP,
+    SWITCH,
+    Placed,
+    StreamTimeline,
+    TimelineFormat,
+    frame_duration,
+)
+from siprec_node.siprec.codecs import PayloadFormat
 from siprec_node.siprec.sdp_answer import NegotiatedStream
 
 _HEADER = struct.Struct("!BBHII")
@@ -53,9 +68,28 @@ _FAST_ROOM = 3 * 8000
 """Room (samples) the fast path gets ahead of it at each arming: more than a tick apart."""
 
 
-def _one_tick(payload: bytes) -> int:
-    """Duration of a payload of a codec whose frames we cannot size: one clock tick."""
-    return 1
+Writer = WavG711Writer | FramesWriter
+
+
+def _formats(stream: NegotiatedStream) -> list[PayloadFormat]:
+    """The stream's accepted audio formats, its first one first."""
+    assert stream.codec is not None and stream.payload_type is not None
+    first = PayloadFormat(
+        stream.payload_type,
+        stream.codec.upper(),
+        stream.clock_rate or 8000,
+        stream.channels or 1,
+        stream.fmtp,
+    )
+    rest = [f for f in stream.formats if f.payload_type != first.payload_type]
+    return [first, *rest]
+
+
+def _end_of(writer: Writer) -> int:
+    """The first position after what a writer holds (its clock)."""
+    if isinstance(writer, WavG711Writer):
+        return writer.end
+    return writer.last_position + 1
 
 
 @dataclass(frozen=True)
@@ -72,7 +106,8 @@ class StreamStats:
     late: int
     jitter_ms: float
     ignored: int  # packets of an SSRC other than the recorded one
-    unexpected_payload: int  # payload types other than the codec, telephone-event, CN
+    unexpected_payload: int  # payload types never accepted (not telephone-event or CN)
+    unexpected_types: dict[str, int]  # the same per payload type
     comfort_noise: int
     dtmf_events: int
     malformed: int
@@ -87,6 +122,8 @@ class StreamStats:
     srtp_replays: int
     reanchors: int
     ssrc_switches: int
+    format_switches: int
+    switches_refused: int
     held: int
     first_position: int | None
     last_position: int | None
@@ -126,43 +163,62 @@ class StreamRecorder:
         self.epoch = epoch
         self.header_interval = header_interval
         self.info_interval = info_interval
+        self.buffer_ms = buffer_ms
         now = epoch if now is None else now
         directory = Path(parts_dir)
         directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        formats = _formats(stream)
+        self._primary = formats[0]
+        self._formats = {f.payload_type: f for f in formats}
         self.media_path = directory / media_file_name(stream.index, self.codec)
         self.info_path = directory / info_file_name(stream.index)
 
         prior = self._prior()
-        self._writer: WavG711Writer | FramesWriter
-        law = self.codec.upper()
-        if law in G711_LAWS:
-            self._writer = WavG711Writer(self.media_path, law, buffer_ms=buffer_ms)
-            start = self._writer.end
-        else:
-            self._writer = FramesWriter(self.media_path, self.clock_rate, buffer_ms=buffer_ms)
-            start = self._writer.last_position + 1
-        duration: Callable[[bytes], int] | None = None  # one byte per clock tick
-        if law == "OPUS":
-            duration = opus_duration
-        elif law not in G711_LAWS and law != "G722":
-            duration = _one_tick
+        self._stretches: list[Stretch] = list(prior.stretches) if prior else []
+        if not self._stretches:  # a new stream, or a version 1 sidecar: its one codec
+            self._stretches = [self._stretch(self._primary, 0, prior.packets if prior else 0)]
+        self._writers: dict[str, Writer] = {}
+        self._writer = self._open(self._primary, self.media_path.name, 0)
+        for stretch in self._stretches:  # files of an earlier run: continue after all of them
+            self._open(self._format_of(stretch), stretch.file, stretch.origin)
+        current = self._stretches[-1]
+        self._writer = self._writers[current.file]
+        start = max(
+            -(-_end_of(w) * current.clock_rate // self._clock_of(name))
+            for name, w in self._writers.items()
+        )
+        self._carried = current.packets  # of the current stretch, before this run
+        self._stretch_base = 0  # the timeline's packets when the current stretch began
+        fmt = self._format_of(current)
+        self._formats.setdefault(fmt.payload_type, fmt)  # one the stream no longer offers
         self._timeline = StreamTimeline(
-            self.clock_rate,
+            fmt.clock_rate,
             epoch,
-            payload_type=stream.payload_type,
+            payload_type=fmt.payload_type,
             telephone_event_pt=stream.telephone_event_pt,
-            reorder_window=self.clock_rate * reorder_window_ms // 1000,
-            frame_duration=duration,
+            telephone_event_pts=stream.telephone_event_pts,
+            comfort_noise_pts=stream.comfort_noise_pts,
+            reorder_window=fmt.clock_rate * reorder_window_ms // 1000,
+            frame_duration=frame_duration(fmt.name, fmt.fmtp),
             start=start,
+            formats=[
+                TimelineFormat(f.payload_type, f.clock_rate, frame_duration(f.name, f.fmtp))
+                for f in formats
+            ],
+            base_rate=self.clock_rate,
         )
         self._srtp = SrtpReceiver.from_keys(stream.srtp) if stream.srtp else None
         self._prior_info = prior
         self._unclean: list[int] = list(prior.unclean_restarts) if prior else []
         if prior is not None and not prior.closed:
-            self._unclean.append(start)  # the run before died without closing its files
+            # the run before died without closing its files
+            self._unclean.append(self._timeline.to_base(start))
         self._pauses: list[PauseSpan] = list(prior.pauses) if prior else []
         if self._pauses and self._pauses[-1].end is None:  # paused when the node died
-            self._pauses[-1] = replace(self._pauses[-1], end=max(self._position(now), start))
+            self._pauses[-1] = replace(
+                self._pauses[-1], end=max(self._position(now), self._timeline.to_base(start))
+            )
         self._paused = False
         self.malformed = 0
         self.paused_packets = 0
@@ -173,12 +229,58 @@ class StreamRecorder:
         self._due = now  # next time on_rtp hands over to _periodic
         self.fast_stream: Any = None
         """The C in-order path (``_rtprecv.FastStream``) for the receiver to feed, when ``fast``
-        (the extension module) is given and the stream is G.711 without SRTP."""
-        if fast is not None and isinstance(self._writer, WavG711Writer) and self._srtp is None:
-            self.fast_stream = fast.FastStream(self._writer.fileno())
+        (the extension module) is given, the stream has a G.711 format and no SRTP; it follows
+        the current stretch's file while that is G.711."""
+        if fast is not None and self._srtp is None and any(f.name in G711_LAWS for f in formats):
+            writer = self._writer
+            fd = writer.fileno() if isinstance(writer, WavG711Writer) else -1
+            self.fast_stream = fast.FastStream(fd)
         if stream.paused:
             self.pause(now)
         self._write_info()
+
+    def _stretch(self, fmt: PayloadFormat, start: int, packets: int = 0) -> Stretch:
+        primary = fmt.payload_type == self._primary.payload_type
+        name = media_file_name(self.stream.index, fmt.name, None if primary else fmt.payload_type)
+        return Stretch(
+            fmt.payload_type,
+            fmt.name,
+            fmt.clock_rate,
+            start,
+            name,
+            fmt.channels,
+            fmt.fmtp,
+            0,
+            packets,
+        )
+
+    def _format_of(self, stretch: Stretch) -> PayloadFormat:
+        known = self._formats.get(stretch.payload_type)
+        if known is not None and known.name == stretch.codec:
+            return known
+        # a payload type the renegotiated stream no longer has: its file is kept as it was
+        return PayloadFormat(
+            stretch.payload_type, stretch.codec, stretch.clock_rate, stretch.channels, stretch.fmtp
+        )
+
+    def _clock_of(self, name: str) -> int:
+        for stretch in self._stretches:
+            if stretch.file == name:
+                return stretch.clock_rate
+        return self._primary.clock_rate
+
+    def _open(self, fmt: PayloadFormat, name: str, origin: int) -> Writer:
+        """The writer of file ``name`` (opened, continuing it, if not yet)."""
+        writer = self._writers.get(name)
+        if writer is None:
+            path = self.directory / name
+            law = fmt.name.upper()
+            if law in G711_LAWS:
+                writer = WavG711Writer(path, law, buffer_ms=self.buffer_ms, origin=origin)
+            else:
+                writer = FramesWriter(path, fmt.clock_rate, buffer_ms=self.buffer_ms)
+            self._writers[name] = writer
+        return writer
 
     def _prior(self) -> StreamInfo | None:
         """The sidecar of an earlier run on these files, if any (node restart)."""
@@ -239,9 +341,7 @@ class StreamRecorder:
             payload = header.payload(data)
         placed = self._timeline.push(ssrc, sequence, timestamp, second & 0x7F, payload, arrival)
         if placed:
-            write = self._writer.write
-            for position, chunk in placed:
-                write(position, chunk)
+            self._write(placed)
         if arrival >= self._due:
             self._periodic(arrival)
 
@@ -282,11 +382,12 @@ class StreamRecorder:
         """Let the fast path take the next in-order packets, when the timeline allows it."""
         if self._paused or self.closed:
             return
+        writer = self._writer
+        if not isinstance(writer, WavG711Writer):
+            return
         state = self._timeline.fast_state()
         if state is None:
             return
-        writer = self._writer
-        assert isinstance(writer, WavG711Writer)
         # the fast path's samples follow everything written so far, into preallocated silence
         at, end = writer.reserve(_FAST_ROOM)
         if writer.end == state.next_position:
@@ -301,7 +402,40 @@ class StreamRecorder:
     def _write(self, placed: list[Placed]) -> None:
         write = self._writer.write
         for position, chunk in placed:
-            write(position, chunk)
+            if position == SWITCH:
+                self._switch()
+                write = self._writer.write
+            else:
+                write(position, chunk)
+
+    def _switch(self) -> None:
+        """The timeline started a stretch: describe it in the sidecar, then write into its file
+        (the fast path, synced before the packet that switched, follows when it is G.711)."""
+        switch = self._timeline.take_switch()
+        fmt = self._formats[switch.payload_type]
+        last = self._stretches[-1]
+        packets = self._carried + switch.packets_before - self._stretch_base
+        start = switch.start
+        if packets == 0:  # nothing came in the current stretch: the new one replaces it
+            self._stretches.pop()
+            start = -(-last.start * fmt.clock_rate // last.clock_rate)
+        else:
+            self._stretches[-1] = replace(last, packets=packets)
+        stretch = self._stretch(fmt, start)
+        opened = self._writers.get(stretch.file)
+        if opened is not None:
+            origin = opened.origin if isinstance(opened, WavG711Writer) else 0
+        else:
+            origin = start if fmt.name in G711_LAWS else 0
+        self._stretches.append(replace(stretch, origin=origin))
+        self._carried = 0
+        self._stretch_base = switch.packets_before
+        self._writer.flush()
+        self._write_info()  # the file is described before it holds anything
+        self._writer = self._open(fmt, stretch.file, origin)
+        if self.fast_stream is not None:
+            writer = self._writer
+            self.fast_stream.rebind(writer.fileno() if isinstance(writer, WavG711Writer) else -1)
 
     # -- control -----------------------------------------------------------------------------
 
@@ -351,7 +485,8 @@ class StreamRecorder:
         """What ``on_rtp`` also does once a ``header_interval``: cheap (a write and a pwrite);
         the sidecar is left to ``tick``."""
         self._write(self._timeline.expire(now))
-        self._writer.tick(now)
+        for writer in self._writers.values():
+            writer.tick(now)
         self._due = now + self.header_interval
 
     def close(self, now: float) -> None:
@@ -367,7 +502,8 @@ class StreamRecorder:
             self._paused = False
         if self.fast_stream is not None:
             self.fast_stream.release()
-        self._writer.close()
+        for writer in self._writers.values():
+            writer.close()
         self.closed = True
         self._write_info()
 
@@ -376,14 +512,19 @@ class StreamRecorder:
     def info(self) -> StreamInfo:
         """The sidecar's content now (earlier runs on the same files included)."""
         self.settle()
+        return self._info()
+
+    def _info(self) -> StreamInfo:
         t = self._timeline
         s = self.stream
         prior = self._prior_info
         ssrcs = t.ssrcs
         dtmf = t.dtmf
         packets, lost, duplicates, late = t.packets, t.lost, self._duplicates(), t.late
-        first, last = t.first_position, t.last_position
+        first = t.first_position
+        last = None if t.last_position is None else t.to_base(t.last_position)
         jitter = t.jitter_ms
+        refused = t.switches_refused
         sr_offset = t.sr_offset_median
         sr_ms = None if sr_offset is None else round(sr_offset * 1000.0, 3)
         sr_reports = t.sr_offset_count
@@ -407,6 +548,11 @@ class StreamRecorder:
             jitter = jitter if t.packets else prior.jitter_ms
             if not sr_reports:  # no SR in this run yet: the last run's measure stands
                 sr_ms, sr_reports = prior.sr_offset_ms, prior.sr_offset_reports
+            refused += prior.switches_refused
+        stretches = list(self._stretches)
+        stretches[-1] = replace(
+            stretches[-1], packets=self._carried + t.packets - self._stretch_base
+        )
         return StreamInfo(
             index=s.index,
             label=s.label,
@@ -429,6 +575,8 @@ class StreamRecorder:
             unclean_restarts=list(self._unclean),
             sr_offset_ms=sr_ms,
             sr_offset_reports=sr_reports,
+            stretches=stretches,
+            switches_refused=refused,
             gaps=gaps,
             gap_count=gap_count,
             gap_length=gap_length,
@@ -440,7 +588,7 @@ class StreamRecorder:
         return self._timeline.duplicates + replays
 
     def _write_info(self) -> None:
-        write_stream_info(self.info_path, self.info())
+        write_stream_info(self.info_path, self._info())
 
     def stats(self) -> StreamStats:
         self.settle()
@@ -458,6 +606,7 @@ class StreamRecorder:
             jitter_ms=round(t.jitter_ms, 3),
             ignored=t.ignored,
             unexpected_payload=t.unexpected_payload,
+            unexpected_types={str(pt): n for pt, n in t.unexpected_types.items()},
             comfort_noise=t.comfort_noise,
             dtmf_events=len(t.dtmf),
             malformed=self.malformed,
@@ -474,9 +623,11 @@ class StreamRecorder:
             srtp_replays=srtp.replays if srtp else 0,
             reanchors=t.reanchors,
             ssrc_switches=t.ssrc_switches,
+            format_switches=t.switches,
+            switches_refused=t.switches_refused,
             held=t.held,
             first_position=t.first_position,
-            last_position=t.last_position,
+            last_position=None if t.last_position is None else t.to_base(t.last_position),
             paused=self._paused,
             closed=self.closed,
         )

@@ -43,19 +43,36 @@ SSRC
   counted as ``ignored``.
 
 Payload types
-  The negotiated audio PT is placed; ``telephone-event`` becomes DTMF records (RFC 4733: one
-  per event, identified by its timestamp; duration is the largest seen, long events split in
-  segments are merged) and is not placed; comfort noise (PT 13) places nothing, so DTX is
-  silence; any other PT is counted as ``unexpected_payload`` (and per type in
-  ``unexpected_types``) and dropped.
+  The current audio format's PT is placed; ``telephone-event`` becomes DTMF records (RFC 4733:
+  one per event, identified by its timestamp; duration is the largest seen, long events split
+  in segments are merged) and is not placed; comfort noise (PT 13) places nothing, so DTX is
+  silence; any other PT is counted per PT in ``unexpected_types`` and dropped, except the
+  stream's other accepted ``formats``.
+
+Format switches (stretches)
+  A packet of another accepted format (``formats``) of the locked SSRC starts a new stretch:
+  what waits is flushed, a :data:`SWITCH` marker is emitted and :meth:`take_switch` gives the
+  new stretch's :class:`Switch` (payload type, clock, start). The stretch starts where the
+  audio of the previous one ended (``start``, in the new clock, rounded up): stretches tile the
+  timeline. With the same RTP clock the packet is placed by its timestamp as any other (the
+  timestamp continues across a codec change of one SSRC); with another clock (PCMU 8000 to
+  Opus 48000) the positions, anchor, baseline and jitter are converted and the packet is placed
+  right at the start when it directly follows the last one by sequence number, else by its
+  arrival (the wall-clock baseline carried over), never before the start: no gap or overlap
+  beyond what the packets imply. A packet of another format that is behind the highest
+  sequence number (a straggler from before a switch) is late, not a switch back. After
+  ``MAX_SWITCHES`` switches the stream keeps its format (``switches_refused`` counts the
+  packets dropped). Positions are in the current stretch's clock; ``first_position``, SSRC
+  spans and DTMF are given in ``base_rate`` units (the stream's first format), see
+  :meth:`to_base`.
 
 Gaps
   A packet emitted more than ``gap_min`` (100 ms) after the end of what was written before it
   leaves a gap (a loss burst, the SRC stopping, or the downtime before the first packet of a
   run that continues the files of a crashed one: ``start`` > 0), unless a pause (:meth:`restart`)
   or comfort noise (DTX) came since. The first ``GAPS_KEEP`` are kept in :attr:`gaps`,
-  :attr:`gap_count` and :attr:`gap_length` count them all. Only the slow path sees them: a
-  packet that continues the output exactly leaves no hole.
+  :attr:`gap_count` and :attr:`gap_length` count them all (in ``base_rate`` units). Only the
+  slow path sees them: a packet that continues the output exactly leaves no hole.
 
 RTCP
   :meth:`sender_report` takes the SRs of the locked SSRC and measures ``sr_offset``: how far
@@ -76,7 +93,7 @@ from __future__ import annotations
 
 from bisect import insort
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple
 
 from siprec_node.media.stream_file import DtmfRecord, SsrcSpan
@@ -95,10 +112,37 @@ GAPS_KEEP = 100  # gaps listed per run; the totals count every one
 
 
 class Placed(NamedTuple):
-    """A payload ready to write at ``position`` (stream clock units since the epoch)."""
+    """A payload ready to write at ``position`` (stream clock units since the epoch); the
+    position :data:`SWITCH` marks a format switch instead: the payloads after it are of the new
+    format (see ``StreamTimeline.take_switch``)."""
 
     position: int
     payload: bytes
+
+
+SWITCH = -1
+"""The position of a switch marker in the output of :meth:`StreamTimeline.push`."""
+MAX_SWITCHES = 256
+"""Format switches one stream follows; later packets of another format are dropped."""
+
+
+class TimelineFormat(NamedTuple):
+    """An audio format a stream may switch to: payload type, RTP clock, payload duration
+    (None: one byte per clock tick)."""
+
+    payload_type: int
+    clock_rate: int
+    frame_duration: Callable[[bytes], int] | None = None
+
+
+class Switch(NamedTuple):
+    """A format switch: the new payload type and clock, where its stretch starts (in that
+    clock), and the packets counted before the switching packet."""
+
+    payload_type: int
+    clock_rate: int
+    start: int
+    packets_before: int
 
 
 _new = tuple.__new__
@@ -143,10 +187,91 @@ def opus_duration(payload: bytes) -> int:
     return frame * (payload[1] & 0x3F)
 
 
-class _Dtmf:
-    __slots__ = ("duration", "ended", "event", "offset", "position", "timestamp")
+def _one_tick(payload: bytes) -> int:
+    """Duration of a payload of a codec whose frames we cannot size: one clock tick."""
+    return 1
 
-    def __init__(self, position: int, event: int, timestamp: int, duration: int) -> None:
+
+def _g729(payload: bytes) -> int:
+    # 10-byte frames of 10 ms; a 2-byte SID frame (Annex B) at the end stands for 10 ms
+    n = len(payload)
+    return 80 * (n // 10) + (80 if n % 10 >= 2 else 0)
+
+
+def _g723(payload: bytes) -> int:
+    # 30 ms frames; the low 2 bits of a frame's first byte give its size (24, 20, 4 or 1)
+    sizes = (24, 20, 4, 1)
+    count = pos = 0
+    while pos < len(payload):
+        pos += sizes[payload[pos] & 3]
+        count += 1
+    return 240 * count
+
+
+def _gsm(payload: bytes) -> int:
+    return 160 * max(1, len(payload) // 33)
+
+
+def _ilbc(payload: bytes) -> int:
+    n = len(payload)
+    if n and n % 50 == 0:
+        return 240 * (n // 50)
+    return 160 * max(1, n // 38)
+
+
+def _amr_frames(payload: bytes, octet_aligned: bool) -> int:
+    """Frames in an RFC 4867 payload: the entries of its table of contents."""
+    if octet_aligned:
+        count = 0
+        for byte in payload[1:]:
+            count += 1
+            if not byte & 0x80:
+                return count
+        return max(count, 1)
+    bits = int.from_bytes(payload, "big") if payload else 0
+    total = 8 * len(payload)
+    pos, count = 4, 0
+    while pos + 6 <= total:
+        count += 1
+        if not (bits >> (total - pos - 1)) & 1:
+            return count
+        pos += 6
+    return max(count, 1)
+
+
+def frame_duration(codec: str, fmtp: str | None = None) -> Callable[[bytes], int] | None:
+    """How many RTP clock ticks a payload of ``codec`` lasts (None: one per byte, as G.711 and
+    G.722 on its 8000 Hz clock); a codec it cannot size counts one tick."""
+    name = codec.replace(".", "").strip().upper()
+    if name in ("PCMU", "PCMA", "G722"):
+        return None
+    if name == "OPUS":
+        return opus_duration
+    if name == "G729":
+        return _g729
+    if name == "G723":
+        return _g723
+    if name == "GSM":
+        return _gsm
+    if name == "ILBC":
+        return _ilbc
+    if name.startswith(("G726-", "AAL2-G726-")):
+        bits = int(name.rsplit("-", 1)[1]) // 8
+        return lambda payload: len(payload) * 8 // bits if bits else 1
+    if name in ("AMR", "AMR-WB"):
+        octet = "octet-align=1" in (fmtp or "").replace(" ", "")
+        samples = 160 if name == "AMR" else 320
+        return lambda payload: samples * _amr_frames(payload, octet)
+    return _one_tick
+
+
+class _Dtmf:
+    __slots__ = ("duration", "ended", "event", "offset", "position", "rate", "timestamp")
+
+    def __init__(
+        self, position: int, event: int, timestamp: int, duration: int, rate: float = 1.0
+    ) -> None:
+        self.rate = rate  # base units per clock unit when recorded
         self.position = position
         self.event = event
         self.timestamp = timestamp
@@ -161,7 +286,10 @@ class StreamTimeline:
     ``reorder_window`` is in clock units (default 60 ms). ``frame_duration`` gives a payload's
     duration in clock units; None means one byte per clock tick (G.711, and G.722 on its
     8000 Hz RTP clock). ``start`` is the first position that may still be written (a file
-    continued after a restart).
+    continued after a restart). ``formats`` are the other audio formats the stream may switch
+    to; ``base_rate`` the clock the stream-level positions are reported in (default: this one);
+    ``telephone_event_pts`` and ``comfort_noise_pts`` more payload types of those kinds (one per
+    clock rate).
     """
 
     def __init__(
@@ -178,13 +306,28 @@ class StreamTimeline:
         switch_silence: float = 0.1,
         discontinuity: float = 1.0,
         start: int = 0,
+        formats: Sequence[TimelineFormat] = (),
+        base_rate: int | None = None,
+        telephone_event_pts: Collection[int] = (),
+        comfort_noise_pts: Collection[int] = (),
         gap_min: int | None = None,
     ) -> None:
         self.clock_rate = clock_rate
         self.epoch = epoch
         self.payload_type = payload_type
+        self.base_rate = base_rate or clock_rate
+        self._to_base = self.base_rate / clock_rate
+        self._formats = {f.payload_type: f for f in formats if f.payload_type != payload_type}
+        self._formats[payload_type] = TimelineFormat(payload_type, clock_rate, frame_duration)
+        self._switches: deque[Switch] = deque()
+        self.switches = 0
+        self.switches_refused = 0
+        self._discontinuity = discontinuity
         self.telephone_event_pt = telephone_event_pt
         self.comfort_noise_pt = comfort_noise_pt
+        # every telephone-event (one per clock rate) and comfort noise payload type accepted
+        self._events = {pt for pt in (telephone_event_pt, *telephone_event_pts) if pt is not None}
+        self._comfort = {pt for pt in (comfort_noise_pt, *comfort_noise_pts) if pt is not None}
         self.window = reorder_window if reorder_window is not None else clock_rate * 60 // 1000
         self.window_seconds = self.window / clock_rate
         self._duration = frame_duration
@@ -241,6 +384,7 @@ class StreamTimeline:
         self.sender_reports = 0
         self.sr_offset: float | None = None  # of the latest SR
         self.gap_min = gap_min if gap_min is not None else clock_rate * GAP_MIN_MS // 1000
+        self._gap_min_seconds = self.gap_min / clock_rate
         self.gaps: list[tuple[int, int]] = []
         self.gap_count = 0
         self.gap_length = 0
@@ -273,8 +417,40 @@ class StreamTimeline:
             self.duplicates += 1
             return []
         if payload_type != self.payload_type:
-            return self._other_payload(timestamp, payload_type, payload, arrival)
+            return self._other_payload(sequence, timestamp, payload_type, payload, arrival)
+        d = (timestamp - self._anchor_ts) & 0xFFFFFFFF
+        if d & 0x80000000:
+            d -= 0x100000000
+        position = self._anchor_pos + d
+        wall = (arrival - self.epoch) * self.clock_rate
+        transit = wall - position
+        deviation = transit - self._baseline
+        if deviation > self._limit or deviation < -self._limit:
+            if self._baseline != _FORCE and 0 < (self._max_seq - sequence) & 0xFFFF < MAX_MISORDER:
+                self.late += 1  # a straggler from before a discontinuity: its place is gone
+                return []
+            position = self._reanchor(timestamp, wall)
+        else:
+            if d > 0:
+                self._anchor_ts = timestamp
+                self._anchor_pos = position
+            jump = transit - self._transit
+            if jump < 0:
+                jump = -jump
+            self._jitter += (jump - self._jitter) * 0.0625
+            self._transit = transit
 
+        duration = self._duration
+        end = position + (len(payload) if duration is None else duration(payload))
+        if position == self._next and not self._order:
+            self._next = self._frontier = self._end_seen = end
+            self._max_pos = self.last_position = position
+            return [_new(Placed, (position, payload))]
+        return self._hold(position, end, payload, arrival)
+
+    def _place(self, sequence: int, timestamp: int, payload: bytes, arrival: float) -> list[Placed]:
+        """Place a counted packet of the current format: what :meth:`push` does inline (the
+        per-packet path), for the packet that switched format."""
         d = (timestamp - self._anchor_ts) & 0xFFFFFFFF
         if d & 0x80000000:
             d -= 0x100000000
@@ -401,9 +577,9 @@ class StreamTimeline:
             self._gap(self._frontier, position)
         if self._span_pending:
             self._span_pending = False
-            self._spans[-1][1] = position
+            self._spans[-1][1] = round(position * self._to_base)
         if self.first_position is None:
-            self.first_position = position
+            self.first_position = round(position * self._to_base)
         self.last_position = position
         self._next = end
         if end > self._frontier:
@@ -411,23 +587,87 @@ class StreamTimeline:
         out.append(_new(Placed, (position, payload)))
 
     def _other_payload(
-        self, timestamp: int, payload_type: int, payload: bytes, arrival: float
+        self, sequence: int, timestamp: int, payload_type: int, payload: bytes, arrival: float
     ) -> list[Placed]:
-        if payload_type == self.telephone_event_pt:
+        if payload_type in self._events:
             self._telephone_event(timestamp, payload, arrival)
-        elif payload_type == self.comfort_noise_pt:
+        elif payload_type in self._comfort:
             self.comfort_noise += 1
             self._quiet_from = self._frontier  # DTX: the silence that follows is meant
+        elif payload_type in self._formats:
+            return self._switch(self._formats[payload_type], sequence, timestamp, payload, arrival)
         else:
             self.unexpected_payload += 1
-            self.unexpected_types[payload_type] = self.unexpected_types.get(payload_type, 0) + 1
+            counts = self.unexpected_types
+            counts[payload_type] = counts.get(payload_type, 0) + 1
         return []
 
     def _gap(self, start: int, end: int) -> None:
+        start, end = self.to_base(start), self.to_base(end)
         self.gap_count += 1
         self.gap_length += end - start
         if len(self.gaps) < GAPS_KEEP:
             self.gaps.append((start, end))
+
+    def _switch(
+        self, fmt: TimelineFormat, sequence: int, timestamp: int, payload: bytes, arrival: float
+    ) -> list[Placed]:
+        """A packet of another accepted format: a new stretch (module docstring)."""
+        if sequence != self._max_seq:  # behind the highest: a straggler, not a switch back
+            self.late += 1
+            return []
+        if self.switches >= MAX_SWITCHES:
+            self.switches_refused += 1
+            return []
+        follows = bool(self._seen & 2)  # the packet before it (by sequence) was received
+        packets_before = self.packets - 1
+        out = self.flush()
+        old = self.clock_rate
+        new = fmt.clock_rate
+        self.payload_type = fmt.payload_type
+        self._duration = fmt.frame_duration
+        if new != old:
+            scale = new / old
+            self.clock_rate = new
+            self._to_base = self.base_rate / new
+            self._limit = self._discontinuity * new
+            self.window = round(self.window_seconds * new)
+            start = -(-max(self._frontier, self._end_seen) * new // old)  # rounded up
+            quiet = self._quiet_from == self._frontier
+            self._frontier = self._end_seen = start
+            self._quiet_from = start if quiet else _NEVER
+            self.gap_min = round(self._gap_min_seconds * new)
+            self._max_pos = _NEVER
+            if self.last_position is not None:
+                self.last_position = self.last_position * new // old
+            if self._baseline != _FORCE:
+                self._baseline *= scale
+                self._transit *= scale
+                self._jitter *= scale
+                wall = (arrival - self.epoch) * new
+                position = start
+                if not follows:
+                    position = max(start, round(wall - self._baseline))
+                self._anchor_ts = timestamp
+                self._anchor_pos = position
+                self.reanchors += 1  # another timestamp-to-position mapping
+            known = self.first_position is not None and not self._span_pending
+            self._next = start if known and self._baseline != _FORCE else _NEVER
+        else:
+            start = max(self._frontier, self._end_seen)
+        self.switches += 1
+        self._switches.append(Switch(fmt.payload_type, new, start, packets_before))
+        out.append(_new(Placed, (SWITCH, b"")))
+        out += self._place(sequence, timestamp, payload, arrival)
+        return out
+
+    def take_switch(self) -> Switch:
+        """The oldest switch whose :data:`SWITCH` marker was emitted and not yet taken."""
+        return self._switches.popleft()
+
+    def to_base(self, position: int) -> int:
+        """A position of the current clock in ``base_rate`` units."""
+        return round(position * self._to_base)
 
     def _telephone_event(self, timestamp: int, payload: bytes, arrival: float) -> None:
         self.dtmf_packets += 1
@@ -460,7 +700,7 @@ class StreamTimeline:
             if d & 0x80000000:
                 d -= 0x100000000
             position = self._anchor_pos + d
-        record = _Dtmf(max(position, 0), event, timestamp, duration)
+        record = _Dtmf(max(position, 0), event, timestamp, duration, self._to_base)
         record.ended = ended
         self._dtmf.append(record)
         self._dtmf_current = record
@@ -664,4 +904,7 @@ class StreamTimeline:
 
     @property
     def dtmf(self) -> list[DtmfRecord]:
-        return [DtmfRecord(d.position, d.event, d.duration) for d in self._dtmf]
+        return [
+            DtmfRecord(round(d.position * d.rate), d.event, round(d.duration * d.rate))
+            for d in self._dtmf
+        ]

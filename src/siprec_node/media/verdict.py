@@ -9,7 +9,8 @@ Problems of a stream (``media/FORMAT.md`` and the thresholds below):
 
 ``no_rtp``
     A negotiated stream that received no RTP packet, although it was not paused for the whole
-    active time. The other checks are not made on it.
+    active time (a call taken over from a dead node, whose end is not known, counts as not
+    paused). The other checks are not made on it.
 ``silent``
     Packets arrived but the decoded audio never reaches ``SILENT_DBFS`` (-60 dBFS, peak sample):
     digital silence, or payloads that decode to nothing. Figure: ``peak_dbfs`` (null: no audio
@@ -270,8 +271,8 @@ def judge_stream(stream: StreamEvidence, window: CallWindow) -> Verdict:
     lo, hi = window.start, max(window.end, window.start)
     pauses = _union(_clip([*window.pauses, *stream.pauses], lo, hi))
     active = (hi - lo) - _length(pauses)
-    if stream.packets <= 0:
-        return Verdict((Problem("no_rtp"),) if active > 0 else ())
+    if stream.packets <= 0:  # unless paused all along (an unknown end, a takeover's: no_rtp)
+        return Verdict(() if hi > lo and active <= 0 else (Problem("no_rtp"),))
     problems: list[Problem] = []
     peak = stream.peak_dbfs
     if stream.decodable and (peak is None or not peak >= SILENT_DBFS):

@@ -254,6 +254,43 @@ class RtpLeg:
         return header + chunk
 
 
+@dataclass
+class Stretch:
+    """``packets`` packets of one payload type: their payloads (pre-encoded, one a packet) and
+    the RTP clock (ticks a second) their timestamps run at."""
+
+    payload_type: int
+    payloads: list[bytes]
+    clock: int = RATE
+
+    @property
+    def packets(self) -> int:
+        return len(self.payloads)
+
+
+@dataclass
+class SwitchingLeg(RtpLeg):
+    """A leg that changes codec without signalling: its stretches one after the other (then the
+    last one's payloads again), one SSRC, sequence numbers running on; the RTP timestamp runs on
+    within a clock and starts from a new base when the clock changes (as RFC 7160 allows)."""
+
+    stretches: list[Stretch] = field(default_factory=list)
+
+    def next_packet(self) -> bytes:
+        index, count = 0, self.sent
+        while index + 1 < len(self.stretches) and count >= self.stretches[index].packets:
+            count -= self.stretches[index].packets
+            index += 1
+        stretch = self.stretches[index]
+        if count == 0 and index and stretch.clock != self.stretches[index - 1].clock:
+            self.timestamp = 0x5A5A0000
+        self.payload_type, self.clock = stretch.payload_type, stretch.clock
+        self.step = stretch.clock // 50
+        self.frames = stretch.payloads
+        self.offset = count
+        return super().next_packet()
+
+
 def sent_samples(leg: RtpLeg, law: str, missing: set[int] | None = None) -> np.ndarray:
     """What a G.711 leg (``law`` "PCMU" or "PCMA") sent, decoded, in sending order; the packets
     whose sequence number is in ``missing`` as the law's silence (0xFF µ-law, 0xD5 A-law)."""
@@ -411,8 +448,9 @@ class SrcCall:
     to_tag: str | None = None
     ports: list[int] = field(default_factory=list)
     answer: str = ""
-    codecs: tuple[Codec, ...] = (PCMU, PCMA)
-    """What each m-line offers (one codec each; the m-lines are labelled 1, 2, ...)."""
+    codecs: tuple[Codec | tuple[Codec, ...], ...] = (PCMU, PCMA)
+    """What each m-line offers (a codec, or several in the offer's order; the m-lines are
+    labelled 1, 2, ...)."""
     first_rtp: float | None = None
     """Wall-clock time (time.time()) the first RTP packet was sent."""
 
@@ -465,11 +503,15 @@ class SrcCall:
     def sdp(self, direction: str = "sendonly") -> str:
         port = self.rtp.getsockname()[1]
         sdp = "v=0\no=src 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n"
-        for label, codec in enumerate(self.codecs, 1):
-            pt = codec.payload_type
-            sdp += f"m=audio {port} RTP/AVP {pt}\na=rtpmap:{pt} {codec.rtpmap}\n"
-            if codec.fmtp:
-                sdp += f"a=fmtp:{pt} {codec.fmtp}\n"
+        for label, offered in enumerate(self.codecs, 1):
+            codecs = offered if isinstance(offered, tuple) else (offered,)
+            pts = " ".join(str(c.payload_type) for c in codecs)
+            sdp += f"m=audio {port} RTP/AVP {pts}\n"
+            for codec in codecs:
+                pt = codec.payload_type
+                sdp += f"a=rtpmap:{pt} {codec.rtpmap}\n"
+                if codec.fmtp:
+                    sdp += f"a=fmtp:{pt} {codec.fmtp}\n"
             sdp += f"a=label:{label}\na={direction}\n"
         return sdp
 

@@ -60,6 +60,11 @@ def test_surviving_node_takes_over_and_answers_failed_over_bye(
     failed_s = time.monotonic() - killed_at
     assert failed.body["end_reason"] == "node rec-1 died", failed.body
     assert not failed.in_active_index and not failed.owner_index
+    # the SRC (SIPp) sent no RTP: the recording finalised by rec-2 says so, in the same record
+    assert failed.body["verdict"] == {
+        "status": "problems",
+        "problems": [{"kind": "no_rtp", "streams": [0, 1]}],
+    }, failed.body["verdict"]
     listed = cli_sessions(spec2)
     row = listed[session_id]
     assert (row["status"], row["node_id"], row["end_reason"]) == (

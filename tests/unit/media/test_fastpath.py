@@ -3,7 +3,8 @@
 The fast path claims to do exactly what ``StreamRecorder.on_rtp`` does for in-order G.711
 packets and to hand everything else back. Randomised impaired streams (loss, duplicates,
 reordering, jitter, stalls, SSRC changes, sequence and timestamp wraps and jumps, DTMF, comfort
-noise, odd headers, RTCP, pauses) are fed to two recorders, one in pure Python and one the way
+noise, odd headers, RTCP, pauses, payload-type switches between PCMU, PCMA, G.722 and Opus, a
+payload type never offered) are fed to two recorders, one in pure Python and one the way
 the C ``Receiver`` feeds it; the files and every counter must come out identical, and the fast
 path must have taken most packets of a clean stream. Then the ``Receiver`` itself on real UDP
 sockets: batching, kernel arrival times, cut datagrams, removal.
@@ -24,6 +25,7 @@ import pytest
 from siprec_node.media import fastpath
 from siprec_node.media.stream_file import read_wav_g711
 from siprec_node.media.stream_recorder import StreamRecorder
+from siprec_node.siprec.codecs import PayloadFormat
 from siprec_node.siprec.sdp_answer import NegotiatedStream
 from tests.conftest import skip_unless_c_receive_path
 
@@ -34,7 +36,19 @@ EPOCH = 1_700_000_000.0
 RATE = 8000
 
 
-def negotiated(codec: str = "PCMU", pt: int = 0) -> NegotiatedStream:
+FORMATS = (
+    PayloadFormat(0, "PCMU", 8000),
+    PayloadFormat(8, "PCMA", 8000),
+    PayloadFormat(9, "G722", 8000),
+    PayloadFormat(111, "OPUS", 48000, 2),
+)
+"""What the randomised streams may switch between (the first is the negotiated codec)."""
+OPUS_20MS = 0x08  # TOC: SILK narrowband 20 ms, one frame
+
+
+def negotiated(
+    codec: str = "PCMU", pt: int = 0, formats: tuple[PayloadFormat, ...] = ()
+) -> NegotiatedStream:
     return NegotiatedStream(
         index=0,
         label="leg-0",
@@ -48,6 +62,7 @@ def negotiated(codec: str = "PCMU", pt: int = 0) -> NegotiatedStream:
         channels=1,
         telephone_event_pt=101,
         direction="recvonly",
+        formats=formats,
     )
 
 
@@ -79,9 +94,19 @@ def scenario(seed: int, packets: int = 600) -> list[Event]:
     paused = False
     size = r.choice([160, 160, 80, 240])
     step = size if r.random() < 0.9 else 160  # some senders' timestamps disagree with ptime
+    codec = 0  # the payload type sent; switches without signalling
+    switchy = r.random() < 0.5
     for _ in range(packets):
         kind = r.random()
         body = bytes(r.getrandbits(8) for _ in range(8)) * (size // 8)
+        if codec == 111:
+            body = bytes([OPUS_20MS]) + body[:40]
+        if switchy and r.random() < 0.01:
+            new = r.choice([f.payload_type for f in FORMATS if f.payload_type != codec])
+            if (new == 111) != (codec == 111) and r.random() < 0.5:
+                ts = r.getrandbits(32)  # a sender whose clocks do not continue
+            codec = new
+            continue
         if kind < 0.005:
             ssrc, seq, ts = r.getrandbits(32), r.randrange(65536), r.getrandbits(32)
         elif kind < 0.01:
@@ -96,20 +121,20 @@ def scenario(seed: int, packets: int = 600) -> list[Event]:
         elif kind < 0.03 and paused:
             out.append(("resume", t))
             paused = False
-        pt, first = 0, 0x80
+        pt, first = codec, 0x80
         special = r.random()
         if special < 0.01:
             pt, body = 101, bytes([5, 0x80 if r.random() < 0.5 else 0, 0, 160])
         elif special < 0.015:
             pt, body = 13, b"\x40"
         elif special < 0.02:
-            pt = 0x80  # marker bit
+            pt = 0x80 | codec  # marker bit
         elif special < 0.025:
             first, body = 0xA0, body + b"\x00\x00\x02"  # padding
         elif special < 0.03:
             first, body = 0x81, struct.pack("!I", 77) + body  # one CSRC
         elif special < 0.032:
-            pt = 8  # a payload type not negotiated
+            pt = 96  # a payload type never offered
         elif special < 0.034:
             body = b""
         data = rtp(seq, ts, body, pt, ssrc, first)
@@ -121,7 +146,8 @@ def scenario(seed: int, packets: int = 600) -> list[Event]:
         if r.random() < 0.01:
             out.append(("rtcp", sender_report(ssrc, t - 0.003, ts), t))
         seq = (seq + 1) & 0xFFFF
-        ts = (ts + (step if pt != 101 else 0)) & 0xFFFFFFFF
+        advance = 960 if codec == 111 else step
+        ts = (ts + (advance if pt != 101 else 0)) & 0xFFFFFFFF
         t += 0.02
     # reorder neighbours (arrival order is list order)
     for i in range(len(out) - 1):
@@ -162,14 +188,23 @@ def play(rec: StreamRecorder, events: list[Event], *, fast: bool) -> int:
     return taken
 
 
-def record(tmp: Path, events: list[Event], *, fast: bool, codec: str = "PCMU", pt: int = 0):
-    rec = StreamRecorder(negotiated(codec, pt), tmp, EPOCH, fast=_rtprecv if fast else None)
+def record(
+    tmp: Path,
+    events: list[Event],
+    *,
+    fast: bool,
+    codec: str = "PCMU",
+    pt: int = 0,
+    formats: tuple[PayloadFormat, ...] = FORMATS,
+):
+    stream = negotiated(codec, pt, formats)
+    rec = StreamRecorder(stream, tmp, EPOCH, fast=_rtprecv if fast else None)
     taken = play(rec, events, fast=fast)
     stats = rec.stats().to_dict()
     end = max(e[-1] for e in events)
     rec.close(end)
-    media = next(p for p in tmp.iterdir() if p.suffix in (".wav", ".frames"))
-    return media.read_bytes(), json.loads((tmp / "stream-0.json").read_text()), stats, taken
+    media = {p.name: p.read_bytes() for p in tmp.iterdir() if p.suffix in (".wav", ".frames")}
+    return media, json.loads((tmp / "stream-0.json").read_text()), stats, taken
 
 
 @pytest.mark.parametrize("seed", range(120))
@@ -181,6 +216,21 @@ def test_fast_path_records_what_the_python_path_records(tmp_path: Path, seed: in
     assert fast[1] == slow[1], "different sidecar"
     assert fast[2] == slow[2], "different statistics"
     assert slow[3] == 0
+
+
+def test_the_randomised_streams_switch_codecs(tmp_path: Path) -> None:
+    """The comparison above covers codec switches: many streams have several stretches, in
+    several files, at both clock rates, with the fast path taking packets after a switch."""
+    switched = rates = 0
+    for seed in range(120):
+        media, info, stats, _taken = record(tmp_path / str(seed), scenario(seed), fast=True)
+        if len(info["stretches"]) > 1:
+            switched += 1
+            assert len(media) > 1
+            assert stats["format_switches"] >= len(info["stretches"]) - 1
+        rates += len({s["clock_rate"] for s in info["stretches"]}) > 1
+        assert sum(s["packets"] for s in info["stretches"]) == info["packets"]
+    assert switched > 30 and rates > 10
 
 
 def test_the_randomised_streams_mostly_went_through_the_fast_path(tmp_path: Path) -> None:
@@ -338,3 +388,41 @@ def test_receiver_fileno_is_readable_when_a_socket_is(tmp_path: Path) -> None:
     rx.close()
     sock.close()
     sender.close()
+
+
+def test_the_fast_path_follows_g711_stretches(tmp_path: Path) -> None:
+    """A clean stream that switches PCMU, PCMA, G.722, PCMU: each switch goes through Python,
+    which re-arms the fast path on the new stretch's file when it is G.711; the files are those
+    of the Python path."""
+    events: list[Event] = []
+    plan = [(0, 100), (8, 100), (9, 50), (0, 100)]
+    kinds: list[int] = []
+    i = 0
+    for pt, count in plan:
+        for _ in range(count):
+            arrival = EPOCH + 1 + 0.02 * i
+            events.append(("rtp", rtp(i, 160 * i, bytes([i & 0xFF]) * 160, pt), arrival))
+            kinds.append(pt)
+            if i % 25 == 24:
+                events.append(("tick", arrival))
+            i += 1
+    slow = record(tmp_path / "python", events, fast=False)
+    rec = StreamRecorder(negotiated(formats=FORMATS), tmp_path / "c", EPOCH, fast=_rtprecv)
+    taken: dict[int, int] = {}
+    n = 0
+    for event in events:
+        if event[0] == "tick":
+            rec.tick(event[1])
+            continue
+        if rec.fast_stream.feed(event[1], event[2]):
+            taken[kinds[n]] = taken.get(kinds[n], 0) + 1
+        else:
+            rec.on_rtp(event[1], event[2])
+        n += 1
+    rec.close(events[-1][-1])
+    media = {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir() if p.suffix != ".json"}
+    media.pop("stream-0.json.tmp", None)
+    assert media == slow[0]
+    assert set(media) == {"stream-0.wav", "stream-0.pt8.wav", "stream-0.pt9.frames"}
+    # all but the few after each arming point: 4 at the start, then one per switch
+    assert taken[8] >= 95 and taken.get(9, 0) == 0 and taken[0] >= 190, taken

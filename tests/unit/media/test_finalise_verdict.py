@@ -119,7 +119,7 @@ def test_paused_time_is_not_expected_and_flags_join_the_call_verdict(parts: Part
 
 def test_a_stream_whose_codec_is_not_decoded_is_undecodable(parts: Parts) -> None:
     parts.g711(0, "PCMU", tone(440, 2.0, 8000))
-    parts.info(1, "G729", 8000, packets=100)
+    parts.info(1, "G728", 8000, packets=100)
     sidecar = finalise(parts, 2.0)
     problems = sidecar["streams"][1]["verdict"]["problems"]
     assert {"kind": "undecodable", "frames": 100} in problems
@@ -153,7 +153,8 @@ def test_decoder_errors_the_stream_data_reports_are_undecodable(
 
 def test_the_level_costs_little(parts: Parts) -> None:
     """Five minutes of two G.711 legs: the peak levels cost under 3 ms."""
-    from siprec_node.media.finalise import _load_stream, _peak_dbfs
+    from siprec_node.media.finalise import _peak_dbfs
+    from siprec_node.media.stream_parts import load_stream as _load_stream
 
     long = tone(440, 300.0, 8000)
     parts.g711(0, "PCMU", long)

@@ -265,10 +265,13 @@ def test_stream_info_json(tmp_path: Path) -> None:
         "unclean_restarts",
         "sr_offset_ms",
         "sr_offset_reports",
+        "version",
+        "stretches",
+        "unexpected_payload",
+        "switches_refused",
         "gaps",
         "gap_count",
         "gap_length",
-        "unexpected_payload",
     }
     assert raw["ssrcs"][0] == {"ssrc": 0x1234, "first_position": 4000}
     assert raw["pauses"][1] == {"start": 40000, "end": None}

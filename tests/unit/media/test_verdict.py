@@ -41,6 +41,11 @@ def test_no_rtp_is_only_that() -> None:
     assert verdict.to_dict() == {"status": "problems", "problems": [{"kind": "no_rtp"}]}
 
 
+def test_no_rtp_when_the_end_is_unknown() -> None:
+    # a takeover: the call's end is the end of the recorded media, here its start
+    assert judge_stream(StreamEvidence(index=0), CallWindow(0.5, 0.0)).kinds == ("no_rtp",)
+
+
 def test_no_rtp_is_not_a_problem_for_a_stream_paused_all_along() -> None:
     paused = StreamEvidence(index=1, pauses=[(0.0, 11.0)])
     assert judge_stream(paused, WINDOW).ok
