@@ -79,6 +79,9 @@ class MediaEngine(Protocol):
     async def resume(self, session_id: str, index: int, at: float) -> None:
         """Record a paused stream again from ``at``."""
 
+    async def renegotiate(self, session_id: str, index: int, negotiated: dict[str, Any]) -> None:
+        """Accept the formats a new offer/answer gave an open stream (``NegotiatedStream``)."""
+
     async def close_call(self, session_id: str, at: float) -> dict[int, dict[str, Any]]:
         """Close every stream of a call; returns their statistics by stream index."""
 
@@ -271,6 +274,12 @@ class LocalEngine:
         opened = self._streams.get((session_id, index))
         if opened is not None:
             opened.recorder.resume(at)
+
+    async def renegotiate(self, session_id: str, index: int, negotiated: dict[str, Any]) -> None:
+        """Accept the formats a new offer/answer gave an open stream."""
+        opened = self._streams.get((session_id, index))
+        if opened is not None:
+            opened.recorder.accept(NegotiatedStream.from_dict(negotiated))
 
     async def close_call(self, session_id: str, at: float) -> dict[int, dict[str, Any]]:
         """Stop receiving and close the files of every stream of ``session_id``."""
@@ -534,6 +543,13 @@ class WorkerEngine:
         await self._request(
             self.worker_for(session_id),
             {"op": "resume", "session_id": session_id, "index": index, "at": at},
+        )
+
+    async def renegotiate(self, session_id: str, index: int, negotiated: dict[str, Any]) -> None:
+        """Accept the formats a new offer/answer gave an open stream, in its worker."""
+        await self._request(
+            self.worker_for(session_id),
+            {"op": "renegotiate", "session_id": session_id, "index": index, "stream": negotiated},
         )
 
     async def close_call(self, session_id: str, at: float) -> dict[int, dict[str, Any]]:

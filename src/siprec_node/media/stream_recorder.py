@@ -587,6 +587,23 @@ class StreamRecorder:
         replays = self._srtp.replays if self._srtp is not None else 0
         return self._timeline.duplicates + replays
 
+    def accept(self, stream: NegotiatedStream) -> None:
+        """The stream was negotiated again (re-INVITE, UPDATE): the formats it accepts now are
+        recorded from the next packet on, beside those it accepted before."""
+        if stream.codec is None or stream.payload_type is None:
+            return  # refused or held without formats: nothing new to accept
+        new = [f for f in _formats(stream) if f.payload_type not in self._formats]
+        for f in new:
+            self._formats[f.payload_type] = f
+        self._timeline.accept(
+            [
+                TimelineFormat(f.payload_type, f.clock_rate, frame_duration(f.name, f.fmtp))
+                for f in new
+            ],
+            stream.telephone_event_pts,
+            stream.comfort_noise_pts,
+        )
+
     def _write_info(self) -> None:
         write_stream_info(self.info_path, self._info())
 

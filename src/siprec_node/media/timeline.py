@@ -661,6 +661,19 @@ class StreamTimeline:
         out += self._place(sequence, timestamp, payload, arrival)
         return out
 
+    def accept(
+        self,
+        formats: Sequence[TimelineFormat],
+        telephone_event_pts: Collection[int] = (),
+        comfort_noise_pts: Collection[int] = (),
+    ) -> None:
+        """More payload types the stream may carry from now on (a re-INVITE or UPDATE added
+        them): their packets start stretches instead of counting as unexpected."""
+        for fmt in formats:
+            self._formats.setdefault(fmt.payload_type, fmt)
+        self._events.update(telephone_event_pts)
+        self._comfort.update(comfort_noise_pts)
+
     def take_switch(self) -> Switch:
         """The oldest switch whose :data:`SWITCH` marker was emitted and not yet taken."""
         return self._switches.popleft()

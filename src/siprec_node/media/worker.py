@@ -55,6 +55,10 @@ class _Control:
                 await self.engine.pause(message["session_id"], message["index"], message["at"])
             elif op == "resume":
                 await self.engine.resume(message["session_id"], message["index"], message["at"])
+            elif op == "renegotiate":
+                await self.engine.renegotiate(
+                    message["session_id"], message["index"], message["stream"]
+                )
             elif op == "close":
                 reply["stats"] = await self.engine.close_call(message["session_id"], message["at"])
             elif op == "stats":

@@ -87,6 +87,9 @@ class CallMedia:
     def __init__(self, ports: RtpPorts, engine: MediaEngine) -> None:
         self.ports = ports
         self.engine = engine
+        # The payload types each open stream was given, to tell the engine when an offer adds
+        # some (a re-INVITE that changes codec): by (session id, stream index).
+        self._accepted: dict[tuple[str, int], tuple[int, ...]] = {}
 
     async def sync(
         self,
@@ -121,6 +124,15 @@ class CallMedia:
         for index, _ in opening:
             state.open[index] = False
             changes.append(f"stream {index} open")
+        opened = {index for index, _ in opening}
+        for stream in streams:
+            key, accepted = (session_id, stream.index), _payload_types(stream)
+            if stream.index in opened or key not in self._accepted:
+                self._accepted[key] = accepted
+            elif stream.index in state.open and stream.codec and accepted != self._accepted[key]:
+                await self.engine.renegotiate(session_id, stream.index, stream.to_dict())
+                self._accepted[key] = accepted
+                changes.append(f"stream {stream.index} formats {list(accepted)}")
         for stream in streams:
             if stream.index not in state.open:
                 continue
@@ -143,4 +155,12 @@ class CallMedia:
 
     async def close(self, session_id: str, at: float | None = None) -> dict[int, dict[str, Any]]:
         """Close the call's streams (files closed); returns their statistics."""
+        for key in [k for k in self._accepted if k[0] == session_id]:
+            del self._accepted[key]
         return await self.engine.close_call(session_id, time.time() if at is None else at)
+
+
+def _payload_types(stream: NegotiatedStream) -> tuple[int, ...]:
+    """Every payload type a stream accepts: its formats, telephone-event and comfort noise."""
+    formats = tuple(f.payload_type for f in stream.formats)
+    return formats + tuple(stream.telephone_event_pts) + tuple(stream.comfort_noise_pts)
