@@ -1,13 +1,20 @@
-"""CPU cost of finalising a recording: a 5-minute, two-stream PCMU call into each format.
+"""CPU cost of finalising a recording: a 5-minute, two-stream call into each format, and
+per codec.
 
     python bench/finalise/run.py [--minutes 5] [--repeat 7] [--dir DIR] [--no-fsync]
+                                 [--codecs PCMU,G729,G729-VAD,AMR,AMR-WB,G726-32]
 
 The parts are written once with the receive path's own writers (media/stream_file.py): two
-PCMU legs of synthetic conversation (tone bursts with noise, the parties taking turns), then
+legs of synthetic conversation (tone bursts with noise, the parties taking turns), then
 `finalise_call` runs `--repeat` times per row. CPU is `time.process_time()` (user + system of
 this process, so the kernel's copying of the written file counts), wall is `perf_counter`.
-The table gives the median and the minimum over the runs. The target is WAV at most 15 ms of
-CPU per 5-minute call.
+The first table is PCMU into every format; the second, each codec into WAV, with the CPU of
+`decode_stretch` alone for one leg beside it. Codec legs are encoded by the independent
+encoders of tests/encoders.py (bcg729 for G.729, VisualOn for AMR-WB, FFmpeg's own for AMR-NB
+and G.726), packetised as SRCs send them: G.729 two 10 ms frames per 20 ms packet (with Annex B
+VAD for G729-VAD: SID frames and nothing sent in the pauses), AMR 12.2 and AMR-WB 23.85 kbit/s
+bandwidth-efficient, one frame per packet, G.726-32 80 bytes per packet. Targets: WAV at most
+15 ms of CPU per 5-minute PCMU call; a 5-minute G.729 call at most 500 ms.
 """
 
 from __future__ import annotations
@@ -24,17 +31,26 @@ from pathlib import Path
 import av
 import numpy as np
 
+from siprec_node.media.decode import FrameLog, decode_stretch
 from siprec_node.media.finalise import CallInfo, ParticipantInfo, finalise_call
 from siprec_node.media.stream_file import (
+    FramesWriter,
     StreamInfo,
     WavG711Writer,
     info_file_name,
     media_file_name,
+    read_frames,
     write_stream_info,
 )
+from siprec_node.siprec.codecs import PayloadFormat
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, for tests/
+from tests import encoders
 
 RATE = 8000
 TARGET_MS = 15.0
+TARGET_G729_MS = 500.0
+CODECS = ("PCMU", "G729", "G729-VAD", "AMR", "AMR-WB", "G726-32")
 
 
 def conversation(seconds: float, party: int, seed: int = 7) -> np.ndarray:
@@ -64,6 +80,62 @@ def pcmu(samples: np.ndarray) -> bytes:
     return b"".join(bytes(p) for p in [*ctx.encode(frame), *ctx.encode(None)])
 
 
+def _resampled(samples: np.ndarray, rate: int) -> np.ndarray:
+    if rate == RATE:
+        return samples
+    return np.repeat(samples, rate // RATE)  # crude, but a conversation all the same
+
+
+def codec_packets(codec: str, samples: np.ndarray) -> tuple[PayloadFormat, list[tuple[int, bytes]]]:
+    """One leg as RTP payloads of ``codec`` at their positions (RTP clock units)."""
+    if codec in ("G729", "G729-VAD"):
+        frames = encoders.g729_frames(samples, vad=codec == "G729-VAD")
+        packets = [
+            (i * 80, b"".join(frames[i : i + 2]))
+            for i in range(0, len(frames), 2)
+            if any(frames[i : i + 2])
+        ]
+        return PayloadFormat(18, "G729", 8000), packets
+    if codec == "AMR":
+        frames = encoders.amrnb_frames(samples, 12200)
+        payloads = [encoders.amr_payload([f], wideband=False, octet_aligned=False) for f in frames]
+        return PayloadFormat(97, "AMR", 8000), [(i * 160, p) for i, p in enumerate(payloads)]
+    if codec == "AMR-WB":
+        frames = encoders.amrwb_frames(_resampled(samples, 16000), 8)
+        payloads = [encoders.amr_payload([f], wideband=True, octet_aligned=False) for f in frames]
+        return PayloadFormat(98, "AMR-WB", 16000), [(i * 320, p) for i, p in enumerate(payloads)]
+    if codec == "G726-32":
+        data = encoders.g726_bytes(samples, 4, little_endian=True)
+        return PayloadFormat(2, "G726-32", 8000), [
+            (i * 2, data[i : i + 80]) for i in range(0, len(data), 80)
+        ]
+    raise ValueError(f"no bench for {codec}")
+
+
+def write_codec_parts(parts: Path, codec: str, minutes: float, epoch: datetime) -> None:
+    """Two legs of ``codec`` as frame logs, as the receive path writes them."""
+    parts.mkdir(parents=True, exist_ok=True)
+    seconds = minutes * 60
+    for index in (0, 1):
+        fmt, packets = codec_packets(codec, conversation(seconds - 0.2, index))
+        writer = FramesWriter(parts / media_file_name(index, fmt.name), fmt.clock_rate)
+        for position, payload in packets:
+            writer.write(position, payload)
+        writer.close()
+        info = StreamInfo(
+            index=index,
+            label=str(index + 1),
+            codec=fmt.name,
+            payload_type=fmt.payload_type,
+            clock_rate=fmt.clock_rate,
+            channels=1,
+            epoch=epoch.timestamp(),
+            packets=len(packets),
+            closed=True,
+        )
+        write_stream_info(parts / info_file_name(index), info)
+
+
 def write_parts(parts: Path, minutes: float, epoch: datetime) -> None:
     parts.mkdir(parents=True, exist_ok=True)
     seconds = minutes * 60
@@ -87,6 +159,46 @@ def write_parts(parts: Path, minutes: float, epoch: datetime) -> None:
         write_stream_info(parts / info_file_name(index), info)
 
 
+def timed_finalise(
+    parts: Path, root: Path, name: str, repeat: int, call: CallInfo, **kw: object
+) -> tuple[list[float], list[float], int]:
+    """CPU and wall milliseconds of ``repeat`` first finalisations (after one warm-up)."""
+    people = [ParticipantInfo("a", streams=(0,)), ParticipantInfo("b", streams=(1,))]
+    cpu, wall = [], []
+    size = 0
+    for run in range(repeat + 1):
+        out = root / f"out-{name}-{run}"  # a first finalisation each time
+        c0, w0 = time.process_time(), time.perf_counter()
+        result = finalise_call(
+            parts, output_dir=out, stem="call", call=call, participants=people, **kw
+        )
+        c1, w1 = time.process_time(), time.perf_counter()
+        if run:  # the first run warms caches (tables, codec contexts) up
+            cpu.append((c1 - c0) * 1000)
+            wall.append((w1 - w0) * 1000)
+        size = sum(p.stat().st_size for p in result.files)
+        shutil.rmtree(out)  # outside the timed part
+    return cpu, wall, size
+
+
+def decode_ms(parts: Path, repeat: int) -> float:
+    """Median CPU milliseconds of `decode_stretch` over the first leg's frame log."""
+    info = parts / info_file_name(0)
+    import json
+
+    meta = json.loads(info.read_text())
+    fmt = PayloadFormat(meta["payload_type"], meta["codec"], meta["clock_rate"])
+    clock, records = read_frames(parts / media_file_name(0, fmt.name))
+    log = FrameLog(clock, np.array([p for p, _ in records], np.int64), [r for _, r in records])
+    times = []
+    for _ in range(repeat):
+        c0 = time.process_time()
+        decoded = decode_stretch(fmt, log)
+        times.append((time.process_time() - c0) * 1000)
+        assert decoded.errors == 0, decoded.errors
+    return statistics.median(times)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=5.0)
@@ -95,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         "--dir", type=Path, default=None, help="where to write (default: a temp dir)"
     )
     parser.add_argument("--no-fsync", action="store_true", help="finalise with durable=False")
+    parser.add_argument(
+        "--codecs",
+        default=",".join(CODECS),
+        help=f"codec rows of the second table, any of {', '.join(CODECS)} ('' for none)",
+    )
     args = parser.parse_args(argv)
 
     epoch = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -147,6 +264,33 @@ def main(argv: list[str] | None = None) -> int:
                     f"{min(cpu):>10.1f} {statistics.median(wall):>11.1f} {size / 1e6:>8.2f}MB"
                 )
         print(f"target: wav <= {TARGET_MS:g} ms CPU per 5-minute call")
+        codecs = [c for c in args.codecs.split(",") if c]
+        if codecs:
+            print()
+            print(
+                f"finalise_call per codec: {args.minutes:g}-minute call, 2 streams, wav, "
+                f"stereo, {'no fsync' if args.no_fsync else 'fsync'}, {args.repeat} runs"
+            )
+            print(
+                f"{'codec':<9} {'CPU ms med':>10} {'CPU ms min':>10} {'wall ms med':>11} "
+                f"{'decode 1 leg':>12} {'output':>10}"
+            )
+        for codec in codecs:
+            parts = root / f"{codec}.parts"
+            if codec == "PCMU":
+                write_parts(parts, args.minutes, epoch)
+            else:
+                write_codec_parts(parts, codec, args.minutes, epoch)
+            cpu, wall, size = timed_finalise(
+                parts, root, codec, args.repeat, call, fmt="wav", durable=not args.no_fsync
+            )
+            leg = decode_ms(parts, args.repeat) if codec != "PCMU" else float("nan")
+            print(
+                f"{codec:<9} {statistics.median(cpu):>10.1f} {min(cpu):>10.1f} "
+                f"{statistics.median(wall):>11.1f} {leg:>12.1f} {size / 1e6:>8.2f}MB"
+            )
+        if codecs:
+            print(f"target: G.729 <= {TARGET_G729_MS:g} ms CPU per 5-minute call")
     return 0
 
 

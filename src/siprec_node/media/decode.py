@@ -409,7 +409,8 @@ def decode_stretch(
 class _Units:
     """What a stretch hands to its decoder: runs of whole codec frames (each run from one
     payload, ``samples`` long once decoded, landing at ``start`` of the timeline), grouped by
-    the decoder they need (iLBC's two frame sizes need one decoder each)."""
+    the decoder they need (iLBC's two frame sizes need one decoder each). A group named
+    ``single...`` is decoded run by run, never concatenated."""
 
     groups: dict[str, list[tuple[int, bytes, int, int]]] = field(default_factory=dict)
     # group -> [(start sample, frames' bytes, samples, payload index)]
@@ -482,18 +483,25 @@ def _frame_ilbc(
     fmt: PayloadFormat, positions: list[int], payloads: list[bytes], scale: int
 ) -> tuple[_Units, set[int]]:
     """RFC 3952: 38-byte frames of 20 ms or 50-byte frames of 30 ms (``mode`` says which when
-    a payload's size fits both)."""
+    a payload's size fits both). FFmpeg's decoder takes one frame per packet: each frame is
+    a run of its own."""
     mode = 20 if _fmtp_params(fmt).get("mode") == "20" else 30
     units, rejected = _Units(), set()
     for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
         size = len(payload)
         fits20, fits30 = size % 38 == 0, size % 50 == 0
         if size and fits20 and (mode == 20 or not fits30):
-            units.add("38", position * scale, payload, size // 38 * 160, index)
+            frame, samples = 38, 160
         elif size and fits30:
-            units.add("50", position * scale, payload, size // 50 * 240, index)
-        elif size:
-            rejected.add(index)
+            frame, samples = 50, 240
+        else:
+            if size:
+                rejected.add(index)
+            continue
+        for k in range(size // frame):
+            start = (position + k * samples) * scale
+            data = payload[k * frame : (k + 1) * frame]
+            units.add(f"single:{frame}", start, data, samples, index)
     return units, rejected
 
 
@@ -684,7 +692,7 @@ def _open_decoder(canon: str, group: str) -> av.AudioCodecContext:
     if canon in G726_BITS:
         options["bits_per_coded_sample"] = str(G726_BITS[canon])
     if canon == ILBC:
-        options["block_align"] = group
+        options["block_align"] = group.rpartition(":")[2]
     if options:
         ctx.options = options
     return ctx
@@ -720,7 +728,7 @@ def _decode_units(
         for group, runs in units.groups.items():
             expected = sum(r[2] for r in runs)
             pcm = None
-            if group != "single":
+            if not group.startswith("single"):  # runs that may be decoded as one
                 try:
                     pcm = _run_decoder(_open_decoder(canon, group), b"".join(r[1] for r in runs))
                 except av.FFmpegError:
