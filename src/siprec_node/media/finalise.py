@@ -44,7 +44,7 @@ Nothing is moved for |Δ| below `ALIGN_MIN_S` (1 ms: already aligned), nor beyon
 sidecar says so), nor when a move would cut audio. What was done is in the sidecar: `alignment`
 (`method` "rtcp" or "arrival", `reference` stream, `notes`) and each stream's `alignment_ms`
 (how far its audio, pauses and DTMF were moved, negative = earlier) with the `sr_offset_ms` and
-`sr_offset_reports` it came from.
+`sr_offset_reports` it came from (`media/alignment.py`).
 
 Every file has the call's duration, `ended_at - media_epoch`, on every channel: streams that
 start late or stop early are padded with silence, gaps and pauses are silence. Pauses given by
@@ -82,6 +82,7 @@ import numpy as np
 
 from ..siprec.recording_session import RecordingSession
 from . import audio_out
+from .alignment import align
 from .decode import (
     G711_SILENCE,
     decode_g711,
@@ -89,7 +90,7 @@ from .decode import (
     fit,
     resample,
 )
-from .stream_parts import SR_MIN_REPORTS, StreamParts, load_streams, number
+from .stream_parts import StreamParts, common_pauses, load_streams, number
 from .vad import Conversation, TurnSink, VadConfig, analyse_levels, frame_levels
 from .verdict import CallVerdict, CallWindow, StreamEvidence, Verdict, judge_call
 
@@ -99,10 +100,6 @@ FORMATS: tuple[str, ...] = ("wav", "wav-g711", "flac", "opus")
 CHANNELS: tuple[str, ...] = ("stereo", "separate", "both")
 EXTENSIONS = {"wav": "wav", "wav-g711": "wav", "flac": "flac", "opus": "opus"}
 SIDECAR_SCHEMA = 1
-ALIGN_MIN_S = 0.001
-"""Legs whose SR offsets differ by less are left where they are (aligned already)."""
-ALIGN_MAX_S = 0.5
-"""Legs whose SR offsets differ by more are not moved: not one sender's clock (noted)."""
 
 
 # -- inputs --------------------------------------------------------------------------------
@@ -327,108 +324,6 @@ class _Levels:
         return np.concatenate(self.done[line.stream.index])
 
 
-def _intersect(
-    a: list[tuple[float, float]], b: list[tuple[float, float]]
-) -> list[tuple[float, float]]:
-    out = []
-    for s1, e1 in a:
-        for s2, e2 in b:
-            if min(e1, e2) > max(s1, s2):
-                out.append((max(s1, s2), min(e1, e2)))
-    return sorted(out)
-
-
-def _common_pauses(
-    streams: Sequence[StreamParts], epoch: float, end: float
-) -> list[tuple[float, float]]:
-    """The times (s from `epoch`) when every stream was paused."""
-    common: list[tuple[float, float]] | None = None
-    for stream in streams:
-        shift = stream.start(epoch) - epoch
-        spans = [
-            (s + shift, (end - epoch) if e is None else e + shift) for s, e in stream.pause_spans()
-        ]
-        common = spans if common is None else _intersect(common, spans)
-    return common or []
-
-
-# -- alignment by RTCP ----------------------------------------------------------------------
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:+.1f} ms"
-
-
-def _align(streams: Sequence[StreamParts], epoch: float, end: float) -> dict[str, Any]:
-    """Move the streams so that their SR offsets agree (module docstring); sets each moved
-    stream's `shift` and returns the sidecar's `alignment`."""
-    notes: list[str] = []
-    measured = [(s, o) for s in streams if (o := s.sr_offset()) is not None]
-    if len(measured) < 2:
-        if measured or any(number(s.info.get("sr_offset_ms")) is not None for s in streams):
-            notes.append(
-                f"RTCP sender reports (at least {SR_MIN_REPORTS}) on fewer than two streams: "
-                "aligned by arrival"
-            )
-        return {"method": "arrival", "reference": None, "notes": notes}
-
-    def trusted(of: float) -> int:
-        return sum(abs(o - of) <= ALIGN_MAX_S for _, o in measured)
-
-    # the reference: the stream most others agree with (the first offered on a tie)
-    reference, ref_offset = max(measured, key=lambda m: trusted(m[1]))
-    late: dict[int, float] = {}  # stream index: how late it sits against the reference (s)
-    group: list[StreamParts] = []
-    for s, offset in measured:
-        delta = offset - ref_offset
-        if abs(delta) > ALIGN_MAX_S:
-            text = (
-                f"RTCP sender reports put stream {s.index} {_ms(delta)} from stream "
-                f"{reference.index}: beyond {ALIGN_MAX_S * 1000:.0f} ms, not one sender's "
-                "clock; not trusted, aligned by arrival"
-            )
-            s.problems.append(text)
-            notes.append(text)
-            continue
-        group.append(s)
-        late[s.index] = delta if abs(delta) >= ALIGN_MIN_S else 0.0
-    if len(group) < 2:
-        return {"method": "arrival", "reference": None, "notes": notes}
-    if not any(late.values()):
-        notes.append(
-            f"RTCP sender reports agree with arrival within {ALIGN_MIN_S * 1000:.0f} ms: "
-            "nothing moved"
-        )
-        return {"method": "rtcp", "reference": reference.index, "notes": notes}
-
-    # shift_i = c - late_i; c = min(late): only late legs move, earlier. Each may move earlier
-    # only through its leading silence (c >= late_i - lead_i) and later only through its
-    # trailing silence (c <= late_i + tail_i).
-    lead = {s.index: s.lead(epoch) for s in group}
-    tail = {s.index: s.tail(epoch, end) for s in group}
-    c = max(min(late.values()), max(late[i] - lead[i] for i in late))
-    blocked = [s for s in group if c - late[s.index] > tail[s.index] + 1e-9]
-    if blocked:
-        s = blocked[0]
-        notes.append(
-            f"RTCP sender reports put the legs up to "
-            f"{(max(late.values()) - min(late.values())) * 1000:.1f} ms apart, but stream "
-            f"{s.index} cannot be moved that far without cutting audio: aligned by arrival"
-        )
-        return {"method": "arrival", "reference": None, "notes": notes}
-    for s in group:
-        lo = -int(np.floor(lead[s.index] * s.rate + 1e-6))
-        hi = int(np.floor(tail[s.index] * s.rate + 1e-6))
-        samples = min(max(round((c - late[s.index]) * s.rate), lo), hi)
-        s.shift = samples / s.rate
-        if samples:
-            notes.append(
-                f"stream {s.index} moved {_ms(s.shift)}: its RTCP sender reports put it "
-                f"{_ms(late[s.index])} from stream {reference.index}"
-            )
-    return {"method": "rtcp", "reference": reference.index, "notes": notes}
-
-
 # -- participants --------------------------------------------------------------------------
 
 
@@ -636,7 +531,7 @@ def finalise_call(
     ]
     for s in streams:
         s.limit = max(round((end - s.start(epoch)) * s.rate), 0) if s.limit is None else s.limit
-    alignment = _align(streams, epoch, end)
+    alignment = align(streams, epoch, end)
     if fmt == "wav-g711":
         for s in streams:
             if s.composed:
@@ -668,7 +563,7 @@ def finalise_call(
     if pauses is not None:
         pause_list = [(p[0].timestamp(), end if p[1] is None else p[1].timestamp()) for p in pauses]
     else:
-        pause_list = [(epoch + s, epoch + e) for s, e in _common_pauses(streams, epoch, end)]
+        pause_list = [(epoch + s, epoch + e) for s, e in common_pauses(streams, epoch, end)]
     metadata = _sidecar(
         call,
         fmt,

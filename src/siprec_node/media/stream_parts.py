@@ -21,7 +21,7 @@ its ``clock_rate`` (the stream's first format); each stretch's ``start`` in its 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -431,3 +431,28 @@ def _read_media(path: Path, problems: list[str]) -> tuple[np.ndarray | None, Fra
         return None, None
     positions = np.fromiter((p for p, _ in records), np.int64, count=len(records))
     return None, FrameLog(clock_rate, positions, [r for _, r in records])
+
+
+def _intersect(
+    a: list[tuple[float, float]], b: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    out = []
+    for s1, e1 in a:
+        for s2, e2 in b:
+            if min(e1, e2) > max(s1, s2):
+                out.append((max(s1, s2), min(e1, e2)))
+    return sorted(out)
+
+
+def common_pauses(
+    streams: Sequence[StreamParts], epoch: float, end: float
+) -> list[tuple[float, float]]:
+    """The times (s from `epoch`) when every stream was paused."""
+    common: list[tuple[float, float]] | None = None
+    for stream in streams:
+        shift = stream.start(epoch) - epoch
+        spans = [
+            (s + shift, (end - epoch) if e is None else e + shift) for s, e in stream.pause_spans()
+        ]
+        common = spans if common is None else _intersect(common, spans)
+    return common or []

@@ -50,21 +50,14 @@ Payload types
   stream's other accepted ``formats``.
 
 Format switches (stretches)
-  A packet of another accepted format (``formats``) of the locked SSRC starts a new stretch:
-  what waits is flushed, a :data:`SWITCH` marker is emitted and :meth:`take_switch` gives the
-  new stretch's :class:`Switch` (payload type, clock, start). The stretch starts where the
-  audio of the previous one ended (``start``, in the new clock, rounded up): stretches tile the
-  timeline. With the same RTP clock the packet is placed by its timestamp as any other (the
-  timestamp continues across a codec change of one SSRC); with another clock (PCMU 8000 to
-  Opus 48000) the positions, anchor, baseline and jitter are converted and the packet is placed
-  right at the start when it directly follows the last one by sequence number, else by its
-  arrival (the wall-clock baseline carried over), never before the start: no gap or overlap
-  beyond what the packets imply. A packet of another format that is behind the highest
-  sequence number (a straggler from before a switch) is late, not a switch back. After
-  ``MAX_SWITCHES`` switches the stream keeps its format (``switches_refused`` counts the
-  packets dropped). Positions are in the current stretch's clock; ``first_position``, SSRC
-  spans and DTMF are given in ``base_rate`` units (the stream's first format), see
-  :meth:`to_base`.
+  A packet of another accepted format (``formats``) of the locked SSRC starts a stretch
+  (``FORMAT.md``, Stretches): what waits is flushed, a :data:`SWITCH` marker is emitted, and
+  :meth:`take_switch` says where the stretch starts (where the audio before it ended, in the
+  new clock). Same clock: placed by timestamp; another clock: positions, anchor, baseline and
+  jitter converted, the packet placed at the start when it follows by sequence number, else by
+  arrival. An older packet of another format is late, not a switch back; at most
+  ``MAX_SWITCHES``. Positions are in the current clock; ``first_position``, SSRC spans, DTMF
+  and gaps are in ``base_rate`` units (:meth:`to_base`).
 
 Gaps
   A packet emitted more than ``gap_min`` (100 ms) after the end of what was written before it
@@ -96,6 +89,8 @@ from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple
 
+from siprec_node.media.durations import frame_duration as frame_duration
+from siprec_node.media.durations import opus_duration as opus_duration
 from siprec_node.media.stream_file import DtmfRecord, SsrcSpan
 
 COMFORT_NOISE_PT = 13
@@ -163,106 +158,6 @@ class FastState(NamedTuple):
     limit: float
     transit: float
     jitter: float
-
-
-def opus_duration(payload: bytes) -> int:
-    """Samples at 48 kHz in one Opus packet, from its TOC byte (RFC 6716 §3.1); 0 if unknown."""
-    if not payload:
-        return 0
-    toc = payload[0]
-    config = toc >> 3
-    if config < 12:
-        frame = (480, 960, 1920, 2880)[config & 3]
-    elif config < 16:
-        frame = (480, 960)[config & 1]
-    else:
-        frame = (120, 240, 480, 960)[config & 3]
-    code = toc & 3
-    if code == 0:
-        return frame
-    if code < 3:
-        return 2 * frame
-    if len(payload) < 2:
-        return 0
-    return frame * (payload[1] & 0x3F)
-
-
-def _one_tick(payload: bytes) -> int:
-    """Duration of a payload of a codec whose frames we cannot size: one clock tick."""
-    return 1
-
-
-def _g729(payload: bytes) -> int:
-    # 10-byte frames of 10 ms; a 2-byte SID frame (Annex B) at the end stands for 10 ms
-    n = len(payload)
-    return 80 * (n // 10) + (80 if n % 10 >= 2 else 0)
-
-
-def _g723(payload: bytes) -> int:
-    # 30 ms frames; the low 2 bits of a frame's first byte give its size (24, 20, 4 or 1)
-    sizes = (24, 20, 4, 1)
-    count = pos = 0
-    while pos < len(payload):
-        pos += sizes[payload[pos] & 3]
-        count += 1
-    return 240 * count
-
-
-def _gsm(payload: bytes) -> int:
-    return 160 * max(1, len(payload) // 33)
-
-
-def _ilbc(payload: bytes) -> int:
-    n = len(payload)
-    if n and n % 50 == 0:
-        return 240 * (n // 50)
-    return 160 * max(1, n // 38)
-
-
-def _amr_frames(payload: bytes, octet_aligned: bool) -> int:
-    """Frames in an RFC 4867 payload: the entries of its table of contents."""
-    if octet_aligned:
-        count = 0
-        for byte in payload[1:]:
-            count += 1
-            if not byte & 0x80:
-                return count
-        return max(count, 1)
-    bits = int.from_bytes(payload, "big") if payload else 0
-    total = 8 * len(payload)
-    pos, count = 4, 0
-    while pos + 6 <= total:
-        count += 1
-        if not (bits >> (total - pos - 1)) & 1:
-            return count
-        pos += 6
-    return max(count, 1)
-
-
-def frame_duration(codec: str, fmtp: str | None = None) -> Callable[[bytes], int] | None:
-    """How many RTP clock ticks a payload of ``codec`` lasts (None: one per byte, as G.711 and
-    G.722 on its 8000 Hz clock); a codec it cannot size counts one tick."""
-    name = codec.replace(".", "").strip().upper()
-    if name in ("PCMU", "PCMA", "G722"):
-        return None
-    if name == "OPUS":
-        return opus_duration
-    if name == "G729":
-        return _g729
-    if name == "G723":
-        return _g723
-    if name == "GSM":
-        return _gsm
-    if name == "ILBC":
-        return _ilbc
-    if name.startswith(("G726-", "AAL2-G726-")):
-        bits = int(name.rsplit("-", 1)[1]) // 8
-        return lambda payload: len(payload) * 8 // bits if bits else 1
-    if name in ("AMR", "AMR-WB"):
-        octet = "octet-align=1" in (fmtp or "").replace(" ", "")
-        samples = 160 if name == "AMR" else 320
-        return lambda payload: samples * _amr_frames(payload, octet)
-    return _one_tick
 
 
 class _Dtmf:
@@ -622,10 +517,8 @@ class StreamTimeline:
         follows = bool(self._seen & 2)  # the packet before it (by sequence) was received
         packets_before = self.packets - 1
         out = self.flush()
-        old = self.clock_rate
-        new = fmt.clock_rate
-        self.payload_type = fmt.payload_type
-        self._duration = fmt.frame_duration
+        old, new = self.clock_rate, fmt.clock_rate
+        self.payload_type, self._duration = fmt.payload_type, fmt.frame_duration
         if new != old:
             scale = new / old
             self.clock_rate = new
@@ -641,15 +534,11 @@ class StreamTimeline:
             if self.last_position is not None:
                 self.last_position = self.last_position * new // old
             if self._baseline != _FORCE:
-                self._baseline *= scale
-                self._transit *= scale
+                self._baseline, self._transit = self._baseline * scale, self._transit * scale
                 self._jitter *= scale
                 wall = (arrival - self.epoch) * new
-                position = start
-                if not follows:
-                    position = max(start, round(wall - self._baseline))
-                self._anchor_ts = timestamp
-                self._anchor_pos = position
+                position = start if follows else max(start, round(wall - self._baseline))
+                self._anchor_ts, self._anchor_pos = timestamp, position
                 self.reanchors += 1  # another timestamp-to-position mapping
             known = self.first_position is not None and not self._span_pending
             self._next = start if known and self._baseline != _FORCE else _NEVER
