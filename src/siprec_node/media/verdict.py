@@ -46,11 +46,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .timeline import GAP_MIN_MS as TIMELINE_GAP_MIN_MS
+
 SILENT_DBFS = -60.0
 """A stream whose loudest sample stays below this level (dBFS) is ``silent``."""
-GAP_MIN_MS = 100
-"""Holes in a stream's audio shorter than this are not gaps (one to four lost packets of 20 ms
-are loss, which ``lost`` counts; the receive path records only holes this long)."""
+GAP_MIN_MS = TIMELINE_GAP_MIN_MS
+"""Holes in a stream's audio shorter than this (100 ms) are not gaps: one to four lost packets
+of 20 ms are loss, which ``lost`` counts; the receive path notes only holes this long."""
 SHORT_RATIO = 0.95
 """A stream covering less than this share of the active time (pauses excluded) is ``short``..."""
 SHORT_SLACK_S = 0.5
@@ -305,13 +307,25 @@ def judge_stream(stream: StreamEvidence, window: CallWindow) -> Verdict:
                     percent=round(100 * covered / active, 1),
                 )
             )
-    count = len(stream.gaps) if stream.gap_count is None else stream.gap_count
+    count, seconds = _gaps(stream, _union([*window.pauses, *stream.pauses]))
     if count > 0:
-        seconds = (
-            sum(b - a for a, b in stream.gaps) if stream.gap_seconds is None else stream.gap_seconds
-        )
         problems.append(Problem("gaps", count=count, ms=_ms(seconds)))
     return Verdict(tuple(problems))
+
+
+def _gaps(stream: StreamEvidence, pauses: list[Span]) -> tuple[int, float]:
+    """How many gaps and how long, less what a pause covers (a node that restarts after the
+    stream was paused sees one hole: the pause and its downtime)."""
+    count, seconds = 0, 0.0
+    for a, b in stream.gaps:
+        left = (b - a) - _length(_clip(pauses, a, b))
+        if left * 1000 >= GAP_MIN_MS - 0.5:
+            count, seconds = count + 1, seconds + left
+    listed = sum(b - a for a, b in stream.gaps)
+    if stream.gap_count is not None and stream.gap_count > len(stream.gaps):  # beyond the list
+        count += stream.gap_count - len(stream.gaps)
+        seconds += max((stream.gap_seconds or listed) - listed, 0.0)
+    return count, seconds
 
 
 def _merge(kind: str, found: list[tuple[int, Problem]]) -> Problem:

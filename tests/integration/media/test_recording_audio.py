@@ -107,6 +107,8 @@ def test_two_tones_on_their_channels_with_a_pause(workers: int, receive_path: st
     assert streams["1"]["codec"] == "PCMU" and streams["2"]["codec"] == "PCMA"
     assert streams["1"]["lost"] == 0 and streams["1"]["packets"] >= 170
     assert len(sidecar["pauses"]) == 1
+    # the hold is a pause, not a gap, and the time on hold is not expected to carry audio
+    assert sidecar["verdict"] == {"status": "ok", "problems": []}, sidecar["verdict"]
 
 
 def _riff_g711(path: Path) -> tuple[int, bytes]:

@@ -101,6 +101,11 @@ def test_gaps_count_and_sum_and_shorten_the_coverage() -> None:
     verdict = judge_stream(clean(gaps=[(2.0, 4.6), (6.0, 6.12)]), WINDOW)
     assert verdict.get("gaps") == Problem("gaps", count=2, ms=2720)
     assert verdict.get("short") == Problem("short", covered_ms=7260, active_ms=10000, percent=72.6)
+    # a hole that a pause partly covers: only the rest is a gap (at least 100 ms of it)
+    paused = judge_stream(
+        clean(gaps=[(2.0, 4.6), (6.0, 6.3)], pauses=[(2.0, 4.0), (6.0, 6.25)]), WINDOW
+    )
+    assert paused.get("gaps") == Problem("gaps", count=1, ms=600)
     # totals beyond the listed gaps
     many = judge_stream(clean(gaps=[(2.0, 2.2)], gap_count=150, gap_seconds=21.0), WINDOW)
     assert many.get("gaps") == Problem("gaps", count=150, ms=21000)
