@@ -551,17 +551,14 @@ class StreamTimeline:
         return out
 
     def accept(
-        self,
-        formats: Sequence[TimelineFormat],
-        telephone_event_pts: Collection[int] = (),
-        comfort_noise_pts: Collection[int] = (),
+        self, formats: Sequence[TimelineFormat], events: Collection[int], comfort: Collection[int]
     ) -> None:
-        """More payload types the stream may carry from now on (a re-INVITE or UPDATE added
-        them): their packets start stretches instead of counting as unexpected."""
-        for fmt in formats:
-            self._formats.setdefault(fmt.payload_type, fmt)
-        self._events.update(telephone_event_pts)
-        self._comfort.update(comfort_noise_pts)
+        """More payload types from now on (a re-INVITE added them): stretches, not unexpected."""
+        self._formats.update(
+            (f.payload_type, f) for f in formats if f.payload_type not in self._formats
+        )
+        self._events.update(events)
+        self._comfort.update(comfort)
 
     def take_switch(self) -> Switch:
         """The oldest switch whose :data:`SWITCH` marker was emitted and not yet taken."""
