@@ -169,6 +169,14 @@ class Call:
     """Methods the SRC said it allows (its INVITE's Allow header); empty when it did not say."""
     refresh_timer: asyncio.TimerHandle | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
+    tolerated: set[str] = field(default_factory=set)
+    """Kinds of sloppy SIP already logged for this call (each is logged once per call)."""
+
+    def tolerate(self, kind: str, **details: Any) -> None:
+        """Log, once per call, a fault of the SRC's that the node accepted (INTEROP)."""
+        if kind not in self.tolerated:
+            self.tolerated.add(kind)
+            self.log.warning("sip_tolerated", fault=kind, **details)
 
 
 Sender = Callable[[bytes, Address], None]
@@ -897,6 +905,8 @@ class SipHandler:
             to_display=request.to.display,
             vendor_ids=dict(offer.vendor_ids),
         )
+        if offer.metadata_error is not None:
+            data.flag("metadata_unparsed", detail=offer.metadata_error)
         call = Call(
             data=data,
             dialog=Dialog.from_invite(request, local_tag, contact, source),
@@ -908,6 +918,8 @@ class SipHandler:
             remote_allow=frozenset(m.upper() for m in request.headers.get_all("Allow")),
             media_state=new_media_state(self.config.recording_dir, request.call_id, session_id),
         )
+        if offer.metadata_error is not None:
+            call.tolerate("metadata_unparsed", error=offer.metadata_error)
         # The call counts against capacity and can be cancelled from now on.
         self.calls[session_id] = call
         self._by_invite[key] = call
@@ -1125,6 +1137,8 @@ class SipHandler:
             return
         if event.lenient:
             call.log.info("ack_matched_leniently", cseq=ack.headers.get("CSeq"))
+        if ack.cseq_method_mismatch:
+            _tolerate_cseq_method(call, ack)
         answered = False
         if ack.body and call.recording.awaiting_answer:
             # The answer to our offer: the initial delayed-offer 200, or a re-INVITE's 200.
@@ -1153,6 +1167,17 @@ class SipHandler:
             self._respond(event.key, cancel, 481, now)
             return
         call = self._by_invite.get(event.invite_key)
+        if cancel.cseq_method_mismatch:
+            if call is not None:
+                _tolerate_cseq_method(call, cancel)
+            else:
+                log.warning(
+                    "sip_tolerated",
+                    fault="cseq_method_mismatch",
+                    call_id=cancel.call_id,
+                    method=cancel.method,
+                    cseq=cancel.headers.get("CSeq"),
+                )
         # §9.2: the 200 to the CANCEL carries the To tag of the INVITE's response.
         self._respond(event.key, cancel, 200, now, to_tag=call.dialog.local_tag if call else None)
         state = self.transactions.get_state(event.invite_key)
@@ -1211,6 +1236,8 @@ class SipHandler:
             return
         if check.lenient:
             call.log.info("cseq_out_of_order_accepted", method=request.method, reason=check.reason)
+        if request.cseq_method_mismatch:
+            _tolerate_cseq_method(call, request)
         self._touch(call)
         if request.method == "BYE":
             if self.transactions.get_state(call.invite_key) is TransactionState.ACCEPTED:
@@ -1250,6 +1277,9 @@ class SipHandler:
                 headers=[("Retry-After", str(self.config.retry_after))],
             )
             return
+        if call.recording.metadata_error is not None:
+            call.data.flag("metadata_unparsed", detail=call.recording.metadata_error)
+            call.tolerate("metadata_unparsed", error=call.recording.metadata_error)
         call.dialog.refresh_target(request)
         call.ports = call.recording.ports
         self._spawn(self._sync_media(call))  # new streams open, held ones pause, others resume
@@ -1454,6 +1484,12 @@ class SipHandler:
         self.media.close()
         if self.snapshots is not None:
             await self.snapshots.close(timeout)
+
+
+def _tolerate_cseq_method(call: Call, request: SipRequest) -> None:
+    """INTEROP: a BYE, ACK or CANCEL whose CSeq names another method is what its request line
+    says (``message.CSEQ_METHOD_TOLERATED``); logged once per call."""
+    call.tolerate("cseq_method_mismatch", method=request.method, cseq=request.headers.get("CSeq"))
 
 
 def _phrase(exc: SiprecError) -> str:

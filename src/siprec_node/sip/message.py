@@ -28,6 +28,10 @@ from siprec_node.sip.uri import (
 SIP_VERSION = "SIP/2.0"
 DEFAULT_MAX_SIZE = 65535
 DEFAULT_MAX_HEADERS = 256
+# INTEROP: SRCs send BYE, ACK and CANCEL whose CSeq names the INVITE's method. Their intent is
+# unambiguous, and refusing them leaves the call up until the session timeout: the request line
+# wins (logged by the handler). Any other method with a mismatched CSeq stays a 400.
+CSEQ_METHOD_TOLERATED = frozenset({"BYE", "ACK", "CANCEL"})
 
 COMPACT_FORMS = {
     "i": "Call-ID",
@@ -358,6 +362,12 @@ class SipRequest(_MessageMixin):
     body: bytes = b""
     version: str = SIP_VERSION
 
+    @property
+    def cseq_method_mismatch(self) -> bool:
+        """True when the CSeq names another method than the request line (tolerated for
+        :data:`CSEQ_METHOD_TOLERATED` only; the request line says what the request is)."""
+        return self.cseq.method != self.method
+
     def serialize(self) -> bytes:
         """Wire form with CRLF line endings and a Content-Length matching the body."""
         start = f"{self.method} {self.uri} {self.version}"
@@ -547,7 +557,7 @@ def _build(start_line: str, headers: Headers, body: bytes) -> SipMessage:
     request = SipRequest(method.upper(), uri, headers, body)
     _check_required(headers, REQUIRED_REQUEST_HEADERS)
     cseq = _check_cseq(headers)
-    if cseq.method != request.method:
+    if cseq.method != request.method and request.method not in CSEQ_METHOD_TOLERATED:
         raise SipParseError(f"CSeq method {cseq.method} does not match {request.method}")
     return request
 
@@ -616,8 +626,10 @@ def make_response(
 ) -> SipResponse:
     """Build a response to ``request`` per RFC 3261 §8.2.6.
 
-    Via, From, Call-ID and CSeq are copied; To is copied and gets ``to_tag`` when it has no tag
-    yet (never for 100 Trying); Record-Route is copied on 2xx/1xx of dialog-creating requests.
+    Via, From, Call-ID and CSeq are copied (a tolerated CSeq naming another method than the
+    request line is answered with the request line's method); To is copied and gets ``to_tag``
+    when it has no tag yet (never for 100 Trying); Record-Route is copied on 2xx/1xx of
+    dialog-creating requests.
     """
     out: list[tuple[str, str]] = [("Via", v) for v in request.headers.get_raw("Via")]
     to_value = request.headers.get("To") or ""
@@ -628,7 +640,12 @@ def make_response(
     out.append(("From", request.headers.get("From") or ""))
     out.append(("To", to_value))
     out.append(("Call-ID", request.call_id))
-    out.append(("CSeq", request.headers.get("CSeq") or ""))
+    cseq = request.headers.get("CSeq") or ""
+    if request.cseq_method_mismatch:
+        # The SRC's client transaction is the request line's method (§17.1.3): answer in it,
+        # never with an INVITE CSeq that a CANCEL's 200 would make look like the INVITE's.
+        cseq = f"{request.cseq.number} {request.method}"
+    out.append(("CSeq", cseq))
     if request.method in ("INVITE", "SUBSCRIBE") and 100 < status < 300:
         out.extend(("Record-Route", v) for v in request.headers.get_raw("Record-Route"))
     if status == 100 and "Timestamp" in request.headers:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from siprec_node.sip.message import SipRequest
-from siprec_node.siprec.errors import NotAcceptable, SdpError
+from siprec_node.siprec.errors import MetadataNotWellFormed, NotAcceptable, SdpError
 from siprec_node.siprec.metadata import RecordingMetadata
 from siprec_node.siprec.metadata_parser import parse_metadata
 from siprec_node.siprec.multipart import ExtractedBody, extract_body
@@ -46,12 +46,25 @@ class RecordingOffer:
     metadata: RecordingMetadata | None
     is_siprec: bool
     vendor_ids: dict[str, str] = field(default_factory=dict)
+    metadata_error: str | None = None
+    """Why a metadata part that is empty or not well-formed XML was set aside (the call is
+    recorded without it: participants from From/To)."""
 
     @classmethod
     def from_request(cls, request: SipRequest) -> RecordingOffer:
-        """Extract and parse; raises the ``siprec`` errors (415, 400) for unusable bodies."""
+        """Extract and parse; raises the ``siprec`` errors (415, 400) for unusable bodies.
+
+        INTEROP: metadata that is not well-formed XML does not cost the recording; it is set
+        aside and named in :attr:`metadata_error`. Unsafe or oversized metadata is still 400.
+        """
         body = extract_body(request.content_type, request.body)
-        metadata = parse_metadata(body.metadata) if body.metadata is not None else None
+        metadata: RecordingMetadata | None = None
+        metadata_error: str | None = None
+        if body.metadata is not None:
+            try:
+                metadata = parse_metadata(body.metadata)
+            except MetadataNotWellFormed as exc:
+                metadata_error = exc.reason
         is_siprec = recognize_siprec(
             require=request.headers.get_all("Require"),
             contact_values=request.headers.get_all("Contact"),
@@ -68,7 +81,7 @@ class RecordingOffer:
         if metadata is not None:
             for name, value in metadata.vendor_identifiers().items():
                 vendor_ids.setdefault(name, value)
-        return cls(body, metadata, is_siprec, vendor_ids)
+        return cls(body, metadata, is_siprec, vendor_ids, metadata_error)
 
 
 class CallRecording:
@@ -93,6 +106,8 @@ class CallRecording:
         self.sdp_in_answer = True
         self.operator_paused = False
         """Paused by an operator (admin API): nothing is recorded, whatever the SDP says."""
+        self.metadata_error: str | None = None
+        """Why the metadata of the last request applied was set aside (None: parsed or absent)."""
 
     # ---- creation
 
@@ -123,6 +138,7 @@ class CallRecording:
         )
         if offer.metadata is not None:
             session.apply_metadata(offer.metadata)
+        recording.metadata_error = offer.metadata_error
         recording._negotiate(offer, exhausted)
         return recording
 
@@ -181,9 +197,12 @@ class CallRecording:
         """Apply a re-INVITE or UPDATE: metadata (complete or partial) and/or a new offer."""
         offer = RecordingOffer.from_request(request)
         changes: list[str] = []
+        self.metadata_error = offer.metadata_error
         if offer.metadata is not None:
             self.session.apply_metadata(offer.metadata)
             changes.append("metadata")
+        elif offer.metadata_error is not None:
+            changes.append("metadata unparsed")
         # A re-INVITE without SDP (metadata-only included) asks us to offer: its 2xx must carry
         # an offer (RFC 3261 §14.2, §13.3.1.4). An UPDATE without SDP gets no SDP (RFC 3311).
         self.sdp_in_answer = offer.body.sdp is not None or request.method == "INVITE"

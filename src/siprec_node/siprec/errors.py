@@ -43,6 +43,11 @@ class MetadataError(SiprecError):
     reason_phrase = "Bad Request"
 
 
+class MetadataNotWellFormed(MetadataError):
+    """Recording metadata that is empty or not well-formed XML. The SIP layer records the call
+    anyway (participants from From/To) and flags it ``metadata_unparsed``."""
+
+
 class SdpError(SiprecError):
     """An SDP body that cannot be parsed at all: answer 400."""
 

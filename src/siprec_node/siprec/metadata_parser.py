@@ -6,8 +6,9 @@ with a ``recording_metadata`` root (BroadWorks/Webex), any prefix or none, ``id=
 their own ``<aor>``, ``<send>`` and ``<recv>`` (BroadWorks and the older draft used by
 Oracle/Acme), ``<extensiondata>`` wrappers, and a stream declared twice for one label with an
 empty id (Avaya). XML that is not well-formed, carries a DTD or entities, or exceeds the size
-limit raises :class:`MetadataError` (400); whatever is merely unexpected is accepted and noted
-in ``RecordingMetadata.warnings``.
+limit raises :class:`MetadataError` (empty or not well-formed: its subclass
+:class:`MetadataNotWellFormed`, which the SIP layer tolerates); whatever is merely unexpected is
+accepted and noted in ``RecordingMetadata.warnings``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from xml.sax.saxutils import escape, quoteattr
 import defusedxml
 import defusedxml.ElementTree as SafeET
 
-from siprec_node.siprec.errors import MetadataError
+from siprec_node.siprec.errors import MetadataError, MetadataNotWellFormed
 from siprec_node.siprec.metadata import (
     CommunicationSession,
     DisplayName,
@@ -55,7 +56,7 @@ def parse_metadata(data: bytes | str, *, max_size: int = DEFAULT_MAX_SIZE) -> Re
         raise MetadataError(f"recording metadata of {len(data)} bytes exceeds {max_size}")
     data = data.strip()
     if not data:
-        raise MetadataError("empty recording metadata")
+        raise MetadataNotWellFormed("empty recording metadata")
     root, prefixes = _parse_xml(data)
     return _Reader(prefixes).read(root)
 
@@ -74,7 +75,7 @@ def _parse_xml(data: bytes) -> tuple[ET.Element, dict[str, str]]:
             elif root is None:
                 root = item
     except ET.ParseError as exc:
-        raise MetadataError(f"recording metadata is not well-formed XML: {exc}") from exc
+        raise MetadataNotWellFormed(f"recording metadata is not well-formed XML: {exc}") from exc
     except (defusedxml.DTDForbidden, defusedxml.EntitiesForbidden) as exc:
         raise MetadataError(f"recording metadata with a DTD or entities refused: {exc}") from exc
     except defusedxml.ExternalReferenceForbidden as exc:

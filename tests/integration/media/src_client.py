@@ -210,7 +210,9 @@ class RtpLeg:
 
     ``audio`` is G.711 bytes, sent ``FRAME`` bytes a packet and looped; or, with ``frames``,
     pre-encoded payloads (G.722, Opus) sent one a packet and looped, the RTP timestamp advancing
-    ``step`` per packet (``clock`` ticks a second). ``log`` keeps (ssrc, seq, timestamp, payload)
+    ``step`` per packet (``clock`` ticks a second). ``payload_types``, beside ``frames``, gives
+    each frame its own payload type: a codec switch on the same SSRC, sequence numbers and
+    timestamps running on, without any signalling. ``log`` keeps (ssrc, seq, timestamp, payload)
     of every packet made, before any impairment, and ``made_at`` the wall-clock time (time.time())
     each was made (it is sent at once unless an impairment holds it).
     """
@@ -227,9 +229,13 @@ class RtpLeg:
     clock: int = RATE
     log: list[tuple[int, int, int, bytes]] = field(default_factory=list)
     made_at: list[float] = field(default_factory=list)
+    payload_types: list[int] | None = None
 
     def next_packet(self) -> bytes:
+        payload_type = self.payload_type
         if self.frames is not None:
+            if self.payload_types is not None:
+                payload_type = self.payload_types[self.offset % len(self.frames)]
             chunk = self.frames[self.offset % len(self.frames)]
             self.offset += 1
         else:
@@ -239,7 +245,7 @@ class RtpLeg:
                 chunk = self.audio[:FRAME]
             self.offset += FRAME
         seq, timestamp = self.seq & 0xFFFF, self.timestamp & 0xFFFFFFFF
-        header = struct.pack("!BBHII", 0x80, self.payload_type, seq, timestamp, self.ssrc)
+        header = struct.pack("!BBHII", 0x80, payload_type, seq, timestamp, self.ssrc)
         self.log.append((self.ssrc, seq, timestamp, chunk))
         self.made_at.append(time.time())
         self.seq += 1
@@ -582,6 +588,43 @@ class SrcCall:
     def close(self) -> None:
         self.sip.close()
         self.rtp.close()
+
+
+class RtpSender(threading.Thread):
+    """Sends ``packets`` packets of every leg to its port, one every ``ptime`` seconds, from a
+    thread: the RTP of a call whose signalling another program (SIPp) drives. ``count`` is how
+    many packets each leg has sent so far; ``first``/``last`` the wall-clock times of the first
+    and last."""
+
+    def __init__(
+        self, legs: list[RtpLeg], ports: list[int], packets: int, *, ptime: float = 0.02
+    ) -> None:
+        super().__init__(daemon=True)
+        assert len(legs) == len(ports) and all(ports), (legs, ports)
+        self.legs, self.ports, self.packets, self.ptime = legs, ports, packets, ptime
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.count = 0
+        self.first: float | None = None
+        self.last: float | None = None
+
+    def run(self) -> None:
+        start = time.monotonic()
+        try:
+            for n in range(self.packets):
+                if n == 0:
+                    self.first = time.time()
+                for leg, port in zip(self.legs, self.ports, strict=True):
+                    self.sock.sendto(leg.next_packet(), ("127.0.0.1", port))
+                self.count = n + 1
+                if self.count == self.packets:
+                    self.last = time.time()
+                    break
+                delay = start + (n + 1) * self.ptime - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+        finally:
+            self.sock.close()
 
 
 def stream_in_background(call: SrcCall, legs: list[RtpLeg], seconds: float) -> threading.Thread:
