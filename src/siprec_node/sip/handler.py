@@ -15,6 +15,7 @@ import functools
 import ipaddress
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,8 +65,8 @@ from siprec_node.sip.transaction import (
     new_branch,
     new_tag,
 )
-from siprec_node.sip.uri import SipUri
-from siprec_node.siprec.errors import SiprecError, UnsupportedBody
+from siprec_node.sip.uri import SipUri, parse_decimal
+from siprec_node.siprec.errors import MetadataLimitExceeded, SiprecError, UnsupportedBody
 from siprec_node.siprec.multipart import metadata_request_part
 from siprec_node.siprec.recording_session import Party, RecordingSession
 
@@ -82,6 +83,9 @@ NOT_ALLOWED_METHODS = frozenset(
 )
 MIN_SE = 90
 FINISHED_DIALOGS = 10000
+# Local addresses remembered per peer address (the route lookup is a syscall); least recently used
+# evicted, so that a flood from many source addresses cannot grow it.
+ADVERTISE_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -222,7 +226,7 @@ class SipHandler:
         for dialogs it does not know get 503 + Retry-After then, never 481."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
-        self._advertise_cache: dict[str, str] = {}
+        self._advertise_cache: OrderedDict[str, str] = OrderedDict()
         self.stats: dict[str, int] = {
             "requests": 0,
             "responses": 0,
@@ -231,6 +235,9 @@ class SipHandler:
             "calls_ended": 0,
             "calls_failed": 0,
             "rejected": 0,
+            "forbidden": 0,
+            "metadata_limit_exceeded": 0,
+            "internal_errors": 0,
         }
 
     # ------------------------------------------------------------------ wiring
@@ -566,13 +573,31 @@ class SipHandler:
         except SipParseError as error:
             self.on_malformed(data, error, source)
             return
-        if isinstance(message, SipResponse):
-            self.stats["responses"] += 1
-            events = self.transactions.receive_response(message, now)
-        else:
-            self.stats["requests"] += 1
-            events = self.transactions.receive_request(message, source, now)
+        except Exception:  # the parser must raise nothing else: our bug, answered 500
+            self._internal_error("parse_failed", peer=f"{source.host}:{source.port}")
+            answer = error_response_for(data, SipParseError("Server Internal Error", status=500))
+            if answer is not None:
+                self._emit(answer, source)
+            return
+        try:
+            if isinstance(message, SipResponse):
+                self.stats["responses"] += 1
+                events = self.transactions.receive_response(message, now)
+            else:
+                self.stats["requests"] += 1
+                events = self.transactions.receive_request(message, source, now)
+        except SipParseError as error:  # a header the transaction layer needed did not parse
+            self.on_malformed(data, error, source)
+            return
+        except Exception:
+            self._internal_error("transaction_failed", peer=f"{source.host}:{source.port}")
+            return
         self._process(events, now)
+
+    def _internal_error(self, event: str, **fields: Any) -> None:
+        """Count and log (with the traceback) an exception that is our bug, not the peer's."""
+        self.stats["internal_errors"] += 1
+        log.exception(event, **fields)
 
     def on_malformed(self, data: bytes, error: SipParseError, source: Address) -> None:
         """Answer a message that does not parse (400/413/505) when it is an answerable request."""
@@ -599,13 +624,33 @@ class SipHandler:
 
     def _process(self, events: Iterable[Event], now: float) -> None:
         for event in events:
+            request = (
+                event.request
+                if isinstance(event, RequestReceived)
+                else event.cancel
+                if isinstance(event, CancelReceived)
+                else None
+            )
             try:
                 self._dispatch(event, now)
+            except (SipParseError, SiprecError) as exc:
+                # A header or body that fails only where it is used: the sender's error, a 4xx.
+                status = exc.status if 400 <= exc.status < 500 else 400
+                log.info("request_unparsable", status=status, error=exc.reason)
+                if request is not None:
+                    self._respond_safely(
+                        event.key,  # type: ignore[union-attr]
+                        self._rejection(request, status, _reason_of(exc)),
+                        now,
+                    )
             except Exception:
-                log.exception("event_failed", event_type=type(event).__name__)
-                if isinstance(event, RequestReceived | CancelReceived):
-                    request = event.request if isinstance(event, RequestReceived) else event.cancel
-                    self._respond_safely(event.key, make_response(request, 500), now)
+                self._internal_error("event_failed", event_type=type(event).__name__)
+                if request is not None:
+                    self._respond_safely(
+                        event.key,  # type: ignore[union-attr]
+                        self._rejection(request, 500, None),
+                        now,
+                    )
         self._flush()
         self._schedule_timer()
 
@@ -672,7 +717,13 @@ class SipHandler:
     ) -> None:
         method = request.method
         in_dialog = request.to.tag is not None
-        if method == "INVITE" and not in_dialog:
+        initial_invite = method == "INVITE" and not in_dialog  # 100 first, then admission
+        if not initial_invite and not self._source_allowed(source):
+            self.stats["forbidden"] += 1
+            log.info("request_forbidden", method=method, peer=f"{source.host}:{source.port}")
+            self._respond(key, request, 403, now, reason="Source Not Allowed")
+            return
+        if initial_invite:
             self._on_invite(request, key, source, now)
         elif method == "OPTIONS":
             self._on_options(request, key, now)
@@ -707,6 +758,14 @@ class SipHandler:
     def _respond_safely(self, key: TransactionKey, response: SipResponse, now: float) -> None:
         with contextlib.suppress(Exception):
             self.transactions.send_response(key, response, now)
+
+    def _rejection(self, request: SipRequest, status: int, reason: str | None) -> SipResponse:
+        """A final error response built without trusting the request beyond what parsed."""
+        try:
+            tagged = request.to.tag is not None
+        except SipParseError:
+            tagged = True
+        return make_response(request, status, reason, to_tag=None if tagged else new_tag())
 
     def _capabilities(self) -> list[tuple[str, str]]:
         return [
@@ -757,6 +816,7 @@ class SipHandler:
             return
         except SiprecError as exc:
             self.stats["rejected"] += 1
+            self._count_limit(exc)
             call_log.info("invite_rejected", status=exc.status, reason=exc.reason)
             self._respond(key, request, exc.status, now, reason=_phrase(exc))
             return
@@ -888,7 +948,8 @@ class SipHandler:
             return 483, None, []
         if self.draining:
             return 503, "Draining", retry
-        if self.config.allow_sources and not _allowed(source.host, self.config.allow_sources):
+        if not self._source_allowed(source):
+            self.stats["forbidden"] += 1
             return 403, "Source Not Allowed", []
         if len(self.calls) >= self.config.max_sessions:
             return 503, "Maximum Sessions Reached", retry
@@ -900,12 +961,20 @@ class SipHandler:
             return 420, None, [("Unsupported", ", ".join(sorted(unsupported)))]
         expires = request.headers.get("Session-Expires")
         if expires is not None:
-            value = expires.split(";", 1)[0].strip()
-            if not value.isdigit():
+            interval = parse_decimal(expires.split(";", 1)[0].strip(), max_digits=10)
+            if interval is None:
                 return 400, "Bad Session-Expires", []
-            if int(value) < MIN_SE:
+            if interval < MIN_SE:
                 return 422, "Session Interval Too Small", [("Min-SE", str(MIN_SE))]
         return None
+
+    def _count_limit(self, exc: SiprecError) -> None:
+        if isinstance(exc, MetadataLimitExceeded):
+            self.stats["metadata_limit_exceeded"] += 1
+
+    def _source_allowed(self, source: Address) -> bool:
+        """``sip.allow_sources`` (empty: everyone), applied to every request."""
+        return not self.config.allow_sources or _allowed(source.host, self.config.allow_sources)
 
     def _session_timer_headers(self, request: SipRequest, call: Call) -> list[tuple[str, str]]:
         """RFC 4028 §9 for the 2xx of an INVITE or UPDATE that carries Session-Expires.
@@ -922,10 +991,10 @@ class SipHandler:
             call.session_expires, call.refresher = None, None
             return []
         interval_text, _, params = value.partition(";")
-        if not interval_text.strip().isdigit():
-            call.log.info("session_expires_ignored", value=value)
+        interval = parse_decimal(interval_text.strip(), max_digits=10)
+        if interval is None:
+            call.log.info("session_expires_ignored", value=value[:80])
             return []
-        interval = int(interval_text.strip())
         refresher = "uas" if "refresher=uas" in params.replace(" ", "").lower() else "uac"
         call.session_expires, call.refresher = interval, refresher
         headers = [("Session-Expires", f"{interval};refresher={refresher}")]
@@ -972,13 +1041,18 @@ class SipHandler:
         value = request.headers.get("Session-Expires")
         if value is None:
             return None
-        return int(value.split(";", 1)[0].strip())
+        return parse_decimal(value.split(";", 1)[0].strip(), max_digits=10)
 
     def _advertised_host(self, peer_host: str) -> str:
-        cached = self._advertise_cache.get(peer_host)
+        cache = self._advertise_cache
+        cached = cache.get(peer_host)
         if cached is None:
             cached = self._local_address(peer_host)
-            self._advertise_cache[peer_host] = cached
+            cache[peer_host] = cached
+            if len(cache) > ADVERTISE_CACHE_SIZE:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(peer_host)
         return cached
 
     def _contact(self, source: Address) -> str:
@@ -1038,6 +1112,10 @@ class SipHandler:
 
     def _on_cancel(self, event: CancelReceived, now: float) -> None:
         cancel = event.cancel
+        if not self._source_allowed(event.source):
+            self.stats["forbidden"] += 1
+            self._respond(event.key, cancel, 403, now, reason="Source Not Allowed")
+            return
         if event.invite_key is None:
             self._respond(event.key, cancel, 481, now)
             return
@@ -1123,6 +1201,7 @@ class SipHandler:
             )
             return
         except SiprecError as exc:
+            self._count_limit(exc)
             call.log.info(
                 "update_rejected", method=request.method, status=exc.status, reason=exc.reason
             )
@@ -1316,6 +1395,14 @@ class SipHandler:
         self.media.close()
         if self.snapshots is not None:
             await self.snapshots.close(timeout)
+
+
+def _reason_of(exc: SipParseError | SiprecError) -> str:
+    """The reason phrase for a request refused by a parse error."""
+    if isinstance(exc, SiprecError):
+        return _phrase(exc)
+    text = "".join(c if 32 <= ord(c) < 127 else " " for c in exc.reason)[:80].strip()
+    return f"Bad Request ({text})" if text else "Bad Request"
 
 
 def _phrase(exc: SiprecError) -> str:

@@ -346,10 +346,13 @@ class _Reader:
     def stream_refs(self, element: ET.Element, into: list[str]) -> None:
         """Stream ids from ``<send>id</send>`` or ``<send><id>id</id></send>``."""
         ids = (element.text or "").split()
+        extra = len(ids)  # ids that are not elements of their own (an <id> is counted already)
         for name, child in self.children(element):
             if name in ("id", "streamid", "streamref"):
-                ids.extend((child.text or "").split())
-        self.id_budget -= len(ids)
+                listed = (child.text or "").split()
+                extra += max(0, len(listed) - 1)
+                ids.extend(listed)
+        self.id_budget -= extra
         if self.id_budget < 0:
             raise MetadataLimitExceeded("recording metadata with too many elements and stream ids")
         for stream_id in ids:
