@@ -67,6 +67,7 @@ from siprec_node.sip.transaction import (
 )
 from siprec_node.sip.uri import SipUri, parse_decimal
 from siprec_node.siprec.errors import MetadataLimitExceeded, SiprecError, UnsupportedBody
+from siprec_node.siprec.metadata_parser import DEFAULT_MAX_ELEMENTS
 from siprec_node.siprec.multipart import metadata_request_part
 from siprec_node.siprec.recording_session import Party, RecordingSession
 
@@ -128,6 +129,8 @@ class HandlerConfig:
     retry_after: int = 30
     max_message_size: int = DEFAULT_MAX_SIZE
     max_headers: int = DEFAULT_MAX_HEADERS
+    max_metadata_elements: int = DEFAULT_MAX_ELEMENTS
+    """``sip.max_metadata_elements``: beyond it a request's metadata is refused (400)."""
     user_agent: str = f"siprec-node/{__version__}"
 
     @property
@@ -799,7 +802,9 @@ class SipHandler:
             self._respond(key, request, status, now, reason=reason, headers=headers)
             return
         try:
-            offer = RecordingOffer.from_request(request)
+            offer = RecordingOffer.from_request(
+                request, max_metadata_elements=self.config.max_metadata_elements
+            )
             recording = CallRecording.start(
                 offer,
                 codecs=self.config.codecs,
@@ -1194,7 +1199,11 @@ class SipHandler:
         """re-INVITE or UPDATE: metadata and/or SDP changes; same ports, same dialog."""
         tag = call.dialog.local_tag
         try:
-            changed = call.recording.apply_update(request, allocate=lambda: self.media.reserve(now))
+            changed = call.recording.apply_update(
+                request,
+                allocate=lambda: self.media.reserve(now),
+                max_metadata_elements=self.config.max_metadata_elements,
+            )
         except UnsupportedBody as exc:
             self._respond(
                 key, request, exc.status, now, to_tag=tag, headers=[("Accept", exc.accept)]

@@ -15,7 +15,7 @@ from typing import Any
 from siprec_node.sip.message import SipRequest
 from siprec_node.siprec.errors import NotAcceptable, SdpError
 from siprec_node.siprec.metadata import RecordingMetadata
-from siprec_node.siprec.metadata_parser import parse_metadata
+from siprec_node.siprec.metadata_parser import DEFAULT_MAX_ELEMENTS, parse_metadata
 from siprec_node.siprec.multipart import ExtractedBody, extract_body
 from siprec_node.siprec.recording_session import Party, RecordingSession, recognize_siprec
 from siprec_node.siprec.sdp import parse_sdp
@@ -48,10 +48,16 @@ class RecordingOffer:
     vendor_ids: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_request(cls, request: SipRequest) -> RecordingOffer:
+    def from_request(
+        cls, request: SipRequest, *, max_metadata_elements: int = DEFAULT_MAX_ELEMENTS
+    ) -> RecordingOffer:
         """Extract and parse; raises the ``siprec`` errors (415, 400) for unusable bodies."""
         body = extract_body(request.content_type, request.body)
-        metadata = parse_metadata(body.metadata) if body.metadata is not None else None
+        metadata = (
+            parse_metadata(body.metadata, max_elements=max_metadata_elements)
+            if body.metadata is not None
+            else None
+        )
         is_siprec = recognize_siprec(
             require=request.headers.get_all("Require"),
             contact_values=request.headers.get_all("Contact"),
@@ -177,9 +183,15 @@ class CallRecording:
         del request
         return self.sdp_in_answer
 
-    def apply_update(self, request: SipRequest, *, allocate: PortSource) -> list[str]:
+    def apply_update(
+        self,
+        request: SipRequest,
+        *,
+        allocate: PortSource,
+        max_metadata_elements: int = DEFAULT_MAX_ELEMENTS,
+    ) -> list[str]:
         """Apply a re-INVITE or UPDATE: metadata (complete or partial) and/or a new offer."""
-        offer = RecordingOffer.from_request(request)
+        offer = RecordingOffer.from_request(request, max_metadata_elements=max_metadata_elements)
         changes: list[str] = []
         if offer.metadata is not None:
             self.session.apply_metadata(offer.metadata)
