@@ -46,7 +46,7 @@ def growth(
     base: int,
     *,
     steps: int = 4,
-    repeats: int = 5,
+    repeats: int = 3,
     attempts: int = 3,
 ) -> tuple[float, list[tuple[int, float]]]:
     """The smallest slope seen over ``attempts`` measurements at ``base * 2**k`` (k < steps),
