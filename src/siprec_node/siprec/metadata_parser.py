@@ -77,7 +77,7 @@ def parse_metadata(
     if not data:
         raise MetadataError("empty recording metadata")
     root, prefixes, elements = _parse_xml(data, max_elements)
-    return _Reader(prefixes, max_elements - elements).read(root)
+    return _Reader(prefixes, max_elements, max_elements - elements).read(root)
 
 
 def _parse_xml(data: bytes, max_elements: int) -> tuple[ET.Element, dict[str, str], int]:
@@ -98,9 +98,7 @@ def _parse_xml(data: bytes, max_elements: int) -> tuple[ET.Element, dict[str, st
                 if depth > MAX_DEPTH:
                     raise MetadataError(f"recording metadata nested deeper than {MAX_DEPTH}")
                 if elements > max_elements:
-                    raise MetadataLimitExceeded(
-                        f"recording metadata with more than {max_elements} elements"
-                    )
+                    raise MetadataLimitExceeded(_too_many(max_elements))
                 if root is None:
                     root = item
             else:
@@ -119,6 +117,10 @@ def _parse_xml(data: bytes, max_elements: int) -> tuple[ET.Element, dict[str, st
     if root is None:  # pragma: no cover - iterparse raises on an empty document
         raise MetadataError("recording metadata without a root element")
     return root, prefixes, elements
+
+
+def _too_many(max_elements: int) -> str:
+    return f"recording metadata with more than {max_elements} elements (stream ids counted)"
 
 
 def _split_tag(tag: str) -> tuple[str, str]:
@@ -143,8 +145,9 @@ def _text(element: ET.Element | None) -> str | None:
 class _Reader:
     """Turns one parsed document into a :class:`RecordingMetadata`."""
 
-    def __init__(self, prefixes: dict[str, str], id_budget: int) -> None:
+    def __init__(self, prefixes: dict[str, str], max_elements: int, id_budget: int) -> None:
         self.prefixes = prefixes
+        self.max_elements = max_elements
         self.id_budget = id_budget
         self.warnings: list[str] = []
         self._warned: set[str] = set()
@@ -354,7 +357,7 @@ class _Reader:
                 ids.extend(listed)
         self.id_budget -= extra
         if self.id_budget < 0:
-            raise MetadataLimitExceeded("recording metadata with too many elements and stream ids")
+            raise MetadataLimitExceeded(_too_many(self.max_elements))
         for stream_id in ids:
             self.add_unique(into, stream_id)
 
