@@ -41,10 +41,12 @@ from siprec_node.siprec.metadata import (
 )
 
 DEFAULT_MAX_SIZE = 256 * 1024
-# Real documents hold tens of elements (a large conference a few hundred): this leaves ample room
-# and bounds the time one request can hold the SIP loop (worst case, every element an unknown
-# extension kept as XML: ~25 ms per 1,000 on a loaded 2-core machine).
-DEFAULT_MAX_ELEMENTS = 2000
+# Real documents hold tens of elements (a large conference a few hundred): this leaves room and
+# bounds the time one request can hold the SIP loop (worst case, every element an unknown
+# extension kept as XML: ~30-60 ms per 1,000 elements on a loaded 2-core machine).
+DEFAULT_MAX_ELEMENTS = 1000
+# Distinct warnings kept per document; the rest are counted in a last one.
+MAX_WARNINGS = 50
 # RFC 7865 documents are about five levels deep; vendor extension data adds a few more.
 MAX_DEPTH = 64
 RECORDING_NAMESPACE = "urn:ietf:params:xml:ns:recording:1"
@@ -167,9 +169,18 @@ class _Reader:
     # -- helpers -------------------------------------------------------------------------
 
     def warn(self, message: str) -> None:
-        if message not in self._warned:
-            self._warned.add(message)
+        if message in self._warned:
+            return
+        self._warned.add(message)
+        if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(message)
+        else:
+            dropped = len(self._warned) - MAX_WARNINGS
+            more = f"{dropped} more warning{'s' if dropped > 1 else ''} not kept"
+            if len(self.warnings) == MAX_WARNINGS:
+                self.warnings.append(more)
+            else:
+                self.warnings[-1] = more
 
     def add_unique(self, into: list[str], value: str) -> None:
         """Append ``value`` unless ``into`` (a list this reader fills) already holds it."""

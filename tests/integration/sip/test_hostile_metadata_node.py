@@ -183,7 +183,7 @@ def test_59kb_metadata_datagrams_leave_other_clients_served(node: NodeProcess) -
     assert set(finals) == set(branches)
     for status, reason in finals.values():
         assert status == 400
-        assert "more than 2000 elements" in reason
+        assert "more than 1000 elements" in reason
     during = [rtt for sent, rtt in probe.rtts if attack_start - 0.05 <= sent <= attack_end]
     baseline = [rtt for sent, rtt in probe.rtts if sent < attack_start]
     assert during, "no OPTIONS round trip overlapped the attack"

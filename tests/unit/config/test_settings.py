@@ -25,7 +25,7 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_sessions": 2000,
         "max_message_size": 65535,
         "max_headers": 256,
-        "max_metadata_elements": 2000,
+        "max_metadata_elements": 1000,
     },
     "media": {
         "host": "0.0.0.0",
