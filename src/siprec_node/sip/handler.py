@@ -936,8 +936,10 @@ class SipHandler:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("handler_task_failed", error=repr(task.exception()))
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # The tasks catch what a peer can cause: anything escaping is a bug of ours.
+            self.stats["internal_errors"] += 1
+            log.error("handler_task_failed", error=repr(error), exc_info=error)
 
     async def idle(self) -> None:
         """Wait until every pending answer task has finished (tests, shutdown)."""

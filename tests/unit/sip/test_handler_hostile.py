@@ -238,3 +238,16 @@ async def test_a_parser_bug_is_answered_500_and_counted(monkeypatch: pytest.Monk
         assert h.handler.stats["internal_errors"] == 1
         assert statuses(sent) == [500]
         assert any(e["event"] == "parse_failed" and e.get("exc_info") for e in logs)
+
+
+async def test_a_failing_handler_task_is_counted_and_logged_with_its_traceback() -> None:
+    async def broken() -> None:
+        raise RuntimeError("a bug in a task")
+
+    async with Harness() as h:
+        with capture_logs() as logs:
+            h.handler._spawn(broken())
+            await h.handler.idle()
+        assert h.handler.stats["internal_errors"] == 1
+        failed = [e for e in logs if e["event"] == "handler_task_failed"]
+        assert failed and isinstance(failed[0]["exc_info"], RuntimeError)
