@@ -7,6 +7,7 @@
 * Metadata in an encoding Python does not know or expat cannot take, or nested 1,000 deep, used
   to escape as 500: now 400 with a reason, and no internal error is counted.
 * After all that the node still records a call (SIPp) and answers OPTIONS.
+* ``sip.allow_sources`` refuses OPTIONS, out-of-dialog requests and INVITEs from outside (403).
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ def _metric(node: NodeProcess, name: str) -> float:
 class Client:
     """A UDP SIP client on its own port: sends requests, collects responses by branch."""
 
-    def __init__(self, node_port: int) -> None:
+    def __init__(self, node_port: int, host: str = "127.0.0.1") -> None:
         self.node = ("127.0.0.1", node_port)
+        self.host = host
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, 0))
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.port = self.sock.getsockname()[1]
 
@@ -67,13 +69,13 @@ class Client:
         branch = f"z9hG4bK-hostile-{n}"
         lines = [
             f"{method} sip:srs@127.0.0.1:{self.node[1]} SIP/2.0",
-            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch={branch};rport",
+            f"Via: SIP/2.0/UDP {self.host}:{self.port};branch={branch};rport",
             "Max-Forwards: 70",
             f"From: <sip:src@127.0.0.1>;tag=t{n}",
             "To: <sip:srs@127.0.0.1>",
             f"Call-ID: hostile-{n}@127.0.0.1",
             f"CSeq: 1 {method}",
-            f"Contact: <sip:src@127.0.0.1:{self.port}>;+sip.src",
+            f"Contact: <sip:src@{self.host}:{self.port}>;+sip.src",
         ]
         if method == "INVITE":
             lines.append("Require: siprec")
@@ -226,3 +228,20 @@ def test_node_still_records_after_the_attacks(node: NodeProcess) -> None:
     result = run_sipp("siprec_two_streams.xml", node.sip_port)
     assert result.ok, result.errors or result.stderr
     assert _metric(node, "siprec_sip_internal_errors") == 0
+
+
+def test_allow_sources_refuses_every_request_from_outside() -> None:
+    """``sip.allow_sources`` through the node: OPTIONS (SBC health checks), out-of-dialog BYE
+    and INVITE from a source outside the list get 403; the allowed source is served."""
+    node = start_node(env={"SIPREC_SIP__ALLOW_SOURCES": "127.0.0.1/32"})
+    try:
+        inside = Client(node.sip_port)
+        outside = Client(node.sip_port, host="127.0.0.2")
+        for method in ("OPTIONS", "BYE", "INVITE"):
+            branch = outside.request(method)
+            finals = [s for b, s, _ in outside.responses(timeout=1.0) if b == branch and s >= 200]
+            assert finals[:1] == [403], method
+        branch = inside.request("OPTIONS")
+        assert [s for b, s, _ in inside.responses(timeout=1.0) if b == branch] == [200]
+    finally:
+        assert node.stop() == 0
