@@ -85,6 +85,7 @@ def handler_config(settings: Settings, call_store: CallStore | None = None) -> H
         timers=TimerConfig(),
         max_message_size=settings.sip.max_message_size,
         max_headers=settings.sip.max_headers,
+        max_metadata_elements=settings.sip.max_metadata_elements,
         recording_dir=str(settings.recording.directory),
         recording_format=settings.recording.format,
         recording_channels=settings.recording.channels,

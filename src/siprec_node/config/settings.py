@@ -253,6 +253,9 @@ class SipSettings(_Section):
     """Largest SIP message accepted, in bytes."""
     max_headers: Int = Field(default=256, ge=1)
     """Most header fields accepted in one SIP message."""
+    max_metadata_elements: Int = Field(default=1000, ge=10, le=1_000_000)
+    """Most XML elements (stream ids in ``<send>``/``<recv>`` texts counted) accepted in one
+    recording metadata document; beyond it the request gets 400."""
 
     @field_validator("listen")
     @classmethod

@@ -48,6 +48,9 @@ class HandlerCollector(Collector):
             "responses": "SIP responses received",
             "malformed": "SIP messages that did not parse",
             "rejected": "INVITEs refused by policy (capacity, ACL, options)",
+            "forbidden": "SIP requests refused because sip.allow_sources excludes their source",
+            "metadata_limit_exceeded": "Requests refused for sip.max_metadata_elements (400)",
+            "internal_errors": "Requests that met a bug of the node (500, logged with traceback)",
         }
         for key, text in counters.items():
             family = CounterMetricFamily(f"siprec_sip_{key}", text)

@@ -15,6 +15,7 @@ import functools
 import ipaddress
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,9 +74,10 @@ from siprec_node.sip.transaction import (
     new_branch,
     new_tag,
 )
-from siprec_node.sip.uri import SipUri
+from siprec_node.sip.uri import SipUri, parse_decimal
 from siprec_node.siprec.codecs import ALL_CODECS
-from siprec_node.siprec.errors import SiprecError, UnsupportedBody
+from siprec_node.siprec.errors import MetadataLimitExceeded, SiprecError, UnsupportedBody
+from siprec_node.siprec.metadata_parser import DEFAULT_MAX_ELEMENTS
 from siprec_node.siprec.multipart import metadata_request_part
 from siprec_node.siprec.recording_session import Party, RecordingSession
 
@@ -94,6 +96,9 @@ MIN_SE = 90
 FINISHED_DIALOGS = 10000
 BYE_LINGER_T1 = 4
 """How long (in T1) a drain waits for the answers to its BYEs once they are sent."""
+# Local addresses remembered per peer address (the route lookup is a syscall); least recently used
+# evicted, so that a flood from many source addresses cannot grow it.
+ADVERTISE_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,8 @@ class HandlerConfig:
     retry_after: int = 30
     max_message_size: int = DEFAULT_MAX_SIZE
     max_headers: int = DEFAULT_MAX_HEADERS
+    max_metadata_elements: int = DEFAULT_MAX_ELEMENTS
+    """``sip.max_metadata_elements``: beyond it a request's metadata is refused (400)."""
     user_agent: str = f"siprec-node/{__version__}"
 
     @property
@@ -251,7 +258,7 @@ class SipHandler:
         for dialogs it does not know get 503 + Retry-After then, never 481."""
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
-        self._advertise_cache: dict[str, str] = {}
+        self._advertise_cache: OrderedDict[str, str] = OrderedDict()
         self.stats: dict[str, int] = {
             "requests": 0,
             "responses": 0,
@@ -260,6 +267,9 @@ class SipHandler:
             "calls_ended": 0,
             "calls_failed": 0,
             "rejected": 0,
+            "forbidden": 0,
+            "metadata_limit_exceeded": 0,
+            "internal_errors": 0,
         }
         self.recordings: dict[str, int] = {"ok": 0, "problems": 0}
         """Recordings finalised here, by verdict."""
@@ -683,13 +693,31 @@ class SipHandler:
         except SipParseError as error:
             self.on_malformed(data, error, source)
             return
-        if isinstance(message, SipResponse):
-            self.stats["responses"] += 1
-            events = self.transactions.receive_response(message, now)
-        else:
-            self.stats["requests"] += 1
-            events = self.transactions.receive_request(message, source, now)
+        except Exception:  # the parser must raise nothing else: our bug, answered 500
+            self._internal_error("parse_failed", peer=f"{source.host}:{source.port}")
+            answer = error_response_for(data, SipParseError("Server Internal Error", status=500))
+            if answer is not None:
+                self._emit(answer, source)
+            return
+        try:
+            if isinstance(message, SipResponse):
+                self.stats["responses"] += 1
+                events = self.transactions.receive_response(message, now)
+            else:
+                self.stats["requests"] += 1
+                events = self.transactions.receive_request(message, source, now)
+        except SipParseError as error:  # a header the transaction layer needed did not parse
+            self.on_malformed(data, error, source)
+            return
+        except Exception:
+            self._internal_error("transaction_failed", peer=f"{source.host}:{source.port}")
+            return
         self._process(events, now)
+
+    def _internal_error(self, event: str, **fields: Any) -> None:
+        """Count and log (with the traceback) an exception that is our bug, not the peer's."""
+        self.stats["internal_errors"] += 1
+        log.exception(event, **fields)
 
     def on_malformed(self, data: bytes, error: SipParseError, source: Address) -> None:
         """Answer a message that does not parse (400/413/505) when it is an answerable request."""
@@ -716,13 +744,33 @@ class SipHandler:
 
     def _process(self, events: Iterable[Event], now: float) -> None:
         for event in events:
+            request = (
+                event.request
+                if isinstance(event, RequestReceived)
+                else event.cancel
+                if isinstance(event, CancelReceived)
+                else None
+            )
             try:
                 self._dispatch(event, now)
+            except (SipParseError, SiprecError) as exc:
+                # A header or body that fails only where it is used: the sender's error, a 4xx.
+                status = exc.status if 400 <= exc.status < 500 else 400
+                log.info("request_unparsable", status=status, error=exc.reason)
+                if request is not None:
+                    self._respond_safely(
+                        event.key,  # type: ignore[union-attr]
+                        self._rejection(request, status, _reason_of(exc)),
+                        now,
+                    )
             except Exception:
-                log.exception("event_failed", event_type=type(event).__name__)
-                if isinstance(event, RequestReceived | CancelReceived):
-                    request = event.request if isinstance(event, RequestReceived) else event.cancel
-                    self._respond_safely(event.key, make_response(request, 500), now)
+                self._internal_error("event_failed", event_type=type(event).__name__)
+                if request is not None:
+                    self._respond_safely(
+                        event.key,  # type: ignore[union-attr]
+                        self._rejection(request, 500, None),
+                        now,
+                    )
         self._flush()
         self._schedule_timer()
 
@@ -791,7 +839,13 @@ class SipHandler:
     ) -> None:
         method = request.method
         in_dialog = request.to.tag is not None
-        if method == "INVITE" and not in_dialog:
+        initial_invite = method == "INVITE" and not in_dialog  # 100 first, then admission
+        if not initial_invite and not self._source_allowed(source):
+            self.stats["forbidden"] += 1
+            log.info("request_forbidden", method=method, peer=f"{source.host}:{source.port}")
+            self._respond(key, request, 403, now, reason="Source Not Allowed")
+            return
+        if initial_invite:
             self._on_invite(request, key, source, now)
         elif method == "OPTIONS":
             self._on_options(request, key, now)
@@ -827,6 +881,14 @@ class SipHandler:
         with contextlib.suppress(Exception):
             self.transactions.send_response(key, response, now)
 
+    def _rejection(self, request: SipRequest, status: int, reason: str | None) -> SipResponse:
+        """A final error response built without trusting the request beyond what parsed."""
+        try:
+            tagged = request.to.tag is not None
+        except SipParseError:
+            tagged = True
+        return make_response(request, status, reason, to_tag=None if tagged else new_tag())
+
     def _capabilities(self) -> list[tuple[str, str]]:
         return [
             ("Allow", ", ".join(ALLOWED_METHODS)),
@@ -859,7 +921,9 @@ class SipHandler:
             self._respond(key, request, status, now, reason=reason, headers=headers)
             return
         try:
-            offer = RecordingOffer.from_request(request)
+            offer = RecordingOffer.from_request(
+                request, max_metadata_elements=self.config.max_metadata_elements
+            )
             recording = CallRecording.start(
                 offer,
                 codecs=self.config.codecs,
@@ -876,6 +940,7 @@ class SipHandler:
             return
         except SiprecError as exc:
             self.stats["rejected"] += 1
+            self._count_limit(exc)
             call_log.info("invite_rejected", status=exc.status, reason=exc.reason)
             self._respond(key, request, exc.status, now, reason=_phrase(exc))
             return
@@ -994,8 +1059,10 @@ class SipHandler:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("handler_task_failed", error=repr(task.exception()))
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # The tasks catch what a peer can cause: anything escaping is a bug of ours.
+            self.stats["internal_errors"] += 1
+            log.error("handler_task_failed", error=repr(error), exc_info=error)
 
     async def idle(self) -> None:
         """Wait until every pending answer task has finished (tests, shutdown)."""
@@ -1011,7 +1078,8 @@ class SipHandler:
             return 483, None, []
         if self.draining:
             return 503, "Draining", retry
-        if self.config.allow_sources and not _allowed(source.host, self.config.allow_sources):
+        if not self._source_allowed(source):
+            self.stats["forbidden"] += 1
             return 403, "Source Not Allowed", []
         if len(self.calls) >= self.config.max_sessions:
             return 503, "Maximum Sessions Reached", retry
@@ -1023,12 +1091,20 @@ class SipHandler:
             return 420, None, [("Unsupported", ", ".join(sorted(unsupported)))]
         expires = request.headers.get("Session-Expires")
         if expires is not None:
-            value = expires.split(";", 1)[0].strip()
-            if not value.isdigit():
+            interval = parse_decimal(expires.split(";", 1)[0].strip(), max_digits=10)
+            if interval is None:
                 return 400, "Bad Session-Expires", []
-            if int(value) < MIN_SE:
+            if interval < MIN_SE:
                 return 422, "Session Interval Too Small", [("Min-SE", str(MIN_SE))]
         return None
+
+    def _count_limit(self, exc: SiprecError) -> None:
+        if isinstance(exc, MetadataLimitExceeded):
+            self.stats["metadata_limit_exceeded"] += 1
+
+    def _source_allowed(self, source: Address) -> bool:
+        """``sip.allow_sources`` (empty: everyone), applied to every request."""
+        return not self.config.allow_sources or _allowed(source.host, self.config.allow_sources)
 
     def _session_timer_headers(self, request: SipRequest, call: Call) -> list[tuple[str, str]]:
         """RFC 4028 §9 for the 2xx of an INVITE or UPDATE that carries Session-Expires.
@@ -1045,10 +1121,10 @@ class SipHandler:
             call.session_expires, call.refresher = None, None
             return []
         interval_text, _, params = value.partition(";")
-        if not interval_text.strip().isdigit():
-            call.log.info("session_expires_ignored", value=value)
+        interval = parse_decimal(interval_text.strip(), max_digits=10)
+        if interval is None:
+            call.log.info("session_expires_ignored", value=value[:80])
             return []
-        interval = int(interval_text.strip())
         refresher = "uas" if "refresher=uas" in params.replace(" ", "").lower() else "uac"
         call.session_expires, call.refresher = interval, refresher
         headers = [("Session-Expires", f"{interval};refresher={refresher}")]
@@ -1095,13 +1171,18 @@ class SipHandler:
         value = request.headers.get("Session-Expires")
         if value is None:
             return None
-        return int(value.split(";", 1)[0].strip())
+        return parse_decimal(value.split(";", 1)[0].strip(), max_digits=10)
 
     def _advertised_host(self, peer_host: str) -> str:
-        cached = self._advertise_cache.get(peer_host)
+        cache = self._advertise_cache
+        cached = cache.get(peer_host)
         if cached is None:
             cached = self._local_address(peer_host)
-            self._advertise_cache[peer_host] = cached
+            cache[peer_host] = cached
+            if len(cache) > ADVERTISE_CACHE_SIZE:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(peer_host)
         return cached
 
     def _contact(self, source: Address) -> str:
@@ -1163,6 +1244,10 @@ class SipHandler:
 
     def _on_cancel(self, event: CancelReceived, now: float) -> None:
         cancel = event.cancel
+        if not self._source_allowed(event.source):
+            self.stats["forbidden"] += 1
+            self._respond(event.key, cancel, 403, now, reason="Source Not Allowed")
+            return
         if event.invite_key is None:
             self._respond(event.key, cancel, 481, now)
             return
@@ -1254,13 +1339,18 @@ class SipHandler:
         """re-INVITE or UPDATE: metadata and/or SDP changes; same ports, same dialog."""
         tag = call.dialog.local_tag
         try:
-            changed = call.recording.apply_update(request, allocate=lambda: self.media.reserve(now))
+            changed = call.recording.apply_update(
+                request,
+                allocate=lambda: self.media.reserve(now),
+                max_metadata_elements=self.config.max_metadata_elements,
+            )
         except UnsupportedBody as exc:
             self._respond(
                 key, request, exc.status, now, to_tag=tag, headers=[("Accept", exc.accept)]
             )
             return
         except SiprecError as exc:
+            self._count_limit(exc)
             call.log.info(
                 "update_rejected", method=request.method, status=exc.status, reason=exc.reason
             )
@@ -1490,6 +1580,12 @@ def _tolerate_cseq_method(call: Call, request: SipRequest) -> None:
     """INTEROP: a BYE, ACK or CANCEL whose CSeq names another method is what its request line
     says (``message.CSEQ_METHOD_TOLERATED``); logged once per call."""
     call.tolerate("cseq_method_mismatch", method=request.method, cseq=request.headers.get("CSeq"))
+def _reason_of(exc: SipParseError | SiprecError) -> str:
+    """The reason phrase for a request refused by a parse error."""
+    if isinstance(exc, SiprecError):
+        return _phrase(exc)
+    text = "".join(c if 32 <= ord(c) < 127 else " " for c in exc.reason)[:80].strip()
+    return f"Bad Request ({text})" if text else "Bad Request"
 
 
 def _phrase(exc: SiprecError) -> str:

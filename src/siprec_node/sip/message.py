@@ -474,14 +474,20 @@ def parse_message(
 
 
 def _unfold(lines: list[str]) -> list[str]:
-    """Join continuation lines (starting with SP or HTAB) onto the previous header line."""
-    out: list[str] = []
+    """Join continuation lines (starting with SP or HTAB) onto the previous header line.
+
+    The pieces of a folded line are joined once at the end: appending to the line each time
+    would copy it per continuation, quadratic in a header folded thousands of times.
+    """
+    out: list[list[str]] = []
     for line in lines:
         if line[:1] in (" ", "\t") and len(out) > 1 and line.strip(_SP_HT):
-            out[-1] = out[-1].rstrip(_SP_HT) + " " + line.strip(_SP_HT)
+            pieces = out[-1]
+            pieces[-1] = pieces[-1].rstrip(_SP_HT)
+            pieces.append(line.strip(_SP_HT))
         else:
-            out.append(line)
-    return out
+            out.append([line])
+    return [" ".join(pieces) for pieces in out]
 
 
 def content_length(values: Iterable[str]) -> int | None:
@@ -712,13 +718,15 @@ def error_response_for(
 
 
 def _unfold_bytes(lines: list[bytes]) -> list[bytes]:
-    out: list[bytes] = []
+    out: list[list[bytes]] = []
     for line in lines:
         if line[:1] in (b" ", b"\t") and len(out) > 1 and line.strip(b" \t"):
-            out[-1] = out[-1].rstrip(b" \t") + b" " + line.strip(b" \t")
+            pieces = out[-1]
+            pieces[-1] = pieces[-1].rstrip(b" \t")
+            pieces.append(line.strip(b" \t"))
         else:
-            out.append(line)
-    return out
+            out.append([line])
+    return [b" ".join(pieces) for pieces in out]
 
 
 def _usable_via(value: bytes) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 from siprec_node.sip.message import SipRequest
 from siprec_node.siprec.errors import MetadataNotWellFormed, NotAcceptable, SdpError
 from siprec_node.siprec.metadata import RecordingMetadata
-from siprec_node.siprec.metadata_parser import parse_metadata
+from siprec_node.siprec.metadata_parser import DEFAULT_MAX_ELEMENTS, parse_metadata
 from siprec_node.siprec.multipart import ExtractedBody, extract_body
 from siprec_node.siprec.recording_session import Party, RecordingSession, recognize_siprec
 from siprec_node.siprec.sdp import parse_sdp
@@ -51,7 +51,9 @@ class RecordingOffer:
     recorded without it: participants from From/To)."""
 
     @classmethod
-    def from_request(cls, request: SipRequest) -> RecordingOffer:
+    def from_request(
+        cls, request: SipRequest, *, max_metadata_elements: int = DEFAULT_MAX_ELEMENTS
+    ) -> RecordingOffer:
         """Extract and parse; raises the ``siprec`` errors (415, 400) for unusable bodies.
 
         INTEROP: metadata that is not well-formed XML does not cost the recording; it is set
@@ -62,7 +64,7 @@ class RecordingOffer:
         metadata_error: str | None = None
         if body.metadata is not None:
             try:
-                metadata = parse_metadata(body.metadata)
+                metadata = parse_metadata(body.metadata, max_elements=max_metadata_elements)
             except MetadataNotWellFormed as exc:
                 metadata_error = exc.reason
         is_siprec = recognize_siprec(
@@ -193,9 +195,15 @@ class CallRecording:
         del request
         return self.sdp_in_answer
 
-    def apply_update(self, request: SipRequest, *, allocate: PortSource) -> list[str]:
+    def apply_update(
+        self,
+        request: SipRequest,
+        *,
+        allocate: PortSource,
+        max_metadata_elements: int = DEFAULT_MAX_ELEMENTS,
+    ) -> list[str]:
         """Apply a re-INVITE or UPDATE: metadata (complete or partial) and/or a new offer."""
-        offer = RecordingOffer.from_request(request)
+        offer = RecordingOffer.from_request(request, max_metadata_elements=max_metadata_elements)
         changes: list[str] = []
         self.metadata_error = offer.metadata_error
         if offer.metadata is not None:

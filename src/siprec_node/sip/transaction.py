@@ -34,6 +34,7 @@ from enum import StrEnum
 from typing import Literal, Union
 
 from siprec_node.sip.message import SipRequest, SipResponse, Via, make_response
+from siprec_node.sip.uri import parse_decimal
 
 MAGIC_COOKIE = "z9hG4bK"
 """Branch prefix of RFC 3261 transaction identifiers (anything else is matched the 2543 way)."""
@@ -283,7 +284,8 @@ def response_destination(via: Via, source: Address) -> Address:
     if "rport" in params:
         rport = params.get("rport")
         host = params.get("received") or source.host
-        return Address("udp", host, int(rport) if rport and rport.isdigit() else source.port)
+        port = parse_decimal(rport, max_digits=5) if rport else None
+        return Address("udp", host, port if port and port <= 65535 else source.port)
     received = params.get("received")
     if received:
         return Address("udp", received, port)

@@ -5,6 +5,7 @@ from siprec_node.siprec.errors import (
     ACCEPTED_BODY_TYPES,
     BodyError,
     MetadataError,
+    MetadataLimitExceeded,
     NotAcceptable,
     SdpError,
     SiprecError,
@@ -23,7 +24,11 @@ from siprec_node.siprec.metadata import (
     Stream,
     apply_update,
 )
-from siprec_node.siprec.metadata_parser import DEFAULT_MAX_SIZE, parse_metadata
+from siprec_node.siprec.metadata_parser import (
+    DEFAULT_MAX_ELEMENTS,
+    DEFAULT_MAX_SIZE,
+    parse_metadata,
+)
 from siprec_node.siprec.multipart import (
     BodyPart,
     ExtractedBody,
@@ -59,6 +64,7 @@ from siprec_node.siprec.sdp_answer import (
 __all__ = [
     "ACCEPTED_BODY_TYPES",
     "DEFAULT_CODEC_PREFERENCE",
+    "DEFAULT_MAX_ELEMENTS",
     "DEFAULT_MAX_SIZE",
     "SRTP_SUITES",
     "Attribute",
@@ -73,6 +79,7 @@ __all__ = [
     "Group",
     "MediaDescription",
     "MetadataError",
+    "MetadataLimitExceeded",
     "NameID",
     "NegotiatedStream",
     "NotAcceptable",

@@ -60,3 +60,7 @@ class NotAcceptable(SiprecError):
 
     status = 488
     reason_phrase = "Not Acceptable Here"
+
+
+class MetadataLimitExceeded(MetadataError):
+    """Recording metadata with more elements or stream ids than the node accepts: answer 400."""

@@ -168,23 +168,36 @@ class RecordingMetadata:
 
     def senders_for_label(self, label: str) -> list[Participant]:
         """The participants that send on the stream(s) carrying this SDP label."""
-        result: list[Participant] = []
-        for stream in self.streams_with_label(label):
-            for participant in self.senders(stream.id):
-                if participant not in result:
-                    result.append(participant)
-        return result
+        return self.senders_by_label().get(label, [])
+
+    def senders_by_label(self) -> dict[str, list[Participant]]:
+        """:meth:`senders_for_label` for every label at once, in time linear in the metadata."""
+        participants: dict[str, Participant] = {}
+        for participant in self.participants:
+            participants.setdefault(participant.id, participant)  # the first one, as participant()
+        by_stream: dict[str, dict[str, Participant]] = {}  # stream id -> senders by id, in order
+        for assoc in self.participant_stream_assocs:
+            sender = participants.get(assoc.participant_id)
+            if sender is not None:
+                for stream_id in assoc.send:
+                    by_stream.setdefault(stream_id, {}).setdefault(sender.id, sender)
+        by_label: dict[str, dict[str, Participant]] = {}
+        for stream in self.streams:
+            if stream.label is not None:
+                found = by_label.setdefault(stream.label, {})
+                for sender in by_stream.get(stream.id, {}).values():
+                    found.setdefault(sender.id, sender)
+        return {label: list(found.values()) for label, found in by_label.items() if found}
 
     def active_participants(self) -> list[Participant]:
         """Participants not disassociated from every session they were associated with."""
-        active = []
-        for participant in self.participants:
-            assocs = [
-                a for a in self.participant_session_assocs if a.participant_id == participant.id
-            ]
-            if not assocs or any(a.disassociate_time is None for a in assocs):
-                active.append(participant)
-        return active
+        associated: set[str] = set()
+        still_in: set[str] = set()
+        for assoc in self.participant_session_assocs:
+            associated.add(assoc.participant_id)
+            if assoc.disassociate_time is None:
+                still_in.add(assoc.participant_id)
+        return [p for p in self.participants if p.id not in associated or p.id in still_in]
 
     def vendor_identifiers(self) -> dict[str, str]:
         """Call identifiers SRCs put in extension data (Oracle/Acme ``apkt:ucid``, Cisco GUID,
@@ -281,53 +294,80 @@ def apply_update(current: RecordingMetadata | None, update: RecordingMetadata) -
     result = copy.deepcopy(current)
     result.data_mode = "complete"
     result.warnings = list(update.warnings)
-    for group in update.groups:
-        _merge(result.groups, group, lambda g: g.id)
-    for session in update.sessions:
-        _merge(result.sessions, session, lambda s: s.id)
-    for participant in update.participants:
-        _merge(result.participants, participant, lambda p: p.id)
-    for stream in update.streams:
-        _merge(result.streams, stream, lambda s: s.id)
-    for sra in update.session_recording_assocs:
-        _merge(result.session_recording_assocs, sra, lambda a: a.session_id)
-    for psa in update.participant_session_assocs:
-        _merge(
-            result.participant_session_assocs,
-            psa,
-            lambda a: (a.participant_id, a.session_id),
-            wildcard=psa.session_id is None,
-        )
-    for pst in update.participant_stream_assocs:
-        _replace(result.participant_stream_assocs, pst, lambda a: a.participant_id)
+    _merge_all(result.groups, update.groups, lambda g: g.id)
+    _merge_all(result.sessions, update.sessions, lambda s: s.id)
+    _merge_all(result.participants, update.participants, lambda p: p.id)
+    _merge_all(result.streams, update.streams, lambda s: s.id)
+    _merge_all(
+        result.session_recording_assocs, update.session_recording_assocs, lambda a: a.session_id
+    )
+    _merge_all(
+        result.participant_session_assocs,
+        update.participant_session_assocs,
+        lambda a: (a.participant_id, a.session_id),
+        wildcard=lambda a: a.participant_id if a.session_id is None else None,
+    )
+    _replace_all(
+        result.participant_stream_assocs,
+        update.participant_stream_assocs,
+        lambda a: a.participant_id,
+    )
+    known = set(result.extensions)
     for extension in update.extensions:
-        if extension not in result.extensions:
+        if extension not in known:
+            known.add(extension)
             result.extensions.append(extension)
     return result
 
 
-def _merge(items: list[Any], new: Any, key: Any, *, wildcard: bool = False) -> None:
-    """Merge ``new`` into the element of ``items`` with the same key, or append a copy."""
-    matches = [item for item in items if key(item) == key(new)]
-    if wildcard and not matches:
-        # an association without a session id updates the participant's associations
-        matches = [item for item in items if key(item)[0] == key(new)[0]]
-    if not matches:
-        items.append(copy.deepcopy(new))
-        return
-    for existing in matches:
-        for name, value in vars(new).items():
-            if name == "extensions":
-                for extension in value:
-                    if extension not in existing.extensions:
-                        existing.extensions.append(extension)
-            elif value not in (None, [], ""):
-                setattr(existing, name, copy.deepcopy(value))
+def _merge_all(items: list[Any], updates: list[Any], key: Any, *, wildcard: Any = None) -> None:
+    """Merge each of ``updates`` into the elements of ``items`` with the same key (all of them),
+    or append a copy. With ``wildcard``, an update it gives a participant id for (an association
+    without a session id) that matches no key updates every element of that participant.
+    Dictionaries index ``items`` so that the cost is linear in both lists."""
+    by_key: dict[Any, list[Any]] = {}
+    by_participant: dict[Any, list[Any]] = {}
+    for item in items:
+        by_key.setdefault(key(item), []).append(item)
+        if wildcard is not None:
+            by_participant.setdefault(item.participant_id, []).append(item)
+    for new in updates:
+        matches = by_key.get(key(new), [])
+        group = wildcard(new) if wildcard is not None else None
+        if group is not None and not matches:
+            matches = by_participant.get(group, [])
+        if not matches:
+            added = copy.deepcopy(new)
+            items.append(added)
+            by_key.setdefault(key(added), []).append(added)
+            if wildcard is not None:
+                by_participant.setdefault(added.participant_id, []).append(added)
+            continue
+        for existing in list(matches):
+            _merge_fields(existing, new)
 
 
-def _replace(items: list[Any], new: Any, key: Any) -> None:
+def _merge_fields(existing: Any, new: Any) -> None:
+    for name, value in vars(new).items():
+        if name == "extensions":
+            known = set(existing.extensions)
+            for extension in value:
+                if extension not in known:
+                    known.add(extension)
+                    existing.extensions.append(extension)
+        elif value not in (None, [], ""):
+            setattr(existing, name, copy.deepcopy(value))
+
+
+def _replace_all(items: list[Any], updates: list[Any], key: Any) -> None:
+    """Replace the first element of ``items`` with each update's key, or append a copy."""
+    position: dict[Any, int] = {}
     for index, item in enumerate(items):
-        if key(item) == key(new):
+        position.setdefault(key(item), index)
+    for new in updates:
+        index = position.get(key(new))
+        if index is None:
+            position[key(new)] = len(items)
+            items.append(copy.deepcopy(new))
+        else:
             items[index] = copy.deepcopy(new)
-            return
-    items.append(copy.deepcopy(new))

@@ -9,6 +9,11 @@ empty id (Avaya). XML that is not well-formed, carries a DTD or entities, or exc
 limit raises :class:`MetadataError` (empty or not well-formed: its subclass
 :class:`MetadataNotWellFormed`, which the SIP layer tolerates); whatever is merely unexpected is
 accepted and noted in ``RecordingMetadata.warnings``.
+
+The input is the attacker's to choose, so every step costs time linear in its size: duplicates
+are found with sets, never list scans; nesting is limited at parse time and subtrees are
+written without recursion; a document with more elements (stream ids counted) than
+``max_elements`` is refused with :class:`MetadataLimitExceeded` before it is read further.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from xml.sax.saxutils import escape, quoteattr
 import defusedxml
 import defusedxml.ElementTree as SafeET
 
-from siprec_node.siprec.errors import MetadataError, MetadataNotWellFormed
+from siprec_node.siprec.errors import MetadataError, MetadataLimitExceeded, MetadataNotWellFormed
 from siprec_node.siprec.metadata import (
     CommunicationSession,
     DisplayName,
@@ -37,6 +42,14 @@ from siprec_node.siprec.metadata import (
 )
 
 DEFAULT_MAX_SIZE = 256 * 1024
+# Real documents hold tens of elements (a large conference a few hundred): this leaves room and
+# bounds the time one request can hold the SIP loop (worst case, every element an unknown
+# extension kept as XML: ~30-60 ms per 1,000 elements on a loaded 2-core machine).
+DEFAULT_MAX_ELEMENTS = 1000
+# Distinct warnings kept per document; the rest are counted in a last one.
+MAX_WARNINGS = 50
+# RFC 7865 documents are about five levels deep; vendor extension data adds a few more.
+MAX_DEPTH = 64
 RECORDING_NAMESPACE = "urn:ietf:params:xml:ns:recording:1"
 KNOWN_NAMESPACES = frozenset(
     {RECORDING_NAMESPACE, "urn:ietf:params:xml:ns:recording", "urn:ietf:params:xml:ns:siprec"}
@@ -48,8 +61,17 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 _PHONE_NUMBER = re.compile(r"^\+?[0-9][0-9\-. ()]*$")
 
 
-def parse_metadata(data: bytes | str, *, max_size: int = DEFAULT_MAX_SIZE) -> RecordingMetadata:
-    """Parse one metadata document (the body of an ``application/rs-metadata+xml`` part)."""
+def parse_metadata(
+    data: bytes | str,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> RecordingMetadata:
+    """Parse one metadata document (the body of an ``application/rs-metadata+xml`` part).
+
+    ``max_elements`` bounds the XML elements plus the stream ids listed in ``<send>``/``<recv>``
+    texts; beyond it :class:`MetadataLimitExceeded` (400) is raised.
+    """
     if isinstance(data, str):
         data = _ENCODING_DECL.sub(r"\1", data, count=1).encode("utf-8")
     if len(data) > max_size:
@@ -57,32 +79,51 @@ def parse_metadata(data: bytes | str, *, max_size: int = DEFAULT_MAX_SIZE) -> Re
     data = data.strip()
     if not data:
         raise MetadataNotWellFormed("empty recording metadata")
-    root, prefixes = _parse_xml(data)
-    return _Reader(prefixes).read(root)
+    root, prefixes, elements = _parse_xml(data, max_elements)
+    return _Reader(prefixes, max_elements, max_elements - elements).read(root)
 
 
-def _parse_xml(data: bytes) -> tuple[ET.Element, dict[str, str]]:
-    """Parse safely; return the root and the prefix each namespace URI was declared with."""
+def _parse_xml(data: bytes, max_elements: int) -> tuple[ET.Element, dict[str, str], int]:
+    """Parse safely; return the root, the prefix each namespace URI was declared with and the
+    number of elements. Depth and element count are checked as the parser goes."""
     prefixes: dict[str, str] = {}
     root: ET.Element | None = None
+    depth = elements = 0
     try:
         for event, item in SafeET.iterparse(
-            io.BytesIO(data), events=("start-ns", "start"), forbid_dtd=True
+            io.BytesIO(data), events=("start-ns", "start", "end"), forbid_dtd=True
         ):
-            if event == "start-ns":
+            if event == "end":
+                depth -= 1
+            elif event == "start":
+                depth += 1
+                elements += 1
+                if depth > MAX_DEPTH:
+                    raise MetadataError(f"recording metadata nested deeper than {MAX_DEPTH}")
+                if elements > max_elements:
+                    raise MetadataLimitExceeded(_too_many(max_elements))
+                if root is None:
+                    root = item
+            else:
                 prefix, uri = item
                 prefixes.setdefault(uri, prefix)
-            elif root is None:
-                root = item
     except ET.ParseError as exc:
         raise MetadataNotWellFormed(f"recording metadata is not well-formed XML: {exc}") from exc
     except (defusedxml.DTDForbidden, defusedxml.EntitiesForbidden) as exc:
         raise MetadataError(f"recording metadata with a DTD or entities refused: {exc}") from exc
     except defusedxml.ExternalReferenceForbidden as exc:
         raise MetadataError(f"recording metadata with external references refused: {exc}") from exc
+    except (LookupError, ValueError) as exc:
+        # An XML declaration naming an encoding Python does not know (LookupError) or one expat
+        # cannot take (UTF-7 and other multi-byte codecs: ValueError, UnicodeError).
+        raise MetadataError(f"recording metadata in an unsupported encoding: {exc}") from exc
     if root is None:  # pragma: no cover - iterparse raises on an empty document
         raise MetadataError("recording metadata without a root element")
-    return root, prefixes
+    return root, prefixes, elements
+
+
+def _too_many(max_elements: int) -> str:
+    return f"recording metadata with more than {max_elements} elements (stream ids counted)"
 
 
 def _split_tag(tag: str) -> tuple[str, str]:
@@ -107,9 +148,14 @@ def _text(element: ET.Element | None) -> str | None:
 class _Reader:
     """Turns one parsed document into a :class:`RecordingMetadata`."""
 
-    def __init__(self, prefixes: dict[str, str]) -> None:
+    def __init__(self, prefixes: dict[str, str], max_elements: int, id_budget: int) -> None:
         self.prefixes = prefixes
+        self.max_elements = max_elements
+        self.id_budget = id_budget
         self.warnings: list[str] = []
+        self._warned: set[str] = set()
+        # members of the id lists filled here (send/recv, SIP session ids, group refs), by list
+        self._members: dict[int, set[str]] = {}
         self.own_namespace = ""
         self.groups: dict[str, Group] = {}
         self.sessions: dict[str, CommunicationSession] = {}
@@ -124,8 +170,27 @@ class _Reader:
     # -- helpers -------------------------------------------------------------------------
 
     def warn(self, message: str) -> None:
-        if message not in self.warnings:
+        if message in self._warned:
+            return
+        self._warned.add(message)
+        if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(message)
+        else:
+            dropped = len(self._warned) - MAX_WARNINGS
+            more = f"{dropped} more warning{'s' if dropped > 1 else ''} not kept"
+            if len(self.warnings) == MAX_WARNINGS:
+                self.warnings.append(more)
+            else:
+                self.warnings[-1] = more
+
+    def add_unique(self, into: list[str], value: str) -> None:
+        """Append ``value`` unless ``into`` (a list this reader fills) already holds it."""
+        members = self._members.get(id(into))
+        if members is None:
+            members = self._members[id(into)] = set(into)
+        if value not in members:
+            members.add(value)
+            into.append(value)
 
     def is_own(self, element: ET.Element) -> bool:
         uri, _ = _split_tag(element.tag)
@@ -229,11 +294,11 @@ class _Reader:
         for name, child in self.children(element):
             text = _text(child)
             if name == "sipsessionid":
-                if text and text not in session.sip_session_ids:
-                    session.sip_session_ids.append(text)
+                if text:
+                    self.add_unique(session.sip_session_ids, text)
             elif name == "groupref":
-                if text and text not in session.group_refs:
-                    session.group_refs.append(text)
+                if text:
+                    self.add_unique(session.group_refs, text)
             elif name == "starttime":
                 session.start_time = text
             elif name == "stoptime":
@@ -296,12 +361,17 @@ class _Reader:
     def stream_refs(self, element: ET.Element, into: list[str]) -> None:
         """Stream ids from ``<send>id</send>`` or ``<send><id>id</id></send>``."""
         ids = (element.text or "").split()
+        extra = len(ids)  # ids that are not elements of their own (an <id> is counted already)
         for name, child in self.children(element):
             if name in ("id", "streamid", "streamref"):
-                ids.extend((child.text or "").split())
+                listed = (child.text or "").split()
+                extra += max(0, len(listed) - 1)
+                ids.extend(listed)
+        self.id_budget -= extra
+        if self.id_budget < 0:
+            raise MetadataLimitExceeded(_too_many(self.max_elements))
         for stream_id in ids:
-            if stream_id not in into:
-                into.append(stream_id)
+            self.add_unique(into, stream_id)
 
     def read_stream(self, element: ET.Element) -> None:
         stream = Stream(
@@ -382,14 +452,16 @@ class _Reader:
             elif stream.id:
                 by_id[stream.id] = stream
         result = list(by_id.values())
+        labels = {s.label for s in result}
         for stream in self.streams:
             if stream.id:
                 continue
-            if stream.label and any(s.label == stream.label for s in result):
+            if stream.label and stream.label in labels:
                 self.warn(f"stream without an id for label {stream.label!r} ignored")
             elif stream.label:
                 stream.id = f"label-{stream.label}"
                 self.warn(f"stream without an id, named {stream.id!r}")
+                labels.add(stream.label)
                 result.append(stream)
             else:
                 self.warn("stream without an id or a label ignored")
@@ -398,40 +470,41 @@ class _Reader:
 
 def _serialize(element: ET.Element, declared: dict[str, str]) -> str:
     """Serialise a subtree as XML, keeping the document's prefixes where possible."""
-    uris: list[str] = []
+    uris: dict[str, None] = {}  # ordered set: declarations follow first use
+    in_attributes: set[str] = set()
     unqualified = False
     for node in element.iter():
         if not isinstance(node.tag, str):
             continue
         uri, _ = _split_tag(node.tag)
         if uri:
-            if uri not in uris:
-                uris.append(uri)
+            uris.setdefault(uri)
         else:
             unqualified = True
         for key in node.attrib:
             attr_uri, _ = _split_tag(key)
-            if attr_uri and attr_uri != _XML_NAMESPACE and attr_uri not in uris:
-                uris.append(attr_uri)
+            if attr_uri:
+                in_attributes.add(attr_uri)
+                if attr_uri != _XML_NAMESPACE:
+                    uris.setdefault(attr_uri)
     assigned: dict[str, str] = {}
+    taken: set[str] = set()
+    generated = 0
     default_taken = unqualified
     for uri in uris:
         prefix = declared.get(uri)
-        if prefix == "" and not default_taken and _only_in_tags(element, uri):
+        if prefix == "" and not default_taken and uri not in in_attributes:
             default_taken = True
-        elif not prefix or prefix in assigned.values() or prefix == "xml":
-            prefix = next(
-                f"ns{i}" for i in range(len(uris) + 1) if f"ns{i}" not in assigned.values()
-            )
+        elif not prefix or prefix in taken or prefix == "xml":
+            while f"ns{generated}" in taken:
+                generated += 1
+            prefix = f"ns{generated}"
         assigned[uri] = prefix
+        taken.add(prefix)
     declarations = "".join(
         f" xmlns:{p}={quoteattr(u)}" if p else f" xmlns={quoteattr(u)}" for u, p in assigned.items()
     )
     return _write(element, assigned, declarations).strip()
-
-
-def _only_in_tags(element: ET.Element, uri: str) -> bool:
-    return not any(_split_tag(key)[0] == uri for node in element.iter() for key in node.attrib)
 
 
 def _qualified(name: str, assigned: dict[str, str]) -> str:
@@ -442,16 +515,29 @@ def _qualified(name: str, assigned: dict[str, str]) -> str:
     return f"{prefix}:{local}" if prefix else local
 
 
-def _write(element: ET.Element, assigned: dict[str, str], declarations: str = "") -> str:
-    tag = _qualified(element.tag, assigned)
-    attributes = "".join(
-        f" {_qualified(key, assigned)}={quoteattr(value)}" for key, value in element.attrib.items()
-    )
-    inner = escape(element.text or "")
-    for child in element:
-        if isinstance(child.tag, str):
-            inner += _write(child, assigned)
-        inner += escape(child.tail or "")
-    if not inner:
-        return f"<{tag}{declarations}{attributes}/>"
-    return f"<{tag}{declarations}{attributes}>{inner}</{tag}>"
+def _write(root: ET.Element, assigned: dict[str, str], declarations: str = "") -> str:
+    """The XML of a subtree, written with an explicit stack (no recursion: depth is free)."""
+    out: list[str] = []
+    pending: list[ET.Element | str] = [root]  # elements to open, or text to write as is
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        tag = _qualified(item.tag, assigned)
+        attributes = "".join(
+            f" {_qualified(key, assigned)}={quoteattr(value)}" for key, value in item.attrib.items()
+        )
+        opening = f"<{tag}{declarations if item is root else ''}{attributes}"
+        children = list(item)
+        if not item.text and not any(isinstance(c.tag, str) or c.tail for c in children):
+            out.append(opening + "/>")
+            continue
+        out.append(opening + ">" + escape(item.text or ""))
+        pending.append(f"</{tag}>")
+        for child in reversed(children):
+            if child.tail:
+                pending.append(escape(child.tail))
+            if isinstance(child.tag, str):
+                pending.append(child)
+    return "".join(out)

@@ -130,7 +130,8 @@ def extract_body(content_type: str | None, body: bytes | None) -> ExtractedBody:
     result = ExtractedBody(sdp=None, metadata=None, metadata_content_type=None)
     _collect_parts(body, params, result, depth=0)
     if result.is_empty:
-        found = ", ".join(result.other_types) or "no parts"
+        kinds = list(dict.fromkeys(result.other_types))  # a body may hold thousands of parts
+        found = ", ".join(kinds[:5]) + (", ..." if len(kinds) > 5 else "") or "no parts"
         raise UnsupportedBody(f"multipart body without SDP or recording metadata ({found})")
     return result
 

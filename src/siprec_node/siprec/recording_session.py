@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from siprec_node.siprec.metadata import RecordingMetadata, apply_update
+from siprec_node.siprec.metadata import Participant, RecordingMetadata, apply_update
 from siprec_node.siprec.sdp_answer import NegotiatedStream
 
 _SRC_FEATURE = re.compile(r"[;<\s]\+sip\.src(?![\w.\-])", re.IGNORECASE)
@@ -151,23 +151,7 @@ class RecordingSession:
 
     def participants_for_stream(self, stream: RecordedStream) -> list[RecordedParticipant]:
         """Who is heard on a stream: metadata senders for its label, else by position."""
-        everyone = self.participants()
-        by_id = {p.id: p for p in everyone}
-        if self.metadata is not None and stream.label is not None:
-            senders = [by_id[p.id] for p in self.metadata.senders_for_label(stream.label)]
-            if senders:
-                return senders
-        # no label match: the n-th recorded stream is the n-th (active) participant
-        position = next(
-            (i for i, s in enumerate(self.recorded_streams) if s.index == stream.index), None
-        )
-        if position is None:
-            return []
-        candidates = everyone
-        if self.metadata is not None and self.metadata.participants:
-            active = {p.id for p in self.metadata.active_participants()}
-            candidates = [p for p in everyone if p.id in active] or everyone
-        return [candidates[position]] if position < len(candidates) else []
+        return self._who_hears().of(stream)
 
     def participant_for_label(self, label: str) -> RecordedParticipant | None:
         """The (first) participant heard on the stream with this label."""
@@ -179,11 +163,28 @@ class RecordingSession:
 
     def streams_by_participant(self) -> dict[str, list[int]]:
         """Stream indexes each participant is heard on."""
+        who = self._who_hears()
         result: dict[str, list[int]] = {}
         for stream in self.recorded_streams:
-            for participant in self.participants_for_stream(stream):
+            for participant in who.of(stream):
                 result.setdefault(participant.id, []).append(stream.index)
         return result
+
+    def _who_hears(self) -> _Hearing:
+        """What :meth:`participants_for_stream` needs, computed once for all streams (a call's
+        m-lines and metadata are the SRC's to choose: no per-stream scan of either)."""
+        everyone = self.participants()
+        senders: dict[str, list[Participant]] = {}
+        candidates = everyone
+        if self.metadata is not None:
+            senders = self.metadata.senders_by_label()
+            if self.metadata.participants:
+                active = {p.id for p in self.metadata.active_participants()}
+                candidates = [p for p in everyone if p.id in active] or everyone
+        positions: dict[int, int] = {}
+        for position, recorded in enumerate(self.recorded_streams):
+            positions.setdefault(recorded.index, position)
+        return _Hearing({p.id: p for p in everyone}, senders, positions, candidates)
 
     def _select(self, label: str | None, index: int | None) -> list[RecordedStream]:
         return [
@@ -196,6 +197,7 @@ class RecordingSession:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe snapshot (participant mapping included for readers of the snapshot)."""
+        who = self._who_hears()
         return {
             "session_id": self.session_id,
             "call_id": self.call_id,
@@ -208,7 +210,7 @@ class RecordingSession:
                     "label": s.label,
                     "paused": s.paused,
                     "negotiated": s.negotiated.to_dict(),
-                    "participant_ids": [p.id for p in self.participants_for_stream(s)],
+                    "participant_ids": [p.id for p in who.of(s)],
                 }
                 for s in self.streams
             ],
@@ -236,3 +238,25 @@ class RecordingSession:
             for s in data.get("streams", [])
         ]
         return session
+
+
+@dataclass(frozen=True)
+class _Hearing:
+    """Participants by id, metadata senders by label, recorded-stream positions and the
+    participants positions map to: one computation answers every stream of a call."""
+
+    by_id: dict[str, RecordedParticipant]
+    senders: dict[str, list[Participant]]
+    positions: dict[int, int]
+    candidates: list[RecordedParticipant]
+
+    def of(self, stream: RecordedStream) -> list[RecordedParticipant]:
+        if stream.label is not None:
+            found = [self.by_id[p.id] for p in self.senders.get(stream.label, ())]
+            if found:
+                return found
+        # no label match: the n-th recorded stream is the n-th (active) participant
+        position = self.positions.get(stream.index)
+        if position is None:
+            return []
+        return [self.candidates[position]] if position < len(self.candidates) else []

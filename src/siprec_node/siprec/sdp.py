@@ -100,9 +100,10 @@ class Crypto:
     @classmethod
     def parse(cls, value: str) -> Crypto | None:
         parts = value.split()
-        if len(parts) < 3 or not parts[0].isdigit():
+        tag = _decimal(parts[0]) if parts else None
+        if len(parts) < 3 or tag is None:
             return None
-        return cls(int(parts[0]), parts[1], parts[2], tuple(parts[3:]))
+        return cls(tag, parts[1], parts[2], tuple(parts[3:]))
 
 
 class _Attributes:
@@ -125,10 +126,14 @@ class _Attributes:
     @property
     def direction(self) -> str | None:
         """The direction attribute given at this level, if any."""
-        for attribute in self.attributes:
-            if attribute.value is None and attribute.name.lower() in DIRECTIONS:
-                return attribute.name.lower()
-        return None
+        return _direction_of(self.attributes)
+
+
+def _direction_of(attributes: list[Attribute]) -> str | None:
+    for attribute in attributes:
+        if attribute.value is None and attribute.name.lower() in DIRECTIONS:
+            return attribute.name.lower()
+    return None
 
 
 @dataclass
@@ -153,7 +158,7 @@ class MediaDescription(_Attributes):
 
     @property
     def payload_types(self) -> list[int]:
-        return [int(f) for f in self.formats if f.isdigit()]
+        return [pt for pt in map(_decimal, self.formats) if pt is not None]
 
     @property
     def rtpmaps(self) -> dict[int, Codec]:
@@ -162,10 +167,12 @@ class MediaDescription(_Attributes):
         for value in self.attribute_values("rtpmap"):
             pt_text, _, encoding = value.strip().partition(" ")
             parts = [p.strip() for p in encoding.strip().split("/")]
-            if not pt_text.isdigit() or len(parts) < 2 or not parts[1].isdigit():
+            pt = _decimal(pt_text)
+            rate = _decimal(parts[1]) if len(parts) > 1 else None
+            if pt is None or rate is None:
                 continue
-            channels = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else 1
-            result.setdefault(int(pt_text), Codec(parts[0], int(parts[1]), channels))
+            channels = (_decimal(parts[2]) if len(parts) > 2 else None) or 1
+            result.setdefault(pt, Codec(parts[0], rate, channels))
         return result
 
     @property
@@ -174,8 +181,9 @@ class MediaDescription(_Attributes):
         result: dict[int, str] = {}
         for value in self.attribute_values("fmtp"):
             pt_text, _, params = value.strip().partition(" ")
-            if pt_text.isdigit():
-                result.setdefault(int(pt_text), params.strip())
+            pt = _decimal(pt_text)
+            if pt is not None:
+                result.setdefault(pt, params.strip())
         return result
 
     @property
@@ -207,6 +215,23 @@ class SessionDescription(_Attributes):
     media: list[MediaDescription] = field(default_factory=list)
     other_lines: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list, compare=False)
+    _direction_memo: tuple[int, int, str | None] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    @property
+    def direction(self) -> str | None:
+        """The session-level direction attribute, if any.
+
+        Asked once per m-line, so remembered: a scan per m-line would make answering an offer
+        quadratic (thousands of session attributes times thousands of m-lines). The memory is
+        dropped when the attribute list is replaced or grows or shrinks.
+        """
+        key = (id(self.attributes), len(self.attributes))
+        memo = self._direction_memo
+        if memo is None or memo[:2] != key:
+            memo = self._direction_memo = (*key, _direction_of(self.attributes))
+        return memo[2]
 
     def connection_for(self, media: MediaDescription) -> Connection | None:
         """The connection that applies to a stream (media level, else session level)."""
@@ -293,7 +318,7 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
         elif current is not None:
             current.other_lines.append((kind, value))
         elif kind == "v":
-            sdp.version = int(value) if value.isdigit() else 0
+            sdp.version = _decimal(value) or 0
         elif kind == "o":
             sdp.origin = _parse_origin(value)
         elif kind == "s":
@@ -317,18 +342,25 @@ def _parse_media(value: str, number: int) -> MediaDescription:
     if len(parts) < 3:
         raise SdpError(f"m= line {number} has fewer than three fields: {value!r}")
     port_text, _, count_text = parts[1].partition("/")
-    if not port_text.isdigit() or (count_text and not count_text.isdigit()):
-        raise SdpError(f"m= line {number} has an invalid port: {parts[1]!r}")
-    port = int(port_text)
-    if port > 65535:
-        raise SdpError(f"m= line {number} has an invalid port: {parts[1]!r}")
+    port = _decimal(port_text, 5)
+    count = _decimal(count_text, 5) if count_text else None
+    if port is None or port > 65535 or (count_text and count is None):
+        raise SdpError(f"m= line {number} has an invalid port: {parts[1][:20]!r}")
     return MediaDescription(
         media=parts[0].lower(),
         port=port,
         proto=parts[2],
         formats=parts[3:],
-        port_count=int(count_text) if count_text else None,
+        port_count=count,
     )
+
+
+def _decimal(text: str, max_digits: int = 10) -> int | None:
+    """``text`` as a non-negative integer of ASCII digits, else ``None``: ``str.isdigit`` takes
+    ``"²"`` (which ``int`` refuses) and ``int`` refuses more than 4300 digits."""
+    if not text or len(text) > max_digits or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
 
 
 def _parse_connection(value: str) -> Connection:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import secrets
+from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -188,6 +189,41 @@ class _Slot:
     srtp_key: str | None = None
 
 
+class _FreeSlots:
+    """The slots not yet taken by the answer being built, by label and by index, in creation
+    order: finding a stream's slot costs O(1) amortised however many m-lines the offer has.
+
+    Built when an answer starts; slots taken since are skipped lazily (only a taken slot
+    changes its label or index, and a new slot is taken as it is made).
+    """
+
+    def __init__(self, slots: list[_Slot], used: set[int]) -> None:
+        self.used = used  # held, so that the next answer's set cannot reuse its id
+        self.by_label: dict[str, deque[_Slot]] = {}
+        self.by_index: dict[int, deque[_Slot]] = {}
+        self.unlabelled_by_index: dict[int, deque[_Slot]] = {}
+        for slot in slots:
+            if id(slot) in used:
+                continue
+            if slot.label is not None:
+                self.by_label.setdefault(slot.label, deque()).append(slot)
+            else:
+                self.unlabelled_by_index.setdefault(slot.index, deque()).append(slot)
+            self.by_index.setdefault(slot.index, deque()).append(slot)
+
+    def find(self, index: int, label: str | None) -> _Slot | None:
+        slot = self._first(self.by_label.get(label)) if label is not None else None
+        if slot is None:
+            by_index = self.by_index if label is None else self.unlabelled_by_index
+            slot = self._first(by_index.get(index))
+        return slot
+
+    def _first(self, queue: deque[_Slot] | None) -> _Slot | None:
+        while queue and id(queue[0]) in self.used:
+            queue.popleft()
+        return queue[0] if queue else None
+
+
 @dataclass(frozen=True)
 class _Format:
     """One payload type of an answer: as the offer wrote it, and what it is to us."""
@@ -243,6 +279,7 @@ class SdpAnswerer:
         self.version = 1
         self._signature: bytes | None = None
         self._slots: list[_Slot] = []
+        self._free: _FreeSlots | None = None
         self._local_offer: SessionDescription | None = None
 
     # -- answering ----------------------------------------------------------------------
@@ -369,22 +406,23 @@ class SdpAnswerer:
         return chosen
 
     def _slot_for(self, index: int, label: str | None, used: set[int]) -> _Slot | None:
-        free = [s for s in self._slots if id(s) not in used]
-        slot = None
-        if label is not None:
-            slot = next((s for s in free if s.label == label), None)
-        if slot is None:
-            slot = next(
-                (s for s in free if s.index == index and (s.label is None or label is None)), None
-            )
+        """The slot of the stream at ``index`` with ``label``: a free one with this label, else
+        one with this index (unlabelled, or any when the stream has no label), else a new one.
+        ``used`` holds the slots the answer being built has taken (by ``id``); the slot found
+        is added to it."""
+        if self._free is None or self._free.used is not used:
+            self._free = _FreeSlots(self._slots, used)  # a new answer: index the free slots once
+        slot = self._free.find(index, label)
         if slot is not None:
             slot.index, slot.label = index, label if label is not None else slot.label
+            used.add(id(slot))
             return slot
         port = self._allocate(index, label)
         if port <= 0:
             return None
         slot = _Slot(index=index, label=label, port=port)
         self._slots.append(slot)
+        used.add(id(slot))
         return slot
 
     def _allocate(self, index: int, label: str | None) -> int:

@@ -29,6 +29,7 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_sessions": 2000,
         "max_message_size": 65535,
         "max_headers": 256,
+        "max_metadata_elements": 1000,
     },
     "media": {
         "host": "0.0.0.0",
@@ -220,6 +221,7 @@ RULES: list[tuple[str, str, Any, str]] = [
     ("[sip]\nmax_sessions = true", "sip.max_sessions", True, "must be an integer"),
     ("[sip]\nmax_message_size = 100", "sip.max_message_size", 100, "at least 1024"),
     ("[sip]\nmax_headers = 0", "sip.max_headers", 0, "at least 1"),
+    ("[sip]\nmax_metadata_elements = 5", "sip.max_metadata_elements", 5, "at least 10"),
     ('[media]\nhost = "::1::2"', "media.host", "::1::2", "not a valid IPv6"),
     ("[media]\nport_min = 80", "media.port_min", 80, "at least 1024"),
     ("[media]\nport_max = 70000", "media.port_max", 70000, "at most 65535"),

@@ -299,6 +299,41 @@ def test_vendor_identifiers_from_extension_data() -> None:
     data = (Path(__file__).parents[2] / "data" / "metadata" / "acme_draft.xml").read_bytes()
     ids = parse_metadata(data).vendor_identifiers()
     assert ids["UCID"] == "00FA080018D2A1678E3F21;encoding=hex"
-    assert parse_metadata(
-        (Path(__file__).parents[2] / "data" / "metadata" / "rfc7865_complete.xml").read_bytes()
-    ).vendor_identifiers() == {}
+    assert (
+        parse_metadata(
+            (Path(__file__).parents[2] / "data" / "metadata" / "rfc7865_complete.xml").read_bytes()
+        ).vendor_identifiers()
+        == {}
+    )
+
+
+def test_hostile_documents_are_refused_with_a_reason_and_warnings_are_capped() -> None:
+    from siprec_node.siprec.errors import MetadataError, MetadataLimitExceeded
+    from siprec_node.siprec.metadata_parser import MAX_DEPTH, MAX_WARNINGS
+
+    ns = "urn:ietf:params:xml:ns:recording:1"
+    for declaration in ('encoding="x"', 'encoding="UTF-7"', 'encoding="rot13"'):
+        with pytest.raises(MetadataError, match="unsupported encoding"):
+            parse_metadata(f'<?xml version="1.0" {declaration}?><recording xmlns="{ns}"/>'.encode())
+    deep = "<x>" * (MAX_DEPTH + 1) + "</x>" * (MAX_DEPTH + 1)
+    with pytest.raises(MetadataError, match="nested deeper"):
+        parse_metadata(f'<recording xmlns="{ns}">{deep}</recording>'.encode())
+    kept = (
+        "<x>" * (MAX_DEPTH - 2) + "y" + "</x>" * (MAX_DEPTH - 2)
+    )  # written back without recursion
+    assert parse_metadata(f'<recording xmlns="{ns}">{kept}</recording>'.encode()).extensions
+    with pytest.raises(MetadataLimitExceeded, match="more than 10 elements"):
+        parse_metadata(
+            f'<recording xmlns="{ns}">{"<x/>" * 10}</recording>'.encode(), max_elements=10
+        )
+    ids = " ".join(f"s{i}" for i in range(20))
+    text_ids = (
+        f'<recording xmlns="{ns}"><participant id="p"><send>{ids}</send></participant></recording>'
+    )
+    with pytest.raises(MetadataLimitExceeded):
+        parse_metadata(text_ids.encode(), max_elements=10)
+    unknown = "".join(f"<u{i}/>" for i in range(MAX_WARNINGS + 10))
+    many = parse_metadata(f'<recording xmlns="{ns}">{unknown}</recording>'.encode())
+    assert len(many.warnings) == MAX_WARNINGS + 1
+    assert many.warnings[-1] == "10 more warnings not kept"
+    assert len(many.extensions) == MAX_WARNINGS + 10  # nothing lost but the warnings
