@@ -34,7 +34,7 @@ from siprec_node.session import (
 from siprec_node.sip.call import CallStore
 from siprec_node.sip.handler import HandlerConfig, SipHandler
 from siprec_node.sip.transaction import TimerConfig
-from siprec_node.sip.transport import BoundListener, SipTransports
+from siprec_node.sip.transport import BoundListener, SipTransports, StreamLimits
 
 log = structlog.get_logger("siprec_node.app")
 
@@ -83,6 +83,8 @@ def handler_config(settings: Settings, call_store: CallStore | None = None) -> H
         timers=TimerConfig(),
         max_message_size=settings.sip.max_message_size,
         max_headers=settings.sip.max_headers,
+        invite_rate_per_source=settings.sip.invite_rate_per_source,
+        invite_burst_per_source=settings.sip.invite_burst_per_source,
         recording_dir=str(settings.recording.directory),
         recording_format=settings.recording.format,
         recording_channels=settings.recording.channels,
@@ -90,6 +92,16 @@ def handler_config(settings: Settings, call_store: CallStore | None = None) -> H
         media_receive_path=settings.media.receive_path,
         log_level=settings.log.level,
         log_format="json" if wants_json(settings.log.format, sys.stderr) else "console",
+    )
+
+
+def stream_limits(settings: Settings) -> StreamLimits:
+    """Bounds on TCP/TLS connections from ``sip.tcp_*``."""
+    return StreamLimits(
+        max_connections=settings.sip.tcp_max_connections,
+        max_connections_per_source=settings.sip.tcp_max_connections_per_source,
+        message_timeout=settings.sip.tcp_message_timeout.total_seconds(),
+        idle_timeout=settings.sip.tcp_idle_timeout.total_seconds(),
     )
 
 
@@ -138,6 +150,7 @@ class Node:
             tls_server=server_tls,
             tls_client=client_tls,
             on_framing_error=self.handler.on_malformed,
+            limits=stream_limits(self.settings),
         )
         self.handler.attach(self.transports.send)
         if self.settings.http.address is not None:
@@ -146,6 +159,7 @@ class Node:
                 self.handler,
                 token=token.get_secret_value() if token is not None else None,
                 readiness=self._store_ready,
+                transports=self.transports,
             )
 
     async def _on_timeout(self, state: SessionState) -> None:
