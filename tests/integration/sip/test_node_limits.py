@@ -255,6 +255,11 @@ def test_idle_flood_under_1024_descriptors_new_clients_served() -> None:
     raise_own_fd_limit(4096)
     with running_node() as node:
         prlimit_nofile(node.proc.pid, 1024, 1024)
+        # An SRC's connection in use before the flood: it has carried a message, so it is not
+        # evicted for the flood's connections, which never carry one.
+        src = socket.create_connection(("127.0.0.1", node.sip_port), timeout=5)
+        src.sendall(options("TCP", src.getsockname(), "src-before"))
+        assert src.recv(65536).startswith(b"SIP/2.0 200 ")
         flood: list[socket.socket] = []
         try:
             for i in range(1100):
@@ -274,7 +279,10 @@ def test_idle_flood_under_1024_descriptors_new_clients_served() -> None:
                 assert result.ok, result.errors[-2000:]
                 result = run_sipp("siprec_two_streams.xml", node.sip_port, transport=transport)
                 assert result.ok, result.errors[-2000:]
+            src.sendall(options("TCP", src.getsockname(), "src-after"))
+            assert src.recv(65536).startswith(b"SIP/2.0 200 ")
         finally:
+            src.close()
             for sock in flood:
                 sock.close()
         assert limit_hits(node, "tcp_max_connections") >= 1100 - 512
