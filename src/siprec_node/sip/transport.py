@@ -447,14 +447,24 @@ class SipTransports:
         self, conn: _StreamConnection, sock: socket.socket, ctx: ssl.SSLContext | None
     ) -> None:
         loop = asyncio.get_running_loop()
+        deadline = self.limits.message_timeout
         try:
-            await loop.connect_accepted_socket(
-                lambda: conn,
-                sock,
-                ssl=ctx,
-                ssl_handshake_timeout=self.limits.message_timeout if ctx is not None else None,
+            # The TLS handshake is held to the message deadline (asyncio's own is 60 s).
+            await asyncio.wait_for(
+                loop.connect_accepted_socket(
+                    lambda: conn,
+                    sock,
+                    ssl=ctx,
+                    ssl_handshake_timeout=deadline + 1.0 if ctx is not None else None,
+                ),
+                deadline,
             )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+        except TimeoutError:
+            self._limit_hit("tcp_message_timeout", conn.peer[0], conn.transport, during="handshake")
+            conn.abort()
+            with contextlib.suppress(OSError):
+                sock.close()
+        except (OSError, ssl.SSLError, ConnectionError) as exc:
             log.debug("stream_setup_failed", peer=f"{conn.peer[0]}:{conn.peer[1]}", error=str(exc))
             conn.abort()
             with contextlib.suppress(OSError):

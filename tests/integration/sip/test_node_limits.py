@@ -16,16 +16,19 @@ import resource
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.integration.node_process import NodeProcess, free_port, run_sipp, start_node
+from tests.integration.sip.test_node_tls import _make_cert
 from tests.redis_server import RedisProcess, redis_available
 
 pytestmark = pytest.mark.integration
@@ -218,6 +221,28 @@ def test_idle_timeout_counts_complete_messages_and_pings_only() -> None:
             assert closed, "partial bytes extended the idle timeout"
             assert 1.5 <= time.monotonic() - started <= 3.5
         assert limit_hits(node, "tcp_idle_timeout") == 2
+
+
+def test_stalled_tls_handshake_closed_at_the_message_deadline() -> None:
+    """A TLS client that connects and trickles its ClientHello: closed at
+    tcp_message_timeout, not at asyncio's 60 s handshake timeout."""
+    certs = Path(tempfile.mkdtemp())
+    cert, key = _make_cert(certs, "node")
+    port = free_port((socket.SOCK_STREAM,))
+    config = f'[sip.tls]\ncert_file = "{cert}"\nkey_file = "{key}"\n'
+    with running_node(
+        config,
+        listen=f'["udp:127.0.0.1:0", "tls:127.0.0.1:{port}"]',
+        tcp_message_timeout="2s",
+    ) as node:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            started = time.monotonic()
+            sock.sendall(b"\x16\x03\x01")  # the start of a TLS record, never finished
+            assert closed_by_peer(sock, 5.0), "a stalled TLS handshake kept its connection"
+            assert 1.5 <= time.monotonic() - started <= 3.5
+        assert limit_hits(node, "tcp_message_timeout") == 1
+        assert node.proc.poll() is None
+        assert not error_lines(node), error_lines(node)[:5]
 
 
 # ---- connection caps and descriptors
