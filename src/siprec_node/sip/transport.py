@@ -145,6 +145,7 @@ class _StreamConnection(asyncio.BufferedProtocol):
         self.last_activity = self.loop.time()
         self.message_started: float | None = None
         self.proven = False  # a complete message arrived (or we opened it)
+        self.inbound = True
         self.closed = False
         self._timer: asyncio.TimerHandle | None = None
 
@@ -430,7 +431,7 @@ class SipTransports:
             sock.close()
             return
         conn = _StreamConnection(self, next(self._ids), listener.transport, (host, port))
-        self._register(conn, proven=False)
+        self._register(conn, inbound=True)
         conn.setup = self._spawn(self._serve_accepted(conn, sock, listener.ctx))
 
     def _evictable(self) -> _StreamConnection | None:
@@ -477,12 +478,18 @@ class SipTransports:
 
     # ---- bookkeeping
 
-    def _register(self, conn: _StreamConnection, *, proven: bool) -> None:
+    def _register(self, conn: _StreamConnection, *, inbound: bool) -> None:
+        """Add ``conn`` to the tables: an inbound one counts against its source's cap and is
+        unproven until its first message; one we opened is neither."""
         self._conns[conn.id] = conn
         self._by_peer[(conn.transport, conn.peer[0], conn.peer[1])] = conn
-        self._per_source[conn.peer[0]] = self._per_source.get(conn.peer[0], 0) + 1
-        conn.proven = proven
-        (self._proven if proven else self._unproven)[conn.id] = conn
+        conn.inbound = inbound
+        if inbound:
+            self._per_source[conn.peer[0]] = self._per_source.get(conn.peer[0], 0) + 1
+            self._unproven[conn.id] = conn
+        else:
+            conn.proven = True
+            self._proven[conn.id] = conn
 
     def _touch(self, conn: _StreamConnection) -> None:
         """A complete message arrived on ``conn``: last in the eviction order."""
@@ -502,11 +509,12 @@ class SipTransports:
         key = (conn.transport, conn.peer[0], conn.peer[1])
         if self._by_peer.get(key) is conn:
             del self._by_peer[key]
-        left = self._per_source.get(conn.peer[0], 1) - 1
-        if left > 0:
-            self._per_source[conn.peer[0]] = left
-        else:
-            self._per_source.pop(conn.peer[0], None)
+        if conn.inbound:
+            left = self._per_source.get(conn.peer[0], 1) - 1
+            if left > 0:
+                self._per_source[conn.peer[0]] = left
+            else:
+                self._per_source.pop(conn.peer[0], None)
 
     def _limit_hit(self, limit: str, source: str, transport: str, **fields: object) -> None:
         """Count a limit hit and log it once per source per interval."""
@@ -580,8 +588,7 @@ class SipTransports:
             return
         if conn.closed:  # lost before we got here
             return
-        # Ours, so counted but not subject to the caps, and proven from the start.
-        self._register(conn, proven=True)
+        self._register(conn, inbound=False)
         conn.write(data)
 
     def _spawn(self, coro: object) -> asyncio.Task[None]:
