@@ -211,6 +211,7 @@ class HttpApi:
     async def readyz(self, request: web.Request) -> web.Response:
         """Readiness: listening, store answering, not draining."""
         problems = []
+        body: dict[str, Any] = {"status": "unready"}
         if self.handler.draining:
             problems.append("draining")
         if not self.handler.listeners:
@@ -220,15 +221,18 @@ class HttpApi:
         if self.handler.snapshots is not None and not self.handler.snapshots.healthy:
             problems.append("store writes failing")
         if self.readiness is not None:
-            problem = await self._store_problem()
-            if problem is not None:
-                problems.append(problem)
+            detail = await self._store_problem()
+            if detail is not None:
+                problems.append("store not answering")
+                body["store"] = detail
         if problems:
-            return web.json_response({"status": "unready", "problems": problems}, status=503)
+            body["problems"] = problems
+            return web.json_response(body, status=503)
         return web.json_response({"status": "ready"})
 
     async def _store_problem(self) -> str | None:
-        """Why the store is not ready, waiting at most ``readiness_timeout``.
+        """Why the store is not ready (``None`` when it is), waiting at most
+        ``readiness_timeout``.
 
         A probe still running from an earlier request is awaited again rather than a new one
         started, so probes against a hung store never pile up (each ends at the store
@@ -242,10 +246,10 @@ class HttpApi:
         try:
             ok = await asyncio.wait_for(asyncio.shield(self._probe), self.readiness_timeout)
         except TimeoutError:
-            return f"store not answering within {self.readiness_timeout:g}s"
+            return f"no answer within {self.readiness_timeout:g}s"
         except Exception as exc:  # the probe's own failure is a readiness answer, not a 500
-            return f"store check failed: {exc!r}"
-        return None if ok else "store not answering"
+            return f"check failed: {exc!r}"
+        return None if ok else "ping failed or session manager not running"
 
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus exposition text."""
