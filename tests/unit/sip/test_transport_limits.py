@@ -4,6 +4,7 @@ and connections the node opens itself."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from siprec_node.sip.transaction import Address
 from siprec_node.sip.transport import SipTransports, StreamLimits
@@ -89,5 +90,37 @@ def test_connection_opened_by_the_node_carries_both_ways() -> None:
         assert transports._per_source == {}
         await transports.close()
         server.close()
+
+    asyncio.run(run())
+
+
+def test_peer_that_never_reads_its_responses_is_cut_off() -> None:
+    """Requests answered into a connection whose peer never reads: the node's write backlog is
+    bounded (then the connection is closed), not its memory."""
+
+    async def run() -> None:
+        transports: SipTransports
+
+        def answer_big(data: bytes, source: Address) -> None:
+            transports.send(b"y" * 65536, source)
+
+        transports = SipTransports(answer_big)
+        bound = await transports.listen("tcp", "127.0.0.1", 0)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, ("127.0.0.1", bound.port))
+        for i in range(400):  # 400 x 64 KiB of answers, far more than the socket buffers
+            try:
+                await asyncio.wait_for(loop.sock_sendall(sock, OPTIONS % (i, i)), 1)
+            except (ConnectionError, TimeoutError):
+                break
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.1)
+        assert transports.stats["tcp_write_backlog"] == 1
+        assert transports.connection_count == 0
+        sock.close()
+        await transports.close()
 
     asyncio.run(run())
