@@ -38,7 +38,7 @@ from siprec_node.session import (
 from siprec_node.sip.call import CallStore
 from siprec_node.sip.handler import HandlerConfig, SipHandler
 from siprec_node.sip.transaction import TimerConfig
-from siprec_node.sip.transport import BoundListener, SipTransports
+from siprec_node.sip.transport import BoundListener, SipTransports, StreamLimits
 
 log = structlog.get_logger("siprec_node.app")
 
@@ -86,6 +86,8 @@ def handler_config(settings: Settings, call_store: CallStore | None = None) -> H
         max_message_size=settings.sip.max_message_size,
         max_headers=settings.sip.max_headers,
         max_metadata_elements=settings.sip.max_metadata_elements,
+        invite_rate_per_source=settings.sip.invite_rate_per_source,
+        invite_burst_per_source=settings.sip.invite_burst_per_source,
         recording_dir=str(settings.recording.directory),
         recording_format=settings.recording.format,
         recording_channels=settings.recording.channels,
@@ -95,6 +97,16 @@ def handler_config(settings: Settings, call_store: CallStore | None = None) -> H
         rtp_timeout_action=settings.media.rtp_timeout_action,
         log_level=settings.log.level,
         log_format="json" if wants_json(settings.log.format, sys.stderr) else "console",
+    )
+
+
+def stream_limits(settings: Settings) -> StreamLimits:
+    """Bounds on TCP/TLS connections from ``sip.tcp_*``."""
+    return StreamLimits(
+        max_connections=settings.sip.tcp_max_connections,
+        max_connections_per_source=settings.sip.tcp_max_connections_per_source,
+        message_timeout=settings.sip.tcp_message_timeout.total_seconds(),
+        idle_timeout=settings.sip.tcp_idle_timeout.total_seconds(),
     )
 
 
@@ -147,6 +159,7 @@ class Node:
             tls_server=server_tls,
             tls_client=client_tls,
             on_framing_error=self.handler.on_malformed,
+            limits=stream_limits(self.settings),
         )
         self.handler.attach(self.transports.send)
         if self.settings.http.address is not None:
@@ -156,6 +169,7 @@ class Node:
                 token=token.get_secret_value() if token is not None else None,
                 readiness=self._store_ready,
                 drain=self.drain,
+                transports=self.transports,
             )
         self._drain_task: asyncio.Task[None] | None = None
 

@@ -256,6 +256,22 @@ class SipSettings(_Section):
     max_metadata_elements: Int = Field(default=1000, ge=10, le=1_000_000)
     """Most XML elements (stream ids in ``<send>``/``<recv>`` texts counted) accepted in one
     recording metadata document; beyond it the request gets 400."""
+    tcp_max_connections: Int = Field(default=1024, ge=1, le=1_000_000)
+    """Open TCP/TLS connections in total (never more than half the descriptor limit); when
+    full, the longest idle connection is evicted for a new one, or the new one is closed."""
+    tcp_max_connections_per_source: Int = Field(default=256, ge=1, le=1_000_000)
+    """Open TCP/TLS connections from one IP address; beyond it new ones are closed at once."""
+    tcp_message_timeout: Duration = timedelta(seconds=10)
+    """A message on TCP/TLS (header and body) must be complete this long after its first byte;
+    trickling cannot extend it. Also bounds the TLS handshake."""
+    tcp_idle_timeout: Duration = timedelta(seconds=600)
+    """A TCP/TLS connection with no complete message (or CRLF keep-alive) this long is closed;
+    partial messages do not count as activity."""
+    invite_rate_per_source: float = Field(default=50.0, ge=0, le=1_000_000)
+    """New INVITEs per second accepted from one IP address (token bucket); beyond it 503 with
+    Retry-After. 0 disables the limit."""
+    invite_burst_per_source: Int = Field(default=100, ge=1, le=1_000_000)
+    """INVITEs one IP address may send at once above ``invite_rate_per_source``."""
 
     @field_validator("listen")
     @classmethod
@@ -263,6 +279,25 @@ class SipSettings(_Section):
         if not value:
             raise ValueError("must name at least one address")
         return value
+
+    @field_validator("invite_rate_per_source", mode="before")
+    @classmethod
+    def _check_rate(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a number")
+        return value
+
+    @model_validator(mode="after")
+    def _check_connection_caps(self) -> SipSettings:
+        if self.tcp_max_connections_per_source > self.tcp_max_connections:
+            why = (
+                "tcp_max_connections_per_source must not exceed tcp_max_connections"
+                f" ({self.tcp_max_connections})"
+            )
+            raise _problems(
+                ("tcp_max_connections_per_source", self.tcp_max_connections_per_source, why)
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_tls(self) -> SipSettings:

@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from siprec_node.sip.handler import Call, SipHandler
+from siprec_node.sip.transport import LIMIT_NAMES, SipTransports
 
 log = structlog.get_logger("siprec_node.http")
 
@@ -31,6 +32,8 @@ DrainStarter = Callable[[], object]
 """Starts the node's drain (idempotent); what it returns is ignored."""
 ADMIN_PREFIXES = ("/sessions", "/drain")
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+READINESS_TIMEOUT = 1.0
+"""Seconds /readyz waits for the store before answering 503 (a hung store must not hang it)."""
 
 
 class HandlerCollector(Collector):
@@ -115,6 +118,41 @@ class HandlerCollector(Collector):
             yield gauge
 
 
+class TransportCollector(Collector):
+    """Stream connections and the limits hit, by the name of the setting that bounds them."""
+
+    def __init__(self, handler: SipHandler, transports: SipTransports | None) -> None:
+        self.handler = handler
+        self.transports = transports
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the transport's metrics."""
+        hits = CounterMetricFamily(
+            "siprec_sip_limit_hits",
+            "Times a SIP limit was hit, by setting (connections refused or evicted, connections"
+            " closed by a timeout, accepts without a free descriptor, INVITEs over the rate)",
+            labels=["limit"],
+        )
+        stats = self.transports.stats if self.transports is not None else {}
+        for name in LIMIT_NAMES:
+            hits.add_metric([name], stats.get(name, 0))
+        hits.add_metric(
+            ["invite_rate_per_source"], self.handler.stats.get("invite_rate_limited", 0)
+        )
+        yield hits
+        if self.transports is None:
+            return
+        evicted = CounterMetricFamily(
+            "siprec_sip_tcp_evicted",
+            "Idle TCP/TLS connections closed to make room for a new one",
+        )
+        evicted.add_metric([], stats.get("tcp_evicted", 0))
+        yield evicted
+        gauge = GaugeMetricFamily("siprec_sip_tcp_connections", "Open TCP/TLS connections")
+        gauge.add_metric([], self.transports.connection_count)
+        yield gauge
+
+
 def call_summary(call: Call) -> dict[str, Any]:
     """The public view of a live call for the admin API."""
     data = call.data
@@ -159,14 +197,19 @@ class HttpApi:
         token: str | None = None,
         readiness: ReadinessProbe | None = None,
         drain: DrainStarter | None = None,
+        transports: SipTransports | None = None,
+        readiness_timeout: float = READINESS_TIMEOUT,
     ) -> None:
         self.handler = handler
         self.token = token
         self.readiness = readiness
         self._drain = drain
         self._drain_task: Any = None
+        self.readiness_timeout = readiness_timeout
+        self._probe: asyncio.Task[bool] | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(HandlerCollector(handler))
+        self.registry.register(TransportCollector(handler, transports))
         self.app = web.Application(middlewares=[self._auth])
         self.app.add_routes(
             [
@@ -227,6 +270,7 @@ class HttpApi:
     async def readyz(self, request: web.Request) -> web.Response:
         """Readiness: listening, store answering, not draining."""
         problems = []
+        body: dict[str, Any] = {"status": "unready"}
         if self.handler.draining:
             problems.append("draining")
         if not self.handler.listeners:
@@ -235,11 +279,36 @@ class HttpApi:
             problems.append("recovering this node's calls")
         if self.handler.snapshots is not None and not self.handler.snapshots.healthy:
             problems.append("store writes failing")
-        if self.readiness is not None and not await self.readiness():
-            problems.append("store not answering")
+        if self.readiness is not None:
+            detail = await self._store_problem()
+            if detail is not None:
+                problems.append("store not answering")
+                body["store"] = detail
         if problems:
-            return web.json_response({"status": "unready", "problems": problems}, status=503)
+            body["problems"] = problems
+            return web.json_response(body, status=503)
         return web.json_response({"status": "ready"})
+
+    async def _store_problem(self) -> str | None:
+        """Why the store is not ready (``None`` when it is), waiting at most
+        ``readiness_timeout``.
+
+        A probe still running from an earlier request is awaited again rather than a new one
+        started, so probes against a hung store never pile up (each ends at the store
+        client's own socket timeout).
+        """
+        assert self.readiness is not None
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self.readiness())
+            # Retrieved here even if every request waiting for it gave up first.
+            self._probe.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            ok = await asyncio.wait_for(asyncio.shield(self._probe), self.readiness_timeout)
+        except TimeoutError:
+            return f"no answer within {self.readiness_timeout:g}s"
+        except Exception as exc:  # the probe's own failure is a readiness answer, not a 500
+            return f"check failed: {exc!r}"
+        return None if ok else "ping failed or session manager not running"
 
     async def metrics(self, request: web.Request) -> web.Response:
         """Prometheus exposition text."""

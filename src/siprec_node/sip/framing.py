@@ -88,7 +88,13 @@ class StreamFramer:
         """Bytes received but not yet returned as an item."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[FramedItem]:
+    @property
+    def message_pending(self) -> bool:
+        """Whether part of a message (not just line ends between messages) is buffered."""
+        buf = self._buffer
+        return bool(buf) and (self._length is not None or buf[0] not in b"\r\n")
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[FramedItem]:
         """Add received bytes; return the items they complete, in stream order."""
         if self._failed:
             return []

@@ -47,6 +47,7 @@ from siprec_node.sip.message import (
     make_response,
     parse_message,
 )
+from siprec_node.sip.rate_limit import LogThrottle, TokenBuckets, retry_after
 from siprec_node.sip.recording import CallRecording, PortsUnavailable, RecordingOffer
 from siprec_node.sip.rtp_timeout import (
     STALLED,
@@ -145,6 +146,10 @@ class HandlerConfig:
     """Codecs the node may accept (the SDP answer's allow-list; it keeps the offer's order)."""
     timers: TimerConfig = field(default_factory=TimerConfig)
     retry_after: int = 30
+    invite_rate_per_source: float = 50.0
+    """New INVITEs a second from one IP address (token bucket); 0 disables the limit."""
+    invite_burst_per_source: int = 100
+    """INVITEs one IP address may send at once above the rate."""
     max_message_size: int = DEFAULT_MAX_SIZE
     max_headers: int = DEFAULT_MAX_HEADERS
     max_metadata_elements: int = DEFAULT_MAX_ELEMENTS
@@ -270,11 +275,18 @@ class SipHandler:
             "forbidden": 0,
             "metadata_limit_exceeded": 0,
             "internal_errors": 0,
+            "invite_rate_limited": 0,
         }
         self.recordings: dict[str, int] = {"ok": 0, "problems": 0}
         """Recordings finalised here, by verdict."""
         self.recording_problems: dict[str, int] = dict.fromkeys(PROBLEM_KINDS, 0)
         """Recordings finalised here that have each problem."""
+        self._invite_buckets = (
+            TokenBuckets(self.config.invite_rate_per_source, self.config.invite_burst_per_source)
+            if self.config.invite_rate_per_source > 0
+            else None
+        )
+        self._rate_log = LogThrottle()
 
     # ------------------------------------------------------------------ wiring
 
@@ -913,6 +925,8 @@ class SipHandler:
     ) -> None:
         call_log = log.bind(call_id=request.call_id)
         self._respond(key, request, 100, now)
+        if self._over_invite_rate(request, key, source, now):
+            return
         rejection = self._admission(request, source)
         if rejection is not None:
             status, reason, headers = rejection
@@ -1068,6 +1082,37 @@ class SipHandler:
         """Wait until every pending answer task has finished (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _over_invite_rate(
+        self, request: SipRequest, key: TransactionKey, source: Address, now: float
+    ) -> bool:
+        """Answer 503 + Retry-After to a new INVITE over its source's rate (logged once per
+        source per interval). 503 rather than silence: an SRC fails over to another recorder
+        on an error response at once, while an unanswered INVITE holds the call for Timer B
+        (32 s) and keeps coming back as retransmissions."""
+        buckets = self._invite_buckets
+        if buckets is None or (
+            self.config.allow_sources and not _allowed(source.host, self.config.allow_sources)
+        ):
+            return False  # unlimited, or refused with 403 by admission anyway
+        wait = buckets.take(source.host, now)
+        if wait <= 0:
+            return False
+        self.stats["rejected"] += 1
+        self.stats["invite_rate_limited"] += 1
+        suppressed = self._rate_log.hit(source.host, now)
+        if suppressed is not None:
+            log.warning(
+                "sip_limit_hit",
+                limit="invite_rate_per_source",
+                source=source.host,
+                transport=source.transport,
+                rate=self.config.invite_rate_per_source,
+                suppressed=suppressed,
+            )
+        headers = [("Retry-After", str(retry_after(wait)))]
+        self._respond(key, request, 503, now, reason="Rate Limited", headers=headers)
+        return True
 
     def _admission(
         self, request: SipRequest, source: Address

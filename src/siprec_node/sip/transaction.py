@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal, Union
 
-from siprec_node.sip.message import SipRequest, SipResponse, Via, make_response
+from siprec_node.sip.message import Headers, SipRequest, SipResponse, Via, make_response
 from siprec_node.sip.uri import parse_decimal
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -409,6 +409,18 @@ _CLIENT_RECEIVE: dict[tuple[S, _Class], S | None] = {
 # --------------------------------------------------------------------------------------------
 # Transactions (internal, mutable)
 
+_MATCHING_HEADERS = frozenset({"via", "from", "to", "call-id", "cseq"})
+
+
+def _answered(request: SipRequest) -> SipRequest:
+    """What a transaction needs of its request once the final response is sent: the fields
+    that match retransmissions and ACKs. The body and other headers (up to
+    ``sip.max_message_size`` each) must not stay in memory for Timer J's 32 s."""
+    kept = tuple((n, v) for n, v in request.headers if n.lower() in _MATCHING_HEADERS)
+    if not request.body and len(kept) == len(request.headers):
+        return request
+    return replace(request, headers=Headers(kept), body=b"")
+
 
 @dataclass(eq=False)
 class _Transaction:
@@ -655,6 +667,8 @@ class TransactionLayer:
         cfg, unreliable = self.timers, not txn.peer.reliable
         if state is not S.PROCEEDING:
             self._cancel_timer(txn, "trying")
+        if state in (S.ACCEPTED, S.COMPLETED):
+            txn.request = _answered(txn.request)
         if state is S.ACCEPTED:
             assert txn.response is not None
             txn.to_tag = txn.response.to.tag

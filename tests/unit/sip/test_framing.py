@@ -289,3 +289,32 @@ def test_any_bytes_give_items_never_exceptions(chunks: list[bytes], max_size: in
     errors = [i for i in items if isinstance(i, FramingError)]
     assert len(errors) <= 1 and (not errors or items[-1] is errors[0])
     assert framer.failed == bool(errors)
+
+
+def test_message_pending_only_inside_a_message() -> None:
+    """What the transport's message deadline keys on: line ends between messages (keep-alives,
+    half a ping) do not start it, the first byte of a message does, completion ends it."""
+    framer = StreamFramer()
+    assert not framer.message_pending
+    framer.feed(b"\r\n")  # half a ping, or a pong: not a message
+    assert not framer.message_pending
+    framer.feed(b"\r\n")
+    assert not framer.message_pending
+    framer.feed(OPTIONS[:1])
+    assert framer.message_pending
+    framer.feed(OPTIONS[1:-2])  # head complete, body still coming
+    assert framer.message_pending
+    assert framed(framer.feed(OPTIONS[-2:])) == [OPTIONS]
+    assert not framer.message_pending
+    framer.feed(OPTIONS + OPTIONS[:10])  # one done, the next begun in the same chunk
+    assert framer.message_pending
+
+
+def test_partial_header_buffer_bounded_by_max_size() -> None:
+    framer = StreamFramer(max_size=2048)
+    items: list[FramedItem] = []
+    for _ in range(100):
+        items += framer.feed(b"X-Pad: " + b"a" * 60 + b"\r\n")
+        assert framer.buffered <= 2048 + 70
+    assert isinstance(items[-1], FramingError) and items[-1].error.status == 413
+    assert framer.buffered == 0
