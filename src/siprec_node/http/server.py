@@ -41,6 +41,8 @@ class HandlerCollector(Collector):
             "responses": "SIP responses received",
             "malformed": "SIP messages that did not parse",
             "rejected": "INVITEs refused by policy (capacity, ACL, options)",
+            "too_many_streams": "Offers refused (488) for more audio m-lines than "
+            "media.max_streams_per_call",
         }
         for key, text in counters.items():
             family = CounterMetricFamily(f"siprec_sip_{key}", text)

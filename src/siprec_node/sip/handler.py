@@ -45,7 +45,12 @@ from siprec_node.sip.message import (
     make_response,
     parse_message,
 )
-from siprec_node.sip.recording import CallRecording, PortsUnavailable, RecordingOffer
+from siprec_node.sip.recording import (
+    CallRecording,
+    PortsUnavailable,
+    RecordingOffer,
+    TooManyStreams,
+)
 from siprec_node.sip.snapshots import SnapshotWriter
 from siprec_node.sip.transaction import (
     AckReceived,
@@ -118,6 +123,10 @@ class HandlerConfig:
     port_max: int = 39999
     port_cooldown: float = 10.0
     max_sessions: int = 2000
+    max_streams_per_call: int = 8
+    """Audio m-lines one call may offer (``media.max_streams_per_call``); more: 488."""
+    source_check: str = "signalling"
+    """``media.source_check``: whose RTP a stream accepts (``strict``, ``signalling``, ``any``)."""
     allow_sources: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     codecs: tuple[str, ...] = ("PCMU", "PCMA", "G722", "opus")
     timers: TimerConfig = field(default_factory=TimerConfig)
@@ -231,6 +240,7 @@ class SipHandler:
             "calls_ended": 0,
             "calls_failed": 0,
             "rejected": 0,
+            "too_many_streams": 0,
         }
 
     # ------------------------------------------------------------------ wiring
@@ -739,17 +749,26 @@ class SipHandler:
             call_log.info("invite_rejected", status=status, reason=reason)
             self._respond(key, request, status, now, reason=reason, headers=headers)
             return
+        taken: list[int] = []  # ports bound for this offer: given back if it fails
         try:
             offer = RecordingOffer.from_request(request)
-            recording = CallRecording.start(
-                offer,
-                codecs=self.config.codecs,
-                media_host=self._media_host(source.host),
-                allocate=lambda: self.media.reserve(now),
-                call_id=request.call_id,
-                caller=Party(request.from_.display, request.from_.uri),
-                callee=Party(request.to.display, request.to.uri),
-            )
+            try:
+                recording = CallRecording.start(
+                    offer,
+                    codecs=self.config.codecs,
+                    media_host=self._media_host(source.host),
+                    allocate=functools.partial(self._reserve_port, now, taken),
+                    call_id=request.call_id,
+                    caller=Party(request.from_.display, request.from_.uri),
+                    callee=Party(request.to.display, request.to.uri),
+                    max_streams=self.config.max_streams_per_call,
+                )
+            except BaseException:
+                self.media.release(taken, now)
+                raise
+        except TooManyStreams as exc:
+            self._too_many_streams(key, request, exc, now, call_log)
+            return
         except UnsupportedBody as exc:
             self.stats["rejected"] += 1
             call_log.info("invite_rejected", status=exc.status, reason=exc.reason)
@@ -810,6 +829,39 @@ class SipHandler:
             streams=recording.stream_summary(),
         )
         self._spawn(self._answer_invite(call, request))
+
+    def _reserve_port(self, now: float, taken: list[int]) -> int:
+        """Bind an RTP port for an offer being answered, noting it in ``taken``."""
+        port = self.media.reserve(now)
+        taken.append(port)
+        return port
+
+    def _too_many_streams(
+        self,
+        key: TransactionKey,
+        request: SipRequest,
+        exc: TooManyStreams,
+        now: float,
+        call_log: Any,
+        *,
+        to_tag: str | None = None,
+    ) -> None:
+        """488 with a Warning saying why: more audio m-lines than ``max_streams_per_call``."""
+        self.stats["rejected"] += 1
+        self.stats["too_many_streams"] += 1
+        call_log.warning(
+            "too_many_streams", method=request.method, offered=exc.offered, limit=exc.limit
+        )
+        text = f"Too many audio streams: {exc.offered} offered, at most {exc.limit} per call"
+        self._respond(
+            key,
+            request,
+            488,
+            now,
+            reason="Too Many Streams",
+            to_tag=to_tag,
+            headers=[("Warning", f'399 siprec-node "{text}"')],
+        )
 
     async def _answer_invite(self, call: Call, request: SipRequest) -> None:
         """Open the media sockets, then send the 200 unless a CANCEL came first."""
@@ -1115,8 +1167,20 @@ class SipHandler:
     def _on_modify(self, call: Call, request: SipRequest, key: TransactionKey, now: float) -> None:
         """re-INVITE or UPDATE: metadata and/or SDP changes; same ports, same dialog."""
         tag = call.dialog.local_tag
+        taken: list[int] = []  # ports bound for new streams: given back if the offer fails
         try:
-            changed = call.recording.apply_update(request, allocate=lambda: self.media.reserve(now))
+            try:
+                changed = call.recording.apply_update(
+                    request,
+                    allocate=functools.partial(self._reserve_port, now, taken),
+                    max_streams=self.config.max_streams_per_call,
+                )
+            except BaseException:
+                self.media.release(taken, now)
+                raise
+        except TooManyStreams as exc:
+            self._too_many_streams(key, request, exc, now, call.log, to_tag=tag)
+            return
         except UnsupportedBody as exc:
             self._respond(
                 key, request, exc.status, now, to_tag=tag, headers=[("Accept", exc.accept)]
