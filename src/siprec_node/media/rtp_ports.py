@@ -90,6 +90,10 @@ class RtpPorts:
         getattr(log, level)("rtp_port_unavailable", port=port, error=str(exc))
         self.allocator.quarantine(port, now)
 
+    def holds(self, port: int) -> bool:
+        """Whether ``port`` is one of the node's calls' ports now."""
+        return port in self._reserved
+
     def take(self, port: int) -> tuple[socket.socket, socket.socket]:
         """Hand the bound RTP and RTCP sockets of ``port`` over (the caller owns them now).
 

@@ -472,6 +472,9 @@ class StreamInfo:
     something: stream B's offset larger by Δ than A's puts B's audio Δ late against A's."""
     sr_offset_reports: int = 0
     """How many SRs ``sr_offset_ms`` is the median of (at most 16)."""
+    foreign_packets: int = 0
+    """Datagrams to the stream's ports from addresses ``media.source_check`` refused: dropped
+    before they could reach the recording."""
 
     def to_dict(self) -> dict[str, Any]:
         """What ``dataclasses.asdict`` gives (for the flat dataclasses in the lists), at a tenth

@@ -86,6 +86,7 @@ class StreamStats:
     srtp_replays: int
     reanchors: int
     ssrc_switches: int
+    foreign_packets: int  # dropped by the source check (media.source_check) before the timeline
     held: int
     first_position: int | None
     last_position: int | None
@@ -167,6 +168,8 @@ class StreamRecorder:
         self.paused_packets = 0
         self.rtcp_packets = 0
         self.rtcp_malformed = 0
+        self.foreign_packets = 0
+        """Datagrams from addresses the source check refused (counted by the receive path)."""
         self.closed = False
         self._info_due = now + info_interval
         self._due = now  # next time on_rtp hands over to _periodic
@@ -261,6 +264,10 @@ class StreamRecorder:
             return
         for sr in report.sender_reports:
             self._timeline.sender_report(sr.ssrc, sr.ntp_time, sr.rtp_timestamp)
+
+    def count_foreign(self, count: int) -> None:
+        """``count`` more datagrams were dropped by the receive path's source check."""
+        self.foreign_packets += count
 
     # -- the C fast path ---------------------------------------------------------------------
 
@@ -386,7 +393,9 @@ class StreamRecorder:
         sr_offset = t.sr_offset_median
         sr_ms = None if sr_offset is None else round(sr_offset * 1000.0, 3)
         sr_reports = t.sr_offset_count
+        foreign = self.foreign_packets
         if prior is not None:
+            foreign += prior.foreign_packets
             ssrcs = prior.ssrcs + ssrcs
             dtmf = prior.dtmf + dtmf
             packets += prior.packets
@@ -420,6 +429,7 @@ class StreamRecorder:
             unclean_restarts=list(self._unclean),
             sr_offset_ms=sr_ms,
             sr_offset_reports=sr_reports,
+            foreign_packets=foreign,
         )
 
     def _duplicates(self) -> int:
@@ -461,6 +471,7 @@ class StreamRecorder:
             srtp_replays=srtp.replays if srtp else 0,
             reanchors=t.reanchors,
             ssrc_switches=t.ssrc_switches,
+            foreign_packets=self.foreign_packets,
             held=t.held,
             first_position=t.first_position,
             last_position=t.last_position,

@@ -214,7 +214,7 @@ class SipHandler:
             if self.config.media_workers > 0
             else LocalEngine(self.config.media_receive_path)
         )
-        self.call_media = CallMedia(self.media, self.engine)
+        self.call_media = CallMedia(self.media, self.engine, self.config.source_check)
         self._tasks: set[asyncio.Task[None]] = set()
         self._activity_task: asyncio.Task[None] | None = None
         # Calls we ended before their ACK came: the BYE goes when it does (or at Timer H).
@@ -310,7 +310,10 @@ class SipHandler:
             return
         try:
             changes = await self.call_media.sync(
-                call.data.session_id, call.media_state, call.recording.streams
+                call.data.session_id,
+                call.media_state,
+                call.recording.streams,
+                peer=call.dialog.peer.host,
             )
         except Exception as exc:
             if raise_errors:
@@ -326,7 +329,10 @@ class SipHandler:
             return
         try:
             await self.call_media.reopen(
-                call.data.session_id, call.media_state, call.recording.streams
+                call.data.session_id,
+                call.media_state,
+                call.recording.streams,
+                peer=call.dialog.peer.host,
             )
         except Exception as exc:
             call.log.error("media_reopen_failed", error=repr(exc))
@@ -334,12 +340,17 @@ class SipHandler:
         call.log.info("media_reopened", streams=sorted(call.media_state.open))
 
     async def _close_media(self, call: Call) -> None:
-        """Close the streams of an ended call, then write its final files and sidecar."""
+        """Close the streams of an ended call, then write its final files and sidecar; a call
+        that was never answered has no recording: its parts are removed."""
         try:
-            stats = await self.call_media.close(call.data.session_id)
+            stats = await self.call_media.close(call.data.session_id, call.media_state)
         except Exception as exc:
             call.log.error("media_close_failed", error=repr(exc))
             stats = {}
+        if not call.answered and call.media_state is not None:
+            removed = self.call_media.discard(call.media_state)
+            call.log.info("media_discarded", streams=sorted(stats), parts_removed=removed)
+            return
         call.log.info(
             "media_closed",
             streams={
@@ -1252,8 +1263,11 @@ class SipHandler:
             call.refresh_timer.cancel()
             call.refresh_timer = None
         self.media.release(call.ports, now)
-        if call.media_state is not None and call.media_state.open:
-            self._spawn(self._close_media(call))
+        state = call.media_state
+        if state is not None:
+            state.closed = True  # an open waiting for its turn must not start any more
+            if state.open or state.engaged:  # also what an open in flight (or failed) took
+                self._spawn(self._close_media(call))
         call.dialog.terminate()
         self.dialogs.remove(call.dialog)
         self.calls.pop(call.data.session_id, None)
