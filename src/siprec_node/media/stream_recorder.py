@@ -178,9 +178,13 @@ class StreamRecorder:
         (the extension module) is given and the stream is G.711 without SRTP."""
         if fast is not None and isinstance(self._writer, WavG711Writer) and self._srtp is None:
             self.fast_stream = fast.FastStream(self._writer.fileno())
-        if stream.paused:
-            self.pause(now)
-        self._write_info()
+        try:
+            if stream.paused:
+                self.pause(now)
+            self._write_info()
+        except BaseException:  # e.g. out of descriptors for the sidecar: close the media file
+            self._writer.close()
+            raise
 
     def _prior(self) -> StreamInfo | None:
         """The sidecar of an earlier run on these files, if any (node restart)."""
