@@ -148,7 +148,11 @@ class CallMedia:
         wanted: list[str] = []
         if named is not None:
             wanted.append(named)
-        if signalling is not None and (self.source_check == "signalling" or named is None):
+        if (
+            signalling is not None
+            and signalling != named
+            and (self.source_check == "signalling" or named is None)
+        ):
             # strict with an SDP naming no address (a host name, a hold): the SIP peer is the
             # best evidence of who the SRC is
             wanted.append(signalling)

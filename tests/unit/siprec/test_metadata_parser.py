@@ -299,9 +299,6 @@ def test_vendor_identifiers_from_extension_data() -> None:
     data = (Path(__file__).parents[2] / "data" / "metadata" / "acme_draft.xml").read_bytes()
     ids = parse_metadata(data).vendor_identifiers()
     assert ids["UCID"] == "00FA080018D2A1678E3F21;encoding=hex"
-    assert (
-        parse_metadata(
-            (Path(__file__).parents[2] / "data" / "metadata" / "rfc7865_complete.xml").read_bytes()
-        ).vendor_identifiers()
-        == {}
-    )
+    assert parse_metadata(
+        (Path(__file__).parents[2] / "data" / "metadata" / "rfc7865_complete.xml").read_bytes()
+    ).vendor_identifiers() == {}
