@@ -201,13 +201,18 @@ class CallMedia:
         Path(state.parts).mkdir(parents=True, exist_ok=True)
         # New streams open together, so that no leg waits for another's round trip.
         opening = []
+        failed: list[str] = []
         for stream in streams:
             if stream.index in state.open or not stream.accepted or stream.port == 0:
                 continue
             if not self.ports.holds(stream.port):
                 log.warning("stream_port_not_held", session_id=session_id, port=stream.port)
                 continue
-            rtp, rtcp = self.ports.take(stream.port)
+            try:
+                rtp, rtcp = self.ports.take(stream.port)  # bound again after a worker died
+            except OSError as exc:
+                failed.append(f"stream {stream.index}: {exc!r}")
+                continue
             sources = self.sources_for(stream, peer, state.sources.get(stream.index))
             spec = StreamSpec(
                 session_id=session_id,
@@ -219,7 +224,6 @@ class CallMedia:
             )
             opening.append((stream.index, sources, self.engine.open_stream(spec, rtp, rtcp)))
         results = await asyncio.gather(*(job for _, _, job in opening), return_exceptions=True)
-        failed: list[str] = []
         for (index, sources, _), result in zip(opening, results, strict=True):
             if isinstance(result, BaseException):
                 failed.append(f"stream {index}: {result!r}")
