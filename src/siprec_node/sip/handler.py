@@ -475,6 +475,8 @@ class SipHandler:
         if dialog.state is not DialogState.CONFIRMED:
             # The 200 was never sent: the SRC has retried elsewhere or will retransmit.
             call_log.info("call_not_recovered", reason="crashed before the answer")
+            if call.media_state is not None:  # no recording to finalise: drop its parts
+                self.call_media.discard(call.media_state)
             call.data.status = CallStatus.FAILED
             call.data.end_reason = "node restarted before answering"
             call.data.ended_at = utc_now()
