@@ -20,6 +20,8 @@ from siprec_node.media.port_allocator import PortAllocator, PortsExhausted
 log = structlog.get_logger("siprec_node.media.rtp_ports")
 
 RESERVE_ATTEMPTS = 16
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+"""Errors of the process or the system, not of the port: the port is not quarantined."""
 
 
 @dataclass
@@ -44,6 +46,11 @@ class RtpPorts:
             try:
                 rtp, rtcp = self._bind_pair(port)
             except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    # not the port's fault: it goes back as it was, and no other port is tried
+                    self.allocator.unallocate(port)
+                    log.warning("rtp_port_not_bound", port=port, error=str(exc))
+                    raise PortsExhausted(f"cannot bind RTP sockets: {exc}") from exc
                 self._quarantine(port, now, exc)
                 continue
             self._reserved[port] = _Reserved(port, rtp, rtcp)
