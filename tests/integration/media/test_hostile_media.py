@@ -188,7 +188,7 @@ def test_opens_failing_half_way_in_the_worker_release_everything() -> None:
         baseline = _baseline(node)
         worker = _worker_pid(node)
         soft, hard = resource.prlimit(worker, resource.RLIMIT_NOFILE)
-        # room for about 10 streams (2 sockets and 2 files each)
+        # room for about 13 streams (2 sockets and the .wav each, the sidecar while written)
         resource.prlimit(worker, resource.RLIMIT_NOFILE, (baseline[1] + 40, hard))
         try:
             for _ in range(3):
@@ -220,7 +220,7 @@ def test_cancel_racing_the_media_opening_leaves_nothing_open() -> None:
         node_fds, worker_fds, files = _baseline(node)
         outcomes: list[int] = []
         answered: list[str] = []
-        for delay in (0.0, 0.0, 0.0005, 0.001, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02):
+        for delay in (0.0, 0.0, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15):
             call = RawSrc(node.sip_port)
             invite = call.send_invite(call.offer(8))
             time.sleep(delay)
@@ -235,11 +235,11 @@ def test_cancel_racing_the_media_opening_leaves_nothing_open() -> None:
         assert 487 in outcomes, outcomes
         for call_id in answered:
             node.wait_for_event("call_answered", call_id=call_id)
-        assert _settled(lambda: _fds(_worker_pid(node)), worker_fds + 32 * len(answered)) == (
-            worker_fds + 32 * len(answered)
-        )
+        held = worker_fds + 8 * 3 * len(answered)  # 2 sockets and the open .wav a stream
+        assert _settled(lambda: _fds(_worker_pid(node)), held) == held
         cancelled = outcomes.count(487)
-        assert len(node.events("media_discarded")) <= cancelled
+        # the cancelled calls whose opens were in flight had them closed and their parts removed
+        assert 0 < len(node.events("media_discarded")) <= cancelled
         if not answered:
             assert _settled(lambda: _fds(node.proc.pid), node_fds) == node_fds
             assert _settled(lambda: _files(node.workdir / "recordings"), files) == files
