@@ -342,6 +342,15 @@ class MediaSettings(_Section):
     """Codecs the node may accept (an allow-list, default all it decodes). The SDP answer keeps
     the offer's order and lists every offered codec on this list whose decoder the installed
     FFmpeg has; this order only orders the node's own offer (INVITEs without SDP)."""
+    max_streams_per_call: Int = Field(default=8, ge=1, le=256)
+    """Audio m-lines one call may offer; an INVITE, re-INVITE or UPDATE offering more gets 488
+    with a Warning, and nothing is allocated for it."""
+    source_check: Annotated[Literal["strict", "signalling", "any"], BeforeValidator(_lower)] = (
+        "signalling"
+    )
+    """Whose RTP a stream records: ``strict`` only the address its SDP names (c=),
+    ``signalling`` that or the SIP peer's address, ``any`` every sender (no check). Packets
+    from other addresses are dropped and counted as ``foreign_packets``."""
     receive_path: Annotated[Literal["auto", "c", "python"], BeforeValidator(_lower)] = "auto"
     """How workers read RTP: the built C extension (``auto`` when present, ``c`` required) or
     the event loop in Python (``python``)."""

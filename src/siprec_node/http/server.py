@@ -54,6 +54,8 @@ class HandlerCollector(Collector):
             "forbidden": "SIP requests refused because sip.allow_sources excludes their source",
             "metadata_limit_exceeded": "Requests refused for sip.max_metadata_elements (400)",
             "internal_errors": "Requests that met a bug of the node (500, logged with traceback)",
+            "too_many_streams": "Offers refused (488) for more audio m-lines than "
+            "media.max_streams_per_call",
         }
         for key, text in counters.items():
             family = CounterMetricFamily(f"siprec_sip_{key}", text)

@@ -21,7 +21,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -327,11 +329,76 @@ static PyTypeObject FastStreamType = {
 
 /* -------------------------------------------------------------------------------- Receiver */
 
+/* The source check (media.source_check): a slot with nallow >= 0 takes datagrams only from
+   these addresses (IPv4 as v4-mapped IPv6, so one 16-byte compare covers both families);
+   the others are counted in `foreign` and dropped before any handler or fast path sees them. */
+#define MAX_SOURCES 8
+
 typedef struct {
     int fd;                 /* -1: free */
     PyObject *handler;      /* called by Python as handler(datagram, arrival) */
     FastStream *fast;       /* or NULL */
+    int nallow;             /* -1: any source */
+    unsigned char allow[MAX_SOURCES][16];
+    unsigned long long foreign;
 } Slot;
+
+/* Parse `sources` (None, or a sequence of IP address strings) into the slot's allow list. */
+static int
+slot_set_sources(Slot *slot, PyObject *sources)
+{
+    if (sources == Py_None) {
+        slot->nallow = -1;
+        return 0;
+    }
+    PyObject *seq = PySequence_Fast(sources, "sources must be None or a sequence of addresses");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    int count = 0;
+    for (Py_ssize_t i = 0; i < n && count < MAX_SOURCES; i++) {
+        const char *text = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
+        if (text == NULL) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        unsigned char *out = slot->allow[count];
+        struct in_addr v4;
+        if (inet_pton(AF_INET, text, &v4) == 1) {
+            memset(out, 0, 10);
+            out[10] = out[11] = 0xFF;
+            memcpy(out + 12, &v4, 4);
+            count++;
+        } else if (inet_pton(AF_INET6, text, out) == 1) {
+            count++;
+        } /* anything else (a host name) matches nothing */
+    }
+    Py_DECREF(seq);
+    slot->nallow = count;
+    return 0;
+}
+
+/* 1 when the datagram's source may feed the slot. */
+static int
+source_allowed(const Slot *slot, const struct sockaddr_storage *from, socklen_t len)
+{
+    if (slot->nallow < 0)
+        return 1;
+    unsigned char addr[16];
+    if (from->ss_family == AF_INET && len >= (socklen_t)sizeof(struct sockaddr_in)) {
+        memset(addr, 0, 10);
+        addr[10] = addr[11] = 0xFF;
+        memcpy(addr + 12, &((const struct sockaddr_in *)from)->sin_addr, 4);
+    } else if (from->ss_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        memcpy(addr, &((const struct sockaddr_in6 *)from)->sin6_addr, 16);
+    } else {
+        return 0;
+    }
+    for (int i = 0; i < slot->nallow; i++)
+        if (memcmp(addr, slot->allow[i], 16) == 0)
+            return 1;
+    return 0;
+}
 
 typedef struct {
     PyObject_HEAD
@@ -341,11 +408,12 @@ typedef struct {
     Py_ssize_t nslots;
     Py_ssize_t free_hint;
     struct mmsghdr msgs[BATCH];
+    struct sockaddr_storage names[BATCH];
     struct iovec iov[BATCH];
     char control[BATCH][CONTROL];
     char (*data)[DGRAM];
     struct epoll_event events[EVENTS];
-    unsigned long long datagrams, taken, handed, truncated, drains;
+    unsigned long long datagrams, taken, handed, truncated, drains, foreign;
 } Receiver;
 
 static int
@@ -378,6 +446,8 @@ Receiver_init(Receiver *self, PyObject *args, PyObject *kwds)
         h->msg_iovlen = 1;
         h->msg_control = self->control[i];
         h->msg_controllen = CONTROL;
+        h->msg_name = &self->names[i];
+        h->msg_namelen = sizeof(self->names[i]);
     }
     return 0;
 }
@@ -404,17 +474,22 @@ Receiver_dealloc(Receiver *self)
 }
 
 PyDoc_STRVAR(Receiver_add_doc,
-"add(fd, handler, fast=None) -> None\n"
+"add(fd, handler, fast=None, sources=None) -> None\n"
 "Receive from socket `fd` (non-blocking UDP): datagrams `fast` does not take are returned by\n"
-"drain() with `handler`. remove(fd) before the socket is closed.");
+"drain() with `handler`. With `sources` (IP address strings), datagrams from any other\n"
+"address are dropped and counted (foreign(fd)). remove(fd) before the socket is closed.");
 
 static PyObject *
 Receiver_add(Receiver *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fd", "handler", "fast", NULL};
+    static char *kwlist[] = {"fd", "handler", "fast", "sources", NULL};
     int fd;
-    PyObject *handler, *fast = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|O", kwlist, &fd, &handler, &fast))
+    PyObject *handler, *fast = Py_None, *sources = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|OO", kwlist, &fd, &handler, &fast,
+                                     &sources))
+        return NULL;
+    Slot parsed;
+    if (slot_set_sources(&parsed, sources) < 0)
         return NULL;
     if (fast != Py_None && !PyObject_TypeCheck(fast, &FastStreamType)) {
         PyErr_SetString(PyExc_TypeError, "fast must be a FastStream or None");
@@ -455,6 +530,10 @@ Receiver_add(Receiver *self, PyObject *args, PyObject *kwds)
         return PyErr_SetFromErrno(PyExc_OSError);
     Slot *slot = &self->slots[index];
     slot->fd = fd;
+    slot->nallow = parsed.nallow;
+    if (parsed.nallow > 0)
+        memcpy(slot->allow, parsed.allow, sizeof(parsed.allow[0]) * (size_t)parsed.nallow);
+    slot->foreign = 0;
     Py_INCREF(handler);
     slot->handler = handler;
     if (fast != Py_None) {
@@ -486,6 +565,54 @@ Receiver_remove(Receiver *self, PyObject *arg)
         }
     }
     Py_RETURN_FALSE;
+}
+
+static Slot *
+slot_of(Receiver *self, PyObject *fd_object)
+{
+    long fd = PyLong_AsLong(fd_object);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->nslots; i++)
+        if (self->slots[i].fd == fd)
+            return &self->slots[i];
+    PyErr_Format(PyExc_KeyError, "fd %ld is not registered", fd);
+    return NULL;
+}
+
+PyDoc_STRVAR(Receiver_set_sources_doc,
+"set_sources(fd, sources) -> None\nChange the addresses `fd` takes datagrams from (None: any).");
+
+static PyObject *
+Receiver_set_sources(Receiver *self, PyObject *args)
+{
+    PyObject *fd, *sources;
+    if (!PyArg_ParseTuple(args, "OO", &fd, &sources))
+        return NULL;
+    Slot *slot = slot_of(self, fd);
+    if (slot == NULL)
+        return NULL;
+    Slot parsed;
+    if (slot_set_sources(&parsed, sources) < 0)
+        return NULL;
+    slot->nallow = parsed.nallow;
+    if (parsed.nallow > 0)
+        memcpy(slot->allow, parsed.allow, sizeof(parsed.allow[0]) * (size_t)parsed.nallow);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Receiver_foreign_doc,
+"foreign(fd) -> int\nDatagrams from other sources dropped on `fd` since the last call.");
+
+static PyObject *
+Receiver_foreign(Receiver *self, PyObject *fd)
+{
+    Slot *slot = slot_of(self, fd);
+    if (slot == NULL)
+        return NULL;
+    unsigned long long count = slot->foreign;
+    slot->foreign = 0;
+    return PyLong_FromUnsignedLongLong(count);
 }
 
 static double
@@ -550,8 +677,15 @@ Receiver_drain(Receiver *self, PyObject *Py_UNUSED(ignored))
                 Py_ssize_t n = (Py_ssize_t)self->msgs[i].msg_len;
                 int cut = h->msg_flags & MSG_TRUNC;
                 double arrival = arrival_of(h, now);
+                socklen_t namelen = h->msg_namelen;
                 h->msg_controllen = CONTROL; /* recvmmsg set it to what it used: restore */
+                h->msg_namelen = sizeof(self->names[i]);
                 self->datagrams++;
+                if (!source_allowed(slot, &self->names[i], namelen)) {
+                    slot->foreign++;
+                    self->foreign++;
+                    continue;
+                }
                 if (cut) {
                     self->truncated++;
                     continue;
@@ -588,9 +722,10 @@ Receiver_stats(Receiver *self, PyObject *Py_UNUSED(ignored))
     Py_ssize_t sockets = 0;
     for (Py_ssize_t i = 0; i < self->nslots; i++)
         sockets += self->slots[i].fd >= 0;
-    return Py_BuildValue("{s:n,s:K,s:K,s:K,s:K,s:K}", "sockets", sockets, "datagrams",
+    return Py_BuildValue("{s:n,s:K,s:K,s:K,s:K,s:K,s:K}", "sockets", sockets, "datagrams",
                          self->datagrams, "taken", self->taken, "handed", self->handed,
-                         "truncated", self->truncated, "drains", self->drains);
+                         "truncated", self->truncated, "drains", self->drains, "foreign",
+                         self->foreign);
 }
 
 static PyObject *
@@ -608,6 +743,8 @@ static PyMethodDef Receiver_methods[] = {
     {"add", (PyCFunction)(void (*)(void))Receiver_add, METH_VARARGS | METH_KEYWORDS,
      Receiver_add_doc},
     {"remove", (PyCFunction)Receiver_remove, METH_O, Receiver_remove_doc},
+    {"set_sources", (PyCFunction)Receiver_set_sources, METH_VARARGS, Receiver_set_sources_doc},
+    {"foreign", (PyCFunction)Receiver_foreign, METH_O, Receiver_foreign_doc},
     {"drain", (PyCFunction)Receiver_drain, METH_NOARGS, Receiver_drain_doc},
     {"fileno", (PyCFunction)Receiver_fileno, METH_NOARGS, "The epoll descriptor to watch."},
     {"stats", (PyCFunction)Receiver_stats, METH_NOARGS, "Counters since creation."},

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ipaddress
 import itertools
-import json
 import os
 import socket
 import subprocess
@@ -27,6 +28,8 @@ from typing import Any, Protocol
 import structlog
 
 from siprec_node.media import fastpath
+from siprec_node.media.control import ControlChannel
+from siprec_node.media.stream_file import info_file_name, media_file_name
 from siprec_node.media.stream_recorder import StreamRecorder
 from siprec_node.siprec.sdp_answer import NegotiatedStream
 
@@ -41,7 +44,6 @@ pass over thousands of recorders (each may rewrite its JSON) blocks the receive 
 a loop blocked for a second queues a second of RTP, later placed as if it had come late."""
 # asyncio's default 256 KiB read buffer costs an mmap/munmap per datagram; RTP needs ~1.5 KiB.
 RECV_SIZE = 4096
-CONTROL_MAX = 1 << 20
 LAG_INTERVAL = 0.01
 """How often the event-loop lag probe sleeps (seconds); it records how late it wakes."""
 _LAG_BUCKET = 0.0001  # lag histogram: 0.1 ms buckets up to 1 s (the maximum is kept exactly)
@@ -57,6 +59,8 @@ class StreamSpec:
     negotiated: dict[str, Any]
     parts_dir: str
     epoch: float
+    sources: list[str] | None = None
+    """IP addresses whose packets the stream takes (``media.source_check``); None: any."""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -71,7 +75,11 @@ class MediaEngine(Protocol):
         """Start receiving (workers are spawned here)."""
 
     async def open_stream(self, spec: StreamSpec, rtp: socket.socket, rtcp: socket.socket) -> None:
-        """Record ``spec`` from the two bound sockets (the engine owns them from now on)."""
+        """Record ``spec`` from the two bound sockets (the engine owns them from now on; when
+        opening fails, nothing of the stream is left open)."""
+
+    async def set_sources(self, session_id: str, index: int, sources: list[str] | None) -> None:
+        """Change the addresses a stream takes packets from (a re-INVITE moved its media)."""
 
     async def update_stream(self, spec: StreamSpec) -> None:
         """An open stream was renegotiated (re-INVITE): record the payload types it added."""
@@ -99,15 +107,49 @@ class MediaEngine(Protocol):
         """Close everything (files are closed cleanly)."""
 
 
+def allowed_addresses(sources: list[str] | None) -> frozenset[str] | None:
+    """The textual forms a source address of ``sources`` takes in ``recvfrom`` (IPv4 also as
+    IPv4-mapped IPv6, for dual-stack sockets); None (no check) for None."""
+    if sources is None:
+        return None
+    out: set[str] = set()
+    for text in sources:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        out.add(address.compressed)
+        if isinstance(address, ipaddress.IPv4Address):
+            out.add(f"::ffff:{address.compressed}")
+    return frozenset(out)
+
+
+class _Gate:
+    """The Python path's source check: packets from other addresses are only counted."""
+
+    __slots__ = ("allowed", "foreign")
+
+    def __init__(self, sources: list[str] | None) -> None:
+        self.allowed = allowed_addresses(sources)
+        self.foreign = 0
+
+
 class _Receiver(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram: Callable[[bytes, float], None]) -> None:
+    def __init__(self, on_datagram: Callable[[bytes, float], None], gate: _Gate) -> None:
         self.on_datagram = on_datagram
+        self.gate = gate
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if hasattr(transport, "max_size"):
             transport.max_size = RECV_SIZE  # type: ignore[attr-defined]
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        allowed = self.gate.allowed
+        if allowed is not None and addr[0] not in allowed:
+            self.gate.foreign += 1
+            return
         self.on_datagram(data, time.time())
 
 
@@ -169,6 +211,7 @@ class LoopLag:
 class _Open:
     spec: StreamSpec
     recorder: StreamRecorder
+    gate: _Gate
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
     sockets: list[socket.socket] = field(default_factory=list)  # read by the C receiver
 
@@ -233,40 +276,74 @@ class LocalEngine:
             now = time.time()
             for stream in streams[turn % TICK_SLICES :: TICK_SLICES]:
                 try:
+                    self._count_foreign(stream)
                     stream.recorder.tick(now)
                 except Exception:
                     log.exception("recorder_tick_failed", session_id=stream.spec.session_id)
             turn += 1
 
+    def _count_foreign(self, opened: _Open) -> None:
+        """Hand the packets the source check dropped since last time to the recorder."""
+        count, opened.gate.foreign = opened.gate.foreign, 0
+        if self._rx is not None:
+            for sock in opened.sockets:
+                count += self._rx.foreign(sock.fileno())
+        if count:
+            opened.recorder.count_foreign(count)
+
     async def open_stream(self, spec: StreamSpec, rtp: socket.socket, rtcp: socket.socket) -> None:
-        """Create the recorder (continuing existing files) and start receiving."""
+        """Create the recorder (continuing existing files) and start receiving.
+
+        All or nothing: when any step fails, what it took is released (sockets closed, the
+        recorder closed, files it created removed) and the error raised.
+        """
         if spec.key in self._streams:
             rtp.close()
             rtcp.close()
             return
+        parts = Path(spec.parts_dir)
+        negotiated = NegotiatedStream.from_dict(spec.negotiated)
+        created = [
+            path
+            for path in (
+                parts / media_file_name(negotiated.index, negotiated.codec or ""),
+                parts / info_file_name(negotiated.index),
+            )
+            if not path.exists()
+        ]
+        opened: _Open | None = None
+        try:
+            recorder = StreamRecorder(
+                negotiated, parts, spec.epoch, fast=self._fast if self._rx is not None else None
+            )
+            opened = _Open(spec, recorder, _Gate(spec.sources))
+            self._streams[spec.key] = opened
+            await self._receive(opened, rtp, rtcp)
+        except BaseException:
+            self._discard(spec, opened, rtp, rtcp, created)
+            raise
+        if self._streams.get(spec.key) is not opened:
+            # the call was closed while its endpoints were being created: nothing may stay open
+            self._discard(spec, opened, rtp, rtcp, [])
+
+    async def _receive(self, opened: _Open, rtp: socket.socket, rtcp: socket.socket) -> None:
+        recorder = opened.recorder
         rx = self._rx
-        recorder = StreamRecorder(
-            NegotiatedStream.from_dict(spec.negotiated),
-            Path(spec.parts_dir),
-            spec.epoch,
-            fast=self._fast if rx is not None else None,
-        )
-        opened = _Open(spec, recorder)
-        self._streams[spec.key] = opened
         if rx is not None:
+            sources = opened.spec.sources
             for sock, handler, fast in (
                 (rtp, recorder.on_rtp, recorder.fast_stream),
                 (rtcp, recorder.on_rtcp, None),
             ):
                 sock.setblocking(False)
-                rx.add(sock.fileno(), handler, fast)
+                rx.add(sock.fileno(), handler, fast, sources)
                 opened.sockets.append(sock)
             return
         loop = asyncio.get_running_loop()
         for sock, handler in ((rtp, recorder.on_rtp), (rtcp, recorder.on_rtcp)):
             sock.setblocking(False)
             transport, _ = await loop.create_datagram_endpoint(
-                lambda h=handler: _Receiver(h), sock=sock
+                lambda h=handler: _Receiver(h, opened.gate), sock=sock
             )
             opened.transports.append(transport)
 
@@ -282,6 +359,42 @@ class LocalEngine:
                     index=spec.index,
                     payload_types=added,
                 )
+
+    def _discard(
+        self,
+        spec: StreamSpec,
+        opened: _Open | None,
+        rtp: socket.socket,
+        rtcp: socket.socket,
+        created: list[Path],
+    ) -> None:
+        """Undo a failed (or overtaken) open: nothing of the stream stays open or created."""
+        if opened is not None and self._streams.get(spec.key) is opened:
+            del self._streams[spec.key]
+        if opened is not None:
+            for transport in opened.transports:
+                transport.close()
+            for sock in opened.sockets:
+                if self._rx is not None:
+                    self._rx.remove(sock.fileno())
+            with contextlib.suppress(Exception):
+                opened.recorder.close(time.time())
+        rtp.close()
+        rtcp.close()
+        for path in created:
+            for name in (path, path.with_name(path.name + ".tmp")):
+                with contextlib.suppress(OSError):
+                    name.unlink()
+
+    async def set_sources(self, session_id: str, index: int, sources: list[str] | None) -> None:
+        """Change the addresses a stream takes packets from."""
+        opened = self._streams.get((session_id, index))
+        if opened is None:
+            return
+        opened.gate.allowed = allowed_addresses(sources)
+        if self._rx is not None:
+            for sock in opened.sockets:
+                self._rx.set_sources(sock.fileno(), sources)
 
     async def pause(self, session_id: str, index: int, at: float) -> None:
         """Pause one stream."""
@@ -300,6 +413,7 @@ class LocalEngine:
         out: dict[int, dict[str, Any]] = {}
         for key in [k for k in self._streams if k[0] == session_id]:
             opened = self._streams.pop(key)
+            self._count_foreign(opened)
             for transport in opened.transports:
                 transport.close()
             for sock in opened.sockets:
@@ -311,11 +425,12 @@ class LocalEngine:
 
     async def stats(self, session_id: str) -> dict[int, dict[str, Any]]:
         """Live statistics of a call's streams."""
-        return {
-            key[1]: _stats_dict(opened.recorder)
-            for key, opened in self._streams.items()
-            if key[0] == session_id
-        }
+        out = {}
+        for key, opened in self._streams.items():
+            if key[0] == session_id:
+                self._count_foreign(opened)
+                out[key[1]] = _stats_dict(opened.recorder)
+        return out
 
     async def activity(self) -> dict[str, dict[int, int]]:
         """Every open stream's datagram counter (see :meth:`MediaEngine.activity`)."""
@@ -364,7 +479,18 @@ def _stats_dict(recorder: StreamRecorder) -> dict[str, Any]:
 
 
 class WorkerDied(Exception):
-    """The worker process handling a request exited."""
+    """The worker process handling a request exited (its control socket reached end of file)."""
+
+
+class MediaTimeout(TimeoutError):
+    """A worker answered nothing at all for ``REPLY_TIMEOUT`` while a request waited (it is
+    hung, not dead: it is not restarted for that)."""
+
+
+REPLY_TIMEOUT = 10.0
+"""How long a request waits while its worker answers nothing (seconds). Replies to any request
+count as progress, so a request queued behind thousands of others waits as long as the worker
+keeps working through them."""
 
 
 @dataclass
@@ -374,9 +500,12 @@ class _Worker:
     sock: socket.socket
     ready: asyncio.Future[None]
     """Done when the worker has said it reads its control socket."""
+    channel: ControlChannel | None = None
     sessions: set[str] = field(default_factory=set)
     pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
     alive: bool = True
+    last_progress: float = 0.0
+    """Event-loop time of the last message from the worker (or of its start)."""
 
 
 class WorkerEngine:
@@ -384,7 +513,9 @@ class WorkerEngine:
 
     ``on_worker_died(index, sessions)`` is awaited when a worker exits unexpectedly, after it
     was restarted: the owner re-opens those sessions' streams (with fresh sockets on the same
-    ports), which continue the same files.
+    ports), which continue the same files. Requests go through each worker's
+    :class:`~siprec_node.media.control.ControlChannel`, in order, waiting for room rather than
+    failing when the socket is full; only the worker's exit fails them (:class:`WorkerDied`).
     """
 
     def __init__(
@@ -446,10 +577,15 @@ class WorkerEngine:
             env=env,
         )
         child.close()
-        parent.setblocking(False)
         loop = asyncio.get_running_loop()
         worker = _Worker(index, proc, parent, ready=loop.create_future())
-        loop.add_reader(parent.fileno(), self._on_readable, worker)
+        worker.last_progress = loop.time()
+        worker.channel = ControlChannel(
+            parent,
+            functools.partial(self._on_message, worker),
+            functools.partial(self._lost, worker),
+            max_fds=0,
+        )
         log.info("media_worker_started", worker=index, pid=proc.pid)
         return worker
 
@@ -462,32 +598,24 @@ class WorkerEngine:
             self._workers[index].sessions.add(session_id)
         return self._workers[index]
 
-    def _on_readable(self, worker: _Worker) -> None:
-        while True:
-            try:
-                data = worker.sock.recv(CONTROL_MAX)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._lost(worker)
-                return
-            message = json.loads(data)
-            if message.get("ready"):
-                if not worker.ready.done():
-                    worker.ready.set_result(None)
-                continue
-            future = worker.pending.pop(int(message.get("id", 0)), None)
-            if future is not None and not future.done():
-                future.set_result(message)
+    def _on_message(
+        self, worker: _Worker, message: dict[str, Any], fds: list[int], truncated: bool
+    ) -> None:
+        for fd in fds:  # workers send none
+            os.close(fd)
+        worker.last_progress = asyncio.get_running_loop().time()
+        if message.get("ready"):
+            if not worker.ready.done():
+                worker.ready.set_result(None)
+            return
+        future = worker.pending.pop(int(message.get("id") or 0), None)
+        if future is not None and not future.done():
+            future.set_result(message)
 
     def _lost(self, worker: _Worker) -> None:
         if not worker.alive:
             return
         worker.alive = False
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(worker.sock.fileno())
         worker.sock.close()
         for future in worker.pending.values():
             if not future.done():
@@ -495,6 +623,7 @@ class WorkerEngine:
         worker.pending.clear()
         if self._stopping:
             return
+        loop = asyncio.get_running_loop()
         code = worker.proc.poll()
         sessions = set(worker.sessions)
         log.error(
@@ -524,22 +653,44 @@ class WorkerEngine:
     async def _request(
         self, worker: _Worker, message: dict[str, Any], fds: list[int] | None = None
     ) -> dict[str, Any]:
-        if not worker.alive:
+        if not worker.alive or worker.channel is None:
             raise WorkerDied(f"media worker {worker.index} is not running")
+        loop = asyncio.get_running_loop()
         request_id = next(self._ids)
         message["id"] = request_id
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
         worker.pending[request_id] = future
-        payload = json.dumps(message).encode()
-        try:
-            if fds:
-                socket.send_fds(worker.sock, [payload], fds)
-            else:
-                worker.sock.send(payload)
-        except OSError as exc:
+
+        def sent(error: BaseException | None) -> None:
+            if error is None:
+                return
             worker.pending.pop(request_id, None)
-            raise WorkerDied(str(exc)) from exc
-        reply = await asyncio.wait_for(future, 10.0)
+            if not future.done():
+                if isinstance(error, ConnectionResetError):
+                    error = WorkerDied(f"media worker {worker.index} exited")
+                future.set_exception(error)
+
+        handle = worker.channel.send(message, fds or (), sent)
+        try:
+            while True:
+                try:
+                    reply = await asyncio.wait_for(asyncio.shield(future), REPLY_TIMEOUT)
+                    break
+                except TimeoutError:
+                    if future.done() or loop.time() - worker.last_progress < REPLY_TIMEOUT:
+                        continue
+                    raise MediaTimeout(
+                        f"media worker {worker.index} answered nothing for {REPLY_TIMEOUT:g} s"
+                    ) from None
+        except BaseException:
+            # Given up (timeout, cancelled): a message not yet sent must not go out later with
+            # descriptor numbers its sender is about to close.
+            worker.pending.pop(request_id, None)
+            if worker.channel is not None:
+                worker.channel.withdraw(handle)
+            if not future.done():
+                future.cancel()
+            raise
         if not reply.get("ok"):
             raise RuntimeError(f"media worker {worker.index}: {reply.get('error')}")
         return reply
@@ -559,6 +710,13 @@ class WorkerEngine:
         """Tell the call's worker about the payload types a re-INVITE added."""
         await self._request(
             self.worker_for(spec.session_id), {"op": "update", "spec": asdict(spec)}
+        )
+
+    async def set_sources(self, session_id: str, index: int, sources: list[str] | None) -> None:
+        """Change the addresses a stream takes packets from."""
+        await self._request(
+            self.worker_for(session_id),
+            {"op": "sources", "session_id": session_id, "index": index, "sources": sources},
         )
 
     async def pause(self, session_id: str, index: int, at: float) -> None:
@@ -645,6 +803,6 @@ class WorkerEngine:
                 worker.proc.kill()
             if worker.alive:
                 worker.alive = False
-                with contextlib.suppress(Exception):
-                    asyncio.get_running_loop().remove_reader(worker.sock.fileno())
+                if worker.channel is not None:
+                    worker.channel.close()
                 worker.sock.close()

@@ -727,6 +727,7 @@ def _sidecar(
             "duplicates": info.get("duplicates", 0),
             "late": info.get("late", 0),
             "jitter_ms": info.get("jitter_ms", 0.0),
+            "foreign_packets": info.get("foreign_packets", 0),
             "pauses": [
                 {
                     "start": _iso(s.start(epoch) + a),

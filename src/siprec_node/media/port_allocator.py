@@ -86,6 +86,14 @@ class PortAllocator:
         self._in_use.add(port)
         return True
 
+    def unallocate(self, port: int) -> None:
+        """Undo :meth:`allocate` for a port that was never used: free again at once, first in
+        line (no cooldown: no packet can be on its way to it)."""
+        if port not in self._in_use:
+            return
+        self._in_use.discard(port)
+        self._free.appendleft(port)
+
     def release(self, port: int, now: float) -> None:
         """Give a port back; it becomes available again after the cooldown."""
         if port not in self._in_use:

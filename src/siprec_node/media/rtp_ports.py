@@ -20,6 +20,8 @@ from siprec_node.media.port_allocator import PortAllocator, PortsExhausted
 log = structlog.get_logger("siprec_node.media.rtp_ports")
 
 RESERVE_ATTEMPTS = 16
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+"""Errors of the process or the system, not of the port: the port is not quarantined."""
 
 
 @dataclass
@@ -44,6 +46,11 @@ class RtpPorts:
             try:
                 rtp, rtcp = self._bind_pair(port)
             except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    # not the port's fault: it goes back as it was, and no other port is tried
+                    self.allocator.unallocate(port)
+                    log.warning("rtp_port_not_bound", port=port, error=str(exc))
+                    raise PortsExhausted(f"cannot bind RTP sockets: {exc}") from exc
                 self._quarantine(port, now, exc)
                 continue
             self._reserved[port] = _Reserved(port, rtp, rtcp)
@@ -89,6 +96,10 @@ class RtpPorts:
         level = "info" if exc.errno == errno.EADDRINUSE else "warning"
         getattr(log, level)("rtp_port_unavailable", port=port, error=str(exc))
         self.allocator.quarantine(port, now)
+
+    def holds(self, port: int) -> bool:
+        """Whether ``port`` is one of the node's calls' ports now."""
+        return port in self._reserved
 
     def take(self, port: int) -> tuple[socket.socket, socket.socket]:
         """Hand the bound RTP and RTCP sockets of ``port`` over (the caller owns them now).

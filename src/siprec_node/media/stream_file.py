@@ -526,6 +526,9 @@ class StreamInfo:
     """Packets dropped per payload type never accepted (JSON keys are strings)."""
     switches_refused: int = 0
     """Packets of another accepted format dropped after ``MAX_SWITCHES`` switches."""
+    foreign_packets: int = 0
+    """Datagrams to the stream's ports from addresses ``media.source_check`` refused: dropped
+    before they could reach the recording."""
 
     def to_dict(self) -> dict[str, Any]:
         """What ``dataclasses.asdict`` gives (for the flat dataclasses in the lists), at a tenth

@@ -125,6 +125,7 @@ class StreamStats:
     ssrc_switches: int
     format_switches: int
     switches_refused: int
+    foreign_packets: int  # dropped by the source check (media.source_check) before the timeline
     held: int
     first_position: int | None
     last_position: int | None
@@ -226,6 +227,8 @@ class StreamRecorder:
         self.paused_packets = 0
         self.rtcp_packets = 0
         self.rtcp_malformed = 0
+        self.foreign_packets = 0
+        """Datagrams from addresses the source check refused (counted by the receive path)."""
         self.closed = False
         self._info_due = now + info_interval
         self._due = now  # next time on_rtp hands over to _periodic
@@ -237,9 +240,14 @@ class StreamRecorder:
             writer = self._writer
             fd = writer.fileno() if isinstance(writer, WavG711Writer) else -1
             self.fast_stream = fast.FastStream(fd)
-        if stream.paused:
-            self.pause(now)
-        self._write_info()
+        try:
+            if stream.paused:
+                self.pause(now)
+            self._write_info()
+        except BaseException:  # e.g. out of descriptors for the sidecar: close the media files
+            for writer in self._writers.values():
+                writer.close()
+            raise
 
     def accept(self, stream: NegotiatedStream) -> list[int]:
         """The stream renegotiated (a re-INVITE): record the payload types its answer added
@@ -391,6 +399,10 @@ class StreamRecorder:
             return
         for sr in report.sender_reports:
             self._timeline.sender_report(sr.ssrc, sr.ntp_time, sr.rtp_timestamp)
+
+    def count_foreign(self, count: int) -> None:
+        """``count`` more datagrams were dropped by the receive path's source check."""
+        self.foreign_packets += count
 
     # -- the C fast path ---------------------------------------------------------------------
 
@@ -574,6 +586,9 @@ class StreamRecorder:
             gap_length += prior.gap_length
             for pt, n in prior.unexpected_payload.items():
                 unexpected[pt] = unexpected.get(pt, 0) + n
+        foreign = self.foreign_packets
+        if prior is not None:
+            foreign += prior.foreign_packets
             ssrcs = prior.ssrcs + ssrcs
             dtmf = prior.dtmf + dtmf
             packets += prior.packets
@@ -618,6 +633,7 @@ class StreamRecorder:
             gap_count=gap_count,
             gap_length=gap_length,
             unexpected_payload=unexpected,
+            foreign_packets=foreign,
         )
 
     def _duplicates(self) -> int:
@@ -662,6 +678,7 @@ class StreamRecorder:
             ssrc_switches=t.ssrc_switches,
             format_switches=t.switches,
             switches_refused=t.switches_refused,
+            foreign_packets=self.foreign_packets,
             held=t.held,
             first_position=t.first_position,
             last_position=None if t.last_position is None else t.to_base(t.last_position),

@@ -10,7 +10,10 @@ Placement
   difference taken modulo 2^32 as a signed number, so timestamp wrap needs nothing special.
   When timestamp and wall clock disagree by more than ``discontinuity`` (1 s) against what
   they agreed on at the last anchoring (pause/resume, SSRC change, timestamp jump) the packet
-  is re-anchored by its arrival. A re-anchored position never goes below the end of what was
+  is re-anchored by its arrival. So is a packet that would open a gap ending more than
+  ``max_ahead`` (0.5 s) ahead of the wall clock: silence is inserted only for time that has
+  passed, so a sender whose timestamps leap ahead (0.9 s a packet) cannot make the file grow
+  faster than the call lasts. A re-anchored position never goes below the end of what was
   already accepted: audio is never dropped to honour the wall clock, the file only ever gets
   silence inserted. (So a sender whose clock runs fast stays ahead by its drift; one that runs
   slow gets a silence gap per second of drift.)
@@ -170,6 +173,7 @@ class StreamTimeline(FormatSwitching):
         switch_packets: int = 5,
         switch_silence: float = 0.1,
         discontinuity: float = 1.0,
+        max_ahead: float = 0.5,
         start: int = 0,
         formats: Sequence[TimelineFormat] = (),
         base_rate: int | None = None,
@@ -201,6 +205,7 @@ class StreamTimeline(FormatSwitching):
         self.switch_packets = switch_packets
         self.switch_silence = switch_silence
         self._limit = discontinuity * clock_rate
+        self._ahead = max_ahead * clock_rate
 
         # SSRC and sequence counting (current segment, and the segments before it)
         self._ssrc: int | None = None
@@ -292,7 +297,11 @@ class StreamTimeline(FormatSwitching):
         wall = (arrival - self.epoch) * self.clock_rate
         transit = wall - position
         deviation = transit - self._baseline
-        if deviation > self._limit or deviation < -self._limit:
+        if (
+            deviation > self._limit
+            or deviation < -self._limit
+            or (position > self._end_seen and -transit > self._ahead)
+        ):
             if self._baseline != _FORCE and 0 < (self._max_seq - sequence) & 0xFFFF < MAX_MISORDER:
                 self.late += 1  # a straggler from before a discontinuity: its place is gone
                 return []
@@ -325,7 +334,11 @@ class StreamTimeline(FormatSwitching):
         wall = (arrival - self.epoch) * self.clock_rate
         transit = wall - position
         deviation = transit - self._baseline
-        if deviation > self._limit or deviation < -self._limit:
+        if (
+            deviation > self._limit
+            or deviation < -self._limit
+            or (position > self._end_seen and -transit > self._ahead)
+        ):
             if self._baseline != _FORCE and 0 < (self._max_seq - sequence) & 0xFFFF < MAX_MISORDER:
                 self.late += 1  # a straggler from before a discontinuity: its place is gone
                 return []

@@ -2,8 +2,9 @@
 
 Started by :class:`~siprec_node.media.engine.WorkerEngine` as
 ``python -m siprec_node.media.worker --fd N``. Requests are JSON datagrams on a SOCK_SEQPACKET
-socket (the RTP/RTCP sockets of an ``open`` ride along as SCM_RIGHTS); each gets a JSON reply
-with the same ``id``. The worker exits when the control socket closes (its parent is gone) or on
+socket (:mod:`~siprec_node.media.control`; the RTP/RTCP sockets of an ``open`` ride along as
+SCM_RIGHTS), handled one at a time in the order sent; each gets a JSON reply with the same
+``id``. The worker exits when the control socket closes (its parent is gone) or on
 ``stop``, closing every file cleanly first.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import contextlib
+import os
 import socket
 from signal import SIG_IGN, SIGHUP, SIGINT, SIGTERM, signal
 from typing import Any
@@ -19,41 +21,66 @@ from typing import Any
 import structlog
 
 from siprec_node.log import configure_logging
-from siprec_node.media.engine import CONTROL_MAX, LocalEngine, StreamSpec
+from siprec_node.media.control import ControlChannel, MessageTooLarge
+from siprec_node.media.engine import LocalEngine, StreamSpec
 
 log = structlog.get_logger("siprec_node.media.worker")
 
 
 class _Control:
+    """Serves requests strictly in the order they came (one at a time: an ``open`` and a
+    ``close`` of the same call can never interleave), replying through the channel's queue."""
+
     def __init__(self, sock: socket.socket, engine: LocalEngine) -> None:
-        self.sock = sock
         self.engine = engine
         self.done = asyncio.Event()
+        self.requests: asyncio.Queue[tuple[dict[str, Any], list[int], bool]] = asyncio.Queue()
+        self.channel = ControlChannel(sock, self._received, self.done.set, max_fds=2)
 
-    def on_readable(self) -> None:
-        while True:
-            try:
-                data, fds, _flags, _addr = socket.recv_fds(self.sock, CONTROL_MAX, 2)
-            except BlockingIOError:
-                return
-            except OSError:
-                data, fds = b"", []
-            if not data:
+    def _received(self, message: dict[str, Any], fds: list[int], truncated: bool) -> None:
+        self.requests.put_nowait((message, fds, truncated))
+
+    async def serve(self) -> None:
+        """Handle requests until ``stop`` or the end of the channel."""
+        while not self.done.is_set():
+            message, fds, truncated = await self.requests.get()
+            reply = await self.handle(message, fds, truncated)
+            self._reply(reply)
+            if message.get("op") == "stop":
                 self.done.set()
-                return
-            asyncio.get_running_loop().create_task(self.handle(json.loads(data), fds))
 
-    async def handle(self, message: dict[str, Any], fds: list[int]) -> None:
+    def _reply(self, reply: dict[str, Any]) -> None:
+        def sent(error: BaseException | None) -> None:
+            if isinstance(error, MessageTooLarge):  # that reply alone fails, the caller hears why
+                log.error("media_reply_too_large", op=reply.get("op"), error=str(error))
+                with contextlib.suppress(ConnectionResetError):
+                    self.channel.send({"id": reply.get("id"), "ok": False, "error": str(error)})
+
+        with contextlib.suppress(ConnectionResetError):  # the SIP process is gone: done is set
+            self.channel.send(reply, (), sent)
+
+    async def handle(
+        self, message: dict[str, Any], fds: list[int], truncated: bool
+    ) -> dict[str, Any]:
+        """Run one request; its reply (``ok`` false with the error when it failed)."""
         reply: dict[str, Any] = {"id": message.get("id"), "ok": True}
+        op = message.get("op")
         try:
-            op = message["op"]
+            if truncated:
+                raise OSError("request lost its descriptors (this worker has run out of them?)")
             if op == "open":
                 spec = StreamSpec(**message["spec"])
-                rtp = socket.socket(fileno=fds[0])
-                rtcp = socket.socket(fileno=fds[1])
+                if len(fds) != 2:
+                    raise ValueError(f"open needs 2 descriptors, got {len(fds)}")
+                rtp = socket.socket(fileno=fds.pop(0))
+                rtcp = socket.socket(fileno=fds.pop(0))
                 await self.engine.open_stream(spec, rtp, rtcp)
             elif op == "update":
                 await self.engine.update_stream(StreamSpec(**message["spec"]))
+            elif op == "sources":
+                await self.engine.set_sources(
+                    message["session_id"], message["index"], message["sources"]
+                )
             elif op == "pause":
                 await self.engine.pause(message["session_id"], message["index"], message["at"])
             elif op == "resume":
@@ -69,38 +96,38 @@ class _Control:
                 reply["receiver"] = self.engine.receiver_stats()
             elif op == "stop":
                 await self.engine.stop()
-                self.done.set()
             else:
                 raise ValueError(f"unknown op {op!r}")
         except Exception as exc:
-            log.exception("media_request_failed", op=message.get("op"))
+            log.exception("media_request_failed", op=op)
             reply = {"id": message.get("id"), "ok": False, "error": repr(exc)}
-        try:
-            self.sock.setblocking(True)
-            self.sock.send(json.dumps(reply, default=str).encode())
-        except OSError:
-            self.done.set()
         finally:
-            self.sock.setblocking(False)
+            for fd in fds:  # descriptors no request took
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        return reply
 
 
 async def serve(fd: int, index: int, receive_path: str = "auto") -> None:
     """Serve the control socket ``fd`` until it closes or a ``stop`` arrives."""
     sock = socket.socket(fileno=fd)
-    sock.setblocking(False)
     engine = LocalEngine(receive_path)
     await engine.start()
     control = _Control(sock, engine)
-    loop = asyncio.get_running_loop()
-    loop.add_reader(sock.fileno(), control.on_readable)
-    sock.setblocking(True)
-    sock.send(b'{"ready": true}')
-    sock.setblocking(False)
+    control.channel.send({"ready": True})
     log.info("media_worker_ready", worker=index, receive_path=engine.receive_path)
+    server = asyncio.get_running_loop().create_task(control.serve())
     await control.done.wait()
-    loop.remove_reader(sock.fileno())
+    server.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await server
+    # the last replies (to ``stop``) go out before the socket closes
+    for _ in range(200):
+        if not control.channel.queued or control.channel.closed:
+            break
+        await asyncio.sleep(0.01)
+    control.channel.close()
     await engine.stop()
-    sock.close()
     log.info("media_worker_stopped", worker=index)
 
 

@@ -9,6 +9,8 @@ aligned on the call's media epoch; a restarted node re-opens the same streams in
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +27,15 @@ from siprec_node.siprec.sdp_answer import NegotiatedStream
 log = structlog.get_logger("siprec_node.sip.call_media")
 
 
+MAX_SOURCES = 8
+"""Addresses one stream accepts at most (the C receive path's limit): the newest are kept."""
+SOURCE_CHECKS = ("strict", "signalling", "any")
+
+
+class MediaOpenFailed(Exception):
+    """Some streams could not be opened (the others are open and recorded in the state)."""
+
+
 @dataclass
 class MediaState:
     """Where a call records and what each of its streams is doing (part of the snapshot)."""
@@ -39,6 +50,14 @@ class MediaState:
     files: list[str] = field(default_factory=list)
     """The final recording files, once finalised."""
     sidecar: str | None = None
+    sources: dict[int, list[str]] = field(default_factory=dict)
+    """Stream index → the addresses its packets are accepted from (``media.source_check``)."""
+    engaged: bool = field(default=False, compare=False)
+    """The engine was asked for something for this call (not saved: a restored call is)."""
+    closed: bool = field(default=False, compare=False)
+    """The call's media is closed or closing: nothing may be opened for it any more."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, compare=False, repr=False)
+    """Orders the engine requests of this call: a close waits for an open in flight."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (stream indexes as strings, as JSON keys must be)."""
@@ -51,6 +70,7 @@ class MediaState:
             "operator_paused": self.operator_paused,
             "files": list(self.files),
             "sidecar": self.sidecar,
+            "sources": {str(k): list(v) for k, v in self.sources.items()},
         }
 
     @classmethod
@@ -65,6 +85,7 @@ class MediaState:
             operator_paused=bool(data.get("operator_paused", False)),
             files=list(data.get("files") or []),
             sidecar=data.get("sidecar"),
+            sources={int(k): list(v) for k, v in (data.get("sources") or {}).items()},
         )
 
 
@@ -81,15 +102,67 @@ def new_media_state(root: str | Path, call_id: str, session_id: str) -> MediaSta
     )
 
 
-class CallMedia:
-    """Drives the media engine for the handler's calls."""
+def _usable(address: str | None) -> str | None:
+    """An IP literal that names a sender (not a host name, not ``0.0.0.0``/``::`` of a hold)."""
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return None
+    if ip.is_unspecified:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.compressed
 
-    def __init__(self, ports: RtpPorts, engine: MediaEngine) -> None:
+
+class CallMedia:
+    """Drives the media engine for the handler's calls.
+
+    ``source_check`` (``media.source_check``) decides whose packets a stream accepts:
+    ``strict`` the address its SDP names (``c=``), ``signalling`` that or the SIP peer's
+    address, ``any`` everyone. Ports are not checked (SBCs send from other ports than the
+    ``m=`` port, and keep sending from the old port after a re-INVITE moved it); addresses a
+    stream was given earlier in the call stay allowed (RTP keeps coming from the old source
+    for a while after a re-INVITE moves the media).
+    """
+
+    def __init__(
+        self, ports: RtpPorts, engine: MediaEngine, source_check: str = "signalling"
+    ) -> None:
+        if source_check not in SOURCE_CHECKS:
+            raise ValueError(f"source_check must be one of {', '.join(SOURCE_CHECKS)}")
         self.ports = ports
         self.engine = engine
         self._formats: dict[tuple[str, int], tuple[Any, ...]] = {}
         """What each open stream's engine was last told it may carry (payload types), to tell
         it again only when a re-INVITE changed them; dropped at close."""
+        self.source_check = source_check
+
+    def sources_for(
+        self, stream: NegotiatedStream, peer: str | None, earlier: list[str] | None = None
+    ) -> list[str] | None:
+        """The addresses ``stream`` takes packets from (None: any)."""
+        if self.source_check == "any":
+            return None
+        named = _usable(stream.remote_address)
+        signalling = _usable(peer)
+        wanted: list[str] = []
+        if named is not None:
+            wanted.append(named)
+        if (
+            signalling is not None
+            and signalling != named
+            and (self.source_check == "signalling" or named is None)
+        ):
+            # strict with an SDP naming no address (a host name, a hold): the SIP peer is the
+            # best evidence of who the SRC is
+            wanted.append(signalling)
+        for address in earlier or ():
+            if address not in wanted:
+                wanted.append(address)
+        return wanted[:MAX_SOURCES]
 
     async def sync(
         self,
@@ -97,33 +170,73 @@ class CallMedia:
         state: MediaState,
         streams: tuple[NegotiatedStream, ...],
         at: float | None = None,
+        *,
+        peer: str | None = None,
+        reopen: bool = False,
     ) -> list[str]:
-        """Make the engine match ``streams``: open new ones, pause and resume the others.
+        """Make the engine match ``streams``: open new ones, pause and resume the others, and
+        pass on the addresses each may be sent from (``peer``: the SIP peer's address).
 
         Returns what changed, for logs. A refused stream that was open stays open and paused
-        (its port stays the call's; the gap is silence).
+        (its port stays the call's; the gap is silence). Streams that fail to open raise
+        :class:`MediaOpenFailed` after the others were opened (they are in ``state.open``, so
+        that closing the call closes them). ``reopen`` opens every stream again (restart
+        recovery, worker restart), continuing its files.
         """
         at = time.time() if at is None else at
+        state.engaged = True
+        async with state.lock:
+            if state.closed:
+                return []
+            if reopen:
+                state.open.clear()
+                self._forget(session_id)
+            return await self._sync(session_id, state, streams, at, peer)
+
+    async def _sync(
+        self,
+        session_id: str,
+        state: MediaState,
+        streams: tuple[NegotiatedStream, ...],
+        at: float,
+        peer: str | None,
+    ) -> list[str]:
         changes: list[str] = []
         Path(state.parts).mkdir(parents=True, exist_ok=True)
         # New streams open together, so that no leg waits for another's round trip.
         opening = []
+        failed: list[str] = []
         for stream in streams:
             if stream.index in state.open or not stream.accepted or stream.port == 0:
                 continue
-            rtp, rtcp = self.ports.take(stream.port)
+            if not self.ports.holds(stream.port):
+                log.warning("stream_port_not_held", session_id=session_id, port=stream.port)
+                continue
+            try:
+                rtp, rtcp = self.ports.take(stream.port)  # bound again after a worker died
+            except OSError as exc:
+                failed.append(f"stream {stream.index}: {exc!r}")
+                continue
+            sources = self.sources_for(stream, peer, state.sources.get(stream.index))
             spec = StreamSpec(
                 session_id=session_id,
                 index=stream.index,
                 negotiated=stream.to_dict(),
                 parts_dir=state.parts,
                 epoch=state.epoch,
+                sources=sources,
             )
-            opening.append((stream.index, self.engine.open_stream(spec, rtp, rtcp)))
-        await asyncio.gather(*(job for _, job in opening))
-        for index, _ in opening:
+            opening.append((stream.index, sources, self.engine.open_stream(spec, rtp, rtcp)))
+        results = await asyncio.gather(*(job for _, _, job in opening), return_exceptions=True)
+        for (index, sources, _), result in zip(opening, results, strict=True):
+            if isinstance(result, BaseException):
+                failed.append(f"stream {index}: {result!r}")
+                continue
             state.open[index] = False
+            if sources is not None:
+                state.sources[index] = sources
             changes.append(f"stream {index} open")
+        opened = {index for index, _, _ in opening}
         for stream in streams:
             if stream.index not in state.open:
                 continue
@@ -141,6 +254,12 @@ class CallMedia:
                 )
                 await self.engine.update_stream(spec)
                 changes.append(f"stream {stream.index} formats {list(carried[0])}")
+            if stream.index not in opened and self.source_check != "any" and stream.accepted:
+                sources = self.sources_for(stream, peer, state.sources.get(stream.index))
+                if sources != state.sources.get(stream.index):
+                    await self.engine.set_sources(session_id, stream.index, sources)
+                    state.sources[stream.index] = sources or []
+                    changes.append(f"stream {stream.index} sources {sources}")
             wanted_pause = state.operator_paused or stream.paused or not stream.accepted
             if state.open[stream.index] != wanted_pause:
                 if wanted_pause:
@@ -149,22 +268,50 @@ class CallMedia:
                     await self.engine.resume(session_id, stream.index, at)
                 state.open[stream.index] = wanted_pause
                 changes.append(f"stream {stream.index} {'paused' if wanted_pause else 'resumed'}")
+        if failed:
+            raise MediaOpenFailed("; ".join(failed))
         return changes
 
     async def reopen(
-        self, session_id: str, state: MediaState, streams: tuple[NegotiatedStream, ...]
+        self,
+        session_id: str,
+        state: MediaState,
+        streams: tuple[NegotiatedStream, ...],
+        *,
+        peer: str | None = None,
     ) -> None:
         """Open every stream again, continuing its files (restart recovery, worker restart)."""
-        state.open.clear()
-        for key in [k for k in self._formats if k[0] == session_id]:
-            del self._formats[key]
-        await self.sync(session_id, state, streams)
+        await self.sync(session_id, state, streams, peer=peer, reopen=True)
 
-    async def close(self, session_id: str, at: float | None = None) -> dict[int, dict[str, Any]]:
-        """Close the call's streams (files closed); returns their statistics."""
+    async def close(
+        self, session_id: str, state: MediaState | None = None, at: float | None = None
+    ) -> dict[int, dict[str, Any]]:
+        """Close the call's streams (files closed); returns their statistics.
+
+        With ``state``: after any open in flight for the call has finished, and nothing is
+        opened for it afterwards. Every stream the engine holds for the call is closed, whether
+        or not its open was reported as done.
+        """
+        at = time.time() if at is None else at
+        self._forget(session_id)
+        if state is None:
+            return await self.engine.close_call(session_id, at)
+        state.closed = True
+        async with state.lock:
+            return await self.engine.close_call(session_id, at)
+
+    def _forget(self, session_id: str) -> None:
         for key in [k for k in self._formats if k[0] == session_id]:
             del self._formats[key]
-        return await self.engine.close_call(session_id, time.time() if at is None else at)
+
+    @staticmethod
+    def discard(state: MediaState) -> bool:
+        """Remove the parts folder of a call that never got answered (nothing to finalise)."""
+        parts = Path(state.parts)
+        if not parts.is_dir():
+            return False
+        shutil.rmtree(parts, ignore_errors=True)
+        return True
 
 
 def _carried(stream: NegotiatedStream) -> tuple[Any, ...]:

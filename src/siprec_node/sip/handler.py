@@ -48,7 +48,12 @@ from siprec_node.sip.message import (
     parse_message,
 )
 from siprec_node.sip.rate_limit import LogThrottle, TokenBuckets, retry_after
-from siprec_node.sip.recording import CallRecording, PortsUnavailable, RecordingOffer
+from siprec_node.sip.recording import (
+    CallRecording,
+    PortsUnavailable,
+    RecordingOffer,
+    TooManyStreams,
+)
 from siprec_node.sip.rtp_timeout import (
     STALLED,
     EndCall,
@@ -141,6 +146,10 @@ class HandlerConfig:
     port_max: int = 39999
     port_cooldown: float = 10.0
     max_sessions: int = 2000
+    max_streams_per_call: int = 8
+    """Audio m-lines one call may offer (``media.max_streams_per_call``); more: 488."""
+    source_check: str = "signalling"
+    """``media.source_check``: whose RTP a stream accepts (``strict``, ``signalling``, ``any``)."""
     allow_sources: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     codecs: tuple[str, ...] = ALL_CODECS
     """Codecs the node may accept (the SDP answer's allow-list; it keeps the offer's order)."""
@@ -243,7 +252,7 @@ class SipHandler:
             if self.config.media_workers > 0
             else LocalEngine(self.config.media_receive_path)
         )
-        self.call_media = CallMedia(self.media, self.engine)
+        self.call_media = CallMedia(self.media, self.engine, self.config.source_check)
         self._tasks: set[asyncio.Task[None]] = set()
         self._activity_task: asyncio.Task[None] | None = None
         self.rtp_timeout = RtpTimeout(self.config.rtp_timeout, self.config.rtp_timeout_action)
@@ -276,6 +285,7 @@ class SipHandler:
             "metadata_limit_exceeded": 0,
             "internal_errors": 0,
             "invite_rate_limited": 0,
+            "too_many_streams": 0,
         }
         self.recordings: dict[str, int] = {"ok": 0, "problems": 0}
         """Recordings finalised here, by verdict."""
@@ -423,7 +433,10 @@ class SipHandler:
             return
         try:
             changes = await self.call_media.sync(
-                call.data.session_id, call.media_state, call.recording.streams
+                call.data.session_id,
+                call.media_state,
+                call.recording.streams,
+                peer=call.dialog.peer.host,
             )
         except Exception as exc:
             if raise_errors:
@@ -439,7 +452,10 @@ class SipHandler:
             return
         try:
             await self.call_media.reopen(
-                call.data.session_id, call.media_state, call.recording.streams
+                call.data.session_id,
+                call.media_state,
+                call.recording.streams,
+                peer=call.dialog.peer.host,
             )
         except Exception as exc:
             call.log.error("media_reopen_failed", error=repr(exc))
@@ -447,12 +463,17 @@ class SipHandler:
         call.log.info("media_reopened", streams=sorted(call.media_state.open))
 
     async def _close_media(self, call: Call) -> None:
-        """Close the streams of an ended call, then write its final files and sidecar."""
+        """Close the streams of an ended call, then write its final files and sidecar; a call
+        that was never answered has no recording: its parts are removed."""
         try:
-            stats = await self.call_media.close(call.data.session_id)
+            stats = await self.call_media.close(call.data.session_id, call.media_state)
         except Exception as exc:
             call.log.error("media_close_failed", error=repr(exc))
             stats = {}
+        if not call.answered and call.media_state is not None:
+            removed = self.call_media.discard(call.media_state)
+            call.log.info("media_discarded", streams=sorted(stats), parts_removed=removed)
+            return
         call.log.info(
             "media_closed",
             streams={
@@ -593,6 +614,8 @@ class SipHandler:
         if dialog.state is not DialogState.CONFIRMED:
             # The 200 was never sent: the SRC has retried elsewhere or will retransmit.
             call_log.info("call_not_recovered", reason="crashed before the answer")
+            if call.media_state is not None:  # no recording to finalise: drop its parts
+                self.call_media.discard(call.media_state)
             call.data.status = CallStatus.FAILED
             call.data.end_reason = "node restarted before answering"
             call.data.ended_at = utc_now()
@@ -934,19 +957,28 @@ class SipHandler:
             call_log.info("invite_rejected", status=status, reason=reason)
             self._respond(key, request, status, now, reason=reason, headers=headers)
             return
+        taken: list[int] = []  # ports bound for this offer: given back if it fails
         try:
             offer = RecordingOffer.from_request(
                 request, max_metadata_elements=self.config.max_metadata_elements
             )
-            recording = CallRecording.start(
-                offer,
-                codecs=self.config.codecs,
-                media_host=self._media_host(source.host),
-                allocate=lambda: self.media.reserve(now),
-                call_id=request.call_id,
-                caller=Party(request.from_.display, request.from_.uri),
-                callee=Party(request.to.display, request.to.uri),
-            )
+            try:
+                recording = CallRecording.start(
+                    offer,
+                    codecs=self.config.codecs,
+                    media_host=self._media_host(source.host),
+                    allocate=functools.partial(self._reserve_port, now, taken),
+                    call_id=request.call_id,
+                    caller=Party(request.from_.display, request.from_.uri),
+                    callee=Party(request.to.display, request.to.uri),
+                    max_streams=self.config.max_streams_per_call,
+                )
+            except BaseException:
+                self.media.release(taken, now)
+                raise
+        except TooManyStreams as exc:
+            self._too_many_streams(key, request, exc, now, call_log)
+            return
         except UnsupportedBody as exc:
             self.stats["rejected"] += 1
             call_log.info("invite_rejected", status=exc.status, reason=exc.reason)
@@ -1012,6 +1044,39 @@ class SipHandler:
             streams=recording.stream_summary(),
         )
         self._spawn(self._answer_invite(call, request))
+
+    def _reserve_port(self, now: float, taken: list[int]) -> int:
+        """Bind an RTP port for an offer being answered, noting it in ``taken``."""
+        port = self.media.reserve(now)
+        taken.append(port)
+        return port
+
+    def _too_many_streams(
+        self,
+        key: TransactionKey,
+        request: SipRequest,
+        exc: TooManyStreams,
+        now: float,
+        call_log: Any,
+        *,
+        to_tag: str | None = None,
+    ) -> None:
+        """488 with a Warning saying why: more audio m-lines than ``max_streams_per_call``."""
+        self.stats["rejected"] += 1
+        self.stats["too_many_streams"] += 1
+        call_log.warning(
+            "too_many_streams", method=request.method, offered=exc.offered, limit=exc.limit
+        )
+        text = f"Too many audio streams: {exc.offered} offered, at most {exc.limit} per call"
+        self._respond(
+            key,
+            request,
+            488,
+            now,
+            reason="Too Many Streams",
+            to_tag=to_tag,
+            headers=[("Warning", f'399 siprec-node "{text}"')],
+        )
 
     async def _answer_invite(self, call: Call, request: SipRequest) -> None:
         """Open the media sockets, then send the 200 unless a CANCEL came first."""
@@ -1383,12 +1448,21 @@ class SipHandler:
     def _on_modify(self, call: Call, request: SipRequest, key: TransactionKey, now: float) -> None:
         """re-INVITE or UPDATE: metadata and/or SDP changes; same ports, same dialog."""
         tag = call.dialog.local_tag
+        taken: list[int] = []  # ports bound for new streams: given back if the offer fails
         try:
-            changed = call.recording.apply_update(
-                request,
-                allocate=lambda: self.media.reserve(now),
-                max_metadata_elements=self.config.max_metadata_elements,
-            )
+            try:
+                changed = call.recording.apply_update(
+                    request,
+                    allocate=functools.partial(self._reserve_port, now, taken),
+                    max_streams=self.config.max_streams_per_call,
+                    max_metadata_elements=self.config.max_metadata_elements,
+                )
+            except BaseException:
+                self.media.release(taken, now)
+                raise
+        except TooManyStreams as exc:
+            self._too_many_streams(key, request, exc, now, call.log, to_tag=tag)
+            return
         except UnsupportedBody as exc:
             self._respond(
                 key, request, exc.status, now, to_tag=tag, headers=[("Accept", exc.accept)]
@@ -1464,8 +1538,11 @@ class SipHandler:
             call.refresh_timer.cancel()
             call.refresh_timer = None
         self.media.release(call.ports, now)
-        if call.media_state is not None and call.media_state.open:
-            self._spawn(self._close_media(call))
+        state = call.media_state
+        if state is not None:
+            state.closed = True  # an open waiting for its turn must not start any more
+            if state.open or state.engaged:  # also what an open in flight (or failed) took
+                self._spawn(self._close_media(call))
         call.dialog.terminate()
         self.dialogs.remove(call.dialog)
         self.calls.pop(call.data.session_id, None)

@@ -18,7 +18,7 @@ from siprec_node.siprec.metadata import RecordingMetadata
 from siprec_node.siprec.metadata_parser import DEFAULT_MAX_ELEMENTS, parse_metadata
 from siprec_node.siprec.multipart import ExtractedBody, extract_body
 from siprec_node.siprec.recording_session import Party, RecordingSession, recognize_siprec
-from siprec_node.siprec.sdp import parse_sdp
+from siprec_node.siprec.sdp import SessionDescription, parse_sdp
 from siprec_node.siprec.sdp_answer import NegotiatedStream, SdpAnswer, SdpAnswerer
 
 PortSource = Callable[[], int]
@@ -36,6 +36,31 @@ VENDOR_ID_HEADERS = (
 
 class PortsUnavailable(Exception):
     """Every stream was refused because the RTP port range is exhausted."""
+
+
+class TooManyStreams(NotAcceptable):
+    """An offer with more audio m-lines than ``media.max_streams_per_call``: answer 488 with a
+    Warning, before any port is taken."""
+
+    def __init__(self, offered: int, limit: int) -> None:
+        super().__init__(f"{offered} audio streams offered, at most {limit} per call")
+        self.offered = offered
+        self.limit = limit
+
+
+def _parse_offer_sdp(offer: RecordingOffer, max_streams: int | None) -> SessionDescription | None:
+    """The offer's SDP, parsed once; raises :class:`TooManyStreams` over ``max_streams``."""
+    if offer.body.sdp is None:
+        return None
+    try:
+        sdp = parse_sdp(offer.body.sdp)
+    except ValueError as exc:
+        raise SdpError(str(exc)) from exc
+    if max_streams is not None:
+        audio = sum(1 for m in sdp.media if m.media == "audio" and m.port != 0)
+        if audio > max_streams:
+            raise TooManyStreams(audio, max_streams)
+    return sdp
 
 
 @dataclass(frozen=True)
@@ -124,8 +149,13 @@ class CallRecording:
         call_id: str,
         caller: Party,
         callee: Party,
+        max_streams: int | None = None,
     ) -> CallRecording:
-        """Answer an initial INVITE's offer (or make ours for a delayed offer)."""
+        """Answer an initial INVITE's offer (or make ours for a delayed offer).
+
+        Over ``max_streams`` audio m-lines: :class:`TooManyStreams`, nothing allocated.
+        """
+        sdp = _parse_offer_sdp(offer, max_streams)
         exhausted: list[bool] = []
         answerer = SdpAnswerer(media_host, _port_source(allocate, exhausted), codecs=codecs)
         session = RecordingSession(
@@ -141,7 +171,7 @@ class CallRecording:
         if offer.metadata is not None:
             session.apply_metadata(offer.metadata)
         recording.metadata_error = offer.metadata_error
-        recording._negotiate(offer, exhausted)
+        recording._negotiate(offer, exhausted, sdp)
         return recording
 
     @classmethod
@@ -164,11 +194,16 @@ class CallRecording:
             recording.last = SdpAnswer(parse_sdp(last), last.encode(), recording.streams, False)
         return recording
 
-    def _negotiate(self, offer: RecordingOffer, exhausted: list[bool]) -> list[str]:
+    def _negotiate(
+        self,
+        offer: RecordingOffer,
+        exhausted: list[bool],
+        sdp: SessionDescription | None = None,
+    ) -> list[str]:
         before = {s.label or str(s.index): s for s in self.streams}
         try:
             if offer.body.sdp is not None:
-                answer = self.answerer.answer(offer.body.sdp)
+                answer = self.answerer.answer(sdp if sdp is not None else offer.body.sdp)
                 self.awaiting_answer = False
             else:
                 # Our offer mirrors the call's streams; labels only when every stream has one.
@@ -200,10 +235,31 @@ class CallRecording:
         request: SipRequest,
         *,
         allocate: PortSource,
+        max_streams: int | None = None,
         max_metadata_elements: int = DEFAULT_MAX_ELEMENTS,
     ) -> list[str]:
-        """Apply a re-INVITE or UPDATE: metadata (complete or partial) and/or a new offer."""
+        """Apply a re-INVITE or UPDATE: metadata (complete or partial) and/or a new offer.
+
+        Over ``max_streams`` audio m-lines: :class:`TooManyStreams` and nothing changes. When
+        the offer fails after ports were taken for new streams, the answerer is put back as it
+        was (the caller gives back what ``allocate`` handed out).
+        """
         offer = RecordingOffer.from_request(request, max_metadata_elements=max_metadata_elements)
+        sdp = _parse_offer_sdp(offer, max_streams)
+        saved = self.answerer.to_dict()
+        try:
+            return self._apply_update(request, offer, sdp, allocate)
+        except BaseException:
+            self.answerer = SdpAnswerer.from_dict(saved, self.answerer.ports)
+            raise
+
+    def _apply_update(
+        self,
+        request: SipRequest,
+        offer: RecordingOffer,
+        sdp: SessionDescription | None,
+        allocate: PortSource,
+    ) -> list[str]:
         changes: list[str] = []
         self.metadata_error = offer.metadata_error
         if offer.metadata is not None:
@@ -217,7 +273,7 @@ class CallRecording:
         if self.sdp_in_answer:
             exhausted: list[bool] = []
             self.answerer.ports = _port_source(allocate, exhausted)
-            changes += self._negotiate(offer, exhausted)
+            changes += self._negotiate(offer, exhausted, sdp)
         self.vendor_ids.update(offer.vendor_ids)
         return changes
 

@@ -1,6 +1,10 @@
+import errno
+import socket
+
 import pytest
 
 from siprec_node.media.port_allocator import PortAllocator, PortRange, PortsExhausted
+from siprec_node.media.rtp_ports import RtpPorts
 
 
 def test_only_even_ports_with_rtcp_inside_range() -> None:
@@ -46,3 +50,29 @@ def test_quarantine() -> None:
     alloc.quarantine(port, now=0.0, duration=60.0)
     assert alloc.available(59.0) == 1
     assert alloc.available(60.0) == 2
+
+
+def test_unallocate_gives_the_port_back_at_once() -> None:
+    alloc = PortAllocator(PortRange(20000, 20005), cooldown=10.0)
+    port = alloc.allocate(0.0)
+    alloc.unallocate(port)
+    assert alloc.in_use == 0 and alloc.available(0.0) == 3
+    assert alloc.allocate(0.0) == port  # first in line again
+
+
+def test_out_of_descriptors_is_not_the_ports_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    """EMFILE while binding: no port is quarantined or leaked, the caller hears PortsExhausted
+    at once (not after trying 16 ports)."""
+    ports = RtpPorts(PortAllocator(PortRange(20000, 20099)), host="127.0.0.1")
+    tried: list[int] = []
+
+    def emfile(port: int) -> socket.socket:
+        tried.append(port)
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(ports, "_bind", emfile)
+    with pytest.raises(PortsExhausted):
+        ports.reserve(0.0)
+    assert len(tried) == 1
+    assert ports.allocator.in_use == 0 and ports.reserved == 0
+    assert ports.allocator.available(0.0) == ports.allocator.capacity

@@ -272,7 +272,9 @@ def test_stream_info_json(tmp_path: Path) -> None:
         "gaps",
         "gap_count",
         "gap_length",
+        "foreign_packets",
     }
+    assert raw["foreign_packets"] == 0
     assert raw["ssrcs"][0] == {"ssrc": 0x1234, "first_position": 4000}
     assert raw["pauses"][1] == {"start": 40000, "end": None}
     assert raw["dtmf"] == [{"position": 4800, "event": 5, "duration": 800}]

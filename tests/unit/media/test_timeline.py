@@ -567,3 +567,35 @@ def test_unexpected_payload_types_are_counted_per_type() -> None:
     odd = [(s, q, t, 96 if i % 2 else 4, p, a) for i, (s, q, t, _, p, a) in enumerate(packets)]
     run(tl, odd)
     assert tl.unexpected_payload == 6 and tl.unexpected_types == {96: 3, 4: 3}
+@pytest.mark.parametrize("leap", [0.9, 0.45, 0.3, 5.0])
+def test_timestamps_leaping_ahead_cannot_grow_the_file_faster_than_the_call(leap: float) -> None:
+    """A sender whose timestamps jump ``leap`` s a packet (an attacker, a broken SRC) for 10 s:
+    the positions written cover about 10 s, not 10 s x leap / 20 ms."""
+    tl = timeline()
+    packets = [
+        (
+            A,
+            1000 + i,
+            (50_000 + round(8000 * leap) * i) & 0xFFFFFFFF,
+            0,
+            payload(i),
+            START + PTIME * i,
+        )
+        for i in range(500)
+    ]
+    out = run(tl, packets)
+    check_order(out)
+    assert len(out) == 500  # no audio dropped
+    end = out[-1].position + 160
+    covered = (end - out[0].position) / 8000
+    assert covered == pytest.approx(10.0, rel=0.1), covered
+
+
+def test_a_real_gap_in_time_is_still_silence() -> None:
+    """Timestamps that jump with the wall clock (DTX, a sender's pause, loss) keep their gap."""
+    tl = timeline()
+    first = stream(50)
+    later = stream(50, first=150, start=START)  # 2 s later by timestamp and by arrival
+    out = run(tl, first + later)
+    assert [p.position for p in out] == [4000 + 160 * i for i in (*range(50), *range(150, 200))]
+    assert tl.reanchors == 1  # the first packet only

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from siprec_node.sip.call import CallStatus
 
@@ -100,6 +101,11 @@ async def test_a_call_not_answered_before_the_crash_is_closed_as_failed() -> Non
         first.handler.on_message(Dialogue("restart-early@sbc").siprec_invite(), SBC)
         await asyncio.sleep(0)
         session_id = first.only_call()
+        state = first.handler.calls[session_id].media_state
+        assert state is not None
+        parts = Path(state.parts)  # as if the streams had opened before the crash
+        parts.mkdir(parents=True)
+        (parts / "stream-0.wav").write_bytes(b"RIFF")
         await crash(first)
         try:
             async with successor(first) as second:
@@ -108,6 +114,7 @@ async def test_a_call_not_answered_before_the_crash_is_closed_as_failed() -> Non
                 failed = await second.snapshot(session_id)
                 assert failed.status == CallStatus.FAILED
                 assert failed.end_reason
+                assert not parts.exists()  # nothing to finalise: its parts are gone
         finally:
             gate.set()
 
