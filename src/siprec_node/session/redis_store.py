@@ -175,12 +175,6 @@ return redis.call('ZREM', KEYS[1], ARGV[1])
 """
 
 # KEYS: nodes, stopped nodes.  ARGV: node, at_ms
-_HEARTBEAT = """
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-"""
-
-# KEYS: nodes, stopped nodes.  ARGV: node, at_ms
 _STOPPED = """
 redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
@@ -364,7 +358,6 @@ class RedisSessionStore(SessionStore):
         self._delete_script = reg(_DELETE)
         self._prune_script = reg(_PRUNE)
         self._forget_script = reg(_FORGET_NODE)
-        self._heartbeat_script = reg(_HEARTBEAT)
         self._stopped_script = reg(_STOPPED)
 
     def __repr__(self) -> str:
@@ -560,9 +553,9 @@ class RedisSessionStore(SessionStore):
     async def update_heartbeat(self, node_id: str, at: datetime | None = None) -> None:
         with self._errors():
             at_ms = to_ms(self._now() if at is None else at)
-            await self._heartbeat_script(
-                keys=[self._nodes_key, self._stopped_key], args=[node_id, str(at_ms)]
-            )
+            # One command whatever the number of calls; a stop mark older than this beat is
+            # stale (``node_info``), so a node that comes back needs no second command to clear it.
+            await self._client.zadd(self._nodes_key, {node_id: at_ms})
 
     async def mark_node_stopped(self, node_id: str, at: datetime | None = None) -> None:
         with self._errors():
