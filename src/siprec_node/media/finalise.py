@@ -648,6 +648,7 @@ def _evidence(
         gap_count=int(number(info.get("gap_count"), len(gaps)) or 0),
         gap_seconds=(number(info.get("gap_length"), 0) or 0) / rate or None,
         unexpected_payload={int(pt): int(n) for pt, n in dict(unexpected).items()},
+        foreign_packets=int(number(info.get("foreign_packets"), 0) or 0),
         undecodable=int(number(described.get("undecodable"), 0) or 0),
         decodable=decodable,
         peak_dbfs=_peak_dbfs(s) if decodable else None,

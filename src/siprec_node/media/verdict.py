@@ -18,6 +18,10 @@ Problems of a stream (``media/FORMAT.md`` and the thresholds below):
 ``unexpected_payload``
     Packets of a payload type that was never offered. Figures: ``packets``, and
     ``payload_types`` (payload type → packets).
+``foreign_packets``
+    Datagrams sent to the stream's ports from addresses ``media.source_check`` refused (a third
+    party speaking into the recording, or an SRC sending media from an address neither its SDP
+    nor its signalling names): dropped, so none is in the file. Figure: ``packets``.
 ``undecodable``
     Payloads the decoder rejected (left as silence), or every packet of a stream whose codec is
     not decoded. Figure: ``frames``.
@@ -60,12 +64,13 @@ SHORT_SLACK_S = 0.5
 must not be short for the first 100 ms)."""
 
 StreamProblemKind = Literal[
-    "no_rtp", "silent", "unexpected_payload", "undecodable", "short", "gaps"
+    "no_rtp", "silent", "unexpected_payload", "foreign_packets", "undecodable", "short", "gaps"
 ]
 PROBLEM_KINDS: tuple[str, ...] = (
     "no_rtp",
     "silent",
     "unexpected_payload",
+    "foreign_packets",
     "undecodable",
     "short",
     "gaps",
@@ -101,6 +106,8 @@ class StreamEvidence:
     """Their total length (None: the sum of ``gaps``)."""
     unexpected_payload: Mapping[int, int] = field(default_factory=dict)
     """Packets per payload type that was never offered."""
+    foreign_packets: int = 0
+    """Datagrams refused by the source check (``media.source_check``)."""
     undecodable: int = 0
     """Payloads the decoder rejected."""
     decodable: bool = True
@@ -273,8 +280,10 @@ def judge_stream(stream: StreamEvidence, window: CallWindow) -> Verdict:
     lo, hi = window.start, max(window.end, window.start)
     pauses = _union(_clip([*window.pauses, *stream.pauses], lo, hi))
     active = (hi - lo) - _length(pauses)
+    foreign = [Problem("foreign_packets", packets=stream.foreign_packets)]
+    foreign = foreign if stream.foreign_packets > 0 else []
     if stream.packets <= 0:  # unless paused all along (an unknown end, a takeover's: no_rtp)
-        return Verdict(() if hi > lo and active <= 0 else (Problem("no_rtp"),))
+        return Verdict((*([] if hi > lo and active <= 0 else [Problem("no_rtp")]), *foreign))
     problems: list[Problem] = []
     peak = stream.peak_dbfs
     if stream.decodable and (peak is None or not peak >= SILENT_DBFS):
@@ -287,6 +296,7 @@ def judge_stream(stream: StreamEvidence, window: CallWindow) -> Verdict:
                 "unexpected_payload", packets=sum(unexpected.values()), payload_types=unexpected
             )
         )
+    problems += foreign
     undecodable = stream.undecodable if stream.decodable else stream.packets
     if undecodable > 0:
         problems.append(Problem("undecodable", frames=undecodable))
@@ -346,6 +356,8 @@ def _merge(kind: str, found: list[tuple[int, Problem]]) -> Problem:
         return Problem(kind, streams, packets=sum(types.values()), payload_types=types)
     if kind == "undecodable":
         return Problem(kind, streams, frames=sum(p.frames or 0 for p in problems))
+    if kind == "foreign_packets":
+        return Problem(kind, streams, packets=sum(p.packets or 0 for p in problems))
     if kind == "short":
         worst = min(problems, key=lambda p: p.percent if p.percent is not None else 100.0)
         return Problem(

@@ -330,6 +330,10 @@ def test_third_party_rtp_first_and_during_a_pause_is_not_recorded(receive_path: 
         assert leg["packets"] == 100
         other = next(s for s in sidecar["streams"] if s["index"] == 1)
         assert other["foreign_packets"] == 0
+        # the verdict names them, on the stream and for the call
+        assert {"kind": "foreign_packets", "packets": sent_foreign} in leg["verdict"]["problems"]
+        (named,) = [p for p in sidecar["verdict"]["problems"] if p["kind"] == "foreign_packets"]
+        assert named == {"kind": "foreign_packets", "streams": [0], "packets": sent_foreign}
         rate, audio = read_wav(Path(str(done["files"][0])))
         left = audio[:, 0]
         assert _spectrum_share(left, rate, 400, 480) > 0.5

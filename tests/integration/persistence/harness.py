@@ -53,11 +53,20 @@ class RedisServer:
     """
 
     def __init__(self, *, persist: bool = False) -> None:
-        self.port = free_port((socket.SOCK_STREAM,))
-        self.dir = Path(tempfile.mkdtemp(prefix=f"persist-redis-{self.port}-"))
         self.persist = persist
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        for attempt in range(5):
+            # Another process (a node's RTP range, a parallel test) may take the free port
+            # between the probe and redis-server's bind: only the first start may move.
+            self.port = free_port((socket.SOCK_STREAM,))
+            self.dir = Path(tempfile.mkdtemp(prefix=f"persist-redis-{self.port}-"))
+            try:
+                self.start()
+                return
+            except RuntimeError as exc:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                if "Address already in use" not in str(exc) or attempt == 4:
+                    raise
 
     @property
     def url(self) -> str:

@@ -70,6 +70,19 @@ def test_unexpected_payload_per_type() -> None:
     ]
 
 
+def test_foreign_packets_are_named_on_the_stream_and_summed_for_the_call() -> None:
+    verdict = judge_stream(clean(foreign_packets=25), WINDOW)
+    assert verdict.to_dict()["problems"] == [{"kind": "foreign_packets", "packets": 25}]
+    assert judge_stream(clean(foreign_packets=0), WINDOW).kinds == ()
+    # a stream that got nothing but foreign packets: no_rtp, and says why
+    starved = judge_stream(StreamEvidence(index=1, foreign_packets=7), WINDOW)
+    assert starved.kinds == ("no_rtp", "foreign_packets")
+    call = judge_call(
+        [clean(0, foreign_packets=25), StreamEvidence(index=1, foreign_packets=7)], WINDOW
+    ).call
+    assert call.get("foreign_packets") == Problem("foreign_packets", (0, 1), packets=32)
+
+
 def test_undecodable_frames_and_streams_whose_codec_is_not_decoded() -> None:
     assert judge_stream(clean(undecodable=3), WINDOW).get("undecodable") == Problem(
         "undecodable", frames=3
