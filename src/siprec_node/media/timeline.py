@@ -290,43 +290,12 @@ class StreamTimeline(FormatSwitching):
             return []
         if payload_type != self.payload_type:
             return self._other_payload(sequence, timestamp, payload_type, payload, arrival)
-        d = (timestamp - self._anchor_ts) & 0xFFFFFFFF
-        if d & 0x80000000:
-            d -= 0x100000000
-        position = self._anchor_pos + d
-        wall = (arrival - self.epoch) * self.clock_rate
-        transit = wall - position
-        deviation = transit - self._baseline
-        if (
-            deviation > self._limit
-            or deviation < -self._limit
-            or (position > self._end_seen and -transit > self._ahead)
-        ):
-            if self._baseline != _FORCE and 0 < (self._max_seq - sequence) & 0xFFFF < MAX_MISORDER:
-                self.late += 1  # a straggler from before a discontinuity: its place is gone
-                return []
-            position = self._reanchor(timestamp, wall)
-        else:
-            if d > 0:
-                self._anchor_ts = timestamp
-                self._anchor_pos = position
-            jump = transit - self._transit
-            if jump < 0:
-                jump = -jump
-            self._jitter += (jump - self._jitter) * 0.0625
-            self._transit = transit
-
-        duration = self._duration
-        end = position + (len(payload) if duration is None else duration(payload))
-        if position == self._next and not self._order:
-            self._next = self._frontier = self._end_seen = end
-            self._max_pos = self.last_position = position
-            return [_new(Placed, (position, payload))]
-        return self._hold(position, end, payload, arrival)
+        return self._place(sequence, timestamp, payload, arrival)
 
     def _place(self, sequence: int, timestamp: int, payload: bytes, arrival: float) -> list[Placed]:
-        """Place a counted packet of the current format: what :meth:`push` does inline (the
-        per-packet path), for the packet that switched format."""
+        """Place a counted packet of the current format by its timestamp (re-anchoring on a
+        discontinuity or a leap ahead of the wall clock), in order or through the reorder
+        window: the rest of :meth:`push`, and the packet that switched format."""
         d = (timestamp - self._anchor_ts) & 0xFFFFFFFF
         if d & 0x80000000:
             d -= 0x100000000
