@@ -25,6 +25,7 @@ from siprec_node.adapters import SharedCallStore, to_call_data
 from siprec_node.config import Settings
 from siprec_node.http import HttpApi
 from siprec_node.log import wants_json
+from siprec_node.recorder import CallDriver, HandlerConfig
 from siprec_node.session import (
     ManagerConfig,
     MemorySessionStore,
@@ -36,7 +37,6 @@ from siprec_node.session import (
     StoreError,
 )
 from siprec_node.sip.call import CallStore
-from siprec_node.sip.handler import HandlerConfig, SipHandler
 from siprec_node.sip.transaction import TimerConfig
 from siprec_node.sip.transport import BoundListener, SipTransports, StreamLimits
 
@@ -137,7 +137,7 @@ class Node:
     """One recorder node: a handler behind its transports, fed by one settings object."""
 
     settings: Settings
-    handler: SipHandler = field(init=False)
+    handler: CallDriver = field(init=False)
     transports: SipTransports = field(init=False)
     listeners: list[BoundListener] = field(default_factory=list)
     http: HttpApi | None = field(init=False, default=None)
@@ -145,7 +145,7 @@ class Node:
     def __post_init__(self) -> None:
         self.store = session_store(self.settings)
         call_store: CallStore = SharedCallStore(self.store, self.settings.node.id)
-        self.handler = SipHandler(handler_config(self.settings, call_store))
+        self.handler = CallDriver(handler_config(self.settings, call_store))
         self.manager = SessionManager(
             self.store,
             manager_config(self.settings),
@@ -224,9 +224,7 @@ class Node:
         await asyncio.wait({self._store_task}, timeout=STORE_RETRY)
         for address in self.settings.sip.listen_addresses:
             try:
-                bound = await self.transports.listen(
-                    address.transport, address.host, address.port
-                )
+                bound = await self.transports.listen(address.transport, address.host, address.port)
             except OSError as exc:
                 raise StartupError(f"sip.listen {address}: {exc.strerror or exc}") from exc
             self.handler.set_listener(bound.transport, bound.host, bound.port)

@@ -22,7 +22,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from siprec_node.sip.handler import Call, SipHandler
+from siprec_node.recorder import CallDriver
+from siprec_node.sip.calls import Call
 from siprec_node.sip.transport import LIMIT_NAMES, SipTransports
 
 log = structlog.get_logger("siprec_node.http")
@@ -39,7 +40,7 @@ READINESS_TIMEOUT = 1.0
 class HandlerCollector(Collector):
     """Reads the handler's counters and gauges at scrape time (nothing on the SIP path)."""
 
-    def __init__(self, handler: SipHandler) -> None:
+    def __init__(self, handler: CallDriver) -> None:
         self.handler = handler
 
     def collect(self) -> Iterator[Metric]:
@@ -123,7 +124,7 @@ class HandlerCollector(Collector):
 class TransportCollector(Collector):
     """Stream connections and the limits hit, by the name of the setting that bounds them."""
 
-    def __init__(self, handler: SipHandler, transports: SipTransports | None) -> None:
+    def __init__(self, handler: CallDriver, transports: SipTransports | None) -> None:
         self.handler = handler
         self.transports = transports
 
@@ -194,7 +195,7 @@ class HttpApi:
 
     def __init__(
         self,
-        handler: SipHandler,
+        handler: CallDriver,
         *,
         token: str | None = None,
         readiness: ReadinessProbe | None = None,

@@ -7,7 +7,6 @@ fleet, ``adapters.SharedCallStore`` puts the same snapshots in the shared ``Sess
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
@@ -144,13 +143,12 @@ class MemoryCallStore:
     """The default CallStore: snapshots kept in this process, copied in and out."""
 
     def __init__(self) -> None:
+        # No lock: no method awaits between reading and writing, so none interleaves.
         self._calls: dict[str, dict[str, Any]] = {}
-        self._lock = asyncio.Lock()
 
     async def save(self, call: CallData) -> None:
         """Store a copy of the snapshot."""
-        async with self._lock:
-            self._calls[call.session_id] = call.to_dict()
+        self._calls[call.session_id] = call.to_dict()
 
     async def load(self, session_id: str) -> CallData | None:
         """A copy of the stored snapshot, or None."""
@@ -159,8 +157,7 @@ class MemoryCallStore:
 
     async def delete(self, session_id: str) -> None:
         """Forget a snapshot."""
-        async with self._lock:
-            self._calls.pop(session_id, None)
+        self._calls.pop(session_id, None)
 
     async def list(self) -> list[CallData]:
         """Every non-final snapshot."""

@@ -8,13 +8,14 @@ from datetime import timedelta
 import pytest
 
 from siprec_node.adapters import SharedCallStore, to_call_data, to_session_state
+from siprec_node.recorder import CallDriver, HandlerConfig
 from siprec_node.session import (
     ManagerConfig,
     RedisSessionStore,
     SessionManager,
     SessionStatus,
 )
-from siprec_node.sip import CallData, CallStore, HandlerConfig, SipHandler
+from siprec_node.sip import CallData, CallStore
 from siprec_node.sip.call import CallStatus, SnapshotRejected
 from tests.redis_server import RedisProcess
 from tests.unit.session.backends import Backend
@@ -178,7 +179,7 @@ async def _adopt(harness: Harness, state: object) -> None:
 async def test_spec_python_api_example(redis_server: RedisProcess) -> None:
     """SPEC's example, as written, against a real Redis."""
     store = RedisSessionStore(redis_server.url, prefix="voice:sessions:", ttl=timedelta(hours=24))
-    handler = SipHandler(HandlerConfig(session_store=store, session_node_id="recorder-1"))
+    handler = CallDriver(HandlerConfig(session_store=store, session_node_id="recorder-1"))
     manager = SessionManager(
         store,
         ManagerConfig(

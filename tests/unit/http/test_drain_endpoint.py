@@ -9,14 +9,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from siprec_node.http import HttpApi
-from siprec_node.sip.handler import HandlerConfig, SipHandler
+from siprec_node.recorder import CallDriver, HandlerConfig
 
 TOKEN = "t0ken"
 
 
 @pytest.fixture
 async def client() -> AsyncIterator[TestClient]:
-    handler = SipHandler(HandlerConfig(node_id="http-test"), send=lambda data, to: None)
+    handler = CallDriver(HandlerConfig(node_id="http-test"), send=lambda data, to: None)
     handler.set_listener("udp", "127.0.0.1", 5060)
     api = HttpApi(handler, token=TOKEN)
     async with TestClient(TestServer(api.app)) as made:
@@ -25,7 +25,7 @@ async def client() -> AsyncIterator[TestClient]:
 
 
 async def test_drain_needs_the_token_then_refuses_calls_and_unreadies(client: TestClient) -> None:
-    handler: SipHandler = client.handler  # type: ignore[attr-defined]
+    handler: CallDriver = client.handler  # type: ignore[attr-defined]
     assert (await client.get("/readyz")).status == 200
     assert (await client.post("/drain")).status == 401
     assert not handler.draining

@@ -7,11 +7,11 @@ import json
 import time
 
 from siprec_node.http import HttpApi
-from siprec_node.sip.handler import SipHandler
+from siprec_node.recorder import CallDriver
 
 
 def _api(readiness, timeout: float = 0.2) -> HttpApi:  # type: ignore[no-untyped-def]
-    handler = SipHandler()
+    handler = CallDriver()
     handler.set_listener("udp", "127.0.0.1", 5060)
     return HttpApi(handler, readiness=readiness, readiness_timeout=timeout)
 

@@ -19,7 +19,8 @@ from siprec_node.media.port_allocator import PortAllocator, PortRange
 from siprec_node.media.rtp_ports import RtpPorts
 from siprec_node.media.stream_file import read_stream_info
 from siprec_node.media.stream_recorder import StreamRecorder
-from siprec_node.sip.call_media import CallMedia, MediaState
+from siprec_node.recorder.call_media import CallMedia
+from siprec_node.sip.media_state import MediaState
 
 from .test_finalise import span
 from .test_stretches import (

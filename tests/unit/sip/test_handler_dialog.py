@@ -1,4 +1,4 @@
-"""SipHandler: CANCEL, BYE and ACK, including the sloppy forms real SRCs send (INTEROP.md)."""
+"""The recorder: CANCEL, BYE and ACK, including the sloppy forms real SRCs send (INTEROP.md)."""
 
 from __future__ import annotations
 

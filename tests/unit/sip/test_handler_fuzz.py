@@ -1,4 +1,4 @@
-"""SipHandler under mangled INVITEs: every request is answered once, nothing leaks, no crash.
+"""The recorder under mangled INVITEs: every request is answered once, nothing leaks, no crash.
 
 Hypothesis mangles a real SIPREC INVITE line by line (drop, duplicate, replace, truncate,
 insert bytes). Whatever arrives, the handler must not raise, every message it sends must parse,

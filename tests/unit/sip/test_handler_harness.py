@@ -1,4 +1,4 @@
-"""Shared harness of the SipHandler tests, plus checks that the harness builds what an SBC sends.
+"""Shared harness of the CallDriver tests, plus checks that the harness builds what an SBC sends.
 
 The handler runs without sockets for SIP: requests are bytes written here by hand (CRLF, with a
 Content-Length counting the body), fed to ``on_message``; what the handler sends is collected with
@@ -14,9 +14,9 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from siprec_node.recorder import CallDriver, HandlerConfig
 from siprec_node.sip.call import CallData, CallStore, MemoryCallStore
 from siprec_node.sip.errors import SipParseError
-from siprec_node.sip.handler import HandlerConfig, SipHandler
 from siprec_node.sip.message import SipRequest, SipResponse, parse_message
 from siprec_node.sip.transaction import Address, TimerConfig
 
@@ -320,7 +320,7 @@ class SdpView:
 
 
 class Harness:
-    """A SipHandler on a fake clock with a collecting ``send``."""
+    """A CallDriver on a fake clock with a collecting ``send``."""
 
     def __init__(self, **overrides: object) -> None:
         self.now = START
@@ -346,7 +346,7 @@ class Harness:
         }
         options.update(overrides)
         self.config = HandlerConfig(**options)  # type: ignore[arg-type]
-        self.handler = SipHandler(
+        self.handler = CallDriver(
             self.config,
             send=self._send,
             clock=lambda: self.now,

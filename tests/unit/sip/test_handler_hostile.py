@@ -1,4 +1,4 @@
-"""SipHandler under hostile requests: source policy on every method, bounded caches, parse
+"""The recorder under hostile requests: source policy on every method, bounded caches, parse
 errors answered 4xx with a reason, and our own bugs answered 500, counted and logged."""
 
 from __future__ import annotations
@@ -8,7 +8,9 @@ import ipaddress
 import pytest
 from structlog.testing import capture_logs
 
-from siprec_node.sip import handler as handler_module
+from siprec_node.recorder import CallDriver, HandlerConfig
+from siprec_node.sip import call_control
+from siprec_node.sip.call_policy import ADVERTISE_CACHE_SIZE
 from siprec_node.sip.errors import SipParseError
 from siprec_node.sip.recording import RecordingOffer
 from siprec_node.sip.transaction import Address
@@ -81,20 +83,19 @@ def test_advertise_cache_is_bounded_and_keeps_the_recently_used() -> None:
         lookups.append(peer)
         return "127.0.0.1"
 
-    handler = handler_module.SipHandler(
-        handler_module.HandlerConfig(node_id="n", media_workers=0), local_address=local_address
-    )
-    size = handler_module.ADVERTISE_CACHE_SIZE
-    handler._advertised_host("10.0.0.1")
+    handler = CallDriver(HandlerConfig(node_id="n", media_workers=0), local_address=local_address)
+    addressing = handler.core.addressing
+    size = ADVERTISE_CACHE_SIZE
+    addressing.advertised_host("10.0.0.1")
     for i in range(3 * size):
-        handler._advertised_host(f"10.1.{i // 256}.{i % 256}")
+        addressing.advertised_host(f"10.1.{i // 256}.{i % 256}")
         if i % 100 == 0:
-            handler._advertised_host("10.0.0.1")  # kept warm: never evicted
-    assert len(handler._advertise_cache) == size
+            addressing.advertised_host("10.0.0.1")  # kept warm: never evicted
+    assert len(addressing.cache) == size
     before = len(lookups)
-    handler._advertised_host("10.0.0.1")
+    addressing.advertised_host("10.0.0.1")
     assert len(lookups) == before  # still cached
-    handler._advertised_host("10.1.0.0")  # the oldest: evicted long ago
+    addressing.advertised_host("10.1.0.0")  # the oldest: evicted long ago
     assert len(lookups) == before + 1
 
 
@@ -231,7 +232,7 @@ async def test_a_parser_bug_is_answered_500_and_counted(monkeypatch: pytest.Monk
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("parser bug")
 
-    monkeypatch.setattr(handler_module, "parse_message", broken)
+    monkeypatch.setattr(call_control, "parse_message", broken)
     async with Harness() as h:
         with capture_logs() as logs:
             sent = h.feed(Dialogue("p@sbc").request("OPTIONS", contact=None))

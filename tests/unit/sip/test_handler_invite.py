@@ -1,4 +1,4 @@
-"""SipHandler: OPTIONS, the SIPREC INVITE and its 200, snapshots, 2xx retransmission, timeouts."""
+"""CallDriver: OPTIONS, the SIPREC INVITE and its 200, snapshots, 2xx retransmission, timeouts."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from siprec_node.recorder import CallDriver, HandlerConfig
 from siprec_node.sip.call import CallStatus, MemoryCallStore
-from siprec_node.sip.handler import HandlerConfig, SipHandler
 from siprec_node.sip.message import SipRequest
 
 from .test_handler_harness import (
@@ -180,7 +180,7 @@ async def test_session_expires_in_the_invite_is_echoed_with_require_timer(h: Har
 
 
 async def test_default_store_is_used_when_none_is_configured() -> None:
-    handler = SipHandler(HandlerConfig(node_id="n"), send=lambda data, dest: None)
+    handler = CallDriver(HandlerConfig(node_id="n"), send=lambda data, dest: None)
     assert isinstance(handler.store, MemoryCallStore)
 
 

@@ -1,4 +1,4 @@
-"""SipHandler: offers with more audio m-lines than ``max_streams_per_call`` get 488 with a
+"""The recorder: offers with more audio m-lines than ``max_streams_per_call`` get 488 with a
 Warning and leave nothing allocated; an offer that fails after ports were taken gives them back."""
 
 from __future__ import annotations

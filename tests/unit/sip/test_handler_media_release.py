@@ -1,4 +1,4 @@
-"""SipHandler with a real (in-process) media engine: whatever fails while a call's media opens,
+"""The recorder with a real (in-process) media engine: whatever fails while a call's media opens,
 everything taken for the call is released — engine streams, sockets, ports, and the parts
 folder of a call that was never answered."""
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from siprec_node.media.engine import StreamSpec
-from siprec_node.sip.call_media import CallMedia
+from siprec_node.recorder.call_media import CallMedia
 from siprec_node.siprec.sdp_answer import NegotiatedStream
 
 from .test_handler_dialog import cancel_for

@@ -1,4 +1,4 @@
-"""SipHandler mid-call: re-INVITE, UPDATE, INFO, delayed offer, and SIP over TCP."""
+"""The recorder mid-call: re-INVITE, UPDATE, INFO, delayed offer, and SIP over TCP."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SipHandler after a restart (same node id, same store) and after a takeover of a dead node."""
+"""The recorder after a restart (same node id, same store) and after a takeover of a dead node."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SipHandler: INVITEs it refuses, and messages it cannot parse (the node keeps serving)."""
+"""The recorder: INVITEs it refuses, and messages it cannot parse (the node keeps serving)."""
 
 from __future__ import annotations
 

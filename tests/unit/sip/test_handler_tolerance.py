@@ -1,4 +1,4 @@
-"""SipHandler: sloppy SIP whose intent is unambiguous is accepted and logged once per call.
+"""The recorder: sloppy SIP whose intent is unambiguous is accepted and logged once per call.
 
 Issue 9, item 5: a BYE, ACK or CANCEL whose CSeq names another method than its request line is
 handled as its request line says; recording metadata that is not well-formed XML still records

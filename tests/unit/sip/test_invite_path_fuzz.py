@@ -1,5 +1,5 @@
 """Fuzz harness of the whole INVITE path, sans-I/O: bytes → SIP parser → multipart → metadata →
-SDP → answer, through the real SipHandler (the harness of ``test_handler_harness``).
+SDP → answer, through the real recorder (the harness of ``test_handler_harness``).
 
 Seeds are the INVITEs of ``tests/data/sip`` (each also run unchanged); cases mutate their head,
 their body, or rebuild the body from mutated ``tests/data/sdp`` and ``tests/data/metadata``

@@ -1,4 +1,4 @@
-"""The media side of the calls the handler answers: open, pause, resume and close their streams.
+"""The media side of the calls the node answers: open, pause, resume and close their streams.
 
 Keeps, per call, which negotiated streams are being recorded and whether each is paused (by the
 SDP — ``a=inactive`` or ``c=0.0.0.0`` — or by an operator), and turns every change of that into
@@ -12,19 +12,17 @@ import asyncio
 import ipaddress
 import shutil
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from siprec_node.media.engine import MediaEngine, StreamSpec
-from siprec_node.media.paths import parts_dir, recording_dir, recording_stem
 from siprec_node.media.rtp_ports import RtpPorts
+from siprec_node.sip.media_state import MediaState
 from siprec_node.siprec.sdp_answer import NegotiatedStream
 
-log = structlog.get_logger("siprec_node.sip.call_media")
+log = structlog.get_logger("siprec_node.recorder.call_media")
 
 
 MAX_SOURCES = 8
@@ -34,72 +32,6 @@ SOURCE_CHECKS = ("strict", "signalling", "any")
 
 class MediaOpenFailed(Exception):
     """Some streams could not be opened (the others are open and recorded in the state)."""
-
-
-@dataclass
-class MediaState:
-    """Where a call records and what each of its streams is doing (part of the snapshot)."""
-
-    epoch: float
-    stem: str
-    directory: str
-    parts: str
-    open: dict[int, bool] = field(default_factory=dict)
-    """Stream index → paused, for every stream handed to the engine."""
-    operator_paused: bool = False
-    files: list[str] = field(default_factory=list)
-    """The final recording files, once finalised."""
-    sidecar: str | None = None
-    sources: dict[int, list[str]] = field(default_factory=dict)
-    """Stream index → the addresses its packets are accepted from (``media.source_check``)."""
-    engaged: bool = field(default=False, compare=False)
-    """The engine was asked for something for this call (not saved: a restored call is)."""
-    closed: bool = field(default=False, compare=False)
-    """The call's media is closed or closing: nothing may be opened for it any more."""
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock, compare=False, repr=False)
-    """Orders the engine requests of this call: a close waits for an open in flight."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (stream indexes as strings, as JSON keys must be)."""
-        return {
-            "epoch": self.epoch,
-            "stem": self.stem,
-            "directory": self.directory,
-            "parts": self.parts,
-            "open": {str(k): v for k, v in self.open.items()},
-            "operator_paused": self.operator_paused,
-            "files": list(self.files),
-            "sidecar": self.sidecar,
-            "sources": {str(k): list(v) for k, v in self.sources.items()},
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MediaState:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            epoch=float(data["epoch"]),
-            stem=str(data["stem"]),
-            directory=str(data["directory"]),
-            parts=str(data["parts"]),
-            open={int(k): bool(v) for k, v in (data.get("open") or {}).items()},
-            operator_paused=bool(data.get("operator_paused", False)),
-            files=list(data.get("files") or []),
-            sidecar=data.get("sidecar"),
-            sources={int(k): list(v) for k, v in (data.get("sources") or {}).items()},
-        )
-
-
-def new_media_state(root: str | Path, call_id: str, session_id: str) -> MediaState:
-    """The recording location of a new call, its epoch being now."""
-    epoch = time.time()
-    started = datetime.fromtimestamp(epoch, UTC)
-    stem = recording_stem(started, call_id, session_id)
-    return MediaState(
-        epoch=epoch,
-        stem=stem,
-        directory=str(recording_dir(root, started)),
-        parts=str(parts_dir(root, started, stem)),
-    )
 
 
 def _usable(address: str | None) -> str | None:
@@ -185,7 +117,7 @@ class CallMedia:
         """
         at = time.time() if at is None else at
         state.engaged = True
-        async with state.lock:
+        async with _lock(state):
             if state.closed:
                 return []
             if reopen:
@@ -297,7 +229,7 @@ class CallMedia:
         if state is None:
             return await self.engine.close_call(session_id, at)
         state.closed = True
-        async with state.lock:
+        async with _lock(state):
             return await self.engine.close_call(session_id, at)
 
     def _forget(self, session_id: str) -> None:
@@ -312,6 +244,14 @@ class CallMedia:
             return False
         shutil.rmtree(parts, ignore_errors=True)
         return True
+
+
+def _lock(state: MediaState) -> asyncio.Lock:
+    """The lock ordering the engine requests of one call (made on first use)."""
+    if state.lock is None:
+        state.lock = asyncio.Lock()
+    lock: asyncio.Lock = state.lock
+    return lock
 
 
 def _carried(stream: NegotiatedStream) -> tuple[Any, ...]:

@@ -17,7 +17,7 @@ import structlog
 
 from siprec_node.sip.call import CallData, CallStore, SnapshotRejected
 
-log = structlog.get_logger("siprec_node.sip.snapshots")
+log = structlog.get_logger("siprec_node.recorder.snapshots")
 
 
 class SnapshotWriter:
@@ -55,9 +55,10 @@ class SnapshotWriter:
         """Snapshots waiting to be written."""
         return len(self._pending)
 
-    def submit(self, call: CallData) -> None:
-        """Queue a copy of ``call``'s current state; returns at once."""
-        self._pending[call.session_id] = copy.deepcopy(call)
+    def submit(self, call: CallData, *, owned: bool = False) -> None:
+        """Queue a copy of ``call``'s current state (``owned``: ``call`` is a copy already,
+        nobody else changes it); returns at once."""
+        self._pending[call.session_id] = call if owned else copy.deepcopy(call)
         self._idle.clear()
         self._wakeup.set()
         if self._task is None or self._task.done():

@@ -1,0 +1,93 @@
+"""Finalisation of a call's recording, run by the driver off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from pathlib import Path
+
+import structlog
+
+from siprec_node.media.finalise import (
+    CallInfo,
+    FinalisedRecording,
+    finalise_call,
+    participants_from_session,
+)
+from siprec_node.sip.call import CallData
+from siprec_node.sip.media_state import MediaState
+from siprec_node.siprec.recording_session import RecordingSession
+
+log = structlog.get_logger("siprec_node.recorder.finalisation")
+
+
+async def finalise_recording(
+    data: CallData,
+    state: MediaState | None,
+    session: RecordingSession | None,
+    *,
+    fmt: str,
+    channels: str,
+) -> FinalisedRecording | None:
+    """Write the final recording of a call from its parts (in the default executor).
+
+    Used for calls that end here and for calls of a dead node this node took over (their
+    parts are where the shared recording directory has them). Conversation turns and the
+    verdict go into ``data`` for the session store, the files into ``state``.
+    """
+    if state is None:
+        return None
+    if not Path(state.parts).is_dir():
+        log.warning("recording_parts_unreachable", session_id=data.session_id, parts=state.parts)
+        return None
+    info = CallInfo(
+        session_id=data.session_id,
+        call_id=data.call_id,
+        node_id=data.node_id,
+        status=data.status,
+        end_reason=data.end_reason,
+        started_at=data.started_at or data.created_at,
+        ended_at=data.ended_at,
+        flags=tuple(data.flags),
+    )
+    job = functools.partial(
+        finalise_call,
+        state.parts,
+        output_dir=state.directory,
+        stem=state.stem,
+        call=info,
+        fmt=fmt,
+        channels=channels,
+        participants=participants_from_session(session) if session is not None else (),
+    )
+    try:
+        result = await asyncio.get_running_loop().run_in_executor(None, job)
+    except Exception as exc:
+        log.exception("recording_finalise_failed", session_id=data.session_id, error=repr(exc))
+        return None
+    data.turns.clear()
+    result.record_turns(data)
+    state.files = [str(path) for path in result.files]
+    state.sidecar = str(result.sidecar)
+    verdict = result.verdict.call
+    data.verdict = verdict.to_dict()
+    log.info(
+        "recording_finalised",
+        call_id=data.call_id,
+        session_id=data.session_id,
+        files=state.files,
+        sidecar=state.sidecar,
+        duration_s=result.duration_s,
+        turns=len(data.turns),
+        verdict=verdict.status,
+    )
+    if not verdict.ok:
+        log.warning(
+            "recording_problems",
+            call_id=data.call_id,
+            session_id=data.session_id,
+            problems=list(verdict.kinds),
+            verdict=data.verdict["problems"],
+            sidecar=state.sidecar,
+        )
+    return result

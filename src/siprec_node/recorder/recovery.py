@@ -1,0 +1,81 @@
+"""Restart recovery, takeover finalisation and ownership checks: the driver's side of a fleet.
+
+A restarted node takes its calls back from the store (``recover``); a node that took a dead
+node's calls over finalises their recordings (``finalise_orphan``); a node that stalled long
+enough to be presumed dead ends the calls the store no longer lists as its own
+(``verify_ownership``). The call-control core does the call side of each (``restore``,
+``adopt_finished``, ``lose``); this module does the store reads and the finalisation.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+
+from siprec_node.media.finalise import FinalisedRecording
+from siprec_node.sip.call import CallData, CallStatus
+from siprec_node.sip.media_state import MediaState
+from siprec_node.siprec.recording_session import RecordingSession
+
+if TYPE_CHECKING:
+    from siprec_node.recorder.driver import CallDriver
+
+log = structlog.get_logger("siprec_node.recorder.recovery")
+
+
+async def recover(driver: CallDriver) -> list[str]:
+    """Restore this node's live calls from the store (restart with the same node id).
+
+    Each call gets its dialog, recording state and RTP ports back, so in-dialog requests are
+    answered from the restored dialog (never 481). Calls that never got their 200 are closed
+    as failed. Returns the session ids restored.
+    """
+    core = driver.core
+    restored: list[str] = []
+    for data in await driver.store.list():
+        if data.node_id != core.node_id or data.is_final or data.session_id in core.calls:
+            continue
+        try:
+            call = core.restore(data, driver.now())
+        except Exception as exc:
+            log.exception("call_not_recovered", session_id=data.session_id, call_id=data.call_id)
+            core.not_restored(data, exc)
+            driver.pump()
+            continue
+        driver.pump()
+        if call is not None:
+            restored.append(call.data.session_id)
+    core.recovering = False
+    log.info("calls_recovered", count=len(restored))
+    return restored
+
+
+async def finalise_orphan(
+    driver: CallDriver, data: CallData, reason: str
+) -> FinalisedRecording | None:
+    """Finalise the recording of a dead node's call this node took over (status failed)."""
+    media = (data.media or {}).get("state")
+    if not media:
+        return None
+    data.status, data.end_reason = CallStatus.FAILED, reason
+    session = None
+    if data.recording.get("session"):
+        session = RecordingSession.from_dict(data.recording["session"])
+    return await driver.finalise(data, MediaState.from_dict(media), session)
+
+
+async def verify_ownership(driver: CallDriver) -> list[str]:
+    """After a stall: end the live calls the store no longer lists as this node's."""
+    core = driver.core
+    owned = {c.session_id for c in await driver.store.list() if c.node_id == core.node_id}
+    pending = driver.snapshots.pending_ids if driver.snapshots is not None else set()
+    lost = [
+        sid
+        for sid, call in list(core.calls.items())
+        if sid not in owned and call.data.version > 0 and call.answered and sid not in pending
+    ]
+    for session_id in lost:
+        core.lose(session_id, "no longer this node's in the store", driver.now())
+    driver.pump()
+    return lost
