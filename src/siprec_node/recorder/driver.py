@@ -314,15 +314,25 @@ class CallDriver:
 
     async def recover(self) -> list[str]:
         """Restore this node's live calls from the store (see ``recovery.recover``)."""
-        return await recovery.recover(self)
+        try:
+            return await recovery.recover(self.core, self.store, self.now())
+        finally:
+            self.pump()
 
     async def finalise_orphan(self, data: CallData, reason: str) -> FinalisedRecording | None:
         """Finalise the recording of a dead node's call this node took over (status failed)."""
-        return await recovery.finalise_orphan(self, data, reason)
+        return await recovery.finalise_orphan(data, reason, self.finalise)
 
     async def verify_ownership(self) -> list[str]:
         """After a stall: end the live calls the store no longer lists as this node's."""
-        return await recovery.verify_ownership(self)
+
+        def pending() -> set[str]:
+            return self.snapshots.pending_ids if self.snapshots is not None else set()
+
+        try:
+            return await recovery.verify_ownership(self.core, self.store, pending, self.now)
+        finally:
+            self.pump()
 
     # ------------------------------------------------------------------ effects
 

@@ -4,46 +4,47 @@ A restarted node takes its calls back from the store (``recover``); a node that 
 node's calls over finalises their recordings (``finalise_orphan``); a node that stalled long
 enough to be presumed dead ends the calls the store no longer lists as its own
 (``verify_ownership``). The call-control core does the call side of each (``restore``,
-``adopt_finished``, ``lose``); this module does the store reads and the finalisation.
+``adopt_finished``, ``lose``); this module reads the store and hands finalisation its work.
+The driver pumps the core afterwards (the effects of the restored or lost calls).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from siprec_node.media.finalise import FinalisedRecording
-from siprec_node.sip.call import CallData, CallStatus
+from siprec_node.sip.call import CallData, CallStatus, CallStore
+from siprec_node.sip.call_control import CallControl
 from siprec_node.sip.media_state import MediaState
 from siprec_node.siprec.recording_session import RecordingSession
 
-if TYPE_CHECKING:
-    from siprec_node.recorder.driver import CallDriver
-
 log = structlog.get_logger("siprec_node.recorder.recovery")
 
+Finaliser = Callable[
+    [CallData, MediaState | None, RecordingSession | None],
+    Awaitable[FinalisedRecording | None],
+]
 
-async def recover(driver: CallDriver) -> list[str]:
+
+async def recover(core: CallControl, store: CallStore, now: float) -> list[str]:
     """Restore this node's live calls from the store (restart with the same node id).
 
     Each call gets its dialog, recording state and RTP ports back, so in-dialog requests are
     answered from the restored dialog (never 481). Calls that never got their 200 are closed
     as failed. Returns the session ids restored.
     """
-    core = driver.core
     restored: list[str] = []
-    for data in await driver.store.list():
+    for data in await store.list():
         if data.node_id != core.node_id or data.is_final or data.session_id in core.calls:
             continue
         try:
-            call = core.restore(data, driver.now())
+            call = core.restore(data, now)
         except Exception as exc:
             log.exception("call_not_recovered", session_id=data.session_id, call_id=data.call_id)
             core.not_restored(data, exc)
-            driver.pump()
             continue
-        driver.pump()
         if call is not None:
             restored.append(call.data.session_id)
     core.recovering = False
@@ -52,7 +53,7 @@ async def recover(driver: CallDriver) -> list[str]:
 
 
 async def finalise_orphan(
-    driver: CallDriver, data: CallData, reason: str
+    data: CallData, reason: str, finalise: Finaliser
 ) -> FinalisedRecording | None:
     """Finalise the recording of a dead node's call this node took over (status failed)."""
     media = (data.media or {}).get("state")
@@ -62,20 +63,24 @@ async def finalise_orphan(
     session = None
     if data.recording.get("session"):
         session = RecordingSession.from_dict(data.recording["session"])
-    return await driver.finalise(data, MediaState.from_dict(media), session)
+    return await finalise(data, MediaState.from_dict(media), session)
 
 
-async def verify_ownership(driver: CallDriver) -> list[str]:
-    """After a stall: end the live calls the store no longer lists as this node's."""
-    core = driver.core
-    owned = {c.session_id for c in await driver.store.list() if c.node_id == core.node_id}
-    pending = driver.snapshots.pending_ids if driver.snapshots is not None else set()
+async def verify_ownership(
+    core: CallControl,
+    store: CallStore,
+    pending: Callable[[], set[str]],
+    clock: Callable[[], float],
+) -> list[str]:
+    """After a stall: end the live calls the store no longer lists as this node's (``pending``:
+    the sessions whose snapshot is not written yet, which the store cannot know)."""
+    owned = {c.session_id for c in await store.list() if c.node_id == core.node_id}
+    waiting = pending()
     lost = [
         sid
         for sid, call in list(core.calls.items())
-        if sid not in owned and call.data.version > 0 and call.answered and sid not in pending
+        if sid not in owned and call.data.version > 0 and call.answered and sid not in waiting
     ]
     for session_id in lost:
-        core.lose(session_id, "no longer this node's in the store", driver.now())
-    driver.pump()
+        core.lose(session_id, "no longer this node's in the store", clock())
     return lost
