@@ -10,6 +10,7 @@ exiting (the node keeps refusing calls until it is stopped).
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import signal
 import ssl
@@ -265,13 +266,27 @@ class Node:
         """Drain and shut down: 503 to new calls, BYE and finalise live ones, flush the store,
         and mark this node stopped in it."""
         self.handler.engine.begin_stop()  # a worker exiting now is not restarted
+        loop = asyncio.get_running_loop()
+        began = mark = loop.time()
+        phases: dict[str, float] = {}
+
+        def done(phase: str) -> None:  # how long each step took, for a stop that hangs
+            nonlocal mark
+            now = loop.time()
+            phases[phase] = round(now - mark, 3)
+            mark = now
+            log.debug("stop_phase_done", phase=phase, s=phases[phase])
+
         try:
             await self.drain()
         except Exception:  # whatever happened, the shutdown goes on
             log.exception("drain_failed")
+        done("drain")
         if self.http is not None:
             await self.http.close()
+        done("http")
         await self.handler.close()
+        done("handler")
         if self._store_task is not None:
             self._store_task.cancel()
         await self.manager.stop()
@@ -279,13 +294,21 @@ class Node:
             await self.manager.leave()
         except StoreError as exc:
             log.warning("node_not_marked_stopped", error=str(exc))
+        done("manager")
         await self.store.close()
         await self.transports.close()
-        log.info("node_stopped", node_id=self.handler.node_id, stats=self.handler.stats)
+        done("store_and_transports")
+        log.info(
+            "node_stopped",
+            node_id=self.handler.node_id,
+            stats=self.handler.stats,
+            stop_s=round(loop.time() - began, 3),
+            phases_s=phases,
+        )
 
     async def run_until_signalled(self) -> None:
-        """Start, wait for SIGTERM or SIGINT, then stop (a second signal changes nothing: the
-        drain runs to its deadline)."""
+        """Start, wait for SIGTERM, SIGINT or SIGHUP, then stop (a second signal changes
+        nothing: the drain runs to its deadline)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         received: list[str] = []
@@ -297,7 +320,9 @@ class Node:
                 log.info("signal_ignored_while_stopping", signal=sig.name)
             stop.set()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP too: a closed terminal or ssh session hangs up the whole process group, and
+        # the default action would kill the node without a drain while its workers live on.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, on_signal, sig)
         await self.start()
         await stop.wait()
@@ -307,6 +332,9 @@ class Node:
 
 def run_node(settings: Settings) -> int:
     """Run a node until SIGTERM/SIGINT; the exit code of ``siprec-node run``."""
+    # ``kill -USR1`` prints every thread's stack to stderr: what a stop or a call that hangs
+    # is waiting for, without stopping the node.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         asyncio.run(Node(settings).run_until_signalled())
     except OSError as exc:

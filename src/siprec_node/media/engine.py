@@ -800,6 +800,7 @@ class WorkerEngine:
             try:
                 await asyncio.get_running_loop().run_in_executor(None, worker.proc.wait, 5)
             except subprocess.TimeoutExpired:
+                log.warning("media_worker_killed", worker=worker.index, pid=worker.proc.pid)
                 worker.proc.kill()
             if worker.alive:
                 worker.alive = False
