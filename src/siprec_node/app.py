@@ -43,6 +43,9 @@ from siprec_node.sip.transport import BoundListener, SipTransports, StreamLimits
 
 log = structlog.get_logger("siprec_node.app")
 
+STORE_STOP_TIMEOUT = 5.0
+"""Seconds a stopping node waits for the store to mark it stopped, then to close."""
+
 STORE_RETRY = 2.0
 """Seconds between attempts to reach a store that was down when the node started."""
 
@@ -291,11 +294,15 @@ class Node:
             self._store_task.cancel()
         await self.manager.stop()
         try:
-            await self.manager.leave()
-        except StoreError as exc:
-            log.warning("node_not_marked_stopped", error=str(exc))
+            # bounded: a store that stopped answering must not keep the node from exiting
+            await asyncio.wait_for(self.manager.leave(), STORE_STOP_TIMEOUT)
+        except (StoreError, TimeoutError) as exc:
+            log.warning("node_not_marked_stopped", error=str(exc) or "store did not answer")
         done("manager")
-        await self.store.close()
+        try:
+            await asyncio.wait_for(self.store.close(), STORE_STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("store_close_timed_out", waited_s=STORE_STOP_TIMEOUT)
         await self.transports.close()
         done("store_and_transports")
         log.info(
