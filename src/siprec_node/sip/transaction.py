@@ -284,8 +284,8 @@ def response_destination(via: Via, source: Address) -> Address:
     if "rport" in params:
         rport = params.get("rport")
         host = params.get("received") or source.host
-        port = parse_decimal(rport, max_digits=5) if rport else None
-        return Address("udp", host, port if port and port <= 65535 else source.port)
+        number = parse_decimal(rport, max_digits=5) if rport else None
+        return Address("udp", host, number if number and number <= 65535 else source.port)
     received = params.get("received")
     if received:
         return Address("udp", received, port)
