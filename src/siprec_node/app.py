@@ -15,9 +15,10 @@ import json
 import signal
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -228,20 +229,18 @@ class Node:
         await asyncio.wait({self._store_task}, timeout=STORE_RETRY)
         for address in self.settings.sip.listen_addresses:
             try:
-                bound = await self.transports.listen(
-                    address.transport, address.host, address.port
-                )
+                bound = await self.transports.listen(address.transport, address.host, address.port)
             except OSError as exc:
                 raise StartupError(f"sip.listen {address}: {exc.strerror or exc}") from exc
             self.handler.set_listener(bound.transport, bound.host, bound.port)
             self.listeners.append(bound)
         http_port = None
         if self.http is not None and self.settings.http.address is not None:
-            address = self.settings.http.address
+            http_address = self.settings.http.address
             try:
-                http_port = await self.http.start(address.host, address.port)
+                http_port = await self.http.start(http_address.host, http_address.port)
             except OSError as exc:
-                raise StartupError(f"http.listen {address}: {exc.strerror or exc}") from exc
+                raise StartupError(f"http.listen {http_address}: {exc.strerror or exc}") from exc
         log.info(
             "node_started",
             node_id=self.handler.node_id,
@@ -375,7 +374,7 @@ def list_sessions(settings: Settings, *, all_: bool = False, as_json: bool = Fal
         states = await (store.list_all() if all_ else store.list_active())
         nodes = {n.node_id: n for n in await store.list_nodes(settings.session.node_ttl)}
         now = datetime.now(UTC)
-        rows = []
+        rows: list[dict[str, Any]] = []  # JSON objects, printed as they are or as a table
         for state in sorted(states, key=lambda s: s.created_at):
             node = nodes.get(state.node_id)
             rows.append(
@@ -455,7 +454,7 @@ def list_nodes(settings: Settings, *, as_json: bool = False) -> int:
     return asyncio.run(_with_store(settings, work))
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
