@@ -27,7 +27,6 @@ import structlog
 from siprec_node.media import fastpath
 from siprec_node.media.stream_file import info_file_name, media_file_name
 from siprec_node.media.stream_recorder import StreamRecorder
-from siprec_node.media.worker_engine import WorkerEngine as WorkerEngine  # for sip/handler.py
 from siprec_node.siprec.sdp_answer import NegotiatedStream
 
 log = structlog.get_logger("siprec_node.media.engine")

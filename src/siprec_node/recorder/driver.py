@@ -20,10 +20,11 @@ from typing import Any
 
 import structlog
 
-from siprec_node.media.engine import LocalEngine, MediaEngine, WorkerEngine
+from siprec_node.media.engine import LocalEngine, MediaEngine
 from siprec_node.media.finalise import FinalisedRecording
 from siprec_node.media.port_allocator import PortAllocator, PortRange
 from siprec_node.media.rtp_ports import RtpPorts
+from siprec_node.media.worker_engine import WorkerEngine
 from siprec_node.recorder import recovery
 from siprec_node.recorder.call_media import CallMedia
 from siprec_node.recorder.config import HandlerConfig
