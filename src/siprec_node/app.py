@@ -93,6 +93,12 @@ def handler_config(settings: Settings, call_store: CallStore | None = None) -> H
         recording_dir=str(settings.recording.directory),
         recording_format=settings.recording.format,
         recording_channels=settings.recording.channels,
+        keep_parts=settings.recording.keep_parts,
+        min_free=settings.recording.min_free,
+        finalise_retry=(
+            settings.recording.finalise_retry.total_seconds(),
+            settings.recording.finalise_retry_max.total_seconds(),
+        ),
         media_workers=settings.media.workers,
         media_receive_path=settings.media.receive_path,
         rtp_timeout=settings.media.rtp_timeout.total_seconds(),
@@ -224,9 +230,7 @@ class Node:
         await asyncio.wait({self._store_task}, timeout=STORE_RETRY)
         for address in self.settings.sip.listen_addresses:
             try:
-                bound = await self.transports.listen(
-                    address.transport, address.host, address.port
-                )
+                bound = await self.transports.listen(address.transport, address.host, address.port)
             except OSError as exc:
                 raise StartupError(f"sip.listen {address}: {exc.strerror or exc}") from exc
             self.handler.set_listener(bound.transport, bound.host, bound.port)
