@@ -29,6 +29,7 @@ import structlog
 
 from siprec_node.media import fastpath
 from siprec_node.media.control import ControlChannel
+from siprec_node.media.loop_lag import LoopLag
 from siprec_node.media.stream_file import info_file_name, media_file_name
 from siprec_node.media.stream_recorder import StreamRecorder
 from siprec_node.siprec.sdp_answer import NegotiatedStream
@@ -44,10 +45,6 @@ pass over thousands of recorders (each may rewrite its JSON) blocks the receive 
 a loop blocked for a second queues a second of RTP, later placed as if it had come late."""
 # asyncio's default 256 KiB read buffer costs an mmap/munmap per datagram; RTP needs ~1.5 KiB.
 RECV_SIZE = 4096
-LAG_INTERVAL = 0.01
-"""How often the event-loop lag probe sleeps (seconds); it records how late it wakes."""
-_LAG_BUCKET = 0.0001  # lag histogram: 0.1 ms buckets up to 1 s (the maximum is kept exactly)
-_LAG_BUCKETS = 10_000
 
 
 @dataclass(frozen=True)
@@ -153,60 +150,6 @@ class _Receiver(asyncio.DatagramProtocol):
         self.on_datagram(data, time.time())
 
 
-class LoopLag:
-    """How late a sleeper of ``interval`` seconds wakes on this loop: p50/p99/max since start
-    (or the last reset), from a fixed histogram so that memory stays constant."""
-
-    def __init__(self, interval: float = LAG_INTERVAL) -> None:
-        self.interval = interval
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the samples so far."""
-        self._counts = [0] * _LAG_BUCKETS
-        self.samples = 0
-        self.max = 0.0
-        self.since = time.time()
-
-    def record(self, lag: float) -> None:
-        """One wake-up ``lag`` seconds after its deadline."""
-        lag = max(lag, 0.0)
-        self._counts[min(int(lag / _LAG_BUCKET), _LAG_BUCKETS - 1)] += 1
-        self.samples += 1
-        self.max = max(self.max, lag)
-
-    def percentile(self, q: float) -> float:
-        """Upper edge of the bucket holding the ``q`` quantile (seconds; 0 with no sample)."""
-        if not self.samples:
-            return 0.0
-        rank = max(1, round(q * self.samples))
-        seen = 0
-        for bucket, count in enumerate(self._counts[:-1]):
-            seen += count
-            if seen >= rank:
-                return min((bucket + 1) * _LAG_BUCKET, self.max)
-        return self.max  # in the overflow bucket: the largest sample is the best bound known
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-safe figures in milliseconds."""
-        return {
-            "samples": self.samples,
-            "interval_ms": self.interval * 1000.0,
-            "p50_ms": round(self.percentile(0.5) * 1000.0, 3),
-            "p99_ms": round(self.percentile(0.99) * 1000.0, 3),
-            "max_ms": round(self.max * 1000.0, 3),
-            "since": self.since,
-        }
-
-    async def run(self) -> None:
-        """Sleep ``interval`` over and over, recording each wake-up's lateness."""
-        clock = time.monotonic
-        while True:
-            start = clock()
-            await asyncio.sleep(self.interval)
-            self.record(clock() - start - self.interval)
-
-
 @dataclass
 class _Open:
     spec: StreamSpec
@@ -214,6 +157,8 @@ class _Open:
     gate: _Gate
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
     sockets: list[socket.socket] = field(default_factory=list)  # read by the C receiver
+    write_errors: int = 0
+    """Failed writes when the first was logged (0: none logged yet)."""
 
 
 class LocalEngine:
@@ -280,6 +225,7 @@ class LocalEngine:
                     stream.recorder.tick(now)
                 except Exception:
                     log.exception("recorder_tick_failed", session_id=stream.spec.session_id)
+                _report_write_errors(stream)
             turn += 1
 
     def _count_foreign(self, opened: _Open) -> None:
@@ -420,6 +366,7 @@ class LocalEngine:
                 self._rx.remove(sock.fileno())
                 sock.close()
             opened.recorder.close(at)
+            _report_write_errors(opened)
             out[key[1]] = _stats_dict(opened.recorder)
         return out
 
@@ -466,6 +413,23 @@ class LocalEngine:
     def receiver_stats(self) -> dict[str, Any] | None:
         """The C receiver's counters (datagrams, taken by the fast path, handed to Python)."""
         return None if self._rx is None else dict(self._rx.stats())
+
+
+def _report_write_errors(opened: _Open) -> None:
+    """Log once per stream when its writes start failing (disk full): never once per packet.
+    The counts go into its JSON, its close statistics and the recording's verdict."""
+    if opened.write_errors:
+        return
+    count, _, error = opened.recorder.write_errors()
+    if count:
+        opened.write_errors = count
+        log.error(
+            "stream_write_failed",
+            session_id=opened.spec.session_id,
+            index=opened.spec.index,
+            error=error,
+            parts=opened.spec.parts_dir,
+        )
 
 
 def _stats_dict(recorder: StreamRecorder) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from siprec_node.media.engine import LocalEngine, LoopLag
+from siprec_node.media.engine import LocalEngine
+from siprec_node.media.loop_lag import LoopLag
 
 
 def test_percentiles_from_the_histogram() -> None:
