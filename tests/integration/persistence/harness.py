@@ -163,6 +163,8 @@ class NodeSpec:
     heartbeat: str = "1s"
     node_ttl: str = "3s"
     cleanup: str = "1s"
+    recording: str = ""
+    """More ``[recording]`` keys, as TOML lines."""
 
     @property
     def config(self) -> Path:
@@ -185,6 +187,7 @@ port_max = {self.rtp[1]}
 
 [recording]
 directory = "{self.workdir / "recordings"}"
+{self.recording}
 
 [store]
 backend = "redis"
