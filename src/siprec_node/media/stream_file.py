@@ -335,12 +335,15 @@ def _pwrite_some(fd: int, data: bytes | bytearray, offset: int) -> int:
     done = 0
     try:
         while done < len(data):
+            chunk = view[done:]
             try:
-                done += os.pwrite(fd, view[done:], offset + done)
+                done += os.pwrite(fd, chunk, offset + done)
             except OSError:
                 if done == 0:
                     raise
                 break
+            finally:
+                chunk.release()
     finally:
         view.release()
     return done
