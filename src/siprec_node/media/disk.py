@@ -12,14 +12,16 @@ listing the day folder (which holds every recording of the day: a per-call listi
 more with every call), and parts folders are removed once their recording is final.
 
 :func:`unfinalised_parts` is the one listing, made once at start-up: parts folders of recent
-days without a final sidecar and untouched for ``STALE_S`` (a live recorder rewrites its stream
-JSON every 30 s), i.e. recordings whose node stopped before finalising them.
+days without a final sidecar whose streams are all closed, or untouched for ``STALE_S`` (a live
+recorder rewrites its stream JSON every 30 s): recordings whose node stopped before finalising
+them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -183,9 +185,12 @@ class LeftParts:
     started_at: datetime
     call_id: str
     session_id: str
+    final: bool = False
+    """The final sidecar is there: only the removal of the parts was cut short."""
 
 
 _STEM = re.compile(r"^(\d{8}T\d{6}Z)_(.*)_([^_]+)$")
+_STREAM_JSON = re.compile(r"^stream-\d+\.json$")
 
 
 def parse_stem(stem: str) -> tuple[datetime, str, str] | None:
@@ -197,13 +202,25 @@ def parse_stem(stem: str) -> tuple[datetime, str, str] | None:
     return started, match.group(2), match.group(3)
 
 
-def _newest_change(parts: Path) -> float:
+def _abandoned(parts: Path, now: float, stale_s: float) -> bool:
+    """No recorder writes into ``parts``: every stream JSON says ``closed`` (its call ended),
+    or no file changed for ``stale_s`` (a live recorder rewrites its JSON every 30 s)."""
     newest = parts.stat().st_mtime
+    closed: list[bool] = []
     with os.scandir(parts) as entries:
         for entry in entries:
             with contextlib.suppress(OSError):
                 newest = max(newest, entry.stat().st_mtime)
-    return newest
+                if _STREAM_JSON.match(entry.name):
+                    closed.append(_closed(Path(entry.path)))
+    return (bool(closed) and all(closed)) or now - newest >= stale_s
+
+
+def _closed(path: Path) -> bool:
+    try:
+        return json.loads(path.read_bytes()).get("closed") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def unfinalised_parts(
@@ -212,9 +229,12 @@ def unfinalised_parts(
     days: int = RECOVER_DAYS,
     stale_s: float = STALE_S,
     now: float | None = None,
+    with_final: bool = False,
 ) -> list[LeftParts]:
     """Parts folders of the last ``days`` day folders that have no ``<stem>.json`` beside them
-    and no file changed for ``stale_s`` (start-up only: this lists day folders)."""
+    and no recorder any more: every stream closed, or no file changed for ``stale_s`` (start-up
+    only: this lists day folders). ``with_final``: also those beside a final sidecar (``final``
+    set: a finalisation cut between its sidecar and the removal of its parts)."""
     now = time.time() if now is None else now
     today = datetime.fromtimestamp(now, UTC)
     found: list[LeftParts] = []
@@ -228,13 +248,14 @@ def unfinalised_parts(
             if not entry.name.endswith(PARTS_SUFFIX) or not entry.is_dir():
                 continue
             stem = entry.name[: -len(PARTS_SUFFIX)]
-            if (directory / f"{stem}.json").exists():
+            final = (directory / f"{stem}.json").exists()
+            if final and not with_final:
                 continue
             parsed = parse_stem(stem)
             try:
-                if parsed is None or now - _newest_change(Path(entry.path)) < stale_s:
+                if parsed is None or not _abandoned(Path(entry.path), now, stale_s):
                     continue
             except OSError:
                 continue
-            found.append(LeftParts(Path(entry.path), directory, stem, *parsed))
+            found.append(LeftParts(Path(entry.path), directory, stem, *parsed, final=final))
     return found

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -235,7 +236,8 @@ class Finalisations:
         """Finalise the parts folders left without a final sidecar (module docstring);
         ``busy``: parts folders of calls this node records or finalises. Returns their paths."""
         loop = asyncio.get_running_loop()
-        left: list[LeftParts] = await loop.run_in_executor(None, unfinalised_parts, root)
+        scan = functools.partial(unfinalised_parts, root, with_final=not self.keep_parts)
+        left: list[LeftParts] = await loop.run_in_executor(None, scan)
         taken = {str(Path(p)) for p in busy}
         taken |= {str(Path(p.state.parts)) for p in self.pending.values()}
         found = []
@@ -247,6 +249,11 @@ class Finalisations:
                 stored = await store.load(item.session_id)
             if stored is not None and not stored.is_terminal:
                 continue  # someone's live call or finalisation: theirs to finish
+            if item.final:  # finalised, but its parts were not removed yet
+                if remove_parts(item.parts):
+                    self.parts_removed += 1
+                    log.info("recording_parts_removed", parts=str(item.parts))
+                continue
             data = stored or CallData(
                 session_id=item.session_id,
                 call_id=item.call_id,
