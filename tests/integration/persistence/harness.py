@@ -165,6 +165,7 @@ class NodeSpec:
     cleanup: str = "1s"
     recording: str = ""
     """More ``[recording]`` keys, as TOML lines."""
+    backend: str = "redis"
 
     @property
     def config(self) -> Path:
@@ -190,7 +191,7 @@ directory = "{self.workdir / "recordings"}"
 {self.recording}
 
 [store]
-backend = "redis"
+backend = "{self.backend}"
 url = "{self.redis_url}"
 prefix = "{self.prefix}"
 

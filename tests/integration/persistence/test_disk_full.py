@@ -188,3 +188,46 @@ def test_a_full_disk_refuses_calls_keeps_live_ones_and_finalises_later(
     for c in (call, second_call):
         with contextlib.suppress(Exception):
             c.close()
+
+
+def test_sigkill_right_after_bye_then_restart_finalises_once(
+    tmp_path: Path, procs: Processes
+) -> None:
+    """The memory store (nothing survives the process): the restarted node finds the parts
+    folder without a final sidecar and finalises it; whether the kill came before, during or
+    after the first finalisation, there is one final file and one sidecar, and no parts."""
+    spec = NodeSpec(
+        node_id="rec-kill",
+        redis_url="redis://127.0.0.1:1/0",
+        prefix=unique_prefix("kill-after-bye"),
+        backend="memory",
+        workdir=tmp_path,
+    )
+    node = procs.node(launch_node(spec))
+    call = SrcCall(spec.sip_port)
+    call.invite()
+    session_id = str(node.wait_for_event("call_answered")["session_id"])
+    call.stream(legs(), 1.0)
+    assert call.bye() == 200
+    kill_node(node)  # right after the BYE's 200: the finalisation has barely begun, if at all
+    first_run = [e for e in node.events("recording_finalised") if e.get("session_id") == session_id]
+    node = procs.node(launch_node(spec))
+    recordings = tmp_path / "recordings"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        names = files_of(recordings, session_id)
+        if not any(n.endswith(".parts") for n in names) and any(n.endswith(".json") for n in names):
+            break
+        time.sleep(0.1)
+    names = files_of(recordings, session_id)
+    assert [n.rsplit(".", 1)[1] for n in names] == ["json", "wav"], (names, log_tail(node))
+    sidecar = json.loads(next(recordings.rglob(f"*{session_id}.json")).read_text())
+    assert sidecar["duration_s"] >= 1.0
+    assert sum(s["packets"] for s in sidecar["streams"]) > 80
+    second_run = [
+        e for e in node.events("recording_finalised") if e.get("session_id") == session_id
+    ]
+    print(f"finalised before the kill: {len(first_run)}, after the restart: {len(second_run)}")
+    assert len(first_run) + len(second_run) >= 1
+    assert sigterm(node) == 0, log_tail(node)
+    call.close()
