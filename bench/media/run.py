@@ -377,7 +377,7 @@ async def node_phase(
 ) -> Row:
     """Phase 2: the node's WorkerEngine recording every stream (``spy``: py-spy the first
     worker over the traffic, ``python`` without stopping it, ``native`` with C frames)."""
-    from siprec_node.media.engine import WorkerEngine
+    from siprec_node.media.worker_engine import WorkerEngine
 
     recordings = Path(tempfile.mkdtemp(prefix="recordings-", dir=work))
     engine = WorkerEngine(

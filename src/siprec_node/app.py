@@ -10,13 +10,15 @@ exiting (the node keeps refusing calls until it is stopped).
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import json
 import signal
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -41,6 +43,9 @@ from siprec_node.sip.transaction import TimerConfig
 from siprec_node.sip.transport import BoundListener, SipTransports, StreamLimits
 
 log = structlog.get_logger("siprec_node.app")
+
+STORE_STOP_TIMEOUT = 5.0
+"""Seconds a stopping node waits for the store to mark it stopped, then to close."""
 
 STORE_RETRY = 2.0
 """Seconds between attempts to reach a store that was down when the node started."""
@@ -237,11 +242,11 @@ class Node:
             self.listeners.append(bound)
         http_port = None
         if self.http is not None and self.settings.http.address is not None:
-            address = self.settings.http.address
+            http_address = self.settings.http.address
             try:
-                http_port = await self.http.start(address.host, address.port)
+                http_port = await self.http.start(http_address.host, http_address.port)
             except OSError as exc:
-                raise StartupError(f"http.listen {address}: {exc.strerror or exc}") from exc
+                raise StartupError(f"http.listen {http_address}: {exc.strerror or exc}") from exc
         log.info(
             "node_started",
             node_id=self.handler.node_id,
@@ -269,27 +274,53 @@ class Node:
         """Drain and shut down: 503 to new calls, BYE and finalise live ones, flush the store,
         and mark this node stopped in it."""
         self.handler.engine.begin_stop()  # a worker exiting now is not restarted
+        loop = asyncio.get_running_loop()
+        began = mark = loop.time()
+        phases: dict[str, float] = {}
+
+        def done(phase: str) -> None:  # how long each step took, for a stop that hangs
+            nonlocal mark
+            now = loop.time()
+            phases[phase] = round(now - mark, 3)
+            mark = now
+            log.debug("stop_phase_done", phase=phase, s=phases[phase])
+
         try:
             await self.drain()
         except Exception:  # whatever happened, the shutdown goes on
             log.exception("drain_failed")
+        done("drain")
         if self.http is not None:
             await self.http.close()
+        done("http")
         await self.handler.close()
+        done("handler")
         if self._store_task is not None:
             self._store_task.cancel()
         await self.manager.stop()
         try:
-            await self.manager.leave()
-        except StoreError as exc:
-            log.warning("node_not_marked_stopped", error=str(exc))
-        await self.store.close()
+            # bounded: a store that stopped answering must not keep the node from exiting
+            await asyncio.wait_for(self.manager.leave(), STORE_STOP_TIMEOUT)
+        except (StoreError, TimeoutError) as exc:
+            log.warning("node_not_marked_stopped", error=str(exc) or "store did not answer")
+        done("manager")
+        try:
+            await asyncio.wait_for(self.store.close(), STORE_STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("store_close_timed_out", waited_s=STORE_STOP_TIMEOUT)
         await self.transports.close()
-        log.info("node_stopped", node_id=self.handler.node_id, stats=self.handler.stats)
+        done("store_and_transports")
+        log.info(
+            "node_stopped",
+            node_id=self.handler.node_id,
+            stats=self.handler.stats,
+            stop_s=round(loop.time() - began, 3),
+            phases_s=phases,
+        )
 
     async def run_until_signalled(self) -> None:
-        """Start, wait for SIGTERM or SIGINT, then stop (a second signal changes nothing: the
-        drain runs to its deadline)."""
+        """Start, wait for SIGTERM, SIGINT or SIGHUP, then stop (a second signal changes
+        nothing: the drain runs to its deadline)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         received: list[str] = []
@@ -301,7 +332,9 @@ class Node:
                 log.info("signal_ignored_while_stopping", signal=sig.name)
             stop.set()
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP too: a closed terminal or ssh session hangs up the whole process group, and
+        # the default action would kill the node without a drain while its workers live on.
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, on_signal, sig)
         await self.start()
         await stop.wait()
@@ -311,6 +344,9 @@ class Node:
 
 def run_node(settings: Settings) -> int:
     """Run a node until SIGTERM/SIGINT; the exit code of ``siprec-node run``."""
+    # ``kill -USR1`` prints every thread's stack to stderr: what a stop or a call that hangs
+    # is waiting for, without stopping the node.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         asyncio.run(Node(settings).run_until_signalled())
     except OSError as exc:
@@ -344,7 +380,7 @@ def list_sessions(settings: Settings, *, all_: bool = False, as_json: bool = Fal
         states = await (store.list_all() if all_ else store.list_active())
         nodes = {n.node_id: n for n in await store.list_nodes(settings.session.node_ttl)}
         now = datetime.now(UTC)
-        rows = []
+        rows: list[dict[str, Any]] = []  # JSON objects, printed as they are or as a table
         for state in sorted(states, key=lambda s: s.created_at):
             node = nodes.get(state.node_id)
             rows.append(
@@ -424,7 +460,7 @@ def list_nodes(settings: Settings, *, as_json: bool = False) -> int:
     return asyncio.run(_with_store(settings, work))
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _print_table(rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())

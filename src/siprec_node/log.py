@@ -25,7 +25,7 @@ LEVELS: dict[str, int] = {
 _FORMATS = ("auto", "json", "console")
 
 
-class _SiprecHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _SiprecHandler(logging.StreamHandler[TextIO]):
     """Marks the handler this module installs, so that a second call replaces it."""
 
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import aiohttp
 
@@ -68,13 +68,17 @@ class TestCallError(Exception):
     __test__ = False  # not a pytest test class
 
 
+CallTransport = Literal["udp", "tcp"]
+CALL_TRANSPORTS: tuple[CallTransport, ...] = ("udp", "tcp")
+
+
 @dataclass(frozen=True)
 class CallOptions:
     """What to call and how."""
 
     host: str
     port: int = 5060
-    transport: Literal["udp", "tcp"] = "udp"
+    transport: CallTransport = "udp"
     seconds: float = 5.0
     codec: str = "PCMU"
     dialect: Dialect = "rfc7865"
@@ -98,15 +102,18 @@ class CallResult:
     notes: list[str] = field(default_factory=list)
 
 
-def parse_target(text: str) -> tuple[str, int, str | None]:
+def parse_target(text: str) -> tuple[str, int, CallTransport | None]:
     """``sip:HOST[:PORT][;transport=tcp]`` (or ``HOST[:PORT]``) → host, port, transport."""
     rest = text[4:] if text.lower().startswith("sip:") else text
     rest, _, params = rest.partition(";")
-    transport = None
+    transport: CallTransport | None = None
     for param in params.split(";"):
         name, _, value = param.partition("=")
         if name.strip().lower() == "transport" and value:
-            transport = value.strip().lower()
+            value = value.strip().lower()
+            if value not in CALL_TRANSPORTS:
+                raise ValueError(f"transport={value} is not one a test call uses (udp, tcp)")
+            transport = value
     if rest.startswith("["):
         host, _, port_text = rest[1:].partition("]")
         port_text = port_text.lstrip(":")
@@ -245,7 +252,7 @@ def encode_tone(codec: _Codec, freq: float, seconds: float) -> list[bytes]:
     import av  # here, not at the top: the CLI imports this module for every command
     import numpy as np
 
-    ctx = av.CodecContext.create(codec.encoder, "w")
+    ctx = cast("av.AudioCodecContext", av.CodecContext.create(codec.encoder, "w"))
     ctx.sample_rate = codec.rate
     ctx.layout = "stereo" if codec.encoder == "libopus" else "mono"
     ctx.format = "s16"
@@ -383,6 +390,7 @@ async def _open_channel(options: CallOptions) -> _Channel:
             channel.feed(head + body)
 
     task = loop.create_task(read())
+
     def close() -> None:
         writer.close()
         task.cancel()

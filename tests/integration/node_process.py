@@ -100,6 +100,9 @@ class NodeProcess:
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            # every thread's stack into the log (faulthandler on SIGUSR1), to see what it waits for
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
             self.proc.kill()
             code = self.proc.wait()
         if self._reader is not None:

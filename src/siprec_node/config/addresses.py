@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal
 
 __all__ = [
     "TRANSPORTS",
@@ -113,7 +113,7 @@ def parse_listen_address(text: str) -> ListenAddress:
     if not colon or transport not in TRANSPORTS:
         raise ValueError("must start with udp:, tcp: or tls:, like udp:0.0.0.0:5060")
     address = parse_host_port(rest)
-    return ListenAddress(cast(Transport, transport), address.host, address.port)
+    return ListenAddress(transport, address.host, address.port)
 
 
 def _ipv6(text: str) -> str:

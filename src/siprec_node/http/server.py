@@ -116,9 +116,9 @@ class HandlerCollector(Collector):
                 1 if h.snapshots is None or h.snapshots.healthy else 0,
             ),
         }
-        for name, (text, value) in gauges.items():
+        for name, (text, level) in gauges.items():
             gauge = GaugeMetricFamily(name, text)
-            gauge.add_metric([], value)
+            gauge.add_metric([], level)
             yield gauge
 
 

@@ -20,10 +20,11 @@ import os
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import av
 import numpy as np
+from av.audio.stream import AudioStream
 
 OPUS_BITRATE_PER_CHANNEL = 32_000
 OPUS_RATES = frozenset({8000, 12000, 16000, 24000, 48000})
@@ -117,7 +118,7 @@ def _write_wav(
         out.write(_wav_header(tag, channels, rate, sample_bytes, 0))  # sizes filled in below
         frames = 0
         for block in blocks:
-            out.write(memoryview(block).cast("B"))
+            out.write(block.data.cast("B"))
             frames += block.shape[0]
         if (frames * channels * sample_bytes) & 1:
             out.write(b"\x00")  # RIFF chunks are padded to an even size
@@ -163,7 +164,7 @@ def _encode(
     channels, blocks = _peek(_blocks(audio, "<i2"))
     layout = _layout(channels)
     with atomic_file(path, durable=durable) as out, av.open(out, "w", format=container) as muxer:
-        stream = muxer.add_stream(codec, rate=rate, layout=layout)
+        stream = cast(AudioStream, muxer.add_stream(codec, rate=rate, layout=layout))
         if bit_rate is not None:
             stream.bit_rate = bit_rate * channels
         pts = 0

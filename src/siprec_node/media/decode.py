@@ -11,9 +11,10 @@
   to mono at 48 kHz (a stereo stream is down-mixed by the decoder), then scattered like G.722.
 
 - Every other codec (G.729, G.723.1, G.726, AMR, AMR-WB, iLBC, GSM): each payload is split
-  into the codec's frames (RFC 3551, RFC 4867 depacketised into the storage format FFmpeg's
-  AMR decoders take), the frames of a whole stretch are concatenated and decoded by one FFmpeg
-  decoder in one call, and each payload's samples are scattered to its position as for G.722.
+  into the codec's frames (RFC 3551; RFC 4867 depacketised by :mod:`~siprec_node.media.amr`
+  into the storage format FFmpeg's AMR decoders take), the frames of a whole stretch are
+  concatenated and decoded by one FFmpeg decoder in one call, and each payload's samples are
+  scattered to its position as for G.722.
   Should the decoder reject anything, the stretch is decoded again payload by payload, the
   rejected ones left as silence and counted. Comfort-noise frames (G.729 Annex B SID) are
   silence; G.723.1 and (with OpenCORE's decoder) AMR render theirs as the decoder does.
@@ -28,10 +29,12 @@ import gc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import cast
 
 import av
 import numpy as np
 
+from siprec_node.media import amr
 from siprec_node.siprec.codecs import (
     DECODABLE,
     FFMPEG_DECODERS,
@@ -245,7 +248,7 @@ def _frames_pcm(frames: Iterable[av.AudioFrame]) -> np.ndarray:
 
 
 def _decoder(name: str, rate: int) -> av.AudioCodecContext:
-    ctx = av.CodecContext.create(name, "r")
+    ctx = cast(av.AudioCodecContext, av.CodecContext.create(name, "r"))
     ctx.sample_rate = rate
     ctx.layout = "mono"
     return ctx
@@ -371,9 +374,9 @@ def decode_stretch(
     log = FrameLog(clock, log.positions, log.payloads)
     if canon in G711_CODECS:
         positions, payloads = log.ordered()
-        lengths = np.fromiter((len(p) for p in payloads), dtype=np.int64, count=len(payloads))
+        sizes = np.fromiter((len(p) for p in payloads), dtype=np.int64, count=len(payloads))
         pcm = decode_g711(b"".join(payloads), canon)
-        return Decoded(scatter(pcm, positions, lengths, length, limit=limit), rate, len(payloads))
+        return Decoded(scatter(pcm, positions, sizes, length, limit=limit), rate, len(payloads))
     if canon == G722:
         return Decoded(decode_g722(log, length, limit=limit), rate, len(log.payloads))
     if canon == OPUS:
@@ -435,7 +438,7 @@ def _frame_g729(
     fmt: PayloadFormat, positions: list[int], payloads: list[bytes], scale: int
 ) -> tuple[_Units, set[int]]:
     """RFC 3551 §4.5.6: 10-byte frames of 10 ms, an Annex B SID frame (2 bytes) last."""
-    units, rejected = _Units(), set()
+    units, rejected = _Units(), set[int]()
     for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
         count, rest = divmod(len(payload), 10)
         if rest not in (0, 2):
@@ -452,7 +455,7 @@ def _frame_g723(
     fmt: PayloadFormat, positions: list[int], payloads: list[bytes], scale: int
 ) -> tuple[_Units, set[int]]:
     """RFC 3551 §4.5.3: frames of 30 ms whose size the low two bits of their first byte give."""
-    units, rejected = _Units(), set()
+    units, rejected = _Units(), set[int]()
     for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
         at = frames = 0
         while at < len(payload):
@@ -469,7 +472,7 @@ def _frame_gsm(
     fmt: PayloadFormat, positions: list[int], payloads: list[bytes], scale: int
 ) -> tuple[_Units, set[int]]:
     """RFC 3551 §4.5.8: 33-byte frames of 20 ms, each starting with the signature 0xD."""
-    units, rejected = _Units(), set()
+    units, rejected = _Units(), set[int]()
     for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
         count, rest = divmod(len(payload), 33)
         if rest or any(payload[i * 33] >> 4 != 0xD for i in range(count)):
@@ -486,7 +489,7 @@ def _frame_ilbc(
     a payload's size fits both). FFmpeg's decoder takes one frame per packet: each frame is
     a run of its own."""
     mode = 20 if _fmtp_params(fmt).get("mode") == "20" else 30
-    units, rejected = _Units(), set()
+    units, rejected = _Units(), set[int]()
     for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
         size = len(payload)
         fits20, fits30 = size % 38 == 0, size % 50 == 0
@@ -512,20 +515,12 @@ def _frame_g726(
     bits that make no whole code word are dropped. Payloads whose size is not a whole number
     of code words go to the decoder one by one (``"single"``), lest they shift the rest."""
     bits = G726_BITS[canonical_codec(fmt.name)]
-    units, rejected = _Units(), set()
+    units, rejected = _Units(), set[int]()
     for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
         if payload:
             group = "" if len(payload) * 8 % bits == 0 else "single"
             units.add(group, position * scale, payload, len(payload) * 8 // bits, index)
     return units, rejected
-
-
-AMR_NB_BITS = (95, 103, 118, 134, 148, 159, 204, 244, 39)
-"""Class A+B+C bits of each AMR frame type (RFC 4867 §3.6; 8 is the SID frame)."""
-AMR_WB_BITS = (132, 177, 253, 285, 317, 365, 397, 461, 477, 40)
-"""The same for AMR-WB (9 is the SID frame)."""
-_AMR_NO_DATA = 15
-_AMR_WB_SPEECH_LOST = 14
 
 
 def _frame_amr(
@@ -536,7 +531,7 @@ def _frame_amr(
     SID frame becomes the storage format (§5.3: a ToC octet, the bits padded to octets), one
     run per payload stretch of frames, 20 ms apart. NO_DATA and lost frames stay silent."""
     wideband = canonical_codec(fmt.name) == AMR_WB
-    bits_of = AMR_WB_BITS if wideband else AMR_NB_BITS
+    bits_of = amr.AMR_WB_BITS if wideband else amr.AMR_NB_BITS
     samples = 320 if wideband else 160
     ticks = samples // scale
     params = _fmtp_params(fmt)
@@ -545,8 +540,9 @@ def _frame_amr(
     # Interleaving and robust sorting reorder frames across packets; the answer refuses them.
     unsupported = "interleaving" in params or params.get("robust-sorting") == "1"
     sid_decoded = _decoder_name(fmt.name).startswith("libopencore")
-    single = {} if octet or unsupported else _amr_efficient_single(payloads, bits_of)
-    units, rejected = _Units(), set()
+    single = {} if octet or unsupported else amr.efficient_single(payloads, bits_of)
+    read_frames = amr.octet_aligned if octet else amr.bandwidth_efficient
+    units, rejected = _Units(), set[int]()
     for index, (position, payload) in enumerate(zip(positions, payloads, strict=True)):
         if unsupported:
             rejected.add(index)
@@ -554,7 +550,7 @@ def _frame_amr(
         if index in single:
             frames: list[tuple[int, bytes]] | None = [single[index]]
         else:
-            frames = (_amr_octet if octet else _amr_efficient)(payload, bits_of, crc)
+            frames = read_frames(payload, bits_of, crc)
         if frames is None:
             rejected.add(index)
             continue
@@ -575,119 +571,6 @@ def _frame_amr(
             start = (position + run_start * ticks) * scale
             units.add("", start, b"".join(run), len(run) * samples, index)
     return units, rejected
-
-
-def _amr_storage(ft: int, quality: int, body: int, nbits: int) -> bytes:
-    """A storage-format frame: ToC octet, then ``nbits`` bits of ``body`` padded to octets."""
-    nbytes = (nbits + 7) // 8
-    return bytes([(ft << 3) | (quality << 2)]) + (body << (nbytes * 8 - nbits)).to_bytes(
-        nbytes, "big"
-    )
-
-
-def _amr_valid(ft: int, bits_of: tuple[int, ...]) -> bool:
-    wideband = bits_of is AMR_WB_BITS
-    return ft < len(bits_of) or ft == _AMR_NO_DATA or (wideband and ft == _AMR_WB_SPEECH_LOST)
-
-
-def _amr_octet(
-    payload: bytes, bits_of: tuple[int, ...], crc: bool
-) -> list[tuple[int, bytes]] | None:
-    if len(payload) < 2:
-        return None
-    tocs: list[tuple[int, int]] = []
-    at = 1  # after the CMR octet
-    while True:
-        if at >= len(payload):
-            return None
-        toc = payload[at]
-        at += 1
-        ft, quality = (toc >> 3) & 0x0F, (toc >> 2) & 1
-        if not _amr_valid(ft, bits_of):
-            return None
-        tocs.append((ft, quality))
-        if not toc & 0x80:
-            break
-    if crc:
-        at += sum(1 for ft, _ in tocs if ft < len(bits_of))
-    frames: list[tuple[int, bytes]] = []
-    for ft, quality in tocs:
-        nbits = bits_of[ft] if ft < len(bits_of) else 0
-        nbytes = (nbits + 7) // 8
-        if at + nbytes > len(payload):
-            return None
-        frames.append((ft, bytes([(ft << 3) | (quality << 2)]) + payload[at : at + nbytes]))
-        at += nbytes
-    return frames
-
-
-def _amr_efficient(
-    payload: bytes, bits_of: tuple[int, ...], crc: bool
-) -> list[tuple[int, bytes]] | None:
-    total = len(payload) * 8
-    value = int.from_bytes(payload, "big")
-
-    def take(at: int, count: int) -> int:
-        return (value >> (total - at - count)) & ((1 << count) - 1)
-
-    at = 4  # after the CMR
-    tocs: list[tuple[int, int]] = []
-    while True:
-        if at + 6 > total:
-            return None
-        toc = take(at, 6)
-        at += 6
-        ft, quality = (toc >> 1) & 0x0F, toc & 1
-        if not _amr_valid(ft, bits_of):
-            return None
-        tocs.append((ft, quality))
-        if not toc & 0x20:
-            break
-    frames: list[tuple[int, bytes]] = []
-    for ft, quality in tocs:
-        nbits = bits_of[ft] if ft < len(bits_of) else 0
-        if at + nbits > total:
-            return None
-        frames.append((ft, _amr_storage(ft, quality, take(at, nbits), nbits)))
-        at += nbits
-    if total - at >= 8:  # more than the padding to an octet
-        return None
-    return frames
-
-
-def _amr_efficient_single(
-    payloads: Sequence[bytes], bits_of: tuple[int, ...]
-) -> dict[int, tuple[int, bytes]]:
-    """Bandwidth-efficient payloads carrying exactly one speech or SID frame (what SRCs send
-    most), depacketised in bulk, by payload size: index -> (frame type, storage frame). Other
-    payloads are left to :func:`_amr_efficient`."""
-    by_size: dict[int, list[int]] = {}
-    for index, payload in enumerate(payloads):
-        by_size.setdefault(len(payload), []).append(index)
-    out: dict[int, tuple[int, bytes]] = {}
-    for size, indexes in by_size.items():
-        if size < 2 or len(indexes) < 8:
-            continue
-        rows = np.frombuffer(b"".join(payloads[i] for i in indexes), np.uint8).reshape(-1, size)
-        bits = np.unpackbits(rows, axis=1)
-        follow, quality = bits[:, 4], bits[:, 9].astype(np.uint8)
-        types = (bits[:, 5] << 3) | (bits[:, 6] << 2) | (bits[:, 7] << 1) | bits[:, 8]
-        where = np.asarray(indexes)
-        for ft, nbits in enumerate(bits_of):
-            spare = size * 8 - 10 - nbits
-            if not 0 <= spare < 8:  # not one frame of this type in a payload of this size
-                continue
-            chosen = (types == ft) & (follow == 0)
-            if not chosen.any():
-                continue
-            nbytes = (nbits + 7) // 8
-            body = np.zeros((int(chosen.sum()), nbytes * 8), np.uint8)
-            body[:, :nbits] = bits[chosen, 10 : 10 + nbits]
-            toc = ((ft << 3) | (quality[chosen] << 2)).astype(np.uint8)
-            frames = np.concatenate([toc[:, np.newaxis], np.packbits(body, axis=1)], axis=1)
-            for index, frame in zip(where[chosen].tolist(), frames, strict=True):
-                out[index] = (ft, frame.tobytes())
-    return out
 
 
 def _framer_key(canon: str) -> str:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
+_built: ModuleType | None
 try:
-    from siprec_node.media import _rtprecv as _built
+    import siprec_node.media._rtprecv as _rtprecv
+
+    _built = _rtprecv
 except ImportError:  # no compiler at install time, or not Linux
     _built = None
 

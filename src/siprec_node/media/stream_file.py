@@ -399,7 +399,7 @@ def read_wav_g711(path: str | os.PathLike[str]) -> tuple[str, bytes]:
 
 def _samples_present(data: bytes, offset: int, law: str) -> int:
     """Samples of a stream ``.wav`` whose first sample is at ``offset``: see read_wav_g711."""
-    declared = _DATA_SIZE.unpack_from(data, offset - 4)[0]
+    declared: int = _DATA_SIZE.unpack_from(data, offset - 4)[0]
     body = len(data) - offset
     if body <= declared:
         return body

@@ -275,7 +275,8 @@ def _decode_source(
     if not chosen.size:
         return None
     payloads = source.frames.payloads
-    log = FrameLog(fmt.clock_rate, positions[chosen] - first, [payloads[i] for i in chosen])
+    chosen_payloads = [payloads[i] for i in chosen.tolist()]
+    log = FrameLog(fmt.clock_rate, positions[chosen] - first, chosen_payloads)
     return decode_stretch(fmt, log)
 
 

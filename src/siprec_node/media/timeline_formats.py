@@ -10,7 +10,10 @@ because a stream that never changes codec never runs any of it.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections import deque
 
 NEVER = -(1 << 62)  # a position no packet has
 FORCE = float(1 << 62)  # a baseline that makes the next packet re-anchor
@@ -56,6 +59,58 @@ class Switch(NamedTuple):
 
 class FormatSwitching:
     """The format-switch half of :class:`~siprec_node.media.timeline.StreamTimeline`."""
+
+    # The placement state of StreamTimeline this half reads and changes (set by its __init__).
+    clock_rate: int
+    epoch: float
+    payload_type: int
+    base_rate: int
+    window: int
+    window_seconds: float
+    gap_min: int
+    switches: int
+    switches_refused: int
+    late: int
+    reanchors: int
+    unexpected_payload: int
+    unexpected_types: dict[int, int]
+    first_position: int | None
+    last_position: int | None
+    _formats: dict[int, TimelineFormat]
+    _switches: deque[Switch]
+    _recent: deque[tuple[int, int, int, bytes, float]]
+    _events: set[int]
+    _comfort: set[int]
+    _duration: Callable[[bytes], int] | None
+    _to_base: float
+    _limit: float
+    _discontinuity: float
+    _gap_min_seconds: float
+    _ssrc: int | None
+    _max_seq: int
+    _seen: int
+    _baseline: float
+    _transit: float
+    _jitter: float
+    _anchor_ts: int
+    _anchor_pos: int
+    _next: int
+    _frontier: int
+    _end_seen: int
+    _quiet_from: int
+    _max_pos: int
+    _span_pending: bool
+
+    if TYPE_CHECKING:
+
+        @property
+        def packets(self) -> int: ...
+
+        def flush(self) -> list[Placed]: ...
+
+        def _place(
+            self, sequence: int, timestamp: int, payload: bytes, arrival: float
+        ) -> list[Placed]: ...
 
     def _switch(
         self,
@@ -130,7 +185,8 @@ class FormatSwitching:
         as unexpected, when they are the newest of the locked SSRC in an unbroken run by
         sequence number: an SRC that switched codec right after a re-INVITE's answer, before
         the recorder heard of the answer. Their counts leave ``unexpected_payload``."""
-        recent, run = list(self._recent), []
+        recent = list(self._recent)
+        run: list[tuple[int, int, int, bytes, float]] = []
         self._recent.clear()
         for item in reversed(recent):  # the newest first
             if item[0] != (self._max_seq - len(run)) & 0xFFFF or item[2] not in payload_types:

@@ -139,7 +139,7 @@ def frame_levels(pcm: np.ndarray, rate: int, frame_ms: int = FRAME_MS) -> np.nda
     size = rate * frame_ms // 1000
     count = pcm.shape[0] // size
     frames = pcm[: count * size].reshape(count, size).astype(np.float32)
-    power = np.einsum("ij,ij->i", frames, frames) / (size * 32768.0**2)
+    power: np.ndarray = np.einsum("ij,ij->i", frames, frames) / (size * 32768.0**2)
     return 10.0 * np.log10(power + 1e-12)
 
 
@@ -175,7 +175,7 @@ def voice_activity(levels: np.ndarray, config: VadConfig = VadConfig()) -> np.nd
     # a run above the low threshold is speech if any of its frames crosses the high one
     totals = np.concatenate(([0], np.cumsum(high, dtype=np.int64)))
     speech = (totals[ends] - totals[starts]) > 0
-    active = np.zeros_like(low)
+    active: np.ndarray = np.zeros_like(low)
     active[low] = np.repeat(speech, ends - starts)
     return active
 

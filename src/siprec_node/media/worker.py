@@ -1,6 +1,6 @@
 """A media worker process: records the streams the SIP process hands it over a control socket.
 
-Started by :class:`~siprec_node.media.engine.WorkerEngine` as
+Started by :class:`~siprec_node.media.worker_engine.WorkerEngine` as
 ``python -m siprec_node.media.worker --fd N``. Requests are JSON datagrams on a SOCK_SEQPACKET
 socket (:mod:`~siprec_node.media.control`; the RTP/RTCP sockets of an ``open`` ride along as
 SCM_RIGHTS), handled one at a time in the order sent; each gets a JSON reply with the same

@@ -147,7 +147,7 @@ class SessionManager:
                 state,
                 SessionStatus.ENDED,
                 TIMEOUT_REASON,
-                still_due=lambda s, cutoff=cutoff: s.last_activity <= cutoff,
+                still_due=lambda s: s.last_activity <= cutoff,
             )
             if done is not None:
                 ended.append(done)

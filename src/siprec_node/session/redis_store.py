@@ -484,7 +484,7 @@ class RedisSessionStore(SessionStore):
                     args=[session_id, node or ""],
                 )
             if result != -1:
-                return result == 1
+                return bool(result == 1)
         raise StoreUnavailable(f"delete {session_id!r}: owner kept changing")
 
     async def list_active(self) -> list[SessionState]:

@@ -142,21 +142,25 @@ class StreamFramer:
             end = HEADER_END.search(buf, max(pos, self._scan))
             if end is None:
                 if len(buf) - pos > self.max_size:
-                    return self._fail(
+                    self._fail(
                         buf, pos, items, f"header section larger than {self.max_size} bytes", 413
                     )
+                    return None
                 self._scan = max(pos, len(buf) - 2)  # a terminator may straddle two feeds
                 return None
             try:
                 body_length = head_content_length(bytes(buf[pos : end.start()]))
             except SipParseError as exc:
-                return self._fail(buf, pos, items, exc.reason, 400)
+                self._fail(buf, pos, items, exc.reason, 400)
+                return None
             if body_length is None:
-                return self._fail(buf, pos, items, "missing Content-Length on a stream", 400)
+                self._fail(buf, pos, items, "missing Content-Length on a stream", 400)
+                return None
             length = end.end() - pos + body_length
             if length > self.max_size:
                 reason = f"message of {length} bytes larger than {self.max_size}"
-                return self._fail(buf, pos, items, reason, 413)
+                self._fail(buf, pos, items, reason, 413)
+                return None
             self._length = length
         if len(buf) - pos < self._length:
             return None

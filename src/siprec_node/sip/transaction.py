@@ -20,6 +20,8 @@ Design choices:
   it matches (§9.2); the TU answers both (200 to the CANCEL, 487 to the INVITE if unanswered).
 * On receipt, the topmost Via is stamped with ``received``/``rport`` (§18.2.1, RFC 3581), so
   responses built from the request carry what :func:`response_destination` needs.
+
+The state tables the transactions follow are in :mod:`siprec_node.sip.transaction_table`.
 """
 
 from __future__ import annotations
@@ -30,10 +32,19 @@ import ipaddress
 import itertools
 import secrets
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Literal, Union
 
 from siprec_node.sip.message import Headers, SipRequest, SipResponse, Via, make_response
+from siprec_node.sip.transaction_table import (
+    CLIENT_RECEIVE,
+    SERVER_ACK,
+    SERVER_RETRANSMISSION,
+    SERVER_SEND,
+    Do,
+    Kind,
+    TransactionState,
+    class_of,
+)
 from siprec_node.sip.uri import parse_decimal
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -106,17 +117,6 @@ class Outgoing:
 
     data: bytes
     destination: Address
-
-
-class TransactionState(StrEnum):
-    """States of RFC 3261 §17 (Accepted from RFC 6026)."""
-
-    TRYING = "trying"
-    PROCEEDING = "proceeding"
-    ACCEPTED = "accepted"
-    COMPLETED = "completed"
-    CONFIRMED = "confirmed"
-    TERMINATED = "terminated"
 
 
 class TransactionError(Exception):
@@ -284,8 +284,8 @@ def response_destination(via: Via, source: Address) -> Address:
     if "rport" in params:
         rport = params.get("rport")
         host = params.get("received") or source.host
-        port = parse_decimal(rport, max_digits=5) if rport else None
-        return Address("udp", host, port if port and port <= 65535 else source.port)
+        number = parse_decimal(rport, max_digits=5) if rport else None
+        return Address("udp", host, number if number and number <= 65535 else source.port)
     received = params.get("received")
     if received:
         return Address("udp", received, port)
@@ -328,86 +328,10 @@ def transaction_key(
 
 
 # --------------------------------------------------------------------------------------------
-# State tables
+# Transactions (internal, mutable); their state tables are in transaction_table.py
 
 S = TransactionState
-
-
-class _Kind(StrEnum):
-    INVITE = "invite"
-    NON_INVITE = "non-invite"
-
-
-class _Class(StrEnum):
-    PROVISIONAL = "1xx"
-    SUCCESS = "2xx"
-    FAILURE = "3xx-6xx"
-
-
-def _class_of(status: int) -> _Class:
-    if status < 200:
-        return _Class.PROVISIONAL
-    return _Class.SUCCESS if status < 300 else _Class.FAILURE
-
-
-class _Do(StrEnum):
-    ABSORB = "absorb"  # drop silently
-    RESEND = "resend"  # send the last response again (if any)
-    RESEND_UNACKED = "resend-unacked"  # the same, while no ACK has come
-    PASS = "pass"  # report to the TU
-
-
-_INV, _NON = _Kind.INVITE, _Kind.NON_INVITE
-_1XX, _2XX, _FAIL = _Class.PROVISIONAL, _Class.SUCCESS, _Class.FAILURE
-
-# A response sent by the TU: (kind, state, class) -> next state. Anything else is illegal.
-_SERVER_SEND: dict[tuple[_Kind, S, _Class], S] = {
-    (_INV, S.PROCEEDING, _1XX): S.PROCEEDING,
-    (_INV, S.PROCEEDING, _2XX): S.ACCEPTED,
-    (_INV, S.PROCEEDING, _FAIL): S.COMPLETED,
-    (_NON, S.TRYING, _1XX): S.PROCEEDING,
-    (_NON, S.TRYING, _2XX): S.COMPLETED,
-    (_NON, S.TRYING, _FAIL): S.COMPLETED,
-    (_NON, S.PROCEEDING, _1XX): S.PROCEEDING,
-    (_NON, S.PROCEEDING, _2XX): S.COMPLETED,
-    (_NON, S.PROCEEDING, _FAIL): S.COMPLETED,
-}
-
-# A retransmitted request: (kind, state) -> reaction.
-_SERVER_RETRANSMISSION: dict[tuple[_Kind, S], _Do] = {
-    (_INV, S.PROCEEDING): _Do.RESEND,  # the last provisional, if any
-    (_INV, S.ACCEPTED): _Do.RESEND_UNACKED,  # the 2xx
-    (_INV, S.COMPLETED): _Do.RESEND,
-    (_INV, S.CONFIRMED): _Do.ABSORB,
-    (_NON, S.TRYING): _Do.ABSORB,
-    (_NON, S.PROCEEDING): _Do.RESEND,
-    (_NON, S.COMPLETED): _Do.RESEND,
-}
-
-# An ACK matching an INVITE server transaction: state -> (next state, reaction).
-_SERVER_ACK: dict[S, tuple[S, _Do]] = {
-    S.PROCEEDING: (S.PROCEEDING, _Do.ABSORB),  # nothing to acknowledge yet
-    S.ACCEPTED: (S.ACCEPTED, _Do.PASS),  # the first one; duplicates absorbed
-    S.COMPLETED: (S.CONFIRMED, _Do.ABSORB),
-    S.CONFIRMED: (S.CONFIRMED, _Do.ABSORB),
-}
-
-# A response to a client non-INVITE transaction: (state, class) -> next state, None = absorb.
-_CLIENT_RECEIVE: dict[tuple[S, _Class], S | None] = {
-    (S.TRYING, _1XX): S.PROCEEDING,
-    (S.TRYING, _2XX): S.COMPLETED,
-    (S.TRYING, _FAIL): S.COMPLETED,
-    (S.PROCEEDING, _1XX): S.PROCEEDING,
-    (S.PROCEEDING, _2XX): S.COMPLETED,
-    (S.PROCEEDING, _FAIL): S.COMPLETED,
-    (S.COMPLETED, _1XX): None,
-    (S.COMPLETED, _2XX): None,
-    (S.COMPLETED, _FAIL): None,
-}
-
-
-# --------------------------------------------------------------------------------------------
-# Transactions (internal, mutable)
+_INV, _NON = Kind.INVITE, Kind.NON_INVITE
 
 _MATCHING_HEADERS = frozenset({"via", "from", "to", "call-id", "cseq"})
 
@@ -436,7 +360,7 @@ class _Transaction:
 
 @dataclass(eq=False)
 class _ServerTransaction(_Transaction):
-    kind: _Kind = _NON
+    kind: Kind = _NON
     response: SipResponse | None = None
     acked: bool = False
     ack_index: tuple[str, str | None] | None = None
@@ -548,8 +472,8 @@ class TransactionLayer:
         key = transaction_key(request)
         txn = self._server.get(key)
         if txn is not None:
-            action = _SERVER_RETRANSMISSION[(txn.kind, txn.state)]
-            if action is _Do.RESEND or (action is _Do.RESEND_UNACKED and not txn.acked):
+            action = SERVER_RETRANSMISSION[(txn.kind, txn.state)]
+            if action is Do.RESEND or (action is Do.RESEND_UNACKED and not txn.acked):
                 self._resend(txn)
             return []
         stamped = stamp_via(request, source)
@@ -585,10 +509,10 @@ class TransactionLayer:
             if match is None:
                 return [AckReceived(stamp_via(ack, source), source)]
             txn, lenient = match
-        state, action = _SERVER_ACK[txn.state]
+        state, action = SERVER_ACK[txn.state]
         if txn.state is S.COMPLETED:
             self._enter(txn, state, now)
-        if action is _Do.PASS and not txn.acked:
+        if action is Do.PASS and not txn.acked:
             txn.acked = True
             self._cancel_timer(txn, "G")
             return [AckReceived(stamp_via(ack, source), source, txn.key, lenient)]
@@ -632,7 +556,7 @@ class TransactionLayer:
             raise TransactionError(
                 f"response to {response.cseq.method} sent on a {txn.request.method} transaction"
             )
-        new_state = _SERVER_SEND.get((txn.kind, txn.state, _class_of(response.status)))
+        new_state = SERVER_SEND.get((txn.kind, txn.state, class_of(response.status)))
         if new_state is None:
             raise TransactionError(
                 f"cannot send {response.status} on {txn.request.method} transaction in state "
@@ -748,7 +672,7 @@ class TransactionLayer:
         txn = self._client.get((branch or "", response.cseq.method))
         if txn is None:
             return []
-        new_state = _CLIENT_RECEIVE.get((txn.state, _class_of(response.status)))
+        new_state = CLIENT_RECEIVE.get((txn.state, class_of(response.status)))
         if new_state is None:
             return []
         txn.state = new_state

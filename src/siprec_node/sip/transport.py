@@ -23,19 +23,21 @@ import resource
 import socket
 import ssl
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
 from siprec_node.sip.errors import SipParseError
 from siprec_node.sip.framing import FramedMessage, FramingError, KeepAlivePing, StreamFramer
 from siprec_node.sip.rate_limit import LogThrottle
-from siprec_node.sip.transaction import Address
+from siprec_node.sip.transaction import Address, Transport
 
 log = structlog.get_logger("siprec_node.sip.transport")
 
 MessageCallback = Callable[[bytes, Address], None]
+_STREAM_TRANSPORTS: tuple[Transport, ...] = ("tcp", "tls")
 
 STREAM_READ_SIZE = 65536
 """Bytes read from a stream connection at once (into one buffer shared by all connections)."""
@@ -108,8 +110,8 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         if hasattr(transport, "max_size"):
             transport.max_size = UDP_READ_SIZE
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
-        host, port = str(addr[0]), int(addr[1])  # type: ignore[call-overload]
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        host, port = str(addr[0]), int(addr[1])
         self.owner.deliver(data, Address("udp", host, port, None))
 
     def error_received(self, exc: Exception) -> None:
@@ -120,7 +122,9 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 class _StreamListener:
     """A listening TCP/TLS socket served by :meth:`SipTransports._accept`."""
 
-    def __init__(self, sock: socket.socket, transport: str, ctx: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, sock: socket.socket, transport: Transport, ctx: ssl.SSLContext | None
+    ) -> None:
         self.sock = sock
         self.transport = transport
         self.ctx = ctx
@@ -132,7 +136,7 @@ class _StreamConnection(asyncio.BufferedProtocol):
     """One TCP/TLS connection: framing in, writes out, its deadlines."""
 
     def __init__(
-        self, owner: SipTransports, conn_id: int, transport: str, peer: tuple[str, int]
+        self, owner: SipTransports, conn_id: int, transport: Transport, peer: tuple[str, int]
     ) -> None:
         self.owner = owner
         self.id = conn_id
@@ -331,7 +335,7 @@ class SipTransports:
             sockname = udp_transport.get_extra_info("sockname")
             bound = BoundListener("udp", host, int(sockname[1]))
             self._udp.append((bound, protocol))
-        elif transport in ("tcp", "tls"):
+        elif transport in _STREAM_TRANSPORTS:
             ctx = self._tls_server if transport == "tls" else None
             if transport == "tls" and ctx is None:
                 raise ValueError("a tls listener needs sip.tls.cert_file and sip.tls.key_file")
@@ -591,8 +595,8 @@ class SipTransports:
         self._register(conn, inbound=False)
         conn.write(data)
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task

@@ -365,9 +365,9 @@ def _replace_all(items: list[Any], updates: list[Any], key: Any) -> None:
     for index, item in enumerate(items):
         position.setdefault(key(item), index)
     for new in updates:
-        index = position.get(key(new))
-        if index is None:
+        at = position.get(key(new))
+        if at is None:
             position[key(new)] = len(items)
             items.append(copy.deepcopy(new))
         else:
-            items[index] = copy.deepcopy(new)
+            items[at] = copy.deepcopy(new)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from xml.sax.saxutils import escape, quoteattr
 
 import defusedxml
@@ -434,7 +434,7 @@ class _Reader:
             else:
                 self.extension(child, target.extensions, where)
 
-    def missing_id(self, kind: str, existing: dict[str, object]) -> str:
+    def missing_id(self, kind: str, existing: Sized) -> str:
         generated = f"{kind}-{len(existing) + 1}"
         self.warn(f"<{kind}> without an id, named {generated!r}")
         return generated

@@ -190,6 +190,7 @@ def _collect_parts(body: bytes, params: dict[str, str], result: ExtractedBody, d
         encoding = headers.get("content-transfer-encoding", "").strip().lower()
         content = _decode_transfer_encoding(content, encoding)
         type_value = headers.get("content-type")
+        part_params: dict[str, str]
         if type_value is None:
             # RFC 2046 defaults to text/plain; an unlabelled SDP is still an SDP.
             part_type, part_params = (

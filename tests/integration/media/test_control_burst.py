@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from siprec_node.media.engine import StreamSpec, WorkerEngine
+from siprec_node.media.engine import StreamSpec
+from siprec_node.media.worker_engine import WorkerEngine
 from siprec_node.siprec.sdp_answer import NegotiatedStream
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
-"""Signals to the whole process group, as a terminal's Ctrl-C (SIGINT) and systemd's default
-``KillMode=control-group`` (SIGTERM) deliver them: the node and its two media workers get the
-signal at once, with live calls carrying RTP.
+"""Signals to the whole process group, as a terminal's Ctrl-C (SIGINT), a closed terminal or ssh
+session (SIGHUP) and systemd's default ``KillMode=control-group`` (SIGTERM) deliver them: the
+node and its two media workers get the signal at once, with live calls carrying RTP.
 
 The workers must ignore it and leave only when the node has closed their calls; the node drains
 (BYE to each call), every sidecar has its packet counts and ``complete`` streams, the node exits
@@ -36,7 +36,9 @@ def _legs(n: int) -> list[RtpLeg]:
     ]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"]
+)
 def test_signal_to_the_process_group_drains_with_every_statistic(sig: signal.Signals) -> None:
     node = start_node(
         env={"SIPREC_MEDIA__WORKERS": str(WORKERS), "SIPREC_NODE__DRAIN_GRACE": "0s"},

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from siprec_node.media.engine import LocalEngine
-from siprec_node.media.loop_lag import LoopLag
+from siprec_node.media.engine import LocalEngine, LoopLag
 
 
 def test_percentiles_from_the_histogram() -> None:

@@ -13,6 +13,7 @@ import av
 import numpy as np
 import pytest
 
+from siprec_node.media import amr
 from siprec_node.media import decode as decode_module
 from siprec_node.media.decode import (
     Decoded,
@@ -372,16 +373,16 @@ def test_codec_without_a_local_decoder_or_unknown_is_refused(
 def test_amr_bulk_depacketising_agrees_with_the_bit_reader(wideband: bool) -> None:
     if wideband:
         frames = amrwb_frames(tone(700, 1.0, 16000), 2) + amrwb_frames(tone(700, 1.0, 16000), 8)
-        bits_of = decode_module.AMR_WB_BITS
+        bits_of = amr.AMR_WB_BITS
     else:
         frames = amrnb_frames(tone(700, 1.0, 8000), 4750) + amrnb_frames(tone(700, 1.0, 8000))
-        bits_of = decode_module.AMR_NB_BITS
+        bits_of = amr.AMR_NB_BITS
     payloads = [amr_payload([f], wideband=wideband, octet_aligned=False) for f in frames]
     payloads += [amr_payload(frames[:2], wideband=wideband, octet_aligned=False)]  # two frames
-    bulk = decode_module._amr_efficient_single(payloads, bits_of)
+    bulk = amr.efficient_single(payloads, bits_of)
     assert set(bulk) == set(range(len(frames)))  # every one-frame payload, not the last
     for index, frame in bulk.items():
-        assert [frame] == decode_module._amr_efficient(payloads[index], bits_of, False)
+        assert [frame] == amr.bandwidth_efficient(payloads[index], bits_of, False)
         assert frame[1] == frames[index][: len(frame[1])]  # the encoder's own storage frame
 
 
