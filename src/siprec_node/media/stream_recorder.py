@@ -672,6 +672,7 @@ class StreamRecorder:
     def stats(self) -> StreamStats:
         self.settle()
         t = self._timeline
+        write_errors, write_lost_ms, write_error = self.write_errors()
         srtp = self._srtp
         return StreamStats(
             index=self.stream.index,
@@ -710,11 +711,7 @@ class StreamRecorder:
             last_position=None if t.last_position is None else t.to_base(t.last_position),
             paused=self._paused,
             closed=self.closed,
-            **dict(
-                zip(
-                    ("write_errors", "write_lost_ms", "write_error"),
-                    self.write_errors(),
-                    strict=True,
-                )
-            ),
+            write_errors=write_errors,
+            write_lost_ms=write_lost_ms,
+            write_error=write_error,
         )
