@@ -45,6 +45,7 @@ from siprec_node.media.stream_file import (
     StreamInfo,
     Stretch,
     WavG711Writer,
+    WriteErrors,
     info_file_name,
     media_file_name,
     read_stream_info,
@@ -131,6 +132,9 @@ class StreamStats:
     last_position: int | None
     paused: bool
     closed: bool
+    write_errors: int = 0  # writes of the stream's files the disk refused (this run)
+    write_lost_ms: int = 0
+    write_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -230,6 +234,8 @@ class StreamRecorder:
         self.foreign_packets = 0
         """Datagrams from addresses the source check refused (counted by the receive path)."""
         self.closed = False
+        self.info_errors = WriteErrors()
+        """Rewrites of ``stream-<i>.json`` the disk refused."""
         self._info_due = now + info_interval
         self._due = now  # next time on_rtp hands over to _periodic
         self.fast_stream: Any = None
@@ -432,7 +438,7 @@ class StreamRecorder:
             return
         # the fast path's samples follow everything written so far, into preallocated silence
         at, end = writer.reserve(_FAST_ROOM)
-        if writer.end == state.next_position:
+        if writer.end == state.next_position and not writer.pending:
             self.fast_stream.arm(at, end, *state)
 
     def settle(self) -> None:
@@ -587,8 +593,12 @@ class StreamRecorder:
             for pt, n in prior.unexpected_payload.items():
                 unexpected[pt] = unexpected.get(pt, 0) + n
         foreign = self.foreign_packets
+        write_errors, write_lost_ms, write_error = self.write_errors()
         if prior is not None:
             foreign += prior.foreign_packets
+            write_errors += prior.write_errors
+            write_lost_ms += prior.write_lost_ms
+            write_error = prior.write_error or write_error
             ssrcs = prior.ssrcs + ssrcs
             dtmf = prior.dtmf + dtmf
             packets += prior.packets
@@ -634,6 +644,9 @@ class StreamRecorder:
             gap_length=gap_length,
             unexpected_payload=unexpected,
             foreign_packets=foreign,
+            write_errors=write_errors,
+            write_lost_ms=write_lost_ms,
+            write_error=write_error,
         )
 
     def _duplicates(self) -> int:
@@ -641,11 +654,25 @@ class StreamRecorder:
         return self._timeline.duplicates + replays
 
     def _write_info(self) -> None:
-        write_stream_info(self.info_path, self._info())
+        try:
+            write_stream_info(self.info_path, self._info())
+        except OSError as exc:  # disk full: the next rewrite (or the close) says it all
+            self.info_errors.add(exc, 0)
+
+    def write_errors(self) -> tuple[int, int, str | None]:
+        """(failed writes, ms of audio they lost, the first error) of this run's files."""
+        count, lost_ms, first = self.info_errors.count, 0.0, self.info_errors.error
+        for name, writer in self._writers.items():
+            errors = writer.errors
+            count += errors.count
+            lost_ms += errors.lost * 1000 / self._clock_of(name)
+            first = first or errors.error
+        return count, round(lost_ms), first
 
     def stats(self) -> StreamStats:
         self.settle()
         t = self._timeline
+        write_errors, write_lost_ms, write_error = self.write_errors()
         srtp = self._srtp
         return StreamStats(
             index=self.stream.index,
@@ -684,4 +711,7 @@ class StreamRecorder:
             last_position=None if t.last_position is None else t.to_base(t.last_position),
             paused=self._paused,
             closed=self.closed,
+            write_errors=write_errors,
+            write_lost_ms=write_lost_ms,
+            write_error=write_error,
         )

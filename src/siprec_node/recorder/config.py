@@ -42,6 +42,12 @@ class HandlerConfig:
     """``media.receive_path``: ``auto``, ``c`` or ``python`` (see ``media.fastpath``)."""
     recording_format: str = "wav"
     recording_channels: str = "stereo"
+    keep_parts: bool = False
+    """``recording.keep_parts``: leave the parts folder beside a finalised recording."""
+    min_free: int = 0
+    """``recording.min_free`` (bytes): below it new INVITEs get 503; 0: no minimum."""
+    finalise_retry: tuple[float, float] = (2.0, 60.0)
+    """First and longest wait (seconds) before a failed finalisation is tried again."""
     log_level: str = "info"
     log_format: str = "json"
     advertise_host: str | None = None

@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from siprec_node.media.disk import DiskSpace
 from siprec_node.media.engine import LocalEngine, MediaEngine
 from siprec_node.media.finalise import FinalisedRecording
 from siprec_node.media.port_allocator import PortAllocator, PortRange
@@ -29,8 +30,9 @@ from siprec_node.recorder import recovery
 from siprec_node.recorder.call_media import CallMedia
 from siprec_node.recorder.config import HandlerConfig
 from siprec_node.recorder.finalisation import finalise_recording
+from siprec_node.recorder.finalisations import Finalisations
 from siprec_node.recorder.snapshots import SnapshotWriter
-from siprec_node.sip.call import CallData, CallStore, MemoryCallStore
+from siprec_node.sip.call import CallData, CallStore, MemoryCallStore, utc_now
 from siprec_node.sip.call_control import CallControl
 from siprec_node.sip.calls import Call
 from siprec_node.sip.dialog import DialogTable
@@ -110,6 +112,18 @@ class CallDriver:
         self.call_media = CallMedia(self.media, self.engine, self.config.source_check)
         self.store: CallStore = self._call_store()
         self.snapshots: SnapshotWriter | None = None
+        self.finalisations = Finalisations(
+            self.finalise,
+            self._save_data,
+            keep_parts=self.config.keep_parts,
+            retry_initial=self.config.finalise_retry[0],
+            retry_max=self.config.finalise_retry[1],
+        )
+        self.disk = DiskSpace(
+            self.config.recording_dir,
+            self.config.min_free,
+            on_recovered=self.finalisations.wake,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._activity_task: asyncio.Task[None] | None = None
         self._activity_seen: dict[str, int] = {}
@@ -253,6 +267,7 @@ class CallDriver:
 
     def on_message(self, data: bytes, source: Address) -> None:
         """Handle one datagram or framed stream message."""
+        self.core.disk_low = self.disk.low
         self.core.receive(data, source, self.now())
         self.pump()
 
@@ -316,7 +331,9 @@ class CallDriver:
     async def recover(self) -> list[str]:
         """Restore this node's live calls from the store (see ``recovery.recover``)."""
         try:
-            return await recovery.recover(self.core, self.store, self.now())
+            return await recovery.recover(
+                self.core, self.store, self.now(), self.finalisations, self.config.recording_dir
+            )
         finally:
             self.pump()
 
@@ -404,6 +421,7 @@ class CallDriver:
         except Exception as exc:
             _log(effect).error("media_close_failed", error=repr(exc))
             stats = {}
+        self.finalisations.note_write_errors(effect.data, stats, _log(effect))
         _log(effect).info(
             "media_closed",
             streams={
@@ -432,11 +450,19 @@ class CallDriver:
             session,
             fmt=self.config.recording_format,
             channels=self.config.recording_channels,
+            finalisations=self.finalisations,
         )
         if result is not None:
             verdict = result.verdict.call
             self.core.count_verdict(verdict.status, tuple(verdict.kinds))
         return result
+
+    def _save_data(self, data: CallData) -> None:
+        """A snapshot of a call that is no longer live (its finalisation retried)."""
+        data.updated_at = utc_now()
+        data.version += 1
+        if self.snapshots is not None:
+            self.snapshots.submit(data)
 
     async def _on_worker_died(self, index: int, sessions: set[str]) -> None:
         """A media worker crashed and was restarted: its calls' streams are opened again."""
@@ -470,6 +496,8 @@ class CallDriver:
         if self.snapshots is None:
             self.snapshots = SnapshotWriter(self.store, on_rejected=self._lost_to_another_node)
             await self.engine.start()
+            self.disk.start()
+            self.finalisations.start()
         if self._activity_task is None and self.config.activity_interval > 0:
             self._activity_task = asyncio.get_running_loop().create_task(self._report_activity())
         if self._rtp_task is None and self.rtp_timeout.action != "none" and self._clock is None:
@@ -556,6 +584,8 @@ class CallDriver:
             self._timer.cancel()
             self._timer = None
         await self.idle()  # media closes started by the last calls' ends
+        self.disk.stop()
+        await self.finalisations.stop()
         await self.engine.stop()
         self.media.close()
         if self.snapshots is not None:

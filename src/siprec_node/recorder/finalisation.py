@@ -14,6 +14,7 @@ from siprec_node.media.finalise import (
     finalise_call,
     participants_from_session,
 )
+from siprec_node.recorder.finalisations import Finalisations
 from siprec_node.sip.call import CallData
 from siprec_node.sip.media_state import MediaState
 from siprec_node.siprec.recording_session import RecordingSession
@@ -28,23 +29,28 @@ async def finalise_recording(
     *,
     fmt: str,
     channels: str,
+    finalisations: Finalisations | None = None,
 ) -> FinalisedRecording | None:
     """Write the final recording of a call from its parts (in the default executor).
 
     Used for calls that end here and for calls of a dead node this node took over (their
     parts are where the shared recording directory has them). Conversation turns and the
-    verdict go into ``data`` for the session store, the files into ``state``.
+    verdict go into ``data`` for the session store, the files into ``state``. A call held
+    ``finalising`` takes its outcome once it succeeded; ``finalisations`` hears how it went
+    (a failure is retried there).
     """
     if state is None:
         return None
     if not Path(state.parts).is_dir():
         log.warning("recording_parts_unreachable", session_id=data.session_id, parts=state.parts)
+        if finalisations is not None:
+            finalisations.gone(data)
         return None
     info = CallInfo(
         session_id=data.session_id,
         call_id=data.call_id,
         node_id=data.node_id,
-        status=data.status,
+        status=data.outcome or data.status,
         end_reason=data.end_reason,
         started_at=data.started_at or data.created_at,
         ended_at=data.ended_at,
@@ -62,9 +68,14 @@ async def finalise_recording(
     )
     try:
         result = await asyncio.get_running_loop().run_in_executor(None, job)
-    except Exception as exc:
-        log.exception("recording_finalise_failed", session_id=data.session_id, error=repr(exc))
+    except Exception as exc:  # logged, counted, tried again later (recorder/finalisations.py)
+        if finalisations is None:
+            log.exception("recording_finalise_failed", session_id=data.session_id, error=repr(exc))
+        else:
+            finalisations.failed(data, state, session, exc)
         return None
+    if finalisations is not None:
+        finalisations.done(data, state)
     data.turns.clear()
     result.record_turns(data)
     state.files = [str(path) for path in result.files]

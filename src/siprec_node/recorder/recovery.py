@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from siprec_node.media.finalise import FinalisedRecording
+from siprec_node.recorder.finalisations import Finalisations
 from siprec_node.sip.call import CallData, CallStatus, CallStore
 from siprec_node.sip.call_control import CallControl
 from siprec_node.sip.media_state import MediaState
@@ -28,15 +29,25 @@ Finaliser = Callable[
 ]
 
 
-async def recover(core: CallControl, store: CallStore, now: float) -> list[str]:
+async def recover(
+    core: CallControl,
+    store: CallStore,
+    now: float,
+    finalisations: Finalisations,
+    recording_dir: str,
+) -> list[str]:
     """Restore this node's live calls from the store (restart with the same node id).
 
     Each call gets its dialog, recording state and RTP ports back, so in-dialog requests are
     answered from the restored dialog (never 481). Calls that never got their 200 are closed
-    as failed. Returns the session ids restored.
+    as failed; calls that ended ``finalising`` are finalised now, and so, soon, are the parts
+    folders left without a final recording. Returns the session ids restored.
     """
     restored: list[str] = []
     for data in await store.list():
+        if data.node_id == core.node_id and data.status == CallStatus.FINALISING:
+            finalisations.resume(data)  # ended, recording not yet finalised
+            continue
         if data.node_id != core.node_id or data.is_final or data.session_id in core.calls:
             continue
         try:
@@ -49,6 +60,12 @@ async def recover(core: CallControl, store: CallStore, now: float) -> list[str]:
             restored.append(call.data.session_id)
     core.recovering = False
     log.info("calls_recovered", count=len(restored))
+    finalisations.recover_parts_soon(  # parts folders left without a final recording
+        recording_dir,
+        core.node_id,
+        store,
+        lambda: [c.media_state.parts for c in core.calls.values() if c.media_state],
+    )
     return restored
 
 
@@ -59,7 +76,8 @@ async def finalise_orphan(
     media = (data.media or {}).get("state")
     if not media:
         return None
-    data.status, data.end_reason = CallStatus.FAILED, reason
+    if data.status != CallStatus.FINALISING:  # one that was finalising keeps its outcome
+        data.status, data.end_reason = CallStatus.FAILED, reason
     session = None
     if data.recording.get("session"):
         session = RecordingSession.from_dict(data.recording["session"])

@@ -395,6 +395,9 @@ class CallControl(CallLifecycle):
             return 483, None, []
         if self.draining:
             return 503, "Draining", retry
+        if self.disk_low:  # recording.min_free
+            self.stats["refused_disk_low"] += 1
+            return 503, "Low Disk Space", retry
         if not self._source_allowed(source):
             self.stats["forbidden"] += 1
             return 403, "Source Not Allowed", []

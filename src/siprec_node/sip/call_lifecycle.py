@@ -96,6 +96,9 @@ class CallLifecycle:
         self._outbox: list[tuple[bytes, Address]] = []
         self._effects: list[Effect] = []
         self.draining = False
+        self.disk_low = False
+        """Set by the driver: the recording disk has less than ``recording.min_free`` free,
+        new INVITEs get 503."""
         self.recovering = False
         """True while a restarted node has not yet restored its calls from the store: requests
         for dialogs it does not know get 503 + Retry-After then, never 481."""
@@ -113,6 +116,7 @@ class CallLifecycle:
                 "internal_errors",
                 "invite_rate_limited",
                 "too_many_streams",
+                "refused_disk_low",
             ),
             0,
         )
@@ -359,13 +363,18 @@ class CallLifecycle:
             state.closed = True  # an open waiting for its turn must not start any more
             if state.open or state.engaged:  # also what an open in flight (or failed) took
                 self._closing[call.data.session_id] = call
-                self._effects.append(CloseMedia(call.data.session_id, call.data.call_id, state))
+                self._effects.append(
+                    CloseMedia(call.data.session_id, call.data.call_id, state, call.data)
+                )
         call.dialog.terminate()
         self.dialogs.remove(call.dialog)
         self.calls.pop(call.data.session_id, None)
         self._by_dialog.pop((call.dialog.call_id, call.dialog.local_tag), None)
         self._by_invite.pop(call.invite_key, None)
         call.data.status = status
+        if call.answered and state is not None and (state.open or state.engaged):
+            # a recording to finalise: `finalising` until it is final, then `status`
+            call.data.outcome, call.data.status = status, CallStatus.FINALISING
         call.data.end_reason = reason
         call.data.ended_at = utc_now()
         self.stats["calls_ended" if status == CallStatus.ENDED else "calls_failed"] += 1

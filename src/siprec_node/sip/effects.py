@@ -59,11 +59,14 @@ class ReopenMedia:
 
 @dataclass(frozen=True)
 class CloseMedia:
-    """Close the streams of an ended call; answer with ``media_closed``."""
+    """Close the streams of an ended call; answer with ``media_closed``. ``data`` is the core's
+    CallData of the call (no longer live): what the close reports (write errors) is flagged
+    into it for the verdict."""
 
     session_id: str
     call_id: str
     state: MediaState
+    data: CallData
 
 
 @dataclass(frozen=True)

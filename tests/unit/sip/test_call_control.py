@@ -207,15 +207,19 @@ def test_bye_closes_the_media_then_finalises_then_stores_the_final_snapshot() ->
     (ended,) = c.effects_of(CallEnded)
     assert isinstance(ended, CallEnded) and ended.status == CallStatus.ENDED
     (close,) = c.effects_of(CloseMedia)
-    assert c.snapshots(session_id)[-1].status == CallStatus.ENDED
+    ending = c.snapshots(session_id)[-1]  # `finalising` until the recording is final
+    assert (ending.status, ending.outcome) == (CallStatus.FINALISING, CallStatus.ENDED)
     c.core.media_closed(close.session_id)
     c.take()
     (finalise,) = c.effects_of(Finalise)
-    assert isinstance(finalise, Finalise) and finalise.data.status == CallStatus.ENDED
-    finalise.data.verdict = {"status": "ok", "problems": []}  # what finalisation writes
+    assert isinstance(finalise, Finalise) and finalise.data.outcome == CallStatus.ENDED
+    # what the driver's finalisation writes into the call's data when it succeeds
+    finalise.data.verdict = {"status": "ok", "problems": []}
+    finalise.data.status, finalise.data.outcome = CallStatus.ENDED, None
     c.core.finalised(session_id)
     c.take()
     (last,) = c.snapshots(session_id)
+    assert last.status == CallStatus.ENDED
     assert last.verdict == {"status": "ok", "problems": []}
     assert c.effects == []
 
