@@ -91,6 +91,7 @@ from .decode import (
 )
 from .disk import clean_leftovers
 from .evidence import judge
+from .sidecar import Dtmf, Sidecar, SidecarParticipant, SidecarStream, Span
 from .stream_parts import StreamParts, common_pauses, load_streams
 from .vad import Conversation, TurnSink, VadConfig, analyse_levels, frame_levels
 from .verdict import CallVerdict, Verdict
@@ -100,7 +101,6 @@ Channels = Literal["stereo", "separate", "both"]
 FORMATS: tuple[str, ...] = ("wav", "wav-g711", "flac", "opus")
 CHANNELS: tuple[str, ...] = ("stereo", "separate", "both")
 EXTENSIONS = {"wav": "wav", "wav-g711": "wav", "flac": "flac", "opus": "opus"}
-SIDECAR_SCHEMA = 1
 
 
 # -- inputs --------------------------------------------------------------------------------
@@ -557,7 +557,7 @@ def finalise_call(
         pause_list = [(p[0].timestamp(), end if p[1] is None else p[1].timestamp()) for p in pauses]
     else:
         pause_list = [(epoch + s, epoch + e) for s, e in common_pauses(streams, epoch, end)]
-    metadata = _sidecar(
+    typed = _sidecar(
         call,
         fmt,
         channels,
@@ -573,6 +573,7 @@ def finalise_call(
         conversation,
         alignment,
     )
+    metadata = typed.to_dict()
     verdict = judge(call.started_at, call.flags, loaded, epoch, end, call_pauses, metadata)
     sidecar = directory / f"{stem}.json"
     previous = _previous_files(sidecar)
@@ -613,86 +614,85 @@ def _sidecar(
     pauses: Sequence[tuple[float, float]],
     conversation: Conversation | None,
     alignment: Mapping[str, Any],
-) -> dict[str, Any]:
+) -> Sidecar:
     mixed = next((f for f in out.described if f["path"] == out.path().name), None)
     positions = ["left", "right"] if mixed and len(mixed["streams"]) == 2 else ["mono"]
     channel_of = dict(zip(mixed["streams"], positions, strict=False)) if mixed else {}
 
-    def participant(p: ParticipantInfo) -> dict[str, Any]:
+    def participant(p: ParticipantInfo) -> SidecarParticipant:
         indexes = [i for i, heard_here in heard.items() if p in heard_here]
         channel = next((channel_of[i] for i in indexes if i in channel_of), None)
-        return {"id": p.id, "name": p.name, "aor": p.aor, "channel": channel, "streams": indexes}
+        return SidecarParticipant(p.id, p.name, p.aor, channel, indexes)
 
-    def stream(s: StreamParts) -> dict[str, Any]:
+    def stream(s: StreamParts) -> SidecarStream:
         info = s.info
         ssrcs = [x.get("ssrc") for x in info.get("ssrcs") or () if isinstance(x, Mapping)]
         ids = [p.id for p in heard.get(s.index, ())]
         ms = 1000 / s.clock_rate
-        return {
-            "index": s.index,
-            "label": s.label,
-            "participant": ids[0] if len(ids) == 1 else None,
-            "participants": ids,
-            "codec": s.codec or info.get("codec"),
-            "payload_type": info.get("payload_type"),
-            "ssrc": ssrcs[0] if ssrcs else None,
-            "ssrcs": ssrcs,
-            "packets": info.get("packets", 0),
-            "lost": info.get("lost", 0),
-            "duplicates": info.get("duplicates", 0),
-            "late": info.get("late", 0),
-            "jitter_ms": info.get("jitter_ms", 0.0),
-            "foreign_packets": info.get("foreign_packets", 0),
-            "write_errors": info.get("write_errors", 0),
-            "pauses": [
-                {
-                    "start": _iso(s.start(epoch) + a),
-                    "end": _iso(end if b is None else s.start(epoch) + b),
-                }
+        return SidecarStream(
+            index=s.index,
+            label=s.label,
+            participant=ids[0] if len(ids) == 1 else None,
+            participants=ids,
+            codec=s.codec or info.get("codec"),
+            payload_type=info.get("payload_type"),
+            ssrc=ssrcs[0] if ssrcs else None,
+            ssrcs=ssrcs,
+            packets=info.get("packets", 0),
+            lost=info.get("lost", 0),
+            duplicates=info.get("duplicates", 0),
+            late=info.get("late", 0),
+            jitter_ms=info.get("jitter_ms", 0.0),
+            foreign_packets=info.get("foreign_packets", 0),
+            write_errors=info.get("write_errors", 0),
+            pauses=[
+                Span(
+                    start=_iso(s.start(epoch) + a),
+                    end=_iso(end if b is None else s.start(epoch) + b),
+                )
                 for a, b in s.pause_spans()
             ],
-            "dtmf": [
-                {
-                    "at_ms": round(d.get("position", 0) * ms + s.shift * 1000),
-                    "event": d.get("event"),
-                    "duration_ms": round(d.get("duration", 0) * ms),
-                }
+            dtmf=[
+                Dtmf(
+                    at_ms=round(d.get("position", 0) * ms + s.shift * 1000),
+                    event=d.get("event"),
+                    duration_ms=round(d.get("duration", 0) * ms),
+                )
                 for d in info.get("dtmf") or ()
                 if isinstance(d, Mapping)
             ],
-            "codecs": s.codecs(s.start(epoch) - epoch, end - epoch),
-            "unexpected_payload": {
+            codecs=s.codecs(s.start(epoch) - epoch, end - epoch),
+            unexpected_payload={
                 str(pt): n for pt, n in (info.get("unexpected_payload") or {}).items()
             },
-            "undecodable": s.undecodable,
-            "recorded": s in streams,
-            "complete": s.closed,
-            "problems": s.problems,
-            "notes": s.notes,
-            "sr_offset_ms": info.get("sr_offset_ms"),
-            "sr_offset_reports": info.get("sr_offset_reports", 0),
-            "alignment_ms": round(s.shift * 1000, 3),
-        }
+            undecodable=s.undecodable,
+            recorded=s in streams,
+            complete=s.closed,
+            problems=s.problems,
+            notes=s.notes,
+            sr_offset_ms=info.get("sr_offset_ms"),
+            sr_offset_reports=info.get("sr_offset_reports", 0),
+            alignment_ms=round(s.shift * 1000, 3),
+        )
 
-    return {
-        "schema": SIDECAR_SCHEMA,
-        "session_id": call.session_id,
-        "call_id": call.call_id,
-        "node_id": call.node_id,
-        "status": call.status,
-        "end_reason": call.end_reason,
-        "started_at": _iso(call.started_at),
-        "ended_at": _iso(call.ended_at or end),
-        "media_epoch": _iso(epoch),
-        "duration_s": round(end - epoch, 3),
-        "format": fmt,
-        "channels": channels,
-        "sample_rate": rate,
-        "files": [p.name for p in out.files],
-        "audio": out.described,
-        "participants": [participant(p) for p in participants],
-        "streams": [stream(s) for s in loaded],
-        "pauses": [{"start": _iso(a), "end": _iso(b)} for a, b in pauses],
-        "metrics": conversation.metrics() if conversation is not None else None,
-        "alignment": dict(alignment),
-    }
+    return Sidecar(
+        session_id=call.session_id,
+        call_id=call.call_id,
+        node_id=call.node_id,
+        status=call.status,
+        end_reason=call.end_reason,
+        started_at=_iso(call.started_at),
+        ended_at=_iso(call.ended_at or end),
+        media_epoch=_iso(epoch),
+        duration_s=round(end - epoch, 3),
+        format=fmt,
+        channels=channels,
+        sample_rate=rate,
+        files=[p.name for p in out.files],
+        audio=out.described,
+        participants=[participant(p) for p in participants],
+        streams=[stream(s) for s in loaded],
+        pauses=[Span(start=_iso(a), end=_iso(b)) for a, b in pauses],
+        metrics=conversation.metrics() if conversation is not None else None,
+        alignment=dict(alignment),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from siprec_node.media.finalise import finalise_call
+from siprec_node.media.sidecar import Sidecar
 from tests.unit.media.test_finalise import SILENCE, Parts, call, tone, wav_g711_file
 
 
@@ -140,10 +142,10 @@ def test_decoder_errors_the_stream_data_reports_are_undecodable(
 
     sidecar_of = finalise_module._sidecar
 
-    def with_errors(*args: object) -> dict:
-        data = sidecar_of(*args)  # type: ignore[arg-type]
-        data["streams"][0]["undecodable"] = 4
-        return data
+    def with_errors(*args: object) -> Sidecar:
+        typed = sidecar_of(*args)  # type: ignore[arg-type]
+        first = dataclasses.replace(typed.streams[0], undecodable=4)
+        return dataclasses.replace(typed, streams=[first, *typed.streams[1:]])
 
     monkeypatch.setattr(finalise_module, "_sidecar", with_errors)
     parts.g711(0, "PCMU", tone(440, 2.0, 8000))
