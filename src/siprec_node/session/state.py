@@ -8,8 +8,9 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
+
+from siprec_node.status import CallStatus as SessionStatus
 
 from .errors import InvalidTransition
 
@@ -41,51 +42,6 @@ _SAME_AS_CREATED = datetime.min.replace(tzinfo=UTC)
 def new_session_id() -> str:
     """A fresh, random session id (32 hex digits)."""
     return uuid.uuid4().hex
-
-
-class SessionStatus(StrEnum):
-    """Lifecycle of a session: `connecting` → `active` → (`finalising` →) `ended` | `failed`.
-
-    `finalising`: the call is over and its recording not yet finalised; the session stays in the
-    active index (and its node's) until it is, so that a restart or a takeover finalises it.
-    """
-
-    CONNECTING = "connecting"
-    ACTIVE = "active"
-    FINALISING = "finalising"
-    ENDED = "ended"
-    FAILED = "failed"
-
-    @property
-    def is_terminal(self) -> bool:
-        """True for `ended` and `failed`: the call is over and leaves the active index."""
-        return self in (SessionStatus.ENDED, SessionStatus.FAILED)
-
-    def can_become(self, new: SessionStatus) -> bool:
-        """Whether the lifecycle allows going from this status to `new` (staying put is allowed)."""
-        return SessionStatus(new) in _TRANSITIONS[self]
-
-    def predecessors(self) -> frozenset[SessionStatus]:
-        """The statuses from which this one may be reached (including itself)."""
-        return frozenset(s for s, nexts in _TRANSITIONS.items() if self in nexts)
-
-
-_TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
-    SessionStatus.CONNECTING: frozenset(SessionStatus),
-    SessionStatus.ACTIVE: frozenset(
-        {
-            SessionStatus.ACTIVE,
-            SessionStatus.FINALISING,
-            SessionStatus.ENDED,
-            SessionStatus.FAILED,
-        }
-    ),
-    SessionStatus.FINALISING: frozenset(
-        {SessionStatus.FINALISING, SessionStatus.ENDED, SessionStatus.FAILED}
-    ),
-    SessionStatus.ENDED: frozenset({SessionStatus.ENDED}),
-    SessionStatus.FAILED: frozenset({SessionStatus.FAILED}),
-}
 
 
 def _format_time(value: datetime) -> str:

@@ -11,21 +11,9 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
+from siprec_node.status import OVER, TERMINAL, CallStatus
 
-class CallStatus:
-    """Status values of a call's lifecycle (the same words as ``SessionStatus``)."""
-
-    CONNECTING = "connecting"
-    ACTIVE = "active"
-    FINALISING = "finalising"
-    """The call is over, its recording not yet finalised (the store keeps it listed, so that a
-    restarted or surviving node finalises it); ``CallData.outcome`` is the status it ends with."""
-    ENDED = "ended"
-    FAILED = "failed"
-
-    FINAL = frozenset({ENDED, FAILED})
-    """Statuses of a finished record (the store drops it from the active index)."""
-    OVER = frozenset({FINALISING, ENDED, FAILED})
+__all__ = ["CallData", "CallStatus", "CallStore", "MemoryCallStore", "SnapshotRejected", "utc_now"]
 
 
 def utc_now() -> datetime:
@@ -97,12 +85,12 @@ class CallData:
     @property
     def is_final(self) -> bool:
         """True once the call is over: ended or failed, or finalising its recording."""
-        return self.status in CallStatus.OVER
+        return self.status in OVER
 
     @property
     def is_terminal(self) -> bool:
         """True once the record is finished: ended or failed (recording finalised)."""
-        return self.status in CallStatus.FINAL
+        return self.status in TERMINAL
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (datetimes as ISO 8601 strings)."""

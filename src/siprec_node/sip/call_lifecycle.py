@@ -352,7 +352,7 @@ class CallLifecycle:
             call.dialog.peer.host,
         )
 
-    def _end_call(self, call: Call, status: str, reason: str, now: float) -> None:
+    def _end_call(self, call: Call, status: CallStatus, reason: str, now: float) -> None:
         if call.is_final:
             return
         call.advance(PHASE_OF_STATUS[status])
