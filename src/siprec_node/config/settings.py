@@ -35,6 +35,7 @@ from siprec_node.config.addresses import (
     parse_listen_address,
 )
 from siprec_node.config.durations import format_duration, parse_duration
+from siprec_node.config.transcription import TranscriptionSettings
 from siprec_node.media import fastpath
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "SipSettings",
     "StoreSettings",
     "TlsSettings",
+    "TranscriptionSettings",
 ]
 
 KNOWN_CODECS: tuple[str, ...] = (
@@ -524,4 +526,5 @@ class Settings(_Section):
     store: StoreSettings = Field(default_factory=StoreSettings)
     session: SessionSettings = Field(default_factory=SessionSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    transcription: TranscriptionSettings = Field(default_factory=TranscriptionSettings)
     log: LogSettings = Field(default_factory=LogSettings)
