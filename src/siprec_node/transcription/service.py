@@ -175,6 +175,7 @@ class Transcriber:
     async def _handle(self, delivery: Delivery, consumer: str) -> None:
         job = delivery.job
         bound = log.bind(session_id=job.session_id, attempt=delivery.attempt)
+        bound.info("transcription_job_taken", consumer=consumer, sidecar=job.sidecar)
         renewing = asyncio.get_running_loop().create_task(self._renew(delivery, consumer))
         try:
             result = await self._run(job)

@@ -1,0 +1,181 @@
+"""The transcription queue under faults, with `siprec-node transcribe-worker` processes, real
+Whisper tiny.en and a private redis-server:
+
+- a worker SIGKILLed (with its worker processes) mid-job: another worker gets the job after
+  `reclaim_after` and does it once;
+- Redis SIGKILLed and restarted (AOF, fsync always) while jobs wait: every job is still there
+  and done;
+- a poison job (the recording's audio is garbage): dead-lettered with its error after
+  `max_attempts`, the call's transcription `failed (why)` in the store and the sidecar, while
+  the good job beside it is done.
+
+Recordings are written as finalisation leaves them (a stereo WAV of espeak-ng sentences, one
+speaker per channel, and a sidecar with the turns); the sessions are stored as a node stores
+an ended call (turns in history, transcription pending).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from siprec_node.session import RedisSessionStore
+from siprec_node.transcription import Job
+from siprec_node.transcription.redis_queue import RedisJobQueue
+from tests.integration.persistence.harness import RedisServer, read_session, unique_prefix
+from tests.integration.transcription.speech import (
+    ALICE,
+    BOB,
+    Recording,
+    session_record,
+    start_worker,
+    wer,
+    worker_config,
+    write_recording,
+)
+from tests.redis_server import redis_available
+
+pytestmark = pytest.mark.integration
+
+LINES = [
+    (ALICE, "Good morning, thank you for calling the support line."),
+    (BOB, "Hello, my internet connection stopped working yesterday."),
+    (ALICE, "I am sorry to hear that. Let me check your account."),
+    (BOB, "Thank you very much."),
+]
+
+
+def _enqueue(url: str, prefix: str, recordings: list[Recording]) -> None:
+    async def work() -> None:
+        store = RedisSessionStore(url, prefix=prefix)
+        queue = RedisJobQueue(store)
+        for recording in recordings:
+            await store.save(session_record(recording))  # type: ignore[arg-type]
+            await queue.put(Job(recording.session_id, str(recording.sidecar)))
+        await store.close()
+
+    asyncio.run(work())
+
+
+def _queue_state(url: str, prefix: str) -> tuple[int, list[tuple[str, str, int]]]:
+    async def work() -> tuple[int, list[tuple[str, str, int]]]:
+        store = RedisSessionStore(url, prefix=prefix)
+        queue = RedisJobQueue(store)
+        counts = await queue.counts()
+        dead = [(d.job.session_id, d.error, d.attempts) for d in await queue.dead_letters()]
+        await store.close()
+        return counts.depth, dead
+
+    return asyncio.run(work())
+
+
+def _check_done(server: RedisServer, prefix: str, recording: Recording) -> None:
+    client = server.client()
+    stored = read_session(client, prefix, recording.session_id)
+    client.close()
+    assert stored is not None
+    body = stored.body
+    assert body["transcription"] == {"status": "done", "error": None}, body["transcription"]
+    history = body["history"]
+    assert len(history) == len(recording.texts)  # written once, not appended twice
+    for turn, (who, _) in zip(history, recording.texts, strict=True):
+        assert turn["participant"] == who
+    spoken = " ".join(text for _, text in recording.texts)
+    heard = " ".join(turn["text"] for turn in history)
+    assert wer(spoken, heard) < 0.25, (spoken, heard)
+    sidecar = json.loads(recording.sidecar.read_text())
+    assert sidecar["transcription"]["status"] == "done"
+    assert recording.sidecar.with_suffix(".vtt").is_file()
+
+
+@pytest.fixture
+def server() -> RedisServer:
+    if not redis_available():
+        pytest.fail("redis-server is not installed: this test needs it")
+    server = RedisServer(persist=True)
+    yield server
+    server.stop()
+
+
+def test_worker_killed_mid_job_is_redelivered_and_done_once(server: RedisServer) -> None:
+    prefix = unique_prefix("tx-kill")
+    directory = Path(tempfile.mkdtemp(prefix="tx-kill-"))
+    # a long call, so that the first worker is surely inside it when it dies
+    recording = write_recording(directory, uuid.uuid4().hex, LINES + LINES[:2])
+    config = worker_config(
+        directory, server.url, prefix, 'engine = "whisper"\nreclaim_after = "2s"'
+    )
+    _enqueue(server.url, prefix, [recording])
+    first = start_worker(config)
+    try:
+        first.wait_for("transcription_job_taken", session_id=recording.session_id)
+        first.kill()
+    finally:
+        first.stop()
+    assert not first.events("transcription_done")
+    second = start_worker(config)
+    try:
+        second.wait_for("transcription_done", timeout=60, session_id=recording.session_id)
+    finally:
+        assert second.stop() == 0
+    [taken] = second.events("transcription_job_taken")
+    assert taken["attempt"] == 2  # the dead worker's delivery counted
+    assert len(second.events("transcription_done")) == 1
+    _check_done(server, prefix, recording)
+    assert _queue_state(server.url, prefix) == (0, [])
+
+
+def test_jobs_survive_a_redis_restart(server: RedisServer) -> None:
+    prefix = unique_prefix("tx-restart")
+    directory = Path(tempfile.mkdtemp(prefix="tx-restart-"))
+    recordings = [write_recording(directory, uuid.uuid4().hex, LINES[n : n + 2]) for n in range(3)]
+    _enqueue(server.url, prefix, recordings)
+    server.kill()  # SIGKILL: only what the AOF holds comes back
+    server.start()
+    assert _queue_state(server.url, prefix)[0] == 3
+    worker = start_worker(worker_config(directory, server.url, prefix, 'engine = "whisper"'))
+    try:
+        for recording in recordings:
+            worker.wait_for("transcription_done", timeout=60, session_id=recording.session_id)
+    finally:
+        assert worker.stop() == 0
+    for recording in recordings:
+        _check_done(server, prefix, recording)
+    assert _queue_state(server.url, prefix) == (0, [])
+
+
+def test_poison_job_is_dead_lettered_with_its_error(server: RedisServer) -> None:
+    prefix = unique_prefix("tx-poison")
+    directory = Path(tempfile.mkdtemp(prefix="tx-poison-"))
+    poison = write_recording(directory, uuid.uuid4().hex, LINES[:2])
+    good = write_recording(directory, uuid.uuid4().hex, LINES[2:])
+    wav = poison.sidecar.with_suffix(".wav")
+    wav.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(range(256)) * 40)  # corrupt audio
+    _enqueue(server.url, prefix, [poison, good])
+    config = worker_config(directory, server.url, prefix, 'engine = "whisper"\nmax_attempts = 2')
+    worker = start_worker(config)
+    try:
+        worker.wait_for("transcription_dead_lettered", session_id=poison.session_id)
+        worker.wait_for("transcription_done", timeout=60, session_id=good.session_id)
+    finally:
+        assert worker.stop() == 0
+    assert len(worker.events("transcription_failed", session_id=poison.session_id)) == 2
+    depth, dead = _queue_state(server.url, prefix)
+    assert depth == 0
+    [(session_id, error, attempts)] = dead
+    assert session_id == poison.session_id and attempts == 2
+    assert "RecordingUnreadable" in error and wav.name in error, error
+    client = server.client()
+    stored = read_session(client, prefix, poison.session_id)
+    client.close()
+    assert stored is not None
+    assert stored.body["transcription"] == {"status": "failed", "error": error}
+    assert all(turn.get("text") is None for turn in stored.body["history"])
+    sidecar = json.loads(poison.sidecar.read_text())
+    assert sidecar["transcription"] == {"status": "failed", "error": error, "attempts": 2}
+    _check_done(server, prefix, good)
