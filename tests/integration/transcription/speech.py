@@ -33,7 +33,7 @@ def speak(text: str, rate: int = 8000) -> np.ndarray:
     if ESPEAK is None:
         raise AssertionError("espeak-ng is not installed (apt-get install espeak-ng)")
     with tempfile.NamedTemporaryFile(suffix=".wav") as out:
-        subprocess.run([ESPEAK, "-s", "150", "-w", out.name, text], check=True)
+        subprocess.run([ESPEAK, "-s", "160", "-w", out.name, text], check=True)
         with wave.open(out.name) as wav:
             source = wav.getframerate()
             pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")

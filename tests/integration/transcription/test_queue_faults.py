@@ -47,6 +47,7 @@ LINES = [
     (BOB, "Hello, my internet connection stopped working yesterday."),
     (ALICE, "I am sorry to hear that. Let me check your account."),
     (BOB, "Thank you very much."),
+    (ALICE, "Your connection will work again in one hour."),
 ]
 
 
