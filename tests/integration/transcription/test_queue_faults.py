@@ -4,10 +4,9 @@ Whisper tiny.en and a private redis-server:
 - a worker SIGKILLed (with its worker processes) mid-job: another worker gets the job after
   `reclaim_after` and does it once;
 - Redis SIGKILLed and restarted (AOF, fsync always) while jobs wait: every job is still there
-  and done;
-- a poison job (the recording's audio is garbage): dead-lettered with its error after
-  `max_attempts`, the call's transcription `failed (why)` in the store and the sidecar, while
-  the good job beside it is done.
+  and done — except the poison job among them (the recording's audio is garbage), which is
+  dead-lettered with its error after `max_attempts`, the call's transcription `failed (why)`
+  in the store and the sidecar, while the good jobs around it are done.
 
 Recordings are written as finalisation leaves them (a stereo WAV of espeak-ng sentences, one
 speaker per channel, and a sidecar with the turns); the sessions are stored as a node stores
@@ -107,7 +106,7 @@ def test_worker_killed_mid_job_is_redelivered_and_done_once(server: RedisServer)
     prefix = unique_prefix("tx-kill")
     directory = Path(tempfile.mkdtemp(prefix="tx-kill-"))
     # a long call, so that the first worker is surely inside it when it dies
-    recording = write_recording(directory, uuid.uuid4().hex, LINES + LINES[:2])
+    recording = write_recording(directory, uuid.uuid4().hex, LINES[:4])
     config = worker_config(
         directory, server.url, prefix, 'engine = "whisper"\nreclaim_after = "2s"'
     )
@@ -131,40 +130,32 @@ def test_worker_killed_mid_job_is_redelivered_and_done_once(server: RedisServer)
     assert _queue_state(server.url, prefix) == (0, [])
 
 
-def test_jobs_survive_a_redis_restart(server: RedisServer) -> None:
+def test_redis_restart_loses_nothing_and_a_poison_job_is_dead_lettered(
+    server: RedisServer,
+) -> None:
+    """Two good jobs and a poison one wait while Redis is SIGKILLed and restarted; then one
+    worker (max_attempts 2) does the good ones and dead-letters the poison with its error."""
     prefix = unique_prefix("tx-restart")
     directory = Path(tempfile.mkdtemp(prefix="tx-restart-"))
-    recordings = [write_recording(directory, uuid.uuid4().hex, LINES[n : n + 2]) for n in range(3)]
-    _enqueue(server.url, prefix, recordings)
-    server.kill()  # SIGKILL: only what the AOF holds comes back
-    server.start()
-    assert _queue_state(server.url, prefix)[0] == 3
-    worker = start_worker(worker_config(directory, server.url, prefix, 'engine = "whisper"'))
-    try:
-        for recording in recordings:
-            worker.wait_for("transcription_done", timeout=60, session_id=recording.session_id)
-    finally:
-        assert worker.stop() == 0
-    for recording in recordings:
-        _check_done(server, prefix, recording)
-    assert _queue_state(server.url, prefix) == (0, [])
-
-
-def test_poison_job_is_dead_lettered_with_its_error(server: RedisServer) -> None:
-    prefix = unique_prefix("tx-poison")
-    directory = Path(tempfile.mkdtemp(prefix="tx-poison-"))
-    poison = write_recording(directory, uuid.uuid4().hex, LINES[:2])
-    good = write_recording(directory, uuid.uuid4().hex, LINES[2:])
+    poison = write_recording(directory, uuid.uuid4().hex, LINES[:1])
     wav = poison.sidecar.with_suffix(".wav")
     wav.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(range(256)) * 40)  # corrupt audio
-    _enqueue(server.url, prefix, [poison, good])
+    good = [write_recording(directory, uuid.uuid4().hex, LINES[n : n + 1]) for n in (1, 4)]
+    _enqueue(server.url, prefix, [good[0], poison, good[1]])
+    server.kill()  # SIGKILL: only what the AOF holds comes back
+    server.start()
+    assert _queue_state(server.url, prefix) == (3, [])
     config = worker_config(directory, server.url, prefix, 'engine = "whisper"\nmax_attempts = 2')
     worker = start_worker(config)
     try:
-        worker.wait_for("transcription_dead_lettered", session_id=poison.session_id)
-        worker.wait_for("transcription_done", timeout=60, session_id=good.session_id)
+        worker.wait_for("transcription_dead_lettered", timeout=60, session_id=poison.session_id)
+        for recording in good:
+            worker.wait_for("transcription_done", timeout=60, session_id=recording.session_id)
     finally:
         assert worker.stop() == 0
+    for recording in good:
+        _check_done(server, prefix, recording)
+
     assert len(worker.events("transcription_failed", session_id=poison.session_id)) == 2
     depth, dead = _queue_state(server.url, prefix)
     assert depth == 0
@@ -179,4 +170,28 @@ def test_poison_job_is_dead_lettered_with_its_error(server: RedisServer) -> None
     assert all(turn.get("text") is None for turn in stored.body["history"])
     sidecar = json.loads(poison.sidecar.read_text())
     assert sidecar["transcription"] == {"status": "failed", "error": error, "attempts": 2}
-    _check_done(server, prefix, good)
+
+
+def test_a_renewed_job_stays_with_its_worker_and_a_silent_one_moves(server: RedisServer) -> None:
+    async def work() -> None:
+        store = RedisSessionStore(server.url, prefix=unique_prefix("tx-renew"))
+        queue = RedisJobQueue(store, reclaim_after=0.5, max_attempts=2)
+        await queue.put(Job("s1", "/r/s1.json"))
+        mine = await queue.take("a", 0.1)
+        assert mine is not None and mine.attempt == 1
+        for _ in range(3):  # 0.9 s held, renewed every 0.3 s: nobody else gets it
+            await asyncio.sleep(0.3)
+            await queue.renew(mine, "a")
+            assert await queue.take("b", 0.05) is None
+        await asyncio.sleep(0.6)  # "a" died: no renewal
+        moved = await queue.take("b", 0.05)
+        assert moved is not None and moved.id == mine.id and moved.attempt == 2
+        assert moved.failures == ("worker died while transcribing",)
+        await asyncio.sleep(0.6)  # "b" died too: max_attempts reached, dead-lettered
+        assert await queue.take("c", 0.05) is None
+        [dead] = await queue.dead_letters()
+        assert (dead.job.session_id, dead.attempts) == ("s1", 2)
+        assert (await queue.counts()).depth == 0
+        await store.close()
+
+    asyncio.run(work())
