@@ -528,3 +528,17 @@ class Settings(_Section):
     http: HttpSettings = Field(default_factory=HttpSettings)
     transcription: TranscriptionSettings = Field(default_factory=TranscriptionSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+
+    @model_validator(mode="after")
+    def _check_transcription_workers(self) -> Settings:
+        if (
+            self.transcription.engine != "none"
+            and self.transcription.workers == 0
+            and self.store.backend == "memory"
+        ):
+            why = (
+                "with store.backend memory the queue lives in the node, so no transcribe-worker "
+                "can take its jobs: set workers to 1 or more, or use the redis store"
+            )
+            raise _problems(("transcription.workers", 0, why))
+        return self

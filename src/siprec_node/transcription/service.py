@@ -44,6 +44,7 @@ READY_WAIT = 10.0
 """How long a result waits for the recorder's final snapshot (transcription `pending`) to
 reach the store before it is written anyway."""
 MATCH_MS = 5
+STOP_GRACE = 5.0
 
 
 @dataclass
@@ -125,15 +126,26 @@ class Transcriber:
             model=self.engine.model,
         )
 
-    async def stop(self) -> None:
-        """Stop taking jobs; jobs running finish first (their results are written)."""
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop taking jobs. Jobs being queued and jobs running get `grace` seconds to finish;
+        a job still running then is abandoned (its worker process killed): the durable queue
+        delivers it again after `reclaim_after`, a memory queue loses it with the node."""
         self._stopping = True
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for task in list(self._pending):
-            task.cancel()
+        if self._pending:
+            await asyncio.wait(set(self._pending), timeout=grace)
+            for task in list(self._pending):
+                task.cancel()
+        if self._tasks:
+            _, running = await asyncio.wait(self._tasks, timeout=grace)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            busy = len(running - {self._tasks[-1]})  # the last task is the counts watcher
+            if busy:
+                log.warning("transcription_jobs_abandoned", jobs=busy)
         if self._pool is not None:
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()  # a job left running would hold the exit until it ends
             self._pool.shutdown(wait=False, cancel_futures=True)
         await self.queue.close()
 

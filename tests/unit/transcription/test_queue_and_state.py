@@ -83,8 +83,13 @@ def test_transcription_settings_are_checked(tmp_path: Path) -> None:
     assert problem.startswith("transcription.model") and "model.bin" in problem
     [problem] = _problems(tmp_path, "[transcription]\nworkers = 65\n")
     assert problem.startswith("transcription.workers")
+    [problem] = _problems(tmp_path, '[transcription]\nengine = "whisper"\nworkers = 0\n')
+    assert problem.startswith("transcription.workers: 0:") and "redis store" in problem
     ok = tmp_path / "ok.toml"
-    ok.write_text('[transcription]\nengine = "whisper"\nreclaim_after = "5s"\nworkers = 0\n')
+    ok.write_text(
+        '[store]\nbackend = "redis"\n\n'
+        '[transcription]\nengine = "whisper"\nreclaim_after = "5s"\nworkers = 0\n'
+    )
     assert load_settings(ok, environ={}).transcription.reclaim_after.total_seconds() == 5
 
 
