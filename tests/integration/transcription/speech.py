@@ -221,12 +221,12 @@ def worker_config(directory: Path, redis_url: str, prefix: str, extra: str = "")
     return config
 
 
-def start_worker(config: Path) -> WorkerProcess:
+def start_worker(config: Path, *args: str) -> WorkerProcess:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env["HF_HUB_OFFLINE"] = "1"  # the model is in the package: nothing may be fetched
     proc = subprocess.Popen(
-        [sys.executable, "-m", "siprec_node", "transcribe-worker", "-c", str(config)],
+        [sys.executable, "-m", "siprec_node", "transcribe-worker", "-c", str(config), *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=env,

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import tempfile
+import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -26,6 +29,7 @@ import pytest
 from siprec_node.session import RedisSessionStore
 from siprec_node.transcription import Job
 from siprec_node.transcription.redis_queue import RedisJobQueue
+from tests.integration.node_process import free_port
 from tests.integration.persistence.harness import RedisServer, read_session, unique_prefix
 from tests.integration.transcription.speech import (
     ALICE,
@@ -118,9 +122,13 @@ def test_worker_killed_mid_job_is_redelivered_and_done_once(server: RedisServer)
     finally:
         first.stop()
     assert not first.events("transcription_done")
-    second = start_worker(config)
+    metrics_port = free_port()
+    second = start_worker(config, "--metrics", f"127.0.0.1:{metrics_port}")
     try:
         second.wait_for("transcription_done", timeout=60, session_id=recording.session_id)
+        time.sleep(1.2)  # the queue's counts are refreshed every second
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as answer:
+            metrics = answer.read().decode()
     finally:
         assert second.stop() == 0
     [taken] = second.events("transcription_job_taken")
@@ -128,6 +136,12 @@ def test_worker_killed_mid_job_is_redelivered_and_done_once(server: RedisServer)
     assert len(second.events("transcription_done")) == 1
     _check_done(server, prefix, recording)
     assert _queue_state(server.url, prefix) == (0, [])
+    assert 'siprec_transcription_jobs_total{outcome="done"} 1.0' in metrics
+    assert 'siprec_transcription_queue_depth{state="waiting"} 0.0' in metrics
+    assert 'siprec_transcription_queue_depth{state="running"} 0.0' in metrics
+    audio = re.search(r"^siprec_transcription_audio_seconds_total (\S+)", metrics, re.M)
+    cpu = re.search(r"^siprec_transcription_cpu_seconds_total (\S+)", metrics, re.M)
+    assert audio and cpu and float(audio[1]) > 5 and float(cpu[1]) > 0
 
 
 def test_redis_restart_loses_nothing_and_a_poison_job_is_dead_lettered(
