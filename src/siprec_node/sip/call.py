@@ -67,6 +67,9 @@ class CallData:
     verdict: dict[str, Any] | None = None
     """The recording's verdict once finalised (``media/verdict.py``): ``{"status": "ok" |
     "problems", "problems": [{"kind": ..., figures...}]}``."""
+    transcription: dict[str, Any] | None = None
+    """``{"status": "pending" | "done" | "failed", "error": ...}`` once a transcription of the
+    recording was queued (``transcription/``); None when none was asked for."""
     version: int = 0
 
     def flag(self, kind: str, **figures: Any) -> None:

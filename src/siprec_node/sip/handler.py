@@ -164,6 +164,9 @@ class HandlerConfig:
     max_metadata_elements: int = DEFAULT_MAX_ELEMENTS
     """``sip.max_metadata_elements``: beyond it a request's metadata is refused (400)."""
     user_agent: str = f"siprec-node/{__version__}"
+    on_finalised: Callable[[CallData, FinalisedRecording], None] | None = None
+    """Called (on the event loop, must not block) after each recording was finalised, before
+    its snapshot is written: the transcription queue's hook (``transcription/``)."""
 
     @property
     def effective_node_id(self) -> str:
@@ -532,6 +535,8 @@ class SipHandler:
         verdict = result.verdict.call
         data.verdict = verdict.to_dict()
         self.recordings[verdict.status] += 1
+        if self.config.on_finalised is not None:
+            self.config.on_finalised(data, result)
         for kind in verdict.kinds:
             self.recording_problems[kind] = self.recording_problems.get(kind, 0) + 1
         log.info(
