@@ -163,9 +163,10 @@ class HttpEngine:
             raise EngineError(f"{self.url}: HTTP {exc.code}: {detail}") from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise EngineError(f"{self.url}: {exc}") from exc
-        if not isinstance(answer, dict) or not isinstance(answer.get("text"), str):
+        text = answer.get("text") if isinstance(answer, dict) else None
+        if not isinstance(text, str):
             raise EngineError(f"{self.url}: answer without text: {str(answer)[:200]}")
-        return answer["text"].strip()
+        return text.strip()
 
 
 def build_engine(settings: EngineSettings) -> Engine:
