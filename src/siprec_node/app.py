@@ -100,6 +100,12 @@ def handler_config(settings: Settings, call_store: CallStore | None = None) -> H
         recording_dir=str(settings.recording.directory),
         recording_format=settings.recording.format,
         recording_channels=settings.recording.channels,
+        keep_parts=settings.recording.keep_parts,
+        min_free=settings.recording.min_free,
+        finalise_retry=(
+            settings.recording.finalise_retry.total_seconds(),
+            settings.recording.finalise_retry_max.total_seconds(),
+        ),
         media_workers=settings.media.workers,
         media_receive_path=settings.media.receive_path,
         rtp_timeout=settings.media.rtp_timeout.total_seconds(),

@@ -30,7 +30,8 @@ Generated from `src/siprec_node/config/settings.py` by
 Settings come from a TOML file given with `-c FILE`, then environment variables
 `{ENV_PREFIX}<SECTION>__<KEY>` (nested tables with more `__`: `{ENV_PREFIX}SIP__TLS__CERT_FILE`;
 lists as JSON or comma-separated), then these defaults. Every key is optional. Durations are
-strings such as `"500ms"`, `"5s"`, `"15m"`, `"24h"` (or numbers of seconds).
+strings such as `"500ms"`, `"5s"`, `"15m"`, `"24h"` (or numbers of seconds); sizes
+such as `"500MB"`, `"2GiB"` (or numbers of bytes).
 `siprec-node check-config -c FILE` prints the effective settings, or every problem as
 `KEY: VALUE: why` and exits 2.
 """
@@ -116,6 +117,7 @@ _VALIDATED = {
     "_path": "path",
     "_listen_text": "listen address",
     "_codec": "codec name",
+    "parse_size": "size",
 }
 
 

@@ -36,6 +36,7 @@ from siprec_node.config.addresses import (
 )
 from siprec_node.config.durations import format_duration, parse_duration
 from siprec_node.config.transcription import TranscriptionSettings
+from siprec_node.config.sizes import format_size, parse_size
 from siprec_node.media import fastpath
 
 __all__ = [
@@ -154,6 +155,12 @@ NonNegativeDuration = Annotated[
     PlainSerializer(format_duration, return_type=str, when_used="json"),
 ]
 """A duration that may be zero (``"0s"``)."""
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    PlainSerializer(format_size, return_type=str, when_used="json"),
+]
+"""A number of bytes, written ``"500MB"`` or ``"2GiB"`` in files (or a number of bytes)."""
 Host = Annotated[str, BeforeValidator(parse_host)]
 OptionalHost = Annotated[str | None, BeforeValidator(_optional_host)]
 FilePath = Annotated[Path, BeforeValidator(_path)]
@@ -401,6 +408,32 @@ class RecordingSettings(_Section):
     """``wav`` (PCM16), ``wav-g711`` (G.711 as received, no transcoding), ``flac`` or ``opus``."""
     channels: Annotated[Literal["stereo", "separate", "both"], BeforeValidator(_lower)] = "stereo"
     """``stereo`` (one participant per channel), ``separate`` (a file per stream), ``both``."""
+    keep_parts: bool = False
+    """Keep a recording's ``<stem>.parts/`` folder (per-stream files) once its final files are
+    written; by default it is removed then (it takes about 1.5 times the recording's size)."""
+    min_free: Size = 0
+    """Free space the recording directory's filesystem must keep: below it new INVITEs get 503
+    (``Low Disk Space``) and ``/readyz`` 503 saying so, while live calls keep recording as long
+    as the disk takes their writes. ``0``: no minimum."""
+    finalise_retry: Duration = timedelta(seconds=2)
+    """A failed finalisation (disk full) is tried again after this, then after twice as long
+    each time up to ``finalise_retry_max``, and at once when free space is back above
+    ``min_free``; the call stays ``finalising`` in the store meanwhile."""
+    finalise_retry_max: Duration = timedelta(seconds=60)
+    """The longest wait between two attempts of a failed finalisation."""
+
+    @model_validator(mode="after")
+    def _check_retry(self) -> RecordingSettings:
+        if self.finalise_retry_max < self.finalise_retry:
+            raise _problems(
+                (
+                    "finalise_retry_max",
+                    format_duration(self.finalise_retry_max),
+                    "must not be shorter than recording.finalise_retry "
+                    f"({format_duration(self.finalise_retry)})",
+                )
+            )
+        return self
 
 
 class StoreSettings(_Section):

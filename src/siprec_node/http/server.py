@@ -1,7 +1,8 @@
 """The node's HTTP endpoints: health, readiness, Prometheus metrics and the admin API.
 
 ``GET /healthz`` (200 while the process runs), ``GET /readyz`` (200 when listening and the store
-answers, 503 otherwise or while draining), ``GET /metrics``, ``GET /sessions``,
+answers, 503 otherwise, while draining, or while the recording disk has less free space than
+``recording.min_free``; the body's ``problems`` say which), ``GET /metrics``, ``GET /sessions``,
 ``GET /sessions/{id}``, ``POST /sessions/{id}/pause|resume|stop|metadata-request``, and
 ``POST /drain`` (refuse new calls, let live ones end within ``node.drain_grace``, then BYE them;
 the process keeps running). With ``http.token`` set, the ``/sessions`` endpoints and ``/drain``
@@ -100,6 +101,7 @@ class HandlerCollector(Collector):
         for kind, count in h.recording_problems.items():
             problems.add_metric([kind], count)
         yield problems
+        yield from _disk_metrics(h)
         gauges: dict[str, tuple[str, float]] = {
             "siprec_active_calls": ("Calls being recorded now", len(h.calls)),
             "siprec_rtp_ports_in_use": ("RTP ports bound now", h.media.reserved),
@@ -118,6 +120,49 @@ class HandlerCollector(Collector):
             gauge = GaugeMetricFamily(name, text)
             gauge.add_metric([], level)
             yield gauge
+
+
+def _disk_metrics(h: SipHandler) -> Iterator[Metric]:
+    """The recording disk and the finalisations (``media/disk.py``, ``sip/finalisations.py``)."""
+    work = h.finalisations
+    for name, text, value in (
+        ("siprec_finalisation_failures", "Finalisation attempts that failed", work.failures),
+        ("siprec_finalisation_retries", "Finalisations tried again after a failure", work.retries),
+        (
+            "siprec_finalisations_recovered",
+            "Recordings finalised at start-up (left finalising by a stopped node)",
+            work.recovered,
+        ),
+        (
+            "siprec_recording_write_errors",
+            "Failed writes of stream files (disk full), as reported when the streams closed",
+            work.write_errors,
+        ),
+        (
+            "siprec_invites_refused_disk_low",
+            "New INVITEs answered 503 because free space was below recording.min_free",
+            h.disk.refused,
+        ),
+    ):
+        counter = CounterMetricFamily(name, text)
+        counter.add_metric([], value)
+        yield counter
+    for name, text, gauge_value in (
+        (
+            "siprec_finalisations_pending",
+            "Recordings waiting for a finalisation retry",
+            work.backlog,
+        ),
+        (
+            "siprec_recording_disk_free_bytes",
+            "Free bytes on the recording directory's filesystem (last check)",
+            h.disk.free if h.disk.free is not None else float("nan"),
+        ),
+        ("siprec_recording_disk_low", "1 while free space is below recording.min_free", h.disk.low),
+    ):
+        gauge = GaugeMetricFamily(name, text)
+        gauge.add_metric([], float(gauge_value))
+        yield gauge
 
 
 class TransportCollector(Collector):
@@ -281,6 +326,9 @@ class HttpApi:
             problems.append("recovering this node's calls")
         if self.handler.snapshots is not None and not self.handler.snapshots.healthy:
             problems.append("store writes failing")
+        if self.handler.disk.low:  # recording.min_free
+            problems.append("recording disk low")
+            body["disk"] = self.handler.disk.reason
         if self.readiness is not None:
             detail = await self._store_problem()
             if detail is not None:

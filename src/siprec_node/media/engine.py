@@ -211,6 +211,8 @@ class _Open:
     gate: _Gate
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
     sockets: list[socket.socket] = field(default_factory=list)  # read by the C receiver
+    write_errors: int = 0
+    """Failed writes when the first was logged (0: none logged yet)."""
 
 
 class LocalEngine:
@@ -277,6 +279,7 @@ class LocalEngine:
                     stream.recorder.tick(now)
                 except Exception:
                     log.exception("recorder_tick_failed", session_id=stream.spec.session_id)
+                _report_write_errors(stream)
             turn += 1
 
     def _count_foreign(self, opened: _Open) -> None:
@@ -417,6 +420,7 @@ class LocalEngine:
                 self._rx.remove(sock.fileno())
                 sock.close()
             opened.recorder.close(at)
+            _report_write_errors(opened)
             out[key[1]] = _stats_dict(opened.recorder)
         return out
 
@@ -463,6 +467,23 @@ class LocalEngine:
     def receiver_stats(self) -> dict[str, Any] | None:
         """The C receiver's counters (datagrams, taken by the fast path, handed to Python)."""
         return None if self._rx is None else dict(self._rx.stats())
+
+
+def _report_write_errors(opened: _Open) -> None:
+    """Log once per stream when its writes start failing (disk full): never once per packet.
+    The counts go into its JSON, its close statistics and the recording's verdict."""
+    if opened.write_errors:
+        return
+    count, _, error = opened.recorder.write_errors()
+    if count:
+        opened.write_errors = count
+        log.error(
+            "stream_write_failed",
+            session_id=opened.spec.session_id,
+            index=opened.spec.index,
+            error=error,
+            parts=opened.spec.parts_dir,
+        )
 
 
 def _stats_dict(recorder: StreamRecorder) -> dict[str, Any]:

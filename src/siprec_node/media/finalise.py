@@ -58,17 +58,16 @@ whatever its header says, a `.frames` log to its last whole record, a missing or
 pause of a stream that was not closed is not trusted (the stream may have resumed after the
 last rewrite of its JSON; the receive path wrote no media while paused anyway). Finalising again
 gives the same files: each is written to a temporary name and renamed, leftovers of an
-interrupted run are removed, and files an earlier run listed in the sidecar that this run does
-not write are deleted once the new sidecar is in place. The parts folder is left alone unless
-`remove_parts=True`.
+interrupted run are removed (tried by name: the day folder is never listed), and files an
+earlier run listed in the sidecar that this run does not write are deleted once the new sidecar
+is in place. The parts folder is left alone unless `remove_parts=True` (the node removes it
+once the recording is final: ``sip/finalisations.py``, ``recording.keep_parts``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
-import math
 import os
 import shutil
 import time
@@ -90,9 +89,11 @@ from .decode import (
     fit,
     resample,
 )
-from .stream_parts import StreamParts, common_pauses, load_streams, number
+from .disk import clean_leftovers
+from .evidence import judge
+from .stream_parts import StreamParts, common_pauses, load_streams
 from .vad import Conversation, TurnSink, VadConfig, analyse_levels, frame_levels
-from .verdict import CallVerdict, CallWindow, StreamEvidence, Verdict, judge_call
+from .verdict import CallVerdict, Verdict
 
 Format = Literal["wav", "wav-g711", "flac", "opus"]
 Channels = Literal["stereo", "separate", "both"]
@@ -454,14 +455,6 @@ def _write_json(path: Path, data: Mapping[str, Any], durable: bool) -> None:
         out.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
 
 
-def _clean_leftovers(directory: Path, stem: str) -> None:
-    """Temporary files of an interrupted earlier run of this recording."""
-    prefix = f"{audio_out.TEMP_PREFIX}{stem}"
-    for path in directory.glob(f"{glob.escape(prefix)}*{audio_out.TEMP_SUFFIX}"):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
 def _fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -509,9 +502,9 @@ def finalise_call(
             raise ValueError(f"times must be timezone-aware, got {when!r}")
     parts, directory = Path(parts_dir), Path(output_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    _clean_leftovers(directory, stem)
-
     loaded = load_streams(parts)
+    # an interrupted earlier run's temporary files, by name: the day folder is never listed
+    clean_leftovers(directory, stem, (s.index for s in loaded))
     streams = [s for s in loaded if s.codec is not None]
     epochs = [s.epoch for s in streams if s.epoch is not None]
     epoch = min(epochs) if epochs else call.started_at.timestamp()
@@ -580,7 +573,7 @@ def finalise_call(
         conversation,
         alignment,
     )
-    verdict = _judge(call, loaded, epoch, end, call_pauses, metadata)
+    verdict = judge(call.started_at, call.flags, loaded, epoch, end, call_pauses, metadata)
     sidecar = directory / f"{stem}.json"
     previous = _previous_files(sidecar)
     _write_json(sidecar, metadata, durable)
@@ -603,85 +596,6 @@ def finalise_call(
         metadata=metadata,
         verdict=verdict,
     )
-
-
-def _peak_dbfs(s: StreamParts) -> float | None:
-    """The loudest sample of a stream's recorded audio in dBFS (None: no sample; -inf: all
-    zero). G.711 without decoding: the magnitude bits of a code grow with its level."""
-    if s.codes is not None:
-        if not s.codes.size:
-            return None
-        xor = 0xFF if s.codec == "PCMU" else 0x55
-        loudest = int(np.max(np.bitwise_and(np.bitwise_xor(s.codes, xor), 0x7F))) ^ xor
-        peak = abs(int(decode_g711(np.array([loudest], np.uint8), str(s.codec))[0]))
-    else:
-        pcm = s.decoded()
-        if not pcm.size:
-            return None
-        peak = max(int(pcm.max()), -int(pcm.min()))
-    return 20 * math.log10(peak / 32768) if peak else -math.inf
-
-
-def _evidence(
-    s: StreamParts, epoch: float, end: float, described: Mapping[str, Any]
-) -> StreamEvidence:
-    """What the verdict judges of one stream, in seconds from the call's media epoch."""
-    info, rate = s.info, s.clock_rate
-    offset = s.start(epoch) - epoch
-    first = number(info.get("first_position"))
-    decodable = s.codec is not None
-    audio = None
-    if decodable and first is not None and s.native_length():
-        audio = (offset + first / rate, offset + s.native_length() / s.rate)
-    gaps = [
-        (offset + g["start"] / rate, offset + g["end"] / rate)
-        for g in info.get("gaps") or ()
-        if isinstance(g, Mapping) and number(g.get("start")) is not None
-    ]
-    unexpected = described.get("unexpected_payload") or info.get("unexpected_payload") or {}
-    return StreamEvidence(
-        index=s.index,
-        packets=int(number(info.get("packets"), 0) or 0),
-        audio=audio,
-        pauses=[(offset + a, end - epoch if b is None else offset + b) for a, b in s.pause_spans()],
-        gaps=gaps,
-        gap_count=int(number(info.get("gap_count"), len(gaps)) or 0),
-        gap_seconds=(number(info.get("gap_length"), 0) or 0) / rate or None,
-        unexpected_payload={int(pt): int(n) for pt, n in dict(unexpected).items()},
-        foreign_packets=int(number(info.get("foreign_packets"), 0) or 0),
-        undecodable=int(number(described.get("undecodable"), 0) or 0),
-        decodable=decodable,
-        peak_dbfs=_peak_dbfs(s) if decodable else None,
-    )
-
-
-def _judge(
-    call: CallInfo,
-    loaded: Sequence[StreamParts],
-    epoch: float,
-    end: float,
-    pauses: Sequence[tuple[float, float | None]],
-    metadata: dict[str, Any],
-) -> CallVerdict:
-    """The verdict of the recording (``media/verdict.py``), written into the sidecar: the
-    call's `verdict`, and each stream's `verdict`, `peak_dbfs`, `gaps` (ms from the media
-    epoch) and `unexpected_payload` (packets per payload type)."""
-    described = {d["index"]: d for d in metadata["streams"]}
-    evidence = [_evidence(s, epoch, end, described[s.index]) for s in loaded]
-    window = CallWindow(
-        call.started_at.timestamp() - epoch,
-        end - epoch,
-        [(a, end - epoch if b is None else b) for a, b in pauses],
-    )
-    verdict = judge_call(evidence, window, call.flags)
-    for e in evidence:
-        d = described[e.index]
-        d["verdict"] = verdict.streams[e.index].to_dict(with_streams=False)
-        d["peak_dbfs"] = None if e.peak_dbfs is None else max(round(e.peak_dbfs, 1), -200.0)
-        d["gaps"] = [{"at_ms": round(a * 1000), "ms": round((b - a) * 1000)} for a, b in e.gaps]
-        d.setdefault("unexpected_payload", {str(k): v for k, v in e.unexpected_payload.items()})
-    metadata["verdict"] = verdict.call.to_dict()
-    return verdict
 
 
 def _sidecar(
@@ -729,6 +643,7 @@ def _sidecar(
             "late": info.get("late", 0),
             "jitter_ms": info.get("jitter_ms", 0.0),
             "foreign_packets": info.get("foreign_packets", 0),
+            "write_errors": info.get("write_errors", 0),
             "pauses": [
                 {
                     "start": _iso(s.start(epoch) + a),

@@ -59,6 +59,29 @@ class StreamFileError(ValueError):
     """A stream file is not in the format of ``FORMAT.md`` (or not ours to continue)."""
 
 
+class WriteErrors:
+    """Writes a writer could not make (disk full): counted, never raised to the receive path.
+
+    The audio they held is lost; positions stay right (a ``.wav`` writes silence in its place
+    once the disk takes writes again, a frame log simply lacks those records).
+    """
+
+    __slots__ = ("count", "error", "lost")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lost = 0
+        """Clock units of audio lost (samples for a ``.wav``; for a frame log, the span of the
+        positions of the records dropped)."""
+        self.error: str | None = None
+
+    def add(self, exc: OSError, lost: int) -> None:
+        self.count += 1
+        self.lost += lost
+        if self.error is None:
+            self.error = f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno or 0, '?')})"
+
+
 STREAM_FORMAT_VERSION = 2
 """Version of ``stream-<i>.json`` written (1: one codec per stream, no ``stretches``)."""
 
@@ -151,6 +174,8 @@ class WavG711Writer:
         self.origin = origin
         self._end = origin + self._written  # position after the samples, buffered ones included
         self._buffer = bytearray()
+        self._hole = 0  # samples lost to failed writes, not yet replaced by silence on disk
+        self.errors = WriteErrors()
         self._header_size = -1  # a continued file's header may be one write behind
         self.closed = False
 
@@ -201,16 +226,48 @@ class WavG711Writer:
             if len(buffer) >= _SILENCE_CHUNK:
                 self.flush()
 
+    @property
+    def pending(self) -> bool:
+        """Samples are buffered, or lost ones not yet replaced by silence (no fast path then)."""
+        return bool(self._buffer or self._hole)
+
     def flush(self) -> None:
-        """Hand the buffered samples to the kernel, then the header that counts them."""
-        if self._buffer:
-            data = self._buffer
-            if self._written + len(data) > self._room:
-                self._grow(self._written + len(data))
-            _pwrite_all(self._fd, data, WAV_HEADER_SIZE + self._written)
-            self._written += len(data)
+        """Hand the buffered samples to the kernel, then the header that counts them. A write
+        the disk refuses loses the buffered samples it did not take (counted in ``errors``);
+        silence takes their place at the next write that succeeds."""
+        data = self._buffer
+        if not data and not self._hole:
+            return
+        error = None
+        while self._hole and error is None:  # what failed writes lost: silence, in its place
+            n = min(self._hole, _SILENCE_CHUNK)
+            done, error = self._append(bytes((self.silence,)) * n)
+            self._hole -= done
+        if data:
+            done, error = self._append(data) if error is None else (0, error)
+            if error is not None:
+                self.errors.add(error, len(data) - done)
+                self._hole += len(data) - done
             data.clear()
-            self._update_header()
+        self._update_header()
+
+    def _append(self, data: bytes | bytearray) -> tuple[int, OSError | None]:
+        """Write after the samples written: (bytes the disk took, the error if not all). The
+        samples go first, the silence preallocated ahead of them (room for the fast path) after:
+        a disk with little left keeps audio rather than room."""
+        grow = self._written + len(data) > self._room
+        try:
+            done = _pwrite_some(self._fd, data, WAV_HEADER_SIZE + self._written)
+        except OSError as exc:
+            return 0, exc
+        self._written += done
+        self._room = max(self._room, self._written)
+        if done < len(data):
+            return done, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if grow:
+            with contextlib.suppress(OSError):  # no room ahead: the next write extends the file
+                self._grow(self._written)
+        return done, None
 
     def reserve(self, samples: int) -> tuple[int, int]:
         """Make sure the file has room for ``samples`` more after the ones written (preallocating
@@ -218,17 +275,22 @@ class WavG711Writer:
         (write at, room ends at) for the C fast path."""
         self.flush()
         if self._written + samples > self._room:
-            self._grow(self._written + samples)
+            try:
+                self._grow(self._written + samples)
+            except OSError as exc:  # disk full: the fast path gets what room there is
+                self.errors.add(exc, 0)
         return WAV_HEADER_SIZE + self._written, WAV_HEADER_SIZE + self._room
 
     def _grow(self, needed: int) -> None:
         room = needed + PREALLOCATE_SECONDS * G711_RATE
-        _pwrite_all(
+        done = _pwrite_some(
             self._fd,
             bytes((self.silence,)) * (room - self._room),
             WAV_HEADER_SIZE + self._room,
         )
-        self._room = room
+        self._room += done
+        if self._room < room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def absorb(self, written: int) -> None:
         """Account for ``written`` samples the C fast path put after ours (and counted in the
@@ -246,7 +308,11 @@ class WavG711Writer:
 
     def _update_header(self) -> None:
         if self._header_size != self._written:
-            os.pwrite(self._fd, _wav_header(self.law, self._written), 0)
+            try:  # rewrites allocated bytes: fails only on a broken disk
+                os.pwrite(self._fd, _wav_header(self.law, self._written), 0)
+            except OSError as exc:
+                self.errors.add(exc, 0)
+                return
             self._header_size = self._written
 
     def close(self) -> None:
@@ -266,6 +332,27 @@ class WavG711Writer:
         os.ftruncate(self._fd, WAV_HEADER_SIZE + self._written)
         os.close(self._fd)
         self.closed = True
+
+
+def _pwrite_some(fd: int, data: bytes | bytearray, offset: int) -> int:
+    """Write as much of ``data`` at ``offset`` as the disk takes; how many bytes that was.
+    Raises only when nothing could be written."""
+    view = memoryview(data)
+    done = 0
+    try:
+        while done < len(data):
+            chunk = view[done:]
+            try:
+                done += os.pwrite(fd, chunk, offset + done)
+            except OSError:
+                if done == 0:
+                    raise
+                break
+            finally:
+                chunk.release()
+    finally:
+        view.release()
+    return done
 
 
 def _pwrite_all(fd: int, data: bytes | bytearray, offset: int) -> None:
@@ -345,6 +432,8 @@ class FramesWriter:
             raise
         self._buffer = bytearray()
         self._buffer_first = 0
+        self._size = os.lseek(self._fd, 0, os.SEEK_CUR)  # end of the last whole record
+        self.errors = WriteErrors()
         self.closed = False
 
     def _continue(self) -> int:
@@ -373,11 +462,16 @@ class FramesWriter:
             self.flush()
 
     def flush(self) -> None:
+        """Append the buffered records. A write the disk refuses drops them (counted in
+        ``errors``) and cuts what it wrote of them, so that the log stays whole records."""
         if self._buffer:
-            view = memoryview(self._buffer)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            view.release()
+            try:
+                _pwrite_all(self._fd, self._buffer, self._size)
+                self._size += len(self._buffer)
+            except OSError as exc:
+                self.errors.add(exc, self._last - self._buffer_first)
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)
             self._buffer.clear()
 
     def tick(self, now: float) -> None:
@@ -529,6 +623,12 @@ class StreamInfo:
     foreign_packets: int = 0
     """Datagrams to the stream's ports from addresses ``media.source_check`` refused: dropped
     before they could reach the recording."""
+    write_errors: int = 0
+    """Writes of the stream's files the disk refused (full): their audio is lost."""
+    write_lost_ms: int = 0
+    """How much audio those writes held (ms; approximate for a frame log)."""
+    write_error: str | None = None
+    """The first such error (``No space left on device (ENOSPC)``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """What ``dataclasses.asdict`` gives (for the flat dataclasses in the lists), at a tenth

@@ -45,6 +45,7 @@ from siprec_node.media.stream_file import (
     StreamInfo,
     Stretch,
     WavG711Writer,
+    WriteErrors,
     info_file_name,
     media_file_name,
     read_stream_info,
@@ -69,7 +70,33 @@ _FAST_ROOM = 3 * 8000
 """Room (samples) the fast path gets ahead of it at each arming: more than a tick apart."""
 
 
-Writer = WavG711Writer | FramesWriter
+class _Unwritable:
+    """A new stretch's file that could not be created (disk full): its packets are lost and
+    counted; creating the file is tried again at the next switch to its format."""
+
+    origin = 0
+
+    def __init__(self, error: OSError, position: int) -> None:
+        self.errors = WriteErrors()
+        self.errors.add(error, 0)
+        self.first = position
+        self.last_position = position - 1
+
+    def write(self, position: int, payload: bytes | memoryview) -> None:
+        self.last_position = max(self.last_position, position)
+        self.errors.lost = max(self.errors.lost, self.last_position - self.first)
+
+    def flush(self) -> None:
+        """Nothing is held."""
+
+    def tick(self, now: float) -> None:
+        """Nothing is held."""
+
+    def close(self) -> None:
+        """Nothing is open."""
+
+
+Writer = WavG711Writer | FramesWriter | _Unwritable
 
 
 def _formats(stream: NegotiatedStream) -> list[PayloadFormat]:
@@ -131,6 +158,9 @@ class StreamStats:
     last_position: int | None
     paused: bool
     closed: bool
+    write_errors: int = 0  # writes of the stream's files the disk refused (this run)
+    write_lost_ms: int = 0
+    write_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -230,6 +260,9 @@ class StreamRecorder:
         self.foreign_packets = 0
         """Datagrams from addresses the source check refused (counted by the receive path)."""
         self.closed = False
+        self.info_errors = WriteErrors()
+        """Rewrites of ``stream-<i>.json`` the disk refused."""
+        self._lost_ms = 0.0  # of stretches whose file could not be created (counted above)
         self._info_due = now + info_interval
         self._due = now  # next time on_rtp hands over to _periodic
         self.fast_stream: Any = None
@@ -308,6 +341,10 @@ class StreamRecorder:
     def _open(self, fmt: PayloadFormat, name: str, origin: int) -> Writer:
         """The writer of file ``name`` (opened, continuing it, if not yet)."""
         writer = self._writers.get(name)
+        if isinstance(writer, _Unwritable):  # tried again: what it lost stays counted
+            self.info_errors.count += writer.errors.count
+            self._lost_ms += writer.errors.lost * 1000 / fmt.clock_rate
+            writer = None
         if writer is None:
             path = self.directory / name
             law = fmt.name.upper()
@@ -432,7 +469,7 @@ class StreamRecorder:
             return
         # the fast path's samples follow everything written so far, into preallocated silence
         at, end = writer.reserve(_FAST_ROOM)
-        if writer.end == state.next_position:
+        if writer.end == state.next_position and not writer.pending:
             self.fast_stream.arm(at, end, *state)
 
     def settle(self) -> None:
@@ -474,7 +511,10 @@ class StreamRecorder:
         self._stretch_base = switch.packets_before
         self._writer.flush()
         self._write_info()  # the file is described before it holds anything
-        self._writer = self._open(fmt, stretch.file, origin)
+        try:
+            self._writer = self._open(fmt, stretch.file, origin)
+        except OSError as exc:  # disk full: this stretch's packets are lost, and counted
+            self._writer = self._writers[stretch.file] = _Unwritable(exc, start)
         if self.fast_stream is not None:
             writer = self._writer
             self.fast_stream.rebind(writer.fileno() if isinstance(writer, WavG711Writer) else -1)
@@ -587,8 +627,12 @@ class StreamRecorder:
             for pt, n in prior.unexpected_payload.items():
                 unexpected[pt] = unexpected.get(pt, 0) + n
         foreign = self.foreign_packets
+        write_errors, write_lost_ms, write_error = self.write_errors()
         if prior is not None:
             foreign += prior.foreign_packets
+            write_errors += prior.write_errors
+            write_lost_ms += prior.write_lost_ms
+            write_error = prior.write_error or write_error
             ssrcs = prior.ssrcs + ssrcs
             dtmf = prior.dtmf + dtmf
             packets += prior.packets
@@ -634,6 +678,9 @@ class StreamRecorder:
             gap_length=gap_length,
             unexpected_payload=unexpected,
             foreign_packets=foreign,
+            write_errors=write_errors,
+            write_lost_ms=write_lost_ms,
+            write_error=write_error,
         )
 
     def _duplicates(self) -> int:
@@ -641,11 +688,25 @@ class StreamRecorder:
         return self._timeline.duplicates + replays
 
     def _write_info(self) -> None:
-        write_stream_info(self.info_path, self._info())
+        try:
+            write_stream_info(self.info_path, self._info())
+        except OSError as exc:  # disk full: the next rewrite (or the close) says it all
+            self.info_errors.add(exc, 0)
+
+    def write_errors(self) -> tuple[int, int, str | None]:
+        """(failed writes, ms of audio they lost, the first error) of this run's files."""
+        count, lost_ms, first = self.info_errors.count, self._lost_ms, self.info_errors.error
+        for name, writer in self._writers.items():
+            errors = writer.errors
+            count += errors.count
+            lost_ms += errors.lost * 1000 / self._clock_of(name)
+            first = first or errors.error
+        return count, round(lost_ms), first
 
     def stats(self) -> StreamStats:
         self.settle()
         t = self._timeline
+        write_errors, write_lost_ms, write_error = self.write_errors()
         srtp = self._srtp
         return StreamStats(
             index=self.stream.index,
@@ -684,4 +745,7 @@ class StreamRecorder:
             last_position=None if t.last_position is None else t.to_base(t.last_position),
             paused=self._paused,
             closed=self.closed,
+            write_errors=write_errors,
+            write_lost_ms=write_lost_ms,
+            write_error=write_error,
         )

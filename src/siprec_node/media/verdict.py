@@ -34,13 +34,19 @@ Problems of a stream (``media/FORMAT.md`` and the thresholds below):
     Holes of at least ``GAP_MIN_MS`` (100 ms) inside the stream's audio that no pause explains:
     a loss burst, the SRC stopping, the downtime of a node restart or of a media worker crash.
     Figures: ``count``, ``ms``.
+``write_errors``
+    Writes of the stream's files the recording disk refused (full): the audio they held is
+    silence in the recording. Figures: ``count`` (failed writes), ``ms`` (audio they held;
+    approximate for codecs other than G.711), ``detail`` (the first error). Judged even on a
+    stream without RTP.
 
 Problems of the call are those of its streams, merged by kind (``streams`` lists the m-line
 indexes; counts and milliseconds add up, payload types merge, ``short`` and ``silent`` keep the
 worst stream's figures), followed by the call-level flags other parts of the node raise
 (``metadata_unparsed``: the recording metadata could not be parsed and participants come from
-From/To; ``stalled``: the RTP-timeout probe kept a call with no media up), passed through as
-they are.
+From/To; ``stalled``: the RTP-timeout probe kept a call with no media up; ``write_errors``, from
+the streams' close statistics, when their JSON could not record them), passed through as they
+are unless a stream already named that kind.
 """
 
 from __future__ import annotations
@@ -64,7 +70,14 @@ SHORT_SLACK_S = 0.5
 must not be short for the first 100 ms)."""
 
 StreamProblemKind = Literal[
-    "no_rtp", "silent", "unexpected_payload", "foreign_packets", "undecodable", "short", "gaps"
+    "no_rtp",
+    "silent",
+    "unexpected_payload",
+    "foreign_packets",
+    "undecodable",
+    "short",
+    "gaps",
+    "write_errors",
 ]
 PROBLEM_KINDS: tuple[str, ...] = (
     "no_rtp",
@@ -74,6 +87,7 @@ PROBLEM_KINDS: tuple[str, ...] = (
     "undecodable",
     "short",
     "gaps",
+    "write_errors",
     "metadata_unparsed",
     "stalled",
 )
@@ -114,6 +128,12 @@ class StreamEvidence:
     """False when the stream's codec is not decoded at all (its packets are undecodable)."""
     peak_dbfs: float | None = None
     """The loudest decoded sample, dBFS; None (or -inf) when no sample was decoded."""
+    write_errors: int = 0
+    """Writes of the stream's files the disk refused."""
+    write_lost_ms: int = 0
+    """The audio those writes held (ms)."""
+    write_error: str | None = None
+    """The first such error."""
 
 
 @dataclass(frozen=True)
@@ -282,6 +302,15 @@ def judge_stream(stream: StreamEvidence, window: CallWindow) -> Verdict:
     active = (hi - lo) - _length(pauses)
     foreign = [Problem("foreign_packets", packets=stream.foreign_packets)]
     foreign = foreign if stream.foreign_packets > 0 else []
+    if stream.write_errors > 0:
+        foreign.append(
+            Problem(
+                "write_errors",
+                count=stream.write_errors,
+                ms=stream.write_lost_ms,
+                detail=stream.write_error,
+            )
+        )
     if stream.packets <= 0:  # unless paused all along (an unknown end, a takeover's: no_rtp)
         return Verdict((*([] if hi > lo and active <= 0 else [Problem("no_rtp")]), *foreign))
     problems: list[Problem] = []
@@ -320,7 +349,8 @@ def judge_stream(stream: StreamEvidence, window: CallWindow) -> Verdict:
     count, seconds = _gaps(stream, _union([*window.pauses, *stream.pauses]))
     if count > 0:
         problems.append(Problem("gaps", count=count, ms=_ms(seconds)))
-    return Verdict(tuple(problems))
+    order = {kind: n for n, kind in enumerate(PROBLEM_KINDS)}
+    return Verdict(tuple(sorted(problems, key=lambda p: order.get(p.kind, len(order)))))
 
 
 def _gaps(stream: StreamEvidence, pauses: list[Span]) -> tuple[int, float]:
@@ -358,6 +388,15 @@ def _merge(kind: str, found: list[tuple[int, Problem]]) -> Problem:
         return Problem(kind, streams, frames=sum(p.frames or 0 for p in problems))
     if kind == "foreign_packets":
         return Problem(kind, streams, packets=sum(p.packets or 0 for p in problems))
+    if kind == "write_errors":
+        detail = next((p.detail for p in problems if p.detail), None)
+        return Problem(
+            kind,
+            streams,
+            count=sum(p.count or 0 for p in problems),
+            ms=sum(p.ms or 0 for p in problems),
+            detail=detail,
+        )
     if kind == "short":
         worst = min(problems, key=lambda p: p.percent if p.percent is not None else 100.0)
         return Problem(

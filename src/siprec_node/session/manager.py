@@ -129,7 +129,8 @@ class SessionManager:
         return await self.store.list_by_node(self.node_id)
 
     async def cleanup(self) -> list[SessionState]:
-        """End this node's sessions idle (no SIP, no RTP) for `session_timeout`.
+        """End this node's sessions idle (no SIP, no RTP) for `session_timeout` (those
+        `finalising` are left to the finalisation retries).
 
         `on_timeout` runs first (send BYE, finalise the recording); then the session is saved
         `ended` with reason "timeout". Returns the sessions ended.
@@ -137,6 +138,8 @@ class SessionManager:
         cutoff = self._now() - self.config.session_timeout
         ended = []
         for state in await self.store.list_by_node(self.node_id, idle_before=cutoff):
+            if state.status is SessionStatus.FINALISING:
+                continue  # not idle: its recording waits for a finalisation retry (disk)
             slog = self._log.bind(session_id=state.id, call_id=state.call_id)
             slog.info("session timed out", last_activity=state.last_activity.isoformat())
             await self._run_hook(self.on_timeout, state, slog, "on_timeout")

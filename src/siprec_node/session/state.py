@@ -44,10 +44,15 @@ def new_session_id() -> str:
 
 
 class SessionStatus(StrEnum):
-    """Lifecycle of a session: `connecting` → `active` → `ended` | `failed`."""
+    """Lifecycle of a session: `connecting` → `active` → (`finalising` →) `ended` | `failed`.
+
+    `finalising`: the call is over and its recording not yet finalised; the session stays in the
+    active index (and its node's) until it is, so that a restart or a takeover finalises it.
+    """
 
     CONNECTING = "connecting"
     ACTIVE = "active"
+    FINALISING = "finalising"
     ENDED = "ended"
     FAILED = "failed"
 
@@ -68,7 +73,15 @@ class SessionStatus(StrEnum):
 _TRANSITIONS: dict[SessionStatus, frozenset[SessionStatus]] = {
     SessionStatus.CONNECTING: frozenset(SessionStatus),
     SessionStatus.ACTIVE: frozenset(
-        {SessionStatus.ACTIVE, SessionStatus.ENDED, SessionStatus.FAILED}
+        {
+            SessionStatus.ACTIVE,
+            SessionStatus.FINALISING,
+            SessionStatus.ENDED,
+            SessionStatus.FAILED,
+        }
+    ),
+    SessionStatus.FINALISING: frozenset(
+        {SessionStatus.FINALISING, SessionStatus.ENDED, SessionStatus.FAILED}
     ),
     SessionStatus.ENDED: frozenset({SessionStatus.ENDED}),
     SessionStatus.FAILED: frozenset({SessionStatus.FAILED}),

@@ -18,10 +18,15 @@ class CallStatus:
 
     CONNECTING = "connecting"
     ACTIVE = "active"
+    FINALISING = "finalising"
+    """The call is over, its recording not yet finalised (the store keeps it listed, so that a
+    restarted or surviving node finalises it); ``CallData.outcome`` is the status it ends with."""
     ENDED = "ended"
     FAILED = "failed"
 
     FINAL = frozenset({ENDED, FAILED})
+    """Statuses of a finished record (the store drops it from the active index)."""
+    OVER = frozenset({FINALISING, ENDED, FAILED})
 
 
 def utc_now() -> datetime:
@@ -70,6 +75,9 @@ class CallData:
     transcription: dict[str, Any] | None = None
     """``{"status": "pending" | "done" | "failed", "error": ...}`` once a transcription of the
     recording was queued (``transcription/``); None when none was asked for."""
+    outcome: str | None = None
+    """While ``finalising``: the status (``ended`` or ``failed``) the call takes once its
+    recording is finalised."""
     version: int = 0
 
     def flag(self, kind: str, **figures: Any) -> None:
@@ -92,7 +100,12 @@ class CallData:
 
     @property
     def is_final(self) -> bool:
-        """True once the call has ended or failed."""
+        """True once the call is over: ended or failed, or finalising its recording."""
+        return self.status in CallStatus.OVER
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the record is finished: ended or failed (recording finalised)."""
         return self.status in CallStatus.FINAL
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,7 +150,7 @@ class CallStore(Protocol):
         """Forget ``session_id`` (no error when absent)."""
 
     async def list(self) -> list[CallData]:
-        """Every stored snapshot that is not final."""
+        """Every stored snapshot that is not terminal (``finalising`` ones included)."""
 
     async def touch(self, session_id: str, at: datetime) -> None:
         """Record activity (RTP) without a new snapshot."""
@@ -166,9 +179,9 @@ class MemoryCallStore:
             self._calls.pop(session_id, None)
 
     async def list(self) -> list[CallData]:
-        """Every non-final snapshot."""
+        """Every snapshot not yet terminal (live, or finalising its recording)."""
         calls = [CallData.from_dict(d) for d in self._calls.values()]
-        return [c for c in calls if not c.is_final]
+        return [c for c in calls if not c.is_terminal]
 
     async def touch(self, session_id: str, at: datetime) -> None:
         """Record activity on a stored snapshot."""

@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from siprec_node import __version__
+from siprec_node.media.disk import DiskSpace
 from siprec_node.media.engine import LocalEngine, MediaEngine, WorkerEngine
 from siprec_node.media.finalise import (
     CallInfo,
@@ -38,6 +39,7 @@ from siprec_node.sip.call import CallData, CallStatus, CallStore, MemoryCallStor
 from siprec_node.sip.call_media import CallMedia, MediaState, new_media_state
 from siprec_node.sip.dialog import Dialog, DialogState, DialogTable
 from siprec_node.sip.errors import SipParseError
+from siprec_node.sip.finalisations import Finalisations
 from siprec_node.sip.message import (
     DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_SIZE,
@@ -134,6 +136,12 @@ class HandlerConfig:
     """``media.receive_path``: ``auto``, ``c`` or ``python`` (see ``media.fastpath``)."""
     recording_format: str = "wav"
     recording_channels: str = "stereo"
+    keep_parts: bool = False
+    """``recording.keep_parts``: leave the parts folder beside a finalised recording."""
+    min_free: int = 0
+    """``recording.min_free`` (bytes): below it new INVITEs get 503; 0: no minimum."""
+    finalise_retry: tuple[float, float] = (2.0, 60.0)
+    """First and longest wait (seconds) before a failed finalisation is tried again."""
     log_level: str = "info"
     log_format: str = "json"
     advertise_host: str | None = None
@@ -268,6 +276,18 @@ class SipHandler:
         self._finished_by_remote: dict[tuple[str, str | None], tuple[str, str]] = {}
         self.store: CallStore = self._call_store()
         self.snapshots: SnapshotWriter | None = None
+        self.finalisations = Finalisations(
+            self.finalise,
+            self._save_data,
+            keep_parts=self.config.keep_parts,
+            retry_initial=self.config.finalise_retry[0],
+            retry_max=self.config.finalise_retry[1],
+        )
+        self.disk = DiskSpace(
+            self.config.recording_dir,
+            self.config.min_free,
+            on_recovered=self.finalisations.wake,
+        )
         self.listeners: dict[str, tuple[str, int]] = {}  # transport -> (bound host, port)
         self.draining = False
         self.recovering = False
@@ -336,6 +356,8 @@ class SipHandler:
         if self.snapshots is None:
             self.snapshots = SnapshotWriter(self.store, on_rejected=self._lost_to_another_node)
             await self.engine.start()
+            self.disk.start()
+            self.finalisations.start()
         if self._activity_task is None and self.config.activity_interval > 0:
             self._activity_task = asyncio.get_running_loop().create_task(self._report_activity())
         if self._rtp_task is None and self.rtp_timeout.action != "none" and self._clock is None:
@@ -473,6 +495,7 @@ class SipHandler:
         except Exception as exc:
             call.log.error("media_close_failed", error=repr(exc))
             stats = {}
+        self.finalisations.note_write_errors(call.data, stats, call.log)
         if not call.answered and call.media_state is not None:
             removed = self.call_media.discard(call.media_state)
             call.log.info("media_discarded", streams=sorted(stats), parts_removed=removed)
@@ -502,12 +525,13 @@ class SipHandler:
             log.warning(
                 "recording_parts_unreachable", session_id=data.session_id, parts=state.parts
             )
+            self.finalisations.gone(data)
             return None
         info = CallInfo(
             session_id=data.session_id,
             call_id=data.call_id,
             node_id=data.node_id,
-            status=data.status,
+            status=data.outcome or data.status,
             end_reason=data.end_reason,
             started_at=data.started_at or data.created_at,
             ended_at=data.ended_at,
@@ -525,9 +549,10 @@ class SipHandler:
         )
         try:
             result = await asyncio.get_running_loop().run_in_executor(None, job)
-        except Exception as exc:
-            log.exception("recording_finalise_failed", session_id=data.session_id, error=repr(exc))
+        except Exception as exc:  # logged, counted, tried again later (sip/finalisations.py)
+            self.finalisations.failed(data, state, session, exc)
             return None
+        self.finalisations.done(data, state)
         data.turns.clear()
         result.record_turns(data)
         state.files = [str(path) for path in result.files]
@@ -579,6 +604,9 @@ class SipHandler:
         """
         restored: list[str] = []
         for data in await self.store.list():
+            if data.node_id == self.node_id and data.status == CallStatus.FINALISING:
+                self.finalisations.resume(data)  # ended, recording not yet finalised
+                continue
             if data.node_id != self.node_id or data.is_final or data.session_id in self.calls:
                 continue
             try:
@@ -596,6 +624,12 @@ class SipHandler:
                 restored.append(call.data.session_id)
         self.recovering = False
         log.info("calls_recovered", count=len(restored))
+        self.finalisations.recover_parts_soon(  # parts folders left without a final recording
+            self.config.recording_dir,
+            self.node_id,
+            self.store,
+            lambda: [c.media_state.parts for c in self.calls.values() if c.media_state],
+        )
         return restored
 
     def _restore(self, data: CallData) -> Call | None:
@@ -667,7 +701,8 @@ class SipHandler:
         media = (data.media or {}).get("state")
         if not media:
             return None
-        data.status, data.end_reason = CallStatus.FAILED, reason
+        if data.status != CallStatus.FINALISING:  # one that was finalising keeps its outcome
+            data.status, data.end_reason = CallStatus.FAILED, reason
         session = None
         if data.recording.get("session"):
             session = RecordingSession.from_dict(data.recording["session"])
@@ -1193,6 +1228,9 @@ class SipHandler:
             return 483, None, []
         if self.draining:
             return 503, "Draining", retry
+        if self.disk.low:  # recording.min_free
+            self.disk.refused += 1
+            return 503, "Low Disk Space", retry
         if not self._source_allowed(source):
             self.stats["forbidden"] += 1
             return 403, "Source Not Allowed", []
@@ -1535,6 +1573,13 @@ class SipHandler:
         if self.snapshots is not None:
             self.snapshots.submit(data)
 
+    def _save_data(self, data: CallData) -> None:
+        """A snapshot of a call that is no longer live (its finalisation retried)."""
+        data.updated_at = utc_now()
+        data.version += 1
+        if self.snapshots is not None:
+            self.snapshots.submit(data)
+
     def _end_call(self, call: Call, status: str, reason: str) -> None:
         if call.data.is_final:
             return
@@ -1554,6 +1599,8 @@ class SipHandler:
         self._by_dialog.pop((call.dialog.call_id, call.dialog.local_tag), None)
         self._by_invite.pop(call.invite_key, None)
         call.data.status = status
+        if call.answered and state is not None and (state.open or state.engaged):
+            self.finalisations.hold(call.data, status)  # finalising until the recording is
         call.data.end_reason = reason
         call.data.ended_at = utc_now()
         self.stats["calls_ended" if status == CallStatus.ENDED else "calls_failed"] += 1
@@ -1697,6 +1744,8 @@ class SipHandler:
             self._timer.cancel()
             self._timer = None
         await self.idle()  # media closes spawned by the last calls' ends
+        self.disk.stop()
+        await self.finalisations.stop()
         await self.engine.stop()
         self.media.close()
         if self.snapshots is not None:
@@ -1707,6 +1756,8 @@ def _tolerate_cseq_method(call: Call, request: SipRequest) -> None:
     """INTEROP: a BYE, ACK or CANCEL whose CSeq names another method is what its request line
     says (``message.CSEQ_METHOD_TOLERATED``); logged once per call."""
     call.tolerate("cseq_method_mismatch", method=request.method, cseq=request.headers.get("CSeq"))
+
+
 def _reason_of(exc: SipParseError | SiprecError) -> str:
     """The reason phrase for a request refused by a parse error."""
     if isinstance(exc, SiprecError):

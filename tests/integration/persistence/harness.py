@@ -163,6 +163,9 @@ class NodeSpec:
     heartbeat: str = "1s"
     node_ttl: str = "3s"
     cleanup: str = "1s"
+    recording: str = ""
+    """More ``[recording]`` keys, as TOML lines."""
+    backend: str = "redis"
 
     @property
     def config(self) -> Path:
@@ -185,9 +188,10 @@ port_max = {self.rtp[1]}
 
 [recording]
 directory = "{self.workdir / "recordings"}"
+{self.recording}
 
 [store]
-backend = "redis"
+backend = "{self.backend}"
 url = "{self.redis_url}"
 prefix = "{self.prefix}"
 

@@ -93,6 +93,7 @@ async def test_snapshots_follow_the_call(backend: Backend) -> None:
     assert [c.session_id for c in await adapter.list()] == [session_id]
 
     assert [s.response.status for s in harness.feed(dialogue.bye())] == [200]
+    await harness.handler.idle()  # the finalisation: `finalising` until it is done
     assert await harness.handler.snapshots.flush(5)  # type: ignore[union-attr]
     state = await store.load(session_id)
     assert state.status is SessionStatus.ENDED and state.end_reason == "BYE from SRC"
@@ -134,6 +135,7 @@ async def test_restart_recovers_the_call_and_answers_its_bye(backend: Backend) -
     assert call.ports == ports and call.data.recoveries == 1
     assert second.handler.media.reserved == len(ports)
     assert [s.response.status for s in second.feed(dialogue.bye())] == [200]
+    await second.handler.idle()  # the finalisation: `finalising` until it is done
     assert await second.handler.snapshots.flush(5)  # type: ignore[union-attr]
     state = await store.load(session_id)
     assert state.status is SessionStatus.ENDED

@@ -69,7 +69,15 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "source_check": "signalling",
         "receive_path": "auto",
     },
-    "recording": {"directory": Path("recordings"), "format": "wav", "channels": "stereo"},
+    "recording": {
+        "directory": Path("recordings"),
+        "format": "wav",
+        "channels": "stereo",
+        "keep_parts": False,
+        "min_free": 0,
+        "finalise_retry": timedelta(seconds=2),
+        "finalise_retry_max": timedelta(seconds=60),
+    },
     "store": {
         "backend": "memory",
         "url": "redis://127.0.0.1:6379/0",

@@ -153,7 +153,7 @@ def test_decoder_errors_the_stream_data_reports_are_undecodable(
 
 def test_the_level_costs_little(parts: Parts) -> None:
     """Five minutes of two G.711 legs: the peak levels cost under 3 ms."""
-    from siprec_node.media.finalise import _peak_dbfs
+    from siprec_node.media.evidence import _peak_dbfs
     from siprec_node.media.stream_parts import load_stream as _load_stream
 
     long = tone(440, 300.0, 8000)

@@ -7,6 +7,7 @@ import os
 import random
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -273,6 +274,9 @@ def test_stream_info_json(tmp_path: Path) -> None:
         "gap_count",
         "gap_length",
         "foreign_packets",
+        "write_errors",
+        "write_lost_ms",
+        "write_error",
     }
     assert raw["foreign_packets"] == 0
     assert raw["ssrcs"][0] == {"ssrc": 0x1234, "first_position": 4000}
@@ -323,3 +327,70 @@ def test_file_names() -> None:
     assert media_file_name(1, "PCMA") == "stream-1.wav"
     assert media_file_name(2, "G722") == "stream-2.frames"
     assert media_file_name(3, "opus") == "stream-3.frames"
+
+
+class _FullDisk:
+    """os.pwrite/os.write that refuse every write (ENOSPC) while ``full``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import errno as _errno
+        import os as _os
+
+        self.full = False
+        self.budget: int | None = None  # bytes the disk still takes (None: no limit)
+        real_pwrite = _os.pwrite
+
+        def pwrite(fd: int, data: Any, offset: int) -> int:
+            if offset == 0:  # the header rewrites allocated bytes
+                return real_pwrite(fd, data, offset)
+            if self.full or self.budget == 0:
+                raise OSError(_errno.ENOSPC, "No space left on device")
+            if self.budget is not None:
+                data = memoryview(data)[: self.budget]
+                self.budget -= len(data)
+            return real_pwrite(fd, data, offset)
+
+        monkeypatch.setattr("siprec_node.media.stream_file.os.pwrite", pwrite)
+
+
+def test_a_full_disk_loses_audio_but_keeps_positions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = _FullDisk(monkeypatch)
+    wav = WavG711Writer(tmp_path / "stream-0.wav", "PCMU", buffer_ms=20)
+    frames = FramesWriter(tmp_path / "stream-1.frames", 16000, buffer_ms=20)
+    wav.write(0, b"\x10" * 160)
+    frames.write(0, b"a" * 80)
+    frames.flush()
+    disk.full = True
+    wav.write(160, b"\x20" * 160)  # lost: the flush fails, nothing raised
+    frames.write(320, b"b" * 80)
+    frames.flush()
+    assert wav.errors.count == 1 and wav.errors.lost == 160 and wav.pending
+    assert "ENOSPC" in str(wav.errors.error)
+    assert frames.errors.count == 1
+    disk.full = False
+    wav.write(320, b"\x30" * 160)  # silence takes the lost samples' place
+    frames.write(640, b"c" * 80)
+    wav.close()
+    frames.close()
+    _, samples = read_wav_g711(tmp_path / "stream-0.wav")
+    assert samples == b"\x10" * 160 + b"\xff" * 160 + b"\x30" * 160
+    _, records = read_frames(tmp_path / "stream-1.frames")
+    assert [position for position, _ in records] == [0, 640]  # whole records only
+
+
+def test_a_write_the_disk_takes_in_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    disk = _FullDisk(monkeypatch)
+    wav = WavG711Writer(tmp_path / "stream-0.wav", "PCMU", buffer_ms=20)
+    wav.write(0, b"\x10" * 160)
+    wav.flush()
+    wav._room = wav._written  # no preallocated room: the next write needs new blocks
+    disk.budget = 50
+    wav.write(160, b"\x20" * 160)  # 50 bytes taken, 110 lost
+    assert wav.errors.count == 1 and wav.errors.lost == 110
+    disk.budget = None
+    wav.write(320, b"\x30" * 160)
+    wav.close()
+    _, samples = read_wav_g711(tmp_path / "stream-0.wav")
+    assert samples == b"\x10" * 160 + b"\x20" * 50 + b"\xff" * 110 + b"\x30" * 160

@@ -567,6 +567,8 @@ def test_unexpected_payload_types_are_counted_per_type() -> None:
     odd = [(s, q, t, 96 if i % 2 else 4, p, a) for i, (s, q, t, _, p, a) in enumerate(packets)]
     run(tl, odd)
     assert tl.unexpected_payload == 6 and tl.unexpected_types == {96: 3, 4: 3}
+
+
 @pytest.mark.parametrize("leap", [0.9, 0.45, 0.3, 5.0])
 def test_timestamps_leaping_ahead_cannot_grow_the_file_faster_than_the_call(leap: float) -> None:
     """A sender whose timestamps jump ``leap`` s a packet (an attacker, a broken SRC) for 10 s:

@@ -397,8 +397,10 @@ class Harness:
         return self.take()
 
     async def snapshot(self, session_id: str) -> CallData:
-        """The CallData the store holds for ``session_id`` once pending writes are done."""
+        """The CallData the store holds for ``session_id`` once pending work (media, the
+        finalisation of an ended call) and writes are done."""
         assert self.handler.snapshots is not None
+        await self.handler.idle()
         assert await self.handler.snapshots.flush(timeout=5)
         found = await self.store.load(session_id)
         assert found is not None
