@@ -35,8 +35,8 @@ from siprec_node.config.addresses import (
     parse_listen_address,
 )
 from siprec_node.config.durations import format_duration, parse_duration
-from siprec_node.config.transcription import TranscriptionSettings
 from siprec_node.config.sizes import format_size, parse_size
+from siprec_node.config.transcription import TranscriptionSettings
 from siprec_node.media import fastpath
 
 __all__ = [
