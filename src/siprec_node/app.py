@@ -10,6 +10,7 @@ exiting (the node keeps refusing calls until it is stopped).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import faulthandler
 import json
 import signal
@@ -37,6 +38,7 @@ from siprec_node.session import (
     SessionState,
     SessionStore,
     StoreError,
+    TranscriptionStatus,
 )
 from siprec_node.sip.call import CallStore
 from siprec_node.sip.transaction import TimerConfig
@@ -156,7 +158,11 @@ class Node:
     def __post_init__(self) -> None:
         self.store = session_store(self.settings)
         call_store: CallStore = SharedCallStore(self.store, self.settings.node.id)
-        self.handler = CallDriver(handler_config(self.settings, call_store))
+        self.transcriber = self._transcriber()
+        config = handler_config(self.settings, call_store)
+        if self.transcriber is not None:
+            config = dataclasses.replace(config, on_finalised=self.transcriber.submit)
+        self.handler = CallDriver(config)
         self.manager = SessionManager(
             self.store,
             manager_config(self.settings),
@@ -184,7 +190,20 @@ class Node:
                 drain=self.drain,
                 transports=self.transports,
             )
+            if self.transcriber is not None:
+                self.http.registry.register(self.transcriber.collector())
         self._drain_task: asyncio.Task[None] | None = None
+
+    def _transcriber(self) -> Any:
+        """The node's transcription queue and its worker processes (``transcription.workers``;
+        with none, jobs are only queued, for ``transcribe-worker`` elsewhere)."""
+        if self.settings.transcription.engine == "none":
+            return None
+        from siprec_node.transcription import build_transcriber
+
+        return build_transcriber(
+            self.settings, self.store, self.settings.node.id, self.settings.transcription.workers
+        )
 
     async def _on_timeout(self, state: SessionState) -> None:
         self.handler.expire(state.id)
@@ -203,6 +222,8 @@ class Node:
         if result is not None:
             result.record_turns(state)  # saved by the manager with the failed status
             state.verdict = RecordingVerdict.from_dict(result.verdict.call.to_dict())
+            if data.transcription is not None:  # queued by the transcription hook
+                state.transcription = TranscriptionStatus.from_dict(data.transcription)
 
     async def _store_ready(self) -> bool:
         try:
@@ -256,6 +277,8 @@ class Node:
             store=self.settings.store.backend,
             http_port=http_port,
         )
+        if self.transcriber is not None and self.settings.transcription.workers > 0:
+            await self.transcriber.start()
 
     def drain(self) -> asyncio.Task[None]:
         """Start draining (once; later calls return the same drain): new INVITEs get 503, live
@@ -295,6 +318,9 @@ class Node:
         done("http")
         await self.handler.close()
         done("handler")
+        if self.transcriber is not None:
+            await self.transcriber.stop()
+            done("transcriber")
         if self._store_task is not None:
             self._store_task.cancel()
         await self.manager.stop()
@@ -397,12 +423,15 @@ def list_sessions(settings: Settings, *, all_: bool = False, as_json: bool = Fal
                     ),
                     "node_alive": node.alive if node else False,
                     "node_status": node.status if node else "unknown",
+                    "transcription": (
+                        str(state.transcription) if state.transcription is not None else None
+                    ),
                 }
             )
         if as_json:
             print(json.dumps(rows, indent=2))
             return 0
-        table = [("SESSION", "CALL-ID", "STATUS", "NODE", "STARTED", "HEARTBEAT")]
+        table = [("SESSION", "CALL-ID", "STATUS", "NODE", "STARTED", "HEARTBEAT", "TRANSCRIPTION")]
         for row in rows:
             age = row["heartbeat_age_s"]
             table.append(
@@ -413,6 +442,7 @@ def list_sessions(settings: Settings, *, all_: bool = False, as_json: bool = Fal
                     row["node_id"] + ("" if row["node_alive"] else f" ({row['node_status']})"),
                     row["started_at"][:19].replace("T", " "),
                     "never" if age is None else f"{age:.0f}s",
+                    row["transcription"] or "-",
                 )
             )
         _print_table(table)

@@ -1,4 +1,5 @@
-"""The ``siprec-node`` command: ``run``, ``check-config``, ``sessions``, ``recordings``, ``nodes``.
+"""The ``siprec-node`` command: ``run``, ``check-config``, ``sessions``, ``recordings``, ``nodes``,
+``transcribe-worker``.
 
 Exit codes: 0 success, 2 for a bad command line or configuration (each problem printed to
 stderr as ``KEY: VALUE: why``); ``run``, ``sessions``, ``recordings`` and ``nodes`` otherwise
@@ -105,6 +106,26 @@ def build_parser() -> argparse.ArgumentParser:
     nodes.add_argument("--json", action="store_true", help="print JSON instead of a table")
     nodes.set_defaults(handler=_nodes)
 
+    worker = commands.add_parser(
+        "transcribe-worker",
+        help="transcribe finished recordings from the fleet's queue (store.backend = redis)",
+        description="Take transcription jobs from the Redis store of FILE and transcribe them "
+        "with [transcription] (engine whisper or http), writing each turn's text into the "
+        "session history, the sidecar and <stem>.vtt. The recordings must be visible here at "
+        "the paths the recorders wrote. Runs until SIGTERM or SIGINT.",
+    )
+    _add_config_option(worker)
+    worker.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes (default: transcription.workers, at least 1)",
+    )
+    worker.add_argument(
+        "--metrics", metavar="HOST:PORT", default=None, help="serve Prometheus /metrics there"
+    )
+    worker.set_defaults(handler=_transcribe_worker)
+
     call = commands.add_parser(
         "call",
         help="place a SIPREC test call with two tone legs and show where it was recorded",
@@ -194,6 +215,27 @@ def _sessions(args: argparse.Namespace) -> int:
     from siprec_node.app import list_sessions
 
     return list_sessions(settings, all_=args.all, as_json=args.json)
+
+
+def _transcribe_worker(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings is None:
+        return EXIT_CONFIG
+    problems = []
+    if settings.transcription.engine == "none":
+        why = "transcribe-worker needs engine whisper or http"
+        problems.append(Problem("transcription.engine", "none", why))
+    if settings.store.backend != "redis":
+        why = "transcribe-worker needs the shared store (a memory store is private to its node)"
+        problems.append(Problem("store.backend", settings.store.backend, why))
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        problems.append(Problem("--workers", str(args.workers), "must be 1 to 64"))
+    if problems:
+        return _print_problems(problems)
+    configure_logging(settings.log.level, settings.log.format)
+    from siprec_node.transcription.worker_command import run_worker
+
+    return run_worker(settings, workers=args.workers, metrics=args.metrics)
 
 
 def _duration(text: str) -> timedelta:

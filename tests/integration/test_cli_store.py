@@ -12,7 +12,12 @@ from datetime import timedelta
 
 import pytest
 
-from siprec_node.session import RedisSessionStore, SessionState, SessionStatus
+from siprec_node.session import (
+    RedisSessionStore,
+    SessionState,
+    SessionStatus,
+    TranscriptionStatus,
+)
 from tests.integration.node_process import ROOT
 from tests.redis_server import RedisProcess
 
@@ -51,6 +56,7 @@ async def _seed(url: str) -> None:
         await store.save(SessionState(id="s-live", call_id="call-a", node_id="rec-live"))
         ended = SessionState(id="s-done", call_id="call-b", node_id="rec-live")
         ended.transition(SessionStatus.ENDED, reason="BYE from SRC")
+        ended.transcription = TranscriptionStatus("failed", "EngineError: HTTP 401")
         await store.save(ended)
     finally:
         await store.close()
@@ -61,7 +67,16 @@ def test_sessions_and_nodes_commands(redis_url: str) -> None:
     live = _cli(redis_url, "sessions")
     assert live.returncode == 0, live.stderr
     lines = live.stdout.splitlines()
-    assert lines[0].split() == ["SESSION", "CALL-ID", "STATUS", "NODE", "STARTED", "HEARTBEAT"]
+    assert lines[0].split() == [
+        "SESSION",
+        "CALL-ID",
+        "STATUS",
+        "NODE",
+        "STARTED",
+        "HEARTBEAT",
+        "TRANSCRIPTION",
+    ]
+    assert lines[1].split()[-1] == "-"  # none asked for
     assert len(lines) == 2 and lines[1].split()[:4] == [
         "s-live",
         "call-a",
@@ -74,6 +89,12 @@ def test_sessions_and_nodes_commands(redis_url: str) -> None:
         "s-done": "ended",
     }
     assert all(row["node_alive"] for row in everything)
+    assert {row["id"]: row["transcription"] for row in everything} == {
+        "s-live": None,
+        "s-done": "failed (EngineError: HTTP 401)",
+    }
+    table = _cli(redis_url, "sessions", "--all").stdout
+    assert "failed (EngineError: HTTP 401)" in table
     nodes = _cli(redis_url, "nodes")
     assert nodes.returncode == 0 and nodes.stdout.splitlines()[1].split()[:2] == ["rec-live", "yes"]
     assert json.loads(_cli(redis_url, "nodes", "--json").stdout)[0]["alive"] is True

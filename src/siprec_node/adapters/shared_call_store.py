@@ -20,6 +20,7 @@ from siprec_node.session import (
     SessionState,
     SessionStatus,
     SessionStore,
+    TranscriptionStatus,
 )
 from siprec_node.sip.call import CallData, SnapshotRejected
 
@@ -46,6 +47,11 @@ def to_session_state(call: CallData) -> SessionState:
         last_activity=call.last_activity,
         recovery_data={RECOVERY_KEY: call.to_dict()},
         verdict=RecordingVerdict.from_dict(call.verdict) if call.verdict is not None else None,
+        transcription=(
+            TranscriptionStatus.from_dict(call.transcription)
+            if call.transcription is not None
+            else None
+        ),
     )
     for turn in call.turns:  # history and metrics are SessionState's to compute
         state.add_turn(
@@ -53,6 +59,7 @@ def to_session_state(call: CallData) -> SessionState:
             datetime.fromisoformat(turn["start"]),
             int(turn["duration_ms"]),
             interrupted=bool(turn.get("interrupted", False)),
+            text=turn.get("text"),
         )
     return state
 
@@ -72,6 +79,8 @@ def to_call_data(state: SessionState) -> CallData:
     call.updated_at = state.updated_at
     if state.verdict is not None:
         call.verdict = state.verdict.to_dict()
+    if state.transcription is not None:
+        call.transcription = state.transcription.to_dict()
     return call
 
 

@@ -34,6 +34,10 @@ def render_toml(settings: Settings, *, reveal_secrets: bool = False) -> str:
     token = settings.http.token
     if token is not None:
         data["http"]["token"] = token.get_secret_value() if reveal_secrets else SECRET_MASK
+    http_token = settings.transcription.http_token
+    if http_token is not None:
+        secret = http_token.get_secret_value()
+        data["transcription"]["http_token"] = secret if reveal_secrets else SECRET_MASK
     return dumps_toml(data)
 
 

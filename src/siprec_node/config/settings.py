@@ -36,6 +36,7 @@ from siprec_node.config.addresses import (
 )
 from siprec_node.config.durations import format_duration, parse_duration
 from siprec_node.config.sizes import format_size, parse_size
+from siprec_node.config.transcription import TranscriptionSettings
 from siprec_node.media import fastpath
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "SipSettings",
     "StoreSettings",
     "TlsSettings",
+    "TranscriptionSettings",
 ]
 
 KNOWN_CODECS: tuple[str, ...] = (
@@ -557,4 +559,19 @@ class Settings(_Section):
     store: StoreSettings = Field(default_factory=StoreSettings)
     session: SessionSettings = Field(default_factory=SessionSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    transcription: TranscriptionSettings = Field(default_factory=TranscriptionSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+
+    @model_validator(mode="after")
+    def _check_transcription_workers(self) -> Settings:
+        if (
+            self.transcription.engine != "none"
+            and self.transcription.workers == 0
+            and self.store.backend == "memory"
+        ):
+            why = (
+                "with store.backend memory the queue lives in the node, so no transcribe-worker "
+                "can take its jobs: set workers to 1 or more, or use the redis store"
+            )
+            raise _problems(("transcription.workers", 0, why))
+        return self

@@ -233,35 +233,41 @@ class WavG711Writer:
 
     def flush(self) -> None:
         """Hand the buffered samples to the kernel, then the header that counts them. A write
-        the disk refuses loses the buffered samples (counted in ``errors``); silence takes their
-        place at the next write that succeeds."""
+        the disk refuses loses the buffered samples it did not take (counted in ``errors``);
+        silence takes their place at the next write that succeeds."""
         data = self._buffer
         if not data and not self._hole:
             return
-        try:
-            while self._hole:  # what failed writes lost: silence, so that positions stay right
-                n = min(self._hole, _SILENCE_CHUNK)
-                self._append(bytes((self.silence,)) * n)
-                self._hole -= n
-            if data:
-                self._append(data)
-                data.clear()
-        except OSError as exc:
-            self.errors.add(exc, len(data))
-            self._hole += len(data)
+        error = None
+        while self._hole and error is None:  # what failed writes lost: silence, in its place
+            n = min(self._hole, _SILENCE_CHUNK)
+            done, error = self._append(bytes((self.silence,)) * n)
+            self._hole -= done
+        if data:
+            done, error = self._append(data) if error is None else (0, error)
+            if error is not None:
+                self.errors.add(error, len(data) - done)
+                self._hole += len(data) - done
             data.clear()
         self._update_header()
 
-    def _append(self, data: bytes | bytearray) -> None:
-        if self._written + len(data) > self._room:
-            # no room ahead for the fast path: this write may still fit
-            with contextlib.suppress(OSError):
-                self._grow(self._written + len(data))
-        done = _pwrite_some(self._fd, data, WAV_HEADER_SIZE + self._written)
+    def _append(self, data: bytes | bytearray) -> tuple[int, OSError | None]:
+        """Write after the samples written: (bytes the disk took, the error if not all). The
+        samples go first, the silence preallocated ahead of them (room for the fast path) after:
+        a disk with little left keeps audio rather than room."""
+        grow = self._written + len(data) > self._room
+        try:
+            done = _pwrite_some(self._fd, data, WAV_HEADER_SIZE + self._written)
+        except OSError as exc:
+            return 0, exc
         self._written += done
         self._room = max(self._room, self._written)
         if done < len(data):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return done, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if grow:
+            with contextlib.suppress(OSError):  # no room ahead: the next write extends the file
+                self._grow(self._written)
+        return done, None
 
     def reserve(self, samples: int) -> tuple[int, int]:
         """Make sure the file has room for ``samples`` more after the ones written (preallocating

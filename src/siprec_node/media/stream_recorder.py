@@ -70,7 +70,33 @@ _FAST_ROOM = 3 * 8000
 """Room (samples) the fast path gets ahead of it at each arming: more than a tick apart."""
 
 
-Writer = WavG711Writer | FramesWriter
+class _Unwritable:
+    """A new stretch's file that could not be created (disk full): its packets are lost and
+    counted; creating the file is tried again at the next switch to its format."""
+
+    origin = 0
+
+    def __init__(self, error: OSError, position: int) -> None:
+        self.errors = WriteErrors()
+        self.errors.add(error, 0)
+        self.first = position
+        self.last_position = position - 1
+
+    def write(self, position: int, payload: bytes | memoryview) -> None:
+        self.last_position = max(self.last_position, position)
+        self.errors.lost = max(self.errors.lost, self.last_position - self.first)
+
+    def flush(self) -> None:
+        """Nothing is held."""
+
+    def tick(self, now: float) -> None:
+        """Nothing is held."""
+
+    def close(self) -> None:
+        """Nothing is open."""
+
+
+Writer = WavG711Writer | FramesWriter | _Unwritable
 
 
 def _formats(stream: NegotiatedStream) -> list[PayloadFormat]:
@@ -236,6 +262,7 @@ class StreamRecorder:
         self.closed = False
         self.info_errors = WriteErrors()
         """Rewrites of ``stream-<i>.json`` the disk refused."""
+        self._lost_ms = 0.0  # of stretches whose file could not be created (counted above)
         self._info_due = now + info_interval
         self._due = now  # next time on_rtp hands over to _periodic
         self.fast_stream: Any = None
@@ -314,6 +341,10 @@ class StreamRecorder:
     def _open(self, fmt: PayloadFormat, name: str, origin: int) -> Writer:
         """The writer of file ``name`` (opened, continuing it, if not yet)."""
         writer = self._writers.get(name)
+        if isinstance(writer, _Unwritable):  # tried again: what it lost stays counted
+            self.info_errors.count += writer.errors.count
+            self._lost_ms += writer.errors.lost * 1000 / fmt.clock_rate
+            writer = None
         if writer is None:
             path = self.directory / name
             law = fmt.name.upper()
@@ -480,7 +511,10 @@ class StreamRecorder:
         self._stretch_base = switch.packets_before
         self._writer.flush()
         self._write_info()  # the file is described before it holds anything
-        self._writer = self._open(fmt, stretch.file, origin)
+        try:
+            self._writer = self._open(fmt, stretch.file, origin)
+        except OSError as exc:  # disk full: this stretch's packets are lost, and counted
+            self._writer = self._writers[stretch.file] = _Unwritable(exc, start)
         if self.fast_stream is not None:
             writer = self._writer
             self.fast_stream.rebind(writer.fileno() if isinstance(writer, WavG711Writer) else -1)
@@ -661,7 +695,7 @@ class StreamRecorder:
 
     def write_errors(self) -> tuple[int, int, str | None]:
         """(failed writes, ms of audio they lost, the first error) of this run's files."""
-        count, lost_ms, first = self.info_errors.count, 0.0, self.info_errors.error
+        count, lost_ms, first = self.info_errors.count, self._lost_ms, self.info_errors.error
         for name, writer in self._writers.items():
             errors = writer.errors
             count += errors.count

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from siprec_node.sip.call import CallStore
+from siprec_node.media.finalise import FinalisedRecording
+from siprec_node.sip.call import CallData, CallStore
 from siprec_node.sip.calls import USER_AGENT, CallControlConfig
 from siprec_node.sip.message import DEFAULT_MAX_HEADERS, DEFAULT_MAX_SIZE
 from siprec_node.sip.transaction import TimerConfig
@@ -78,6 +80,9 @@ class HandlerConfig:
     max_metadata_elements: int = DEFAULT_MAX_ELEMENTS
     """``sip.max_metadata_elements``: beyond it a request's metadata is refused (400)."""
     user_agent: str = USER_AGENT
+    on_finalised: Callable[[CallData, FinalisedRecording], None] | None = None
+    """Called (on the event loop, must not block) after each recording was finalised, before
+    its snapshot is written: the transcription queue's hook (``transcription/``)."""
 
     @property
     def effective_node_id(self) -> str:

@@ -455,6 +455,8 @@ class CallDriver:
         if result is not None:
             verdict = result.verdict.call
             self.core.count_verdict(verdict.status, tuple(verdict.kinds))
+            if self.config.on_finalised is not None:
+                self.config.on_finalised(data, result)
         return result
 
     def _save_data(self, data: CallData) -> None:

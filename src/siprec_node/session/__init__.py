@@ -13,7 +13,14 @@ from .errors import (
 from .manager import ManagerConfig, SessionCallback, SessionManager
 from .memory_store import MemorySessionStore
 from .redis_store import RedisSessionStore
-from .state import ConversationMetrics, RecordingVerdict, SessionState, SessionStatus, Turn
+from .state import (
+    ConversationMetrics,
+    RecordingVerdict,
+    SessionState,
+    SessionStatus,
+    TranscriptionStatus,
+    Turn,
+)
 from .store import NodeInfo, SessionStore
 
 __all__ = [
@@ -35,6 +42,7 @@ __all__ = [
     "StoreClosed",
     "StoreError",
     "StoreUnavailable",
+    "TranscriptionStatus",
     "Turn",
     "VersionConflict",
 ]

@@ -365,6 +365,16 @@ class RedisSessionStore(SessionStore):
 
     # -- keys --------------------------------------------------------------------------------
 
+    @property
+    def client(self) -> Any:
+        """The redis.asyncio client (for other structures sharing the store, e.g. the
+        transcription queue's stream)."""
+        return self._client
+
+    def key(self, name: str) -> str:
+        """A key of the store's prefix and hash tag (same Cluster slot as the sessions)."""
+        return f"{self._base}{name}"
+
     def session_key(self, session_id: str) -> str:
         """Key of a session record."""
         return f"{self._base}session:{session_id}"

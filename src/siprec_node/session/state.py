@@ -97,8 +97,12 @@ class Turn:
     start: datetime
     duration_ms: int
     interrupted: bool = False
+    text: str | None = None
+    """What was said, once the recording was transcribed (``transcription/``); None before."""
 
     def __post_init__(self) -> None:
+        if self.text is not None and not isinstance(self.text, str):
+            raise TypeError("turn text must be a string or None")
         if not isinstance(self.participant, str) or not self.participant:
             raise ValueError("turn participant must be a non-empty string")
         object.__setattr__(self, "start", as_utc(self.start, "turn start"))
@@ -119,6 +123,7 @@ class Turn:
             "start": _format_time(self.start),
             "duration_ms": self.duration_ms,
             "interrupted": self.interrupted,
+            "text": self.text,
         }
 
     @classmethod
@@ -131,6 +136,43 @@ class Turn:
             start=_parse_time(data.get("start"), "turn.start"),
             duration_ms=_int(data.get("duration_ms"), "turn.duration_ms"),
             interrupted=bool(data.get("interrupted", False)),
+            text=None if data.get("text") is None else _str(data.get("text"), "turn.text"),
+        )
+
+
+TRANSCRIPTION_STATUSES = ("pending", "done", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptionStatus:
+    """Where a call's transcription is: ``pending`` (queued), ``done``, or ``failed`` (why)."""
+
+    status: str
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in TRANSCRIPTION_STATUSES:
+            raise ValueError(
+                f"transcription.status: expected one of {TRANSCRIPTION_STATUSES},"
+                f" got {self.status!r}"
+            )
+
+    def __str__(self) -> str:
+        return self.status if self.error is None else f"{self.status} ({self.error})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {"status": self.status, "error": self.error}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TranscriptionStatus:
+        """Inverse of `to_dict`; unknown keys are ignored."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"transcription: expected an object, got {data!r}")
+        error = data.get("error")
+        return cls(
+            _str(data.get("status"), "transcription.status"),
+            None if error is None else _str(error, "transcription.error"),
         )
 
 
@@ -264,6 +306,8 @@ class SessionState:
     recovery_data: dict[str, Any] = field(default_factory=dict)
     verdict: RecordingVerdict | None = None
     """The recording's verdict once it was finalised (None before, and in older records)."""
+    transcription: TranscriptionStatus | None = None
+    """The transcription of the recording: None when none was asked for."""
     version: int = 0
 
     def __post_init__(self) -> None:
@@ -306,10 +350,11 @@ class SessionState:
         duration_ms: int,
         *,
         interrupted: bool = False,
+        text: str | None = None,
         max_history: int = DEFAULT_MAX_HISTORY,
     ) -> Turn:
         """Append a turn to `history` (keeping the last `max_history`) and update `metrics`."""
-        turn = Turn(participant, start, duration_ms, interrupted)
+        turn = Turn(participant, start, duration_ms, interrupted, text)
         self.metrics.record(turn)
         self.history.append(turn)
         if max_history >= 0 and len(self.history) > max_history:
@@ -337,6 +382,9 @@ class SessionState:
             "metrics": self.metrics.to_dict(),
             "recovery_data": self.recovery_data,
             "verdict": self.verdict.to_dict() if self.verdict is not None else None,
+            "transcription": (
+                self.transcription.to_dict() if self.transcription is not None else None
+            ),
             "version": self.version,
         }
 
@@ -365,6 +413,7 @@ class SessionState:
             raise ValueError("recovery_data: expected an object")
         end_reason = data.get("end_reason")
         verdict = data.get("verdict")
+        transcription = data.get("transcription")
         try:
             status = SessionStatus(data.get("status", SessionStatus.CONNECTING))
         except ValueError as exc:
@@ -386,6 +435,9 @@ class SessionState:
             metrics=ConversationMetrics.from_dict(data.get("metrics")),
             recovery_data=recovery,
             verdict=None if verdict is None else RecordingVerdict.from_dict(verdict),
+            transcription=(
+                None if transcription is None else TranscriptionStatus.from_dict(transcription)
+            ),
             version=_int(data.get("version"), "version"),
         )
 

@@ -59,6 +59,9 @@ class CallData:
     verdict: dict[str, Any] | None = None
     """The recording's verdict once finalised (``media/verdict.py``): ``{"status": "ok" |
     "problems", "problems": [{"kind": ..., figures...}]}``."""
+    transcription: dict[str, Any] | None = None
+    """``{"status": "pending" | "done" | "failed", "error": ...}`` once a transcription of the
+    recording was queued (``transcription/``); None when none was asked for."""
     outcome: str | None = None
     """While ``finalising``: the status (``ended`` or ``failed``) the call takes once its
     recording is finalised."""

@@ -215,7 +215,8 @@ def test_a_worker_killed_inside_a_g722_stretch_continues_it() -> None:
     in G.722; the recording has both tones at their times and one gap, no longer than the
     worker took to come back."""
     legs = [_leg([(0, 400.0, 1.5), (9, 1200.0, 5.0)], 0x722)]
-    node = start_node(env={"SIPREC_MEDIA__WORKERS": "1"})
+    # keep_parts: the parts folder is looked at after the finalisation
+    node = start_node(env={"SIPREC_MEDIA__WORKERS": "1", "SIPREC_RECORDING__KEEP_PARTS": "true"})
     try:
         started = node.wait_for_event("media_worker_started", worker=0)
         call = SrcCall(node.sip_port, codecs=((PCMU, G722),))

@@ -74,7 +74,8 @@ def _finalised(node: NodeProcess, call: SrcCall) -> tuple[dict[str, Any], Path]:
 
 
 def test_worker_killed_mid_call_is_restarted_and_the_recording_continues() -> None:
-    node = start_node(env={"SIPREC_MEDIA__WORKERS": "2"})
+    # keep_parts: the parts folder is looked at after the finalisation
+    node = start_node(env={"SIPREC_MEDIA__WORKERS": "2", "SIPREC_RECORDING__KEEP_PARTS": "true"})
     calls: list[SrcCall] = []
     try:
         node.wait_for_event("media_worker_started", worker=1)

@@ -91,6 +91,19 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "session_timeout": timedelta(hours=1),
     },
     "http": {"listen": "127.0.0.1:8080", "token": None},
+    "transcription": {
+        "engine": "none",
+        "language": "en",
+        "model": "tiny.en",
+        "threads": 1,
+        "workers": 1,
+        "max_attempts": 3,
+        "reclaim_after": timedelta(seconds=60),
+        "http_url": "",
+        "http_model": "whisper-1",
+        "http_token": None,
+        "http_timeout": timedelta(seconds=60),
+    },
     "log": {"level": "info", "format": "auto"},
 }
 

@@ -337,11 +337,17 @@ class _FullDisk:
         import os as _os
 
         self.full = False
+        self.budget: int | None = None  # bytes the disk still takes (None: no limit)
         real_pwrite = _os.pwrite
 
         def pwrite(fd: int, data: Any, offset: int) -> int:
-            if self.full and offset > 0:  # the header at offset 0 rewrites allocated bytes
+            if offset == 0:  # the header rewrites allocated bytes
+                return real_pwrite(fd, data, offset)
+            if self.full or self.budget == 0:
                 raise OSError(_errno.ENOSPC, "No space left on device")
+            if self.budget is not None:
+                data = memoryview(data)[: self.budget]
+                self.budget -= len(data)
             return real_pwrite(fd, data, offset)
 
         monkeypatch.setattr("siprec_node.media.stream_file.os.pwrite", pwrite)
@@ -372,3 +378,19 @@ def test_a_full_disk_loses_audio_but_keeps_positions(
     assert samples == b"\x10" * 160 + b"\xff" * 160 + b"\x30" * 160
     _, records = read_frames(tmp_path / "stream-1.frames")
     assert [position for position, _ in records] == [0, 640]  # whole records only
+
+
+def test_a_write_the_disk_takes_in_part(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    disk = _FullDisk(monkeypatch)
+    wav = WavG711Writer(tmp_path / "stream-0.wav", "PCMU", buffer_ms=20)
+    wav.write(0, b"\x10" * 160)
+    wav.flush()
+    wav._room = wav._written  # no preallocated room: the next write needs new blocks
+    disk.budget = 50
+    wav.write(160, b"\x20" * 160)  # 50 bytes taken, 110 lost
+    assert wav.errors.count == 1 and wav.errors.lost == 110
+    disk.budget = None
+    wav.write(320, b"\x30" * 160)
+    wav.close()
+    _, samples = read_wav_g711(tmp_path / "stream-0.wav")
+    assert samples == b"\x10" * 160 + b"\x20" * 50 + b"\xff" * 110 + b"\x30" * 160

@@ -491,3 +491,31 @@ def test_packets_of_a_codec_accepted_late_stay_dropped_when_others_came_after(
     rec.close(stream[-1][1] + 0.02)
     info = read_stream_info(folder / "stream-0.json")
     assert [s.codec for s in info.stretches] == ["PCMU"] and info.unexpected_payload == {9: 10}
+
+
+def test_a_switch_on_a_full_disk_loses_the_stretch_and_counts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new payload type's file cannot be created (ENOSPC): nothing raised per packet, no
+    packet written into another format's file, the loss counted for the verdict."""
+    import siprec_node.media.stream_recorder as module
+
+    recorder = StreamRecorder(negotiated((PCMU, PCMA)), tmp_path, T0, now=T0)
+    real = module.WavG711Writer
+
+    def refuse(path: Path, law: str, **kwargs: object) -> object:
+        if "pt8" in str(path):
+            raise OSError(28, "No space left on device")
+        return real(path, law, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "WavG711Writer", refuse)
+    for data, arrival in packets([Segment(PCMU, 1.0, 440), Segment(PCMA, 1.0, 1000)]):
+        recorder.on_rtp(data, arrival)
+    recorder.close(T0 + 3.0)
+    count, lost_ms, error = recorder.write_errors()
+    assert count == 1 and 900 <= lost_ms <= 1000 and "No space" in str(error)
+    info = read_stream_info(tmp_path / "stream-0.json")
+    assert info.write_errors == 1 and [s.payload_type for s in info.stretches] == [0, 8]
+    assert not (tmp_path / "stream-0.pt8.wav").exists()
+    # PCMU only: from the epoch to the end of its 1 s stretch, which began at 0.5 s
+    assert (tmp_path / "stream-0.wav").stat().st_size <= 58 + 8000 * 1.5 + 2
