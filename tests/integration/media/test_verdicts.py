@@ -79,7 +79,8 @@ def metrics(spec: NodeSpec) -> dict[str, float]:
     return {
         line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
-        if line.startswith("siprec_recording")
+        # the verdict counters (not the recording disk's gauges, which move with the disk)
+        if line.startswith(("siprec_recordings_", "siprec_recording_problems_"))
     }
 
 
