@@ -692,6 +692,9 @@ def figures(
             sent[int(k)] = int(n)
 
     ended_at = {e.get("call_id"): iso_ts(e["timestamp"]) for e in node.get("call_ended")}
+    reason_of = {e.get("call_id"): str(e.get("reason")) for e in node.get("call_ended")}
+    end_reasons = Counter(reason_of.get(c, "not ended") for c in calls)
+    lost_by_reason: Counter[str] = Counter()
     finalised = {e.get("call_id"): e for e in node.get("recording_finalised")}
     latency_ms: list[float] = []
     node_latency_ms: list[float] = []
@@ -732,6 +735,7 @@ def figures(
         for index, number in enumerate(call.streams):
             got = int((streams.get(index) or {}).get("packets", 0))
             recorded_packets += got
+            lost_by_reason[reason_of.get(call.call_id, "not ended")] += sent.get(number, 0) - got
             if not args.no_rtp and got != sent.get(number, -1):
                 packets_ok = False
         checks["packets_ok"] += packets_ok
@@ -798,6 +802,8 @@ def figures(
         "finalise_over_5s": sum(1 for x in latency_ms if x > 5000),
         "pending_max": pending_max,
         "checks": dict(checks),
+        "end_reasons": dict(end_reasons),
+        "lost_by_end_reason": {k: v for k, v in lost_by_reason.items() if v},
         "problems": dict(problems),
         "examples": examples,
         "rtp_sent": sent_packets,
@@ -948,6 +954,9 @@ def details(r: dict[str, Any]) -> str:
     if r["redis_commands"]:
         top = sorted(r["redis_commands"].items(), key=lambda kv: -kv[1])[:8]
         lines.append("  Redis commands: " + ", ".join(f"{k} {v:,}" for k, v in top))
+    lines.append(f"  how the node ended the answered calls: {r['end_reasons']}")
+    if r["lost_by_end_reason"]:
+        lines.append(f"  RTP packets lost, by how the call ended: {r['lost_by_end_reason']}")
     if r["problems"]:
         lines.append(f"  verdict problems: {r['problems']}")
     if r["checks"].get("not_finalised"):
