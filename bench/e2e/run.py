@@ -235,7 +235,8 @@ class Call:
 
 @dataclass
 class NodeLog:
-    """The node's stderr: every line into a file, the events the bench needs kept."""
+    """The node's stderr, a file the bench tails (a file, not a pipe: a bench that falls behind
+    must not block the node's logging), keeping the events it needs."""
 
     proc: subprocess.Popen[bytes]
     path: Path
@@ -243,14 +244,34 @@ class NodeLog:
     levels: Counter[str] = field(default_factory=Counter)  # warning/error lines by event
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    thread: threading.Thread | None = None
+
     def start(self) -> None:
-        threading.Thread(target=self._read, daemon=True).start()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def finish(self) -> None:
+        """Wait until every line of the exited node is read."""
+        if self.thread is not None:
+            self.thread.join(60)
 
     def _read(self) -> None:
-        assert self.proc.stderr is not None
-        with self.path.open("wb") as out:
-            for raw in iter(self.proc.stderr.readline, b""):
-                out.write(raw)
+        with self.path.open("rb") as f:
+            partial = b""
+            exited = False
+            while True:
+                chunk = f.readline()
+                if not chunk:
+                    if exited:
+                        break
+                    exited = self.proc.poll() is not None  # then read to the end once more
+                    if not exited:
+                        time.sleep(0.02)
+                    continue
+                partial += chunk
+                if not partial.endswith(b"\n"):
+                    continue
+                raw, partial = partial, b""
                 try:
                     line = json.loads(raw)
                 except ValueError:
@@ -326,9 +347,10 @@ def start_node(args: argparse.Namespace, work: Path, store: str, url: str) -> tu
         wrapper.write_text(CPROFILE_WRAPPER)
         env["SIPREC_BENCH_CPROFILE"] = str(work / "node.cprofile")
         command = [sys.executable, str(wrapper), "run", "-c", str(cfg)]
-    proc = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=work, env=env
-    )
+    with (work / "node.log").open("wb") as stderr:
+        proc = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=work, env=env
+        )
     log = NodeLog(proc, work / "node.log")
     log.start()
     log.wait("node_started", timeout=60)
@@ -554,6 +576,7 @@ def run_phase(
         if spy is not None and spy.poll() is None:
             spy.kill()
         code = stop_node(node)
+        node.finish()
     result["node_exit"] = code
     result["load_after"] = loadavg()
     if args.profile == "cprofile":
