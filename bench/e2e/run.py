@@ -2,15 +2,16 @@
 
     python bench/e2e/run.py [--rate 100] [--live 2000] [--hold 20] [--calls N]
                             [--store memory,redis] [--workers 1] [--format wav]
-                            [--margin 0.3] [--redis-url URL] [--profile py-spy|cprofile]
-                            [--no-rtp] [--keep] [--dir DIR] [--json]
+                            [--margin 0.3] [--redis-url URL] [--port-min 10000] [--idle 2]
+                            [--profile py-spy|cprofile] [--no-rtp] [--keep] [--dir DIR] [--json]
 
 For each store of `--store` (a comma-separated list, run one after the other), it
 
 1. starts a node (`python -m siprec_node run`) on 127.0.0.1 with `--workers` media workers,
    that store (`redis`: a redis-server of its own on a free port, no persistence; or
    `--redis-url` with a unique key prefix, whose command counts then include other clients'),
-   JSON log on stderr at info level, recordings in a temporary folder in `--format`;
+   JSON log on stderr at info level (into a file the bench tails: a pipe the bench read late
+   would block the node's logging), recordings in a temporary folder in `--format`;
    `sip.invite_rate_per_source` is off (one SIPp is every SRC) and `sip.max_sessions` is
    2 x `--live` (so calls still finalising do not make it refuse INVITEs);
 2. runs SIPp (`bench/e2e/siprec_e2e.xml`: the two-stream SIPREC INVITE with multipart SDP and
@@ -31,17 +32,27 @@ For each store of `--store` (a comma-separated list, run one after the other), i
 5. prints one table, a column per store: offered and answered calls, INVITE→200 p50/p99/max
    (SIPp's clock, first INVITE to the 200), INVITE retransmissions and timeouts seen by SIPp,
    CPU of the SIP process (its event-loop thread and the others: the executor threads that
-   finalise) and of each worker over the traffic (/proc/<pid>/stat and task/<tid>/stat),
+   finalise) and of each worker over the traffic (/proc/<pid>/stat and task/<tid>/stat), per
+   answered call (also less the node's idle CPU, measured over `--idle` seconds before),
    RSS per live call (anonymous memory of the SIP process and workers at the peak of live
    calls less before the traffic; file-backed pages are the recordings' mapped files),
    Redis commands per call (INFO commandstats delta), finalisation latency (SIPp's BYE →
    `recording_finalised`) p50/p99/max and the most calls ended but not yet finalised at once,
-   RTP packets sent and recorded, and the checks.
+   RTP packets sent and recorded, and the checks. Below the table: how the node ended the
+   answered calls (`call_ended` reasons) and the RTP lost in each kind (a call the node ends
+   for a missing ACK loses what the sender sends until the BYE time), verdict problems, the
+   node's warnings by event, and the sender's wake-up lateness (when it is high the machine
+   itself was out of CPU and the sender sent in bursts).
+
+A recording judged `short` needs over 0.5 s of the dialog without audio: the sender stops
+`--margin` (0.3 s) before the BYE, so a node that takes the BYE more than ~0.2 s late (an event
+loop behind) gets `short` verdicts although every packet was recorded.
 
 `--profile py-spy` records the SIP process with py-spy (`pip install py-spy`; 100 Hz,
 non-blocking, every thread) over the traffic and prints where it spent its samples;
 `--profile cprofile` runs the node under cProfile instead (env `SIPREC_BENCH_CPROFILE`, read by
-this script's wrapper, not by the node) and prints the top functions. Both slow the node down:
+this script's wrapper, not by the node; it sees the event-loop thread only) and prints the top
+functions by own time. Both slow the node down:
 use them in a run of their own. `--no-rtp` sends no media (the issue's first measurement; the
 recordings are then judged `no_rtp`, which is expected). `--keep` keeps the work folder
 (recordings, node and SIPp logs). `--json` also prints every figure as JSON.
