@@ -31,6 +31,7 @@ For each store of `--store` (a comma-separated list, run one after the other), i
    stream's `packets` equal to what the sender sent to it, verdict `ok`;
 5. prints one table, a column per store: offered and answered calls, INVITE→200 p50/p99/max
    (SIPp's clock, first INVITE to the 200), INVITE retransmissions and timeouts seen by SIPp,
+   datagrams the kernel dropped on the node's SIP socket (full receive queue, /proc/net/udp),
    CPU of the SIP process (its event-loop thread and the others: the executor threads that
    finalise) and of each worker over the traffic (/proc/<pid>/stat and task/<tid>/stat), per
    answered call (also less the node's idle CPU, measured over `--idle` seconds before),
@@ -171,6 +172,19 @@ def rss_kb(pid: int) -> dict[str, int]:
             if key in ("RssAnon", "RssFile", "RssShmem"):
                 out[key[3:].lower()] = int(value.split()[0])
     return out
+
+
+def udp_drops(port: int) -> int:
+    """Datagrams the kernel dropped (full receive queue) on this host's UDP sockets bound to
+    ``port`` (/proc/net/udp, the last field of each socket's line)."""
+    drops = 0
+    with contextlib.suppress(OSError), open("/proc/net/udp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if int(fields[1].rpartition(":")[2], 16) == port:
+                drops += int(fields[-1])
+    return drops
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -523,6 +537,7 @@ def run_phase(
         redis0 = redis_commands(url) if store == "redis" else {}
         base = {"sip": rss_kb(pid), "workers": [rss_kb(w) for w in workers]}
         cpu0 = threads_cpu(pid), [cpu_s(f"/proc/{w}/stat") for w in workers]
+        drops0 = udp_drops(sip_port)
         if not args.no_rtp:
             sender = subprocess.Popen(
                 [str(sender_bin), "--follow", "--counts-file", str(work / "sent.txt")],
@@ -575,6 +590,7 @@ def run_phase(
             time.sleep(0.2)
         finalise_wait_s = time.monotonic() - t0 - traffic_s
         cpu1 = threads_cpu(pid), [cpu_s(f"/proc/{w}/stat") for w in workers]
+        result["sip_socket_drops"] = udp_drops(sip_port) - drops0
         sampler.stop.set()
         sampler.thread.join(2)
         redis1 = redis_commands(url) if store == "redis" else {}
@@ -885,6 +901,7 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "0",
         lambda r: f"{r['invite_retrans']:,} / {r['invite_timeouts']:,}",
     )
+    row("SIP socket: datagrams dropped by the kernel", "0", lambda r: f"{r['sip_socket_drops']:,}")
     row("peak live calls", "", lambda r: f"{r['rss']['peak_live']:,}")
     row(
         "SIP process CPU (s): loop + other threads",
