@@ -1,0 +1,44 @@
+"""Smoke test of bench/e2e at a tiny scale: 6 SIPp calls with RTP against a node, both stores."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUN = Path(__file__).resolve().parents[2] / "bench" / "e2e" / "run.py"
+
+
+@pytest.mark.skipif(
+    not all(shutil.which(x) for x in ("gcc", "sipp", "redis-server")),
+    reason="the bench needs gcc (its sender), sipp and redis-server",
+)
+def test_bench_e2e_tiny_scale() -> None:
+    command = [sys.executable, str(RUN), "--rate", "10", "--live", "10", "--hold", "2"]
+    command += ["--calls", "6", "--store", "memory,redis", "--idle", "0.3", "--margin", "0.1"]
+    done = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert any(line.startswith("| calls offered / answered") for line in lines)
+    memory, redis = json.loads(lines[-1])
+    for result in (memory, redis):
+        assert result["offered"] == result["answered"] == 6, result
+        assert result["sipp_failed"] == 0
+        assert result["end_reasons"] == {"BYE from SRC": 6}
+        checks = result["checks"]
+        # every recording: once, with every packet the sender sent to each stream, judged ok
+        assert checks["finalised"] == checks["packets_ok"] == checks["verdict_ok"] == 6, result
+        assert result["rtp_sent"] == result["rtp_recorded"] > 6 * 2 * 50  # > 1 s a stream
+        assert result["sender"]["streams"] == 12
+        assert 0 < result["setup_ms"]["p50"] < 10_000
+        assert result["finalise_ms"]["p50"] > 0
+        assert result["sip_cpu_s"]["total"] > 0
+        assert result["rss"]["peak_live"] >= 1
+    assert memory["redis_per_call"] is None
+    # the node's own redis-server: every command in it is the node's
+    assert redis["redis_per_call"] > 1
+    assert redis["redis_commands"].get("evalsha", 0) >= 6
