@@ -67,9 +67,17 @@ class NodeProcess:
         self._reader.start()
 
     def wait_for_event(
-        self, event: str, timeout: float = 10.0, *, skip: int = 0, **match: object
+        self,
+        event: str,
+        timeout: float = 10.0,
+        *,
+        skip: int = 0,
+        after_exit: bool = False,
+        **match: object,
     ) -> dict[str, object]:
-        """Wait for a log line with ``event`` (and the given fields), past the first ``skip``."""
+        """Wait for a log line with ``event`` (and the given fields), past the first ``skip``;
+        ``after_exit``: keep waiting once the node has exited (its workers write to the same
+        log and may outlive it)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = [
@@ -79,7 +87,7 @@ class NodeProcess:
             ]
             if len(found) > skip:
                 return found[skip]
-            if self.proc.poll() is not None and not any(
+            if not after_exit and self.proc.poll() is not None and not any(
                 ln.get("event") == event for ln in self.lines
             ):
                 break

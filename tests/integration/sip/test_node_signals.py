@@ -120,7 +120,7 @@ def test_a_worker_whose_node_is_killed_closes_its_files_and_exits() -> None:
         call.stream(_legs(0), 1.0)
         node.proc.kill()
         node.proc.wait(5)
-        node.wait_for_event("media_worker_stopped", timeout=10)
+        node.wait_for_event("media_worker_stopped", timeout=10, after_exit=True)
         deadline = time.monotonic() + 10
         while not _exited(worker) and time.monotonic() < deadline:
             time.sleep(0.05)
