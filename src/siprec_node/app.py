@@ -36,6 +36,7 @@ from siprec_node.session import (
     RedisSessionStore,
     SessionManager,
     SessionState,
+    SessionStatus,
     SessionStore,
     StoreError,
     TranscriptionStatus,
@@ -224,6 +225,12 @@ class Node:
             state.verdict = RecordingVerdict.from_dict(result.verdict.call.to_dict())
             if data.transcription is not None:  # queued by the transcription hook
                 state.transcription = TranscriptionStatus.from_dict(data.transcription)
+            if state.status is SessionStatus.FINALISING and data.is_terminal:
+                # The call had ended before its node died (only its finalisation was cut): it
+                # keeps the status and reason it ended with; the manager sees it terminal and
+                # does not make it "failed, node died".
+                state.transition(SessionStatus(data.status), reason=data.end_reason)
+                await self.store.save(state, expected_version=state.version)
 
     async def _store_ready(self) -> bool:
         try:

@@ -4,7 +4,8 @@ Below ``recording.min_free`` new INVITEs get 503 and ``/readyz`` says why; a liv
 its files whole, its failed writes are counted and named in the verdict; its finalisation fails,
 is retried with backoff (counted in the metrics) and succeeds once space is freed. A second call
 ends while the disk is full and the node is SIGKILLed while it is still ``finalising``: the
-restarted node finalises it once, and removes its parts folder.
+restarted node finalises it once, and removes its parts folder. A call left ``finalising`` by
+a node that died is finalised by the node that takes it over, and keeps its own outcome.
 """
 
 from __future__ import annotations
@@ -21,14 +22,22 @@ import wave
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tests.integration.media.src_client import RtpLeg, SrcCall, alaw_encode, tone, ulaw_encode
+from tests.integration.media.src_client import (
+    RtpLeg,
+    SrcCall,
+    alaw_encode,
+    tone,
+    ulaw_encode,
+)
 from tests.integration.node_process import free_port
 from tests.integration.persistence.harness import (
     NodeSpec,
     Processes,
     RedisServer,
+    fleet_of_two,
     kill_node,
     launch_node,
     log_tail,
@@ -233,4 +242,46 @@ def test_sigkill_right_after_bye_then_restart_finalises_once(
     print(f"finalised before the kill: {len(first_run)}, after the restart: {len(second_run)}")
     assert len(first_run) + len(second_run) >= 1
     assert sigterm(node) == 0, log_tail(node)
+    call.close()
+
+
+def test_a_finalising_call_taken_over_by_another_node_keeps_its_outcome(
+    redis_server: RedisServer, procs: Processes, small_disk: Path
+) -> None:
+    """rec-1 dies while a call that ended by BYE is still ``finalising`` (its disk was full);
+    rec-2 takes the session over once rec-1's heartbeat has expired and finalises the recording
+    (its verdict names the write errors): the store keeps the call's own outcome ("ended",
+    "BYE from SRC"), not "failed, node died"."""
+    first, second = fleet_of_two(redis_server.url, "disk-takeover")
+    first.workdir = small_disk.parent  # rec-1 records into the tmpfs
+    first.recording = 'min_free = "1MB"\nfinalise_retry = "1s"\nfinalise_retry_max = "2s"'
+    redis = redis_server.client()
+    rec1 = procs.node(launch_node(first))
+    rec2 = procs.node(launch_node(second))
+    call = SrcCall(first.sip_port)
+    call.invite()
+    session_id = str(rec1.wait_for_event("call_answered")["session_id"])
+    filler = fill(small_disk)  # before the first packet: no room was preallocated yet
+    call.stream(legs(), 1.5)  # every write fails: the verdict will say so
+    assert call.bye() == 200
+    rec1.wait_for_event("recording_finalise_failed", session_id=session_id, timeout=10)
+    wait_session(redis, first.prefix, session_id, status="finalising")
+    kill_node(rec1)
+    filler.unlink()
+    done = rec2.wait_for_event("recording_finalised", session_id=session_id, timeout=20)
+    stored = wait_session(redis, first.prefix, session_id, status="ended", node="rec-2")
+    assert stored.body["end_reason"] == "BYE from SRC", stored.body
+    assert not stored.in_active_index
+    sidecar = json.loads(Path(str(done["sidecar"])).read_text())
+    assert (sidecar["status"], sidecar["end_reason"]) == ("ended", "BYE from SRC")
+    assert stored.body["verdict"] == sidecar["verdict"]
+    wav = next(Path(str(f)) for f in done["files"] if str(f).endswith(".wav"))  # type: ignore[union-attr]
+    with wave.open(str(wav)) as w:
+        rate = w.getframerate()
+        audio = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2) / 32768.0
+    assert len(audio) / rate >= 1.4  # as long as the call (silence where writes failed)
+    problems = {p["kind"]: p for p in sidecar["verdict"]["problems"]}
+    assert "No space left" in problems["write_errors"]["detail"], problems
+    assert files_of(small_disk, session_id) == sorted([wav.name, Path(done["sidecar"]).name])
+    assert sigterm(rec2) == 0, log_tail(rec2)
     call.close()
