@@ -102,6 +102,8 @@ def handler_config(settings: Settings, call_store: CallStore | None = None) -> H
         recording_format=settings.recording.format,
         recording_channels=settings.recording.channels,
         keep_parts=settings.recording.keep_parts,
+        finalise_workers=settings.recording.finalise_workers,
+        finalise_queue=settings.recording.finalise_queue,
         min_free=settings.recording.min_free,
         finalise_retry=(
             settings.recording.finalise_retry.total_seconds(),

@@ -131,6 +131,16 @@ def _disk_metrics(h: CallDriver) -> Iterator[Metric]:
         ("siprec_finalisation_failures", "Finalisation attempts that failed", work.failures),
         ("siprec_finalisation_retries", "Finalisations tried again after a failure", work.retries),
         (
+            "siprec_finalisations_deferred",
+            "Finalisations that found the finalisation queue full (recording.finalise_queue)",
+            work.deferrals,
+        ),
+        (
+            "siprec_finalisation_pool_restarts",
+            "Times the finalisation processes were replaced after one of them died",
+            h.finalise_pool.restarts,
+        ),
+        (
             "siprec_finalisations_recovered",
             "Recordings finalised at start-up (left finalising by a stopped node)",
             work.recovered,
@@ -152,8 +162,18 @@ def _disk_metrics(h: CallDriver) -> Iterator[Metric]:
     for name, text, gauge_value in (
         (
             "siprec_finalisations_pending",
-            "Recordings waiting for a finalisation retry",
+            "Recordings waiting for a finalisation retry, or for room in the finalisation queue",
             work.backlog,
+        ),
+        (
+            "siprec_finalisation_queue_depth",
+            "Finalisations queued for a finalisation process, not yet running",
+            h.finalise_pool.depth,
+        ),
+        (
+            "siprec_finalisations_running",
+            "Finalisations running in the finalisation processes",
+            h.finalise_pool.running,
         ),
         (
             "siprec_recording_disk_free_bytes",

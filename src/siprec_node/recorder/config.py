@@ -48,6 +48,12 @@ class HandlerConfig:
     """``recording.keep_parts``: leave the parts folder beside a finalised recording."""
     min_free: int = 0
     """``recording.min_free`` (bytes): below it new INVITEs get 503; 0: no minimum."""
+    finalise_workers: int = 0
+    """``recording.finalise_workers``: finalisation processes; 0 finalises in threads of the
+    SIP process (embedding, tests)."""
+    finalise_queue: int = 1000
+    """``recording.finalise_queue``: finalisations waiting for a process, at most; beyond, a
+    call waits ``finalising`` until there is room."""
     finalise_retry: tuple[float, float] = (2.0, 60.0)
     """First and longest wait (seconds) before a failed finalisation is tried again."""
     log_level: str = "info"

@@ -31,6 +31,7 @@ from siprec_node.recorder.call_media import CallMedia
 from siprec_node.recorder.config import HandlerConfig
 from siprec_node.recorder.finalisation import finalise_recording
 from siprec_node.recorder.finalisations import Finalisations
+from siprec_node.recorder.finalise_pool import FinalisePool
 from siprec_node.recorder.snapshots import SnapshotWriter
 from siprec_node.sip.call import CallData, CallStore, MemoryCallStore, utc_now
 from siprec_node.sip.call_control import CallControl
@@ -112,12 +113,20 @@ class CallDriver:
         self.call_media = CallMedia(self.media, self.engine, self.config.source_check)
         self.store: CallStore = self._call_store()
         self.snapshots: SnapshotWriter | None = None
+        self.finalise_pool = FinalisePool(
+            self.config.finalise_workers,
+            self.config.finalise_queue,
+            log_level=self.config.log_level,
+            log_format=self.config.log_format,
+            on_room=self._finalise_room,
+        )
         self.finalisations = Finalisations(
             self.finalise,
             self._save_data,
             keep_parts=self.config.keep_parts,
             retry_initial=self.config.finalise_retry[0],
             retry_max=self.config.finalise_retry[1],
+            free_slots=lambda: self.finalise_pool.queue_size - self.finalise_pool.depth,
         )
         self.disk = DiskSpace(
             self.config.recording_dir,
@@ -442,14 +451,15 @@ class CallDriver:
     async def finalise(
         self, data: CallData, state: MediaState | None, session: RecordingSession | None
     ) -> FinalisedRecording | None:
-        """Write the final recording of a call from its parts (off the event loop), counted
-        by verdict for the metrics."""
+        """Write the final recording of a call from its parts (in the finalisation pool),
+        counted by verdict for the metrics."""
         result = await finalise_recording(
             data,
             state,
             session,
             fmt=self.config.recording_format,
             channels=self.config.recording_channels,
+            pool=self.finalise_pool,
             finalisations=self.finalisations,
         )
         if result is not None:
@@ -458,6 +468,9 @@ class CallDriver:
             if self.config.on_finalised is not None:
                 self.config.on_finalised(data, result)
         return result
+
+    def _finalise_room(self) -> None:
+        self.finalisations.room()
 
     def _save_data(self, data: CallData) -> None:
         """A snapshot of a call that is no longer live (its finalisation retried)."""
@@ -498,6 +511,7 @@ class CallDriver:
         if self.snapshots is None:
             self.snapshots = SnapshotWriter(self.store, on_rejected=self._lost_to_another_node)
             await self.engine.start()
+            self.finalise_pool.start()
             self.disk.start()
             self.finalisations.start()
         if self._activity_task is None and self.config.activity_interval > 0:
@@ -576,7 +590,9 @@ class CallDriver:
         log.info("drained", **figures)
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Flush snapshots, stop timers, close the media sockets."""
+        """Flush snapshots, stop timers, close the media sockets, stop the finalisation pool
+        (``timeout`` bounds each: finalisation retries under way, the pool's running jobs, the
+        snapshots' flush)."""
         await self.idle()
         for task in (self._activity_task, self._rtp_task):
             if task is not None:
@@ -587,7 +603,8 @@ class CallDriver:
             self._timer = None
         await self.idle()  # media closes started by the last calls' ends
         self.disk.stop()
-        await self.finalisations.stop()
+        await self.finalisations.stop(timeout)
+        await self.finalise_pool.stop(timeout)
         await self.engine.stop()
         self.media.close()
         if self.snapshots is not None:

@@ -7,6 +7,11 @@ start-up (:meth:`Finalisations.resume`) and a surviving node takes it over like 
 Only a successful finalisation makes the call ``ended`` (or ``failed``); its parts folder is
 removed then (kept with ``recording.keep_parts``).
 
+Finalisations run in the node's finalisation pool (``recorder/finalise_pool.py``). When its
+queue is full the call waits here, still ``finalising`` (one ``recording_finalise_deferred``
+line), and goes into the queue as soon as it has room (:meth:`Finalisations.room`); a node that
+dies meanwhile leaves it ``finalising`` in the store, for its next start or a surviving node.
+
 A finalisation that fails (the disk is full, the directory is not writable) is logged as one
 ``recording_finalise_failed`` line per attempt and tried again after ``retry_initial``
 seconds, doubling up to ``retry_max``, and at once when the recording disk gets back above
@@ -22,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -54,6 +60,8 @@ class _Pending:
     due: float = 0.0
     delay: float = 0.0
     save: bool = True
+    waiting: bool = False
+    """Deferred for want of room in the pool's queue (not a failure)."""
 
 
 def _session_of(data: CallData) -> RecordingSession | None:
@@ -82,6 +90,7 @@ class Finalisations:
         retry_initial: float = RETRY_INITIAL,
         retry_max: float = RETRY_MAX,
         clock: Callable[[], float] = time.monotonic,
+        free_slots: Callable[[], int] = lambda: sys.maxsize,
     ) -> None:
         self._finalise = finalise
         self._save = save
@@ -89,6 +98,7 @@ class Finalisations:
         self.retry_initial = retry_initial
         self.retry_max = max(retry_max, retry_initial)
         self._clock = clock
+        self._free_slots = free_slots
         self.pending: dict[str, _Pending] = {}
         self.attempts = 0
         """Finalisations run by the retry loop (retries and start-up recoveries)."""
@@ -104,6 +114,9 @@ class Finalisations:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._scan: asyncio.Task[None] | None = None
+        self._attempts: set[asyncio.Task[None]] = set()
+        self.deferrals = 0
+        """Finalisations deferred because the pool's queue was full."""
 
     # -- the call's status -------------------------------------------------------------------
 
@@ -165,6 +178,31 @@ class Finalisations:
             parts=state.parts,
         )
         self._wake_loop()
+
+    def deferred(self, data: CallData, state: MediaState, session: RecordingSession | None) -> None:
+        """The pool's queue is full: the call stays ``finalising`` and is queued once there is
+        room (:meth:`room`)."""
+        self.deferrals += 1
+        pending = self.pending.get(data.session_id)
+        if pending is None:
+            pending = _Pending(data, state, session)
+            self.pending[data.session_id] = pending
+            log.info(
+                "recording_finalise_deferred", session_id=data.session_id, call_id=data.call_id
+            )
+        pending.waiting = True
+        pending.due = float("inf")  # until room() says the queue has room
+
+    def room(self) -> None:
+        """The pool's queue has room again: the deferred finalisations are due."""
+        now = self._clock()
+        woken = False
+        for pending in self.pending.values():
+            if pending.waiting:
+                pending.due = min(pending.due, now)
+                woken = True
+        if woken:
+            self._wake_loop()
 
     def note_write_errors(
         self, data: CallData, stats: dict[int, dict[str, Any]], call_log: Any
@@ -303,8 +341,9 @@ class Finalisations:
             self._wakeup = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def stop(self) -> None:
-        """Stop retrying (what is pending stays ``finalising`` in the store)."""
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop retrying; attempts under way get ``grace`` seconds to finish (what is pending
+        then stays ``finalising`` in the store)."""
         if self._scan is not None:
             self._scan.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -315,23 +354,38 @@ class Finalisations:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._attempts:
+            _, left = await asyncio.wait(set(self._attempts), timeout=grace)
+            for task in left:
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
 
     async def _run(self) -> None:
         assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
         while True:
             now = self._clock()
             due = [p for p in self.pending.values() if p.due <= now]
-            if not due:
-                wait = min((p.due - now for p in self.pending.values()), default=None)
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), wait)
-                continue
+            started, free = 0, self._free_slots()
             for pending in due:
-                await self._attempt(pending)
+                if pending.waiting and started >= free:
+                    pending.due = float("inf")  # the next room() makes it due again
+                    continue
+                pending.due = float("inf")  # until failed() or deferred() decides again
+                pending.waiting = False
+                task = loop.create_task(self._attempt(pending))
+                self._attempts.add(task)
+                task.add_done_callback(self._attempts.discard)
+                started += 1
+            if started:
+                await asyncio.sleep(0)  # the attempts take their place in the pool's queue
+                continue
+            wait = min((p.due - now for p in self.pending.values()), default=None)
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), wait)
 
     async def _attempt(self, pending: _Pending) -> None:
-        pending.due = float("inf")  # until failed() schedules it again
         if pending.failures:
             self.retries += 1
         self.attempts += 1
@@ -340,6 +394,8 @@ class Finalisations:
             await self._finalise(data, pending.state, pending.session)
         except Exception as exc:  # the handler's finalise reports its own failures
             self.failed(data, pending.state, pending.session, exc)
+        if pending.waiting:
+            return  # deferred again: still finalising, nothing new to save
         if self.pending.get(data.session_id) is pending and pending.due == float("inf"):
             self.pending.pop(data.session_id, None)  # neither done nor failed: nothing to do
         if pending.save:
@@ -348,5 +404,5 @@ class Finalisations:
 
     @property
     def backlog(self) -> int:
-        """Recordings waiting for a (new) attempt."""
+        """Recordings waiting for a (new) attempt, or for room in the pool's queue."""
         return len(self.pending)

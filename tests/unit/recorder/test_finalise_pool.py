@@ -1,0 +1,219 @@
+"""The finalisation pool: a bounded queue whose depth is visible, a job per call at a time,
+and a pool process that dies is replaced, its recording still finalised once."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import signal
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from siprec_node.media.finalise import CallInfo
+from siprec_node.recorder.config import HandlerConfig
+from siprec_node.recorder.driver import CallDriver
+from siprec_node.recorder.finalise_pool import (
+    FinaliseDone,
+    FinaliseJob,
+    FinalisePool,
+    PoolStopped,
+    QueueFull,
+    run_job,
+)
+from siprec_node.sip.call import CallData, CallStatus
+from siprec_node.sip.media_state import MediaState
+from tests.unit.media.test_finalise import EPOCH, STARTED, Parts, tone
+
+
+def _job(tmp_path: Path, name: str = "s-1") -> FinaliseJob:
+    info = CallInfo(
+        session_id=name,
+        call_id=f"{name}@x",
+        node_id="n1",
+        status="ended",
+        end_reason="bye",
+        started_at=STARTED,
+        ended_at=EPOCH + timedelta(seconds=1),
+    )
+    return FinaliseJob(str(tmp_path / f"{name}.parts"), str(tmp_path), name, info, "wav", "stereo")
+
+
+class Gate:
+    """A pool's ``run`` (threads) that holds every job until released, counting the runs."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.runs: list[str] = []
+
+    def __call__(self, job: FinaliseJob) -> FinaliseDone:
+        self.runs.append(job.stem)
+        assert self.open.wait(10)
+        return run_job(job)
+
+
+def _call(tmp_path: Path, name: str) -> tuple[CallData, MediaState]:
+    parts = Parts(tmp_path / f"{name}.parts")
+    parts.path.mkdir()
+    parts.g711(0, "PCMU", tone(440, 1.0, 8000))
+    parts.g711(1, "PCMU", tone(660, 1.0, 8000))
+    state = MediaState(
+        epoch=EPOCH.timestamp(), stem=name, directory=str(tmp_path), parts=str(parts.path)
+    )
+    data = CallData(
+        session_id=name,
+        call_id=f"{name}@x",
+        node_id="n1",
+        status=CallStatus.ENDED,
+        started_at=STARTED,
+        ended_at=EPOCH + timedelta(seconds=1),
+    )
+    data.media = {"state": state.to_dict()}
+    data.outcome, data.status = CallStatus.ENDED, CallStatus.FINALISING
+    return data, state
+
+
+async def _until(check: object, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_queue_is_bounded_and_its_depth_counted(tmp_path: Path) -> None:
+    gate = Gate()
+    room: list[int] = []
+    pool = FinalisePool(0, queue_size=2, run=gate, on_room=lambda: room.append(1))
+    pool.start()
+    jobs = []
+    for n in range(6):
+        jobs.append(pool.submit(f"s-{n}", _job(tmp_path, f"s-{n}")))
+        await asyncio.sleep(0.02)  # taken by a free dispatcher, if any
+    # four run at once in threads (THREADS), two wait: the queue is full
+    assert (pool.running, pool.depth) == (4, 2) and len(room) == 4
+    with pytest.raises(QueueFull):
+        pool.submit("s-9", _job(tmp_path, "s-9"))
+    assert pool.full == 1 and not pool.has_room()
+    again = pool.submit("s-5", _job(tmp_path, "s-5"))  # queued: joined, not queued twice
+    assert again.joined and again.future is jobs[5].future and pool.depth == 2
+    for n in range(6):
+        parts = Parts(tmp_path / f"s-{n}.parts")
+        parts.path.mkdir()
+        parts.g711(0, "PCMU", tone(440, 1.0, 8000))
+    gate.open.set()
+    done = await asyncio.gather(*(j.future for j in jobs))
+    assert sorted(gate.runs) == [f"s-{n}" for n in range(6)]  # each once
+    assert all(d.pid == os.getpid() for d in done)  # threads: this process
+    assert done[0].recording.metadata == {} and done[0].recording.sidecar.exists()
+    assert pool.depth == 0 and pool.running == 0 and pool.done == 6 and len(room) == 6
+    await pool.stop()
+    with pytest.raises(PoolStopped):
+        pool.submit("s-0", _job(tmp_path))
+
+
+async def test_stop_fails_what_was_not_started(tmp_path: Path) -> None:
+    gate = Gate()
+    pool = FinalisePool(0, queue_size=10, run=gate)
+    pool.start()
+    jobs = []
+    for n in range(5):
+        jobs.append(pool.submit(f"s-{n}", _job(tmp_path, f"s-{n}")))
+        await asyncio.sleep(0.02)
+    stopping = asyncio.get_running_loop().create_task(pool.stop(timeout=5))
+    await asyncio.sleep(0.05)
+    with pytest.raises(PoolStopped):
+        await jobs[4].future  # queued behind the four running: never started
+    gate.open.set()
+    await stopping
+    assert len(gate.runs) == 4
+
+
+async def test_a_call_queued_again_while_in_flight_is_finalised_once(tmp_path: Path) -> None:
+    driver = CallDriver(HandlerConfig(node_id="n1", recording_dir=str(tmp_path)))
+    gate = Gate()
+    driver.finalise_pool = FinalisePool(0, run=gate, on_room=driver._finalise_room)
+    data, state = _call(tmp_path, "s-1")
+    first = asyncio.get_running_loop().create_task(driver.finalise(data, state, None))
+    await asyncio.sleep(0.05)
+    resumed = copy.deepcopy(data)  # e.g. the same call resumed from the store
+    second = asyncio.get_running_loop().create_task(driver.finalise(resumed, state, None))
+    await asyncio.sleep(0.05)
+    gate.open.set()
+    results = await asyncio.gather(first, second)
+    assert gate.runs == ["s-1"]
+    assert results[0] is not None and results[1] is None  # the join reports nothing twice
+    assert sum(driver.recordings.values()) == 1
+    assert data.status == resumed.status == CallStatus.ENDED
+    assert data.verdict == resumed.verdict and data.verdict is not None
+    await driver.finalise_pool.stop()
+
+
+async def test_a_full_queue_defers_the_call_until_there_is_room(tmp_path: Path) -> None:
+    saved: list[tuple[str, str]] = []
+    driver = CallDriver(HandlerConfig(node_id="n1", recording_dir=str(tmp_path)))
+    driver._save_data = lambda d: saved.append((d.session_id, d.status))  # type: ignore[method-assign]
+    driver.finalisations._save = driver._save_data
+    gate = Gate()
+    driver.finalise_pool = FinalisePool(0, queue_size=1, run=gate, on_room=driver._finalise_room)
+    driver.finalise_pool.start()
+    driver.finalisations.start()
+    calls = [_call(tmp_path, f"s-{n}") for n in range(7)]
+    loop = asyncio.get_running_loop()
+    tasks = []
+    for data, state in calls:
+        tasks.append(loop.create_task(driver.finalise(data, state, None)))
+        await asyncio.sleep(0.02)
+    # four running (threads), one queued, two waiting for room: still finalising
+    assert (driver.finalise_pool.running, driver.finalise_pool.depth) == (4, 1)
+    assert driver.finalisations.deferrals == 2 and driver.finalisations.backlog == 2
+    assert [d.status for d, _ in calls[5:]] == [CallStatus.FINALISING] * 2
+    gate.open.set()
+    await asyncio.gather(*tasks)
+    await _until(lambda: not driver.finalisations.backlog)
+    assert sorted(gate.runs) == [f"s-{n}" for n in range(7)]  # each exactly once
+    assert all(d.status == CallStatus.ENDED for d, _ in calls)
+    assert sum(driver.recordings.values()) == 7 and driver.finalisations.failures == 0
+    assert sorted(saved) == [("s-5", CallStatus.ENDED), ("s-6", CallStatus.ENDED)]
+    await driver.finalisations.stop()
+    await driver.finalise_pool.stop()
+
+
+def slow_run(job: FinaliseJob) -> FinaliseDone:
+    """A pool process's ``run`` that says it started, then takes its time (to be killed)."""
+    marker = Path(job.output_dir) / "slow"
+    if marker.exists():
+        (Path(job.output_dir) / f"started-{os.getpid()}").touch()
+        time.sleep(30)
+    return run_job(job)
+
+
+async def test_a_killed_pool_process_is_replaced_and_the_call_finalised_once(
+    tmp_path: Path,
+) -> None:
+    config = HandlerConfig(
+        node_id="n1", recording_dir=str(tmp_path), finalise_workers=1, finalise_retry=(0.1, 0.2)
+    )
+    driver = CallDriver(config)
+    driver.finalise_pool = FinalisePool(1, run=slow_run, on_room=driver._finalise_room)
+    driver.finalise_pool.start()
+    driver.finalisations.start()
+    data, state = _call(tmp_path, "s-1")
+    (tmp_path / "slow").touch()
+    first = asyncio.get_running_loop().create_task(driver.finalise(data, state, None))
+    await _until(lambda: list(tmp_path.glob("started-*")))
+    pid = int(next(tmp_path.glob("started-*")).name.split("-")[1])
+    assert pid != os.getpid() and pid in driver.finalise_pool.pids()
+    (tmp_path / "slow").unlink()
+    os.kill(pid, signal.SIGKILL)
+    assert await first is None  # failed: BrokenProcessPool, retried by Finalisations
+    assert driver.finalisations.failures == 1 and driver.finalise_pool.restarts == 1
+    await _until(lambda: data.status == CallStatus.ENDED)
+    assert sum(driver.recordings.values()) == 1
+    assert (tmp_path / "s-1.json").exists() and not Path(state.parts).exists()
+    assert pid not in driver.finalise_pool.pids()
+    await driver.finalisations.stop()
+    await driver.finalise_pool.stop()
