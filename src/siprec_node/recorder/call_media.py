@@ -134,7 +134,6 @@ class CallMedia:
         peer: str | None,
     ) -> list[str]:
         changes: list[str] = []
-        Path(state.parts).mkdir(parents=True, exist_ok=True)
         # New streams open together, so that no leg waits for another's round trip.
         opening = []
         failed: list[str] = []
@@ -159,6 +158,11 @@ class CallMedia:
                 sources=sources,
             )
             opening.append((stream.index, sources, self.engine.open_stream(spec, rtp, rtcp)))
+        if not opening and not state.open:
+            # An answered call with no stream to record still gets its (empty) parts folder,
+            # for finalisation; an opening stream's recorder makes it, in the media worker:
+            # a mkdir of the day and parts folders per call is not the event loop's to make.
+            Path(state.parts).mkdir(parents=True, exist_ok=True)
         results = await asyncio.gather(*(job for _, _, job in opening), return_exceptions=True)
         for (index, sources, _), result in zip(opening, results, strict=True):
             if isinstance(result, BaseException):

@@ -27,9 +27,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
+import sys
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -45,6 +49,11 @@ log = structlog.get_logger("siprec_node.recorder.finalise_pool")
 
 THREADS = 4
 """Jobs run at once when ``workers`` is 0 (threads of the SIP process)."""
+
+PR_SET_PDEATHSIG = 1
+
+PARENT_CHECK_S = 1.0
+"""How often a pool process checks that its node is still there."""
 
 STOP_TIMEOUT = 5.0
 """Seconds :meth:`FinalisePool.stop` gives running jobs before it terminates the processes."""
@@ -94,12 +103,33 @@ def run_job(job: FinaliseJob) -> FinaliseDone:
     return FinaliseDone(replace(result, metadata={}), os.getpid())
 
 
-def init_process(log_level: str, log_format: str) -> None:
-    """A pool process's initializer: the node's logging; signals are the node's to handle."""
+def init_process(log_level: str, log_format: str, parent: int) -> None:
+    """A pool process's initializer: the node's logging; signals are the node's to handle;
+    the process leaves when its node is gone (killed: nothing else would end it)."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     configure_logging(log_level, log_format)
     structlog.contextvars.bind_contextvars(finalise_worker=os.getpid())
+    _die_with_parent()
+    if os.getppid() != parent:
+        os._exit(0)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)  # a job cut here leaves its call finalising: the next start redoes it
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL as soon as the node dies (PR_SET_PDEATHSIG), so that nothing, such as a
+    pipe to the node's log reader, outlives it; elsewhere the watch thread's check is all."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _ready() -> int:
@@ -162,7 +192,7 @@ class FinalisePool:
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=init_process,
-            initargs=(self._log_level, self._log_format),
+            initargs=(self._log_level, self._log_format, os.getpid()),
         )
 
     def start(self) -> None:
