@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import os
 import signal
 import threading
@@ -25,7 +26,7 @@ from siprec_node.recorder.finalise_pool import (
     QueueFull,
     run_job,
 )
-from siprec_node.sip.call import CallData, CallStatus
+from siprec_node.sip.call import CallData, CallStatus, MemoryCallStore
 from siprec_node.sip.media_state import MediaState
 from tests.unit.media.test_finalise import EPOCH, STARTED, Parts, tone
 
@@ -217,3 +218,53 @@ async def test_a_killed_pool_process_is_replaced_and_the_call_finalised_once(
     assert pid not in driver.finalise_pool.pids()
     await driver.finalisations.stop()
     await driver.finalise_pool.stop()
+
+
+class Killed(Gate):
+    """Jobs held until the node 'dies': then they fail, as a dead node's would never end."""
+
+    def __call__(self, job: FinaliseJob) -> FinaliseDone:
+        self.runs.append(job.stem)
+        assert self.open.wait(10)
+        raise RuntimeError("the node died")
+
+
+async def test_calls_left_in_a_full_queue_are_finalised_once_by_the_next_start(
+    tmp_path: Path,
+) -> None:
+    store = MemoryCallStore()
+    config = HandlerConfig(node_id="n1", recording_dir=str(tmp_path), call_store=store)
+    dying = CallDriver(dataclasses.replace(config, finalise_retry=(30.0, 30.0)))
+    killed = Killed()
+    dying.finalise_pool = FinalisePool(0, queue_size=1, run=killed, on_room=dying._finalise_room)
+    calls = [_call(tmp_path, f"s-{n}") for n in range(7)]
+    loop = asyncio.get_running_loop()
+    tasks = []
+    for data, state in calls:
+        await store.save(data)  # the core's snapshot of the ended call: finalising
+        tasks.append(loop.create_task(dying.finalise(data, state, None)))
+        await asyncio.sleep(0.02)
+    assert dying.finalisations.deferrals == 2  # 4 running, 1 queued, 2 waiting for room
+    killed.open.set()  # the node dies: nothing it was finalising is done
+    await asyncio.gather(*tasks)
+    await dying.finalise_pool.stop()
+    assert all(d.status == CallStatus.FINALISING for d in (await store.list()))
+    assert len(await store.list()) == 7
+
+    restarted = CallDriver(config)
+    gate = Gate()
+    gate.open.set()
+    restarted.finalise_pool = FinalisePool(
+        0, queue_size=2, run=gate, on_room=restarted._finalise_room
+    )
+    await restarted.start()
+    await restarted.recover()
+    await _until(lambda: not restarted.finalisations.backlog)
+    await restarted.close()
+    assert sorted(gate.runs) == [f"s-{n}" for n in range(7)]  # each once
+    assert sum(restarted.recordings.values()) == 7
+    assert await store.list() == []  # none left finalising
+    for n in range(7):
+        stored = await store.load(f"s-{n}")
+        assert stored is not None and stored.status == CallStatus.ENDED
+        assert stored.verdict is not None
