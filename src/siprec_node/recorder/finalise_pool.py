@@ -34,7 +34,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -50,10 +50,16 @@ log = structlog.get_logger("siprec_node.recorder.finalise_pool")
 THREADS = 4
 """Jobs run at once when ``workers`` is 0 (threads of the SIP process)."""
 
+NODE_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+"""The signals that stop the node: the node's to handle, never its pool processes'."""
+
 PR_SET_PDEATHSIG = 1
 
 PARENT_CHECK_S = 1.0
 """How often a pool process checks that its node is still there."""
+
+SPAWN_AFTER_S = 2.0
+"""Seconds after :meth:`FinalisePool.start` that its processes are started, if no job came."""
 
 STOP_TIMEOUT = 5.0
 """Seconds :meth:`FinalisePool.stop` gives running jobs before it terminates the processes."""
@@ -106,8 +112,9 @@ def run_job(job: FinaliseJob) -> FinaliseDone:
 def init_process(log_level: str, log_format: str, parent: int) -> None:
     """A pool process's initializer: the node's logging; signals are the node's to handle;
     the process leaves when its node is gone (killed: nothing else would end it)."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in NODE_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, NODE_SIGNALS)  # blocked since the spawn
     configure_logging(log_level, log_format)
     structlog.contextvars.bind_contextvars(finalise_worker=os.getpid())
     _die_with_parent()
@@ -120,6 +127,18 @@ def init_process(log_level: str, log_format: str, parent: int) -> None:
         os._exit(0)  # a job cut here leaves its call finalising: the next start redoes it
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """Block the node's signals in this thread while it may spawn a pool process: the child
+    inherits the mask, so a Ctrl-C or systemd stop signalling the whole group cannot interrupt
+    it while it starts (before :func:`init_process` ignores them); the node gets them after."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, NODE_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _die_with_parent() -> None:
@@ -188,29 +207,37 @@ class FinalisePool:
     def _new_executor(self) -> Executor | None:
         if self.workers == 0:
             return None  # the event loop's default executor
-        return ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=init_process,
-            initargs=(self._log_level, self._log_format, os.getpid()),
-        )
+        with _signals_blocked():  # its queue's semaphores start multiprocessing's resource
+            # tracker process: it ignores SIGINT and SIGTERM itself, a SIGHUP stays blocked
+            return ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_process,
+                initargs=(self._log_level, self._log_format, os.getpid()),
+            )
 
     def start(self) -> None:
-        """Start the processes (spawned now, not at the first call's end) and the dispatchers;
-        inside the event loop. The first :meth:`submit` starts a pool never started."""
+        """Start the dispatchers, and the processes ``SPAWN_AFTER_S`` later (or at the first
+        job): not at the first call's end, nor while the node starts and recovers its calls
+        (a process importing numpy takes a core for a while); inside the event loop. The first
+        :meth:`submit` starts a pool never started."""
         if self._dispatchers:
             return
         self.stopped = False
         self._wakeup = asyncio.Event()
         self._executor = self._new_executor()
         loop = asyncio.get_running_loop()
-        if isinstance(self._executor, ProcessPoolExecutor):
-            for _ in range(self.workers):  # a job each makes the executor spawn every process
-                self._executor.submit(_ready)
+        loop.call_later(SPAWN_AFTER_S, self._spawn, self._executor)
         self._dispatchers = [
             loop.create_task(self._dispatch()) for _ in range(self.workers or THREADS)
         ]
         log.info("finalisation_pool_started", workers=self.workers, queue_size=self.queue_size)
+
+    def _spawn(self, executor: Executor | None) -> None:
+        if isinstance(executor, ProcessPoolExecutor) and executor is self._executor:
+            for _ in range(self.workers):  # a job each makes the executor spawn every process
+                with contextlib.suppress(RuntimeError), _signals_blocked():
+                    executor.submit(_ready)  # (RuntimeError: broken or shut down meanwhile)
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Fail the jobs not started (:class:`PoolStopped`), give running ones ``timeout``
@@ -225,11 +252,12 @@ class FinalisePool:
             self._wakeup.set()  # idle dispatchers see the stop
         if self._dispatchers:
             _, running = await asyncio.wait(self._dispatchers, timeout=timeout)
+            abandoned = self.running
             for task in running:
                 task.cancel()
             await asyncio.gather(*self._dispatchers, return_exceptions=True)
-            if running:
-                log.warning("finalisations_abandoned", jobs=self.running)
+            if abandoned:  # their calls stay finalising: the next start finishes them
+                log.warning("finalisations_abandoned", jobs=abandoned, waited_s=timeout)
         self._dispatchers = []
         executor, self._executor = self._executor, None
         if isinstance(executor, ProcessPoolExecutor):
@@ -252,10 +280,6 @@ class FinalisePool:
     def has_room(self) -> bool:
         """Whether a new job would be taken now."""
         return len(self._queue) < self.queue_size
-
-    def busy(self, key: str) -> bool:
-        """Whether the job ``key`` is queued or running."""
-        return key in self._jobs
 
     def submit(self, key: str, job: FinaliseJob) -> Submitted:
         """Queue a job; the same ``key`` queued or running is joined, not queued again.
@@ -295,7 +319,12 @@ class FinalisePool:
             executor = self._executor
             self.running += 1
             try:
-                done = await loop.run_in_executor(executor, self._run, item.job)
+                if isinstance(executor, ProcessPoolExecutor):
+                    with _signals_blocked():  # the submission may spawn a process
+                        future = executor.submit(self._run, item.job)
+                    done = await asyncio.wrap_future(future)
+                else:
+                    done = await loop.run_in_executor(executor, self._run, item.job)
             except BrokenProcessPool as exc:
                 self._replace(executor)
                 self._finish(item, error=exc)
