@@ -17,8 +17,9 @@ asyncio process), fed from a queue of at most ``recording.finalise_queue`` jobs:
   processes; jobs not started fail with :class:`PoolStopped` (their calls stay ``finalising`` in
   the store, for the next start or a surviving node).
 
-Pool processes log through the node's structlog set-up (``configure_logging``) and ignore the
-terminal's and systemd's signals, as media workers do: the node stops them. ``workers=0`` runs
+Pool processes log through the node's structlog set-up, ignore the terminal's and systemd's
+signals as media workers do (the node stops them) and die with the node
+(:mod:`siprec_node.child_process`). ``workers=0`` runs
 jobs in threads of the SIP process instead (the default executor; embedding and tests).
 """
 
@@ -27,14 +28,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
 import multiprocessing
 import os
-import signal
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -42,21 +38,13 @@ from typing import Any
 
 import structlog
 
-from siprec_node.log import configure_logging
+from siprec_node.child_process import init_child, signals_blocked
 from siprec_node.media.finalise import CallInfo, FinalisedRecording, ParticipantInfo, finalise_call
 
 log = structlog.get_logger("siprec_node.recorder.finalise_pool")
 
 THREADS = 4
 """Jobs run at once when ``workers`` is 0 (threads of the SIP process)."""
-
-NODE_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-"""The signals that stop the node: the node's to handle, never its pool processes'."""
-
-PR_SET_PDEATHSIG = 1
-
-PARENT_CHECK_S = 1.0
-"""How often a pool process checks that its node is still there."""
 
 SPAWN_AFTER_S = 2.0
 """Seconds after :meth:`FinalisePool.start` that its processes are started, if no job came."""
@@ -107,48 +95,6 @@ def run_job(job: FinaliseJob) -> FinaliseDone:
         participants=job.participants,
     )
     return FinaliseDone(replace(result, metadata={}), os.getpid())
-
-
-def init_process(log_level: str, log_format: str, parent: int) -> None:
-    """A pool process's initializer: the node's logging; signals are the node's to handle;
-    the process leaves when its node is gone (killed: nothing else would end it)."""
-    for sig in NODE_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, NODE_SIGNALS)  # blocked since the spawn
-    configure_logging(log_level, log_format)
-    structlog.contextvars.bind_contextvars(finalise_worker=os.getpid())
-    _die_with_parent()
-    if os.getppid() != parent:
-        os._exit(0)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_CHECK_S)
-        os._exit(0)  # a job cut here leaves its call finalising: the next start redoes it
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-@contextlib.contextmanager
-def _signals_blocked() -> Iterator[None]:
-    """Block the node's signals in this thread while it may spawn a pool process: the child
-    inherits the mask, so a Ctrl-C or systemd stop signalling the whole group cannot interrupt
-    it while it starts (before :func:`init_process` ignores them); the node gets them after."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, NODE_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL as soon as the node dies (PR_SET_PDEATHSIG), so that nothing, such as a
-    pipe to the node's log reader, outlives it; elsewhere the watch thread's check is all."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _ready() -> int:
@@ -207,13 +153,13 @@ class FinalisePool:
     def _new_executor(self) -> Executor | None:
         if self.workers == 0:
             return None  # the event loop's default executor
-        with _signals_blocked():  # its queue's semaphores start multiprocessing's resource
+        with signals_blocked():  # its queue's semaphores start multiprocessing's resource
             # tracker process: it ignores SIGINT and SIGTERM itself, a SIGHUP stays blocked
             return ProcessPoolExecutor(
                 self.workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=init_process,
-                initargs=(self._log_level, self._log_format, os.getpid()),
+                initializer=init_child,
+                initargs=(self._log_level, self._log_format, os.getpid(), "finalise_worker"),
             )
 
     def start(self) -> None:
@@ -236,7 +182,7 @@ class FinalisePool:
     def _spawn(self, executor: Executor | None) -> None:
         if isinstance(executor, ProcessPoolExecutor) and executor is self._executor:
             for _ in range(self.workers):  # a job each makes the executor spawn every process
-                with contextlib.suppress(RuntimeError), _signals_blocked():
+                with contextlib.suppress(RuntimeError), signals_blocked():
                     executor.submit(_ready)  # (RuntimeError: broken or shut down meanwhile)
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
@@ -320,7 +266,7 @@ class FinalisePool:
             self.running += 1
             try:
                 if isinstance(executor, ProcessPoolExecutor):
-                    with _signals_blocked():  # the submission may spawn a process
+                    with signals_blocked():  # the submission may spawn a process
                         future = executor.submit(self._run, item.job)
                     done = await asyncio.wrap_future(future)
                 else:
