@@ -1,13 +1,15 @@
 """End to end: a real node answering SIPREC calls from SIPp, with paced RTP on every stream.
 
     python bench/e2e/run.py [--rate 100] [--live 2000] [--hold 20] [--calls N]
-                            [--store memory,redis] [--workers 1] [--format wav]
-                            [--margin 0.3] [--redis-url URL] [--port-min 10000] [--idle 2]
+                            [--store memory,redis] [--workers 1] [--finalise-workers 1]
+                            [--format wav] [--margin 0.3] [--redis-url URL]
+                            [--port-min 10000] [--idle 2]
                             [--profile py-spy|cprofile] [--no-rtp] [--keep] [--dir DIR] [--json]
 
 For each store of `--store` (a comma-separated list, run one after the other), it
 
-1. starts a node (`python -m siprec_node run`) on 127.0.0.1 with `--workers` media workers,
+1. starts a node (`python -m siprec_node run`) on 127.0.0.1 with `--workers` media workers
+   and `--finalise-workers` finalisation processes,
    that store (`redis`: a redis-server of its own on a free port, no persistence; or
    `--redis-url` with a unique key prefix, whose command counts then include other clients'),
    JSON log on stderr at info level (into a file the bench tails: a pipe the bench read late
@@ -33,12 +35,14 @@ For each store of `--store` (a comma-separated list, run one after the other), i
    (SIPp's clock, first INVITE to the 200), INVITE retransmissions and timeouts seen by SIPp,
    datagrams the kernel dropped on the node's SIP socket (full receive queue, /proc/net/udp),
    CPU of the SIP process (its event-loop thread and the others: the executor threads that
-   finalise) and of each worker over the traffic (/proc/<pid>/stat and task/<tid>/stat), per
+   finalise when `--finalise-workers 0`), of each media worker and of each finalisation
+   process over the traffic (/proc/<pid>/stat and task/<tid>/stat), per
    answered call (also less the node's idle CPU, measured over `--idle` seconds before),
    RSS per live call (anonymous memory of the SIP process and workers at the peak of live
    calls less before the traffic; file-backed pages are the recordings' mapped files),
    Redis commands per call (INFO commandstats delta), finalisation latency (SIPp's BYE →
-   `recording_finalised`) p50/p99/max and the most calls ended but not yet finalised at once,
+   `recording_finalised`) p50/p99/max, the most calls ended but not yet finalised at once and
+   the deepest the finalisation queue was (the node's /metrics, every 0.5 s),
    RTP packets sent and recorded, and the checks. Below the table: how the node ended the
    answered calls (`call_ended` reasons) and the RTP lost in each kind (a call the node ends
    for a missing ACK loses what the sender sends until the BYE time), verdict problems, the
@@ -79,6 +83,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -161,6 +166,42 @@ def children(pid: int) -> list[int]:
                     int(x) for x in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
                 ]
     return sorted(found)
+
+
+def roles(pid: int) -> tuple[list[int], list[int]]:
+    """The node's children by what they are: media workers, finalisation processes (spawned by
+    multiprocessing; its resource tracker is neither)."""
+    media: list[int] = []
+    finalisers: list[int] = []
+    for child in children(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"resource_tracker" in command:
+            continue
+        (finalisers if b"spawn_main" in command else media).append(child)
+    return media, finalisers
+
+
+def cpu_or_zero(pid: int) -> float:
+    """CPU seconds of a process, 0 when it is gone (a finalisation process replaced)."""
+    try:
+        return cpu_s(f"/proc/{pid}/stat")
+    except OSError:
+        return 0.0
+
+
+def metric_values(port: int, names: tuple[str, ...]) -> dict[str, float]:
+    """Values of unlabelled metrics from the node's /metrics (empty when unreachable)."""
+    out: dict[str, float] = {}
+    url = f"http://127.0.0.1:{port}/metrics"
+    with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(url, timeout=2) as reply:
+        for line in reply.read().decode().splitlines():
+            name, _, value = line.partition(" ")
+            if name in names:
+                out[name] = float(value)
+    return out
 
 
 def rss_kb(pid: int) -> dict[str, int]:
@@ -326,7 +367,9 @@ class NodeLog:
             time.sleep(0.05)
 
 
-def node_config(args: argparse.Namespace, work: Path, sip_port: int, store: str, url: str) -> str:
+def node_config(
+    args: argparse.Namespace, work: Path, sip_port: int, http_port: int, store: str, url: str
+) -> str:
     port_min = args.port_min
     port_max = min(65535, port_min + max(4000, args.live * 8 + 2000))
     store_toml = f'backend = "{store}"'
@@ -350,12 +393,13 @@ workers = {args.workers}
 [recording]
 directory = "{work / "recordings"}"
 format = "{args.format}"
+finalise_workers = {args.finalise_workers}
 
 [store]
 {store_toml}
 
 [http]
-listen = ""
+listen = "127.0.0.1:{http_port}"
 
 [log]
 level = "info"
@@ -363,10 +407,12 @@ format = "json"
 """
 
 
-def start_node(args: argparse.Namespace, work: Path, store: str, url: str) -> tuple[NodeLog, int]:
-    sip_port = free_port()
+def start_node(
+    args: argparse.Namespace, work: Path, store: str, url: str
+) -> tuple[NodeLog, int, int]:
+    sip_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
     cfg = work / "node.toml"
-    cfg.write_text(node_config(args, work, sip_port, store, url))
+    cfg.write_text(node_config(args, work, sip_port, http_port, store, url))
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     command = [sys.executable, "-m", "siprec_node", "run", "-c", str(cfg)]
@@ -383,7 +429,7 @@ def start_node(args: argparse.Namespace, work: Path, store: str, url: str) -> tu
     log.start()
     log.wait("node_started", timeout=60)
     log.wait("media_worker_ready", args.workers, timeout=60)
-    return log, sip_port
+    return log, sip_port, http_port
 
 
 class SippFollower:
@@ -489,12 +535,17 @@ def sipp_stats(path: Path) -> dict[str, str]:
 
 class Sampler:
     """Every 0.5 s: live calls (SIPp side) and memory of the node's processes; the sample at
-    the most live calls is kept. Also the SIP process's busiest 5 s of CPU."""
+    the most live calls is kept. Also the SIP process's busiest 5 s of CPU, and the deepest
+    the finalisation queue was (the node's /metrics)."""
 
-    def __init__(self, pid: int, workers: list[int], follower: SippFollower):
+    QUEUE = ("siprec_finalisation_queue_depth", "siprec_finalisations_running")
+
+    def __init__(self, pid: int, workers: list[int], follower: SippFollower, http_port: int):
         self.pid, self.workers, self.follower = pid, workers, follower
+        self.http_port = http_port
         self.peak: dict[str, Any] = {"live": 0}
         self.busiest = 0.0
+        self.queue_max = {name: 0.0 for name in self.QUEUE}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -509,6 +560,8 @@ class Sampler:
                     window.pop(0)
                 if now - window[0][0] >= 4.5:
                     self.busiest = max(self.busiest, (cpu - window[0][1]) / (now - window[0][0]))
+            for name, value in metric_values(self.http_port, self.QUEUE).items():
+                self.queue_max[name] = max(self.queue_max[name], value)
             if live >= self.peak["live"]:
                 self.peak = {
                     "live": live,
@@ -524,19 +577,27 @@ def run_phase(
     args: argparse.Namespace, work: Path, sender_bin: Path, store: str, url: str
 ) -> dict[str, Any]:
     load_before = loadavg()
-    node, sip_port = start_node(args, work, store, url)
+    node, sip_port, http_port = start_node(args, work, store, url)
     pid = node.proc.pid
-    workers = children(pid)
-    result: dict[str, Any] = {"store": store, "load_before": load_before, "workers": len(workers)}
+    result: dict[str, Any] = {"store": store, "load_before": load_before}
     sender = spy = None
     try:
-        time.sleep(1.0)  # let the node settle (first heartbeat, worker start-up)
+        # let the node settle (first heartbeat, worker start-up; the finalisation processes
+        # are spawned 2 s after the start)
+        deadline = time.monotonic() + 10
+        while True:
+            time.sleep(0.5)
+            workers, finalisers = roles(pid)
+            if len(finalisers) >= args.finalise_workers or time.monotonic() > deadline:
+                break
+        result["workers"], result["finalisers"] = len(workers), len(finalisers)
         idle0, i0 = cpu_s(f"/proc/{pid}/stat"), time.monotonic()
         time.sleep(args.idle)
         result["sip_idle"] = (cpu_s(f"/proc/{pid}/stat") - idle0) / (time.monotonic() - i0)
         redis0 = redis_commands(url) if store == "redis" else {}
         base = {"sip": rss_kb(pid), "workers": [rss_kb(w) for w in workers]}
         cpu0 = threads_cpu(pid), [cpu_s(f"/proc/{w}/stat") for w in workers]
+        fin0 = [cpu_or_zero(f) for f in finalisers]
         drops0 = udp_drops(sip_port)
         if not args.no_rtp:
             sender = subprocess.Popen(
@@ -548,7 +609,7 @@ def run_phase(
         log_file = work / "sipp_calls.log"
         follower = SippFollower(log_file, sender, args.hold, args.margin)
         follower.start()
-        sampler = Sampler(pid, workers, follower)
+        sampler = Sampler(pid, workers, follower, http_port)
         sampler.thread.start()
         expected_s = args.calls / args.rate + args.hold
         if args.profile == "py-spy":
@@ -590,6 +651,11 @@ def run_phase(
             time.sleep(0.2)
         finalise_wait_s = time.monotonic() - t0 - traffic_s
         cpu1 = threads_cpu(pid), [cpu_s(f"/proc/{w}/stat") for w in workers]
+        # a finalisation process replaced after a crash is not counted (its CPU is gone)
+        result["finaliser_cpu_s"] = [
+            max(0.0, cpu_or_zero(f) - c) for f, c in zip(finalisers, fin0, strict=True)
+        ]
+        result["queue_max"] = dict(sampler.queue_max)
         result["sip_socket_drops"] = udp_drops(sip_port) - drops0
         sampler.stop.set()
         sampler.thread.join(2)
@@ -928,6 +994,25 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         lambda r: ", ".join(f"{100 * b:.0f} %" for b in r["worker_busy"]),
     )
     row(
+        "finalisation processes CPU busy (each)",
+        "",
+        lambda r: (
+            ", ".join(
+                f"{100 * c / (r['traffic_s'] + r['finalise_wait_s']):.0f} %"
+                for c in r["finaliser_cpu_s"]
+            )
+            or "-"
+        ),
+    )
+    row(
+        "finalisation queue depth / running (max)",
+        "",
+        lambda r: (
+            f"{r['queue_max']['siprec_finalisation_queue_depth']:.0f} / "
+            f"{r['queue_max']['siprec_finalisations_running']:.0f}"
+        ),
+    )
+    row(
         "RSS per live call, anon (KB): SIP / workers",
         "≤ 100",
         lambda r: (
@@ -1037,6 +1122,9 @@ def main(argv: list[str] | None = None) -> int:
         "--store", default="memory,redis", help="memory, redis or both (memory,redis)"
     )
     parser.add_argument("--workers", type=int, default=1, help="media workers (1)")
+    parser.add_argument(
+        "--finalise-workers", type=int, default=1, help="recording.finalise_workers (1)"
+    )
     parser.add_argument("--format", default="wav", help="recording.format (wav)")
     parser.add_argument(
         "--margin", type=float, default=0.3, help="RTP stops this long before the BYE (s)"
