@@ -357,7 +357,7 @@ class CallDriver:
     def _start(self, effect: Effect) -> None:
         if isinstance(effect, SaveSnapshot):
             if self.snapshots is not None:
-                self.snapshots.submit(effect.data, owned=True)
+                self.snapshots.submit(effect.data)
         elif isinstance(effect, OpenMedia):
             self._spawn(self._open_media(effect))
         elif isinstance(effect, UpdateMedia):
@@ -464,7 +464,7 @@ class CallDriver:
         data.updated_at = utc_now()
         data.version += 1
         if self.snapshots is not None:
-            self.snapshots.submit(data)
+            self.snapshots.submit(data.snapshot())
 
     async def _on_worker_died(self, index: int, sessions: set[str]) -> None:
         """A media worker crashed and was restarted: its calls' streams are opened again."""
