@@ -193,7 +193,7 @@ def main() -> None:
         before = _run(_export(args.before, Path(tmp)), args)
     after = _run(ROOT, args)
     print(
-        f"µs per snapshot (best of 5 x {args.repeat}); snapshot JSON "
+        f"CPU µs per snapshot, best of 5 x {args.repeat} (Redis round trip: wall); snapshot JSON "
         f"{after['snapshot_bytes']} bytes; before = {args.before}, after = this tree\n"
     )
     print(f"| {'step':<58} | {'before':>8} | {'after':>8} | {'ratio':>6} |")
