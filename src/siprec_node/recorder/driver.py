@@ -464,7 +464,7 @@ class CallDriver:
         data.updated_at = utc_now()
         data.version += 1
         if self.snapshots is not None:
-            self.snapshots.submit(data.snapshot())
+            self.snapshots.submit(data)
 
     async def _on_worker_died(self, index: int, sessions: set[str]) -> None:
         """A media worker crashed and was restarted: its calls' streams are opened again."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import structlog
 
-from siprec_node.sip.call import CallSnapshot, CallStore, SnapshotRejected
+from siprec_node.sip.call import CallData, CallSnapshot, CallStore, SnapshotRejected
 
 log = structlog.get_logger("siprec_node.recorder.snapshots")
 
@@ -55,10 +55,11 @@ class SnapshotWriter:
         """Snapshots waiting to be written."""
         return len(self._pending)
 
-    def submit(self, call: CallSnapshot) -> None:
+    def submit(self, call: CallSnapshot | CallData) -> None:
         """Queue ``call`` (it replaces any older snapshot of its session not yet written);
-        returns at once."""
-        self._pending[call.session_id] = call
+        returns at once. A snapshot is kept as given; a live CallData is frozen first."""
+        snapshot = call.snapshot()
+        self._pending[snapshot.session_id] = snapshot
         self._idle.clear()
         self._wakeup.set()
         if self._task is None or self._task.done():

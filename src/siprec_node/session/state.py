@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import uuid
@@ -524,11 +525,11 @@ class SessionState:
             raise ValueError("recovery_data: expected an object")
         call = None
         if isinstance(recovery.get(RECOVERY_CALL), Mapping):  # this version's and the previous
-            recovery = dict(recovery)
-            try:
-                call = CallSnapshot.from_dict(recovery.pop(RECOVERY_CALL))
-            except ValueError as exc:
-                raise ValueError(f"recovery_data.call: {exc}") from exc
+            # One that is not a call snapshot stays in recovery_data as it is: the record still
+            # loads, so cleanup and takeover still see it.
+            with contextlib.suppress(ValueError):
+                call = CallSnapshot.from_dict(recovery[RECOVERY_CALL])
+                recovery = {k: v for k, v in recovery.items() if k != RECOVERY_CALL}
         end_reason = data.get("end_reason")
         verdict = data.get("verdict")
         transcription = data.get("transcription")

@@ -216,3 +216,15 @@ async def test_a_state_change_costs_no_deep_copy() -> None:
 def test_status_is_one_vocabulary(status: CallStatus) -> None:
     state = SessionState.from_call(CallData("s", "c", "n", status=status).snapshot())
     assert state.status is status and SessionStatus is CallStatus
+
+
+def test_a_record_whose_call_is_not_a_snapshot_still_loads() -> None:
+    """Cleanup and takeover must still see it; the adapter makes a bare call of it."""
+    body = json.loads(SessionState.from_call(EXPECTED).encode())
+    body["recovery_data"]["call"] = {"session_id": "s-1", "created_at": "not a time"}
+    state = SessionState.from_json(json.dumps(body))
+    assert state.call is None and state.recovery_data["call"]["created_at"] == "not a time"
+    assert state.status is SessionStatus.ACTIVE
+    data = to_call_data(state)
+    assert (data.session_id, data.node_id, data.dialog) == ("s-1", "rec-1", {})
+    assert json.loads(state.encode())["recovery_data"] == body["recovery_data"]

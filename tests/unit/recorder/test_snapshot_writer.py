@@ -65,3 +65,14 @@ async def test_a_submitted_snapshot_does_not_follow_the_live_call() -> None:
     assert (stored.status, stored.flags, stored.turns, stored.vendor_ids) == ("active", [], [], {})
     assert stored.media == {"ports": [20000]}
     await writer.close()
+
+
+async def test_a_live_call_data_is_frozen_when_submitted() -> None:
+    store = Recording()
+    writer = SnapshotWriter(store)
+    live = CallData("s-1", "c-1", "rec-1")
+    writer.submit(live)
+    live.status = CallStatus.ACTIVE
+    assert await writer.flush(5)
+    assert [s.status for s in store.saved] == [CallStatus.CONNECTING]
+    await writer.close()
