@@ -218,7 +218,7 @@ class Node:
 
     async def _on_takeover(self, state: SessionState) -> None:
         data = to_call_data(state)
-        dead = str(state.recovery_data.get("call", {}).get("node_id") or "?")
+        dead = (state.call.node_id if state.call is not None else "") or "?"
         reason = f"node {dead} died"
         self.handler.adopt_finished(data, reason)
         result = await self.handler.finalise_orphan(data, reason)

@@ -1,97 +1,59 @@
-"""``SharedCallStore``: the SIP handler's minimal CallStore on top of a rich SessionStore.
+"""``SharedCallStore``: the driver's minimal CallStore on top of a rich SessionStore.
 
-One backing store serves the handler (CallData snapshots at every change of state) and the
-SessionManager (heartbeats, cleanup, takeover). A CallData becomes a ``SessionState``: identity,
-status, owner node, times and the recording's verdict map to its fields; the whole snapshot
-(dialog, recording, media) is kept in ``recovery_data["call"]``, which is what a restarted or
-surviving node needs.
+One backing store serves the driver (a ``CallSnapshot`` at every change of state) and the
+SessionManager (heartbeats, cleanup, takeover). The snapshot is carried whole by the
+``SessionState`` (``SessionState.from_call``, stored as ``recovery_data.call``); on load, the
+record's owner, status, times, verdict and transcription win (``SessionState.current_call``).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from siprec_node.session import (
     InvalidTransition,
     OwnershipConflict,
-    RecordingVerdict,
     SessionNotFound,
     SessionState,
-    SessionStatus,
     SessionStore,
-    TranscriptionStatus,
 )
-from siprec_node.sip.call import CallData, SnapshotRejected
-
-RECOVERY_KEY = "call"
-PROVIDER = "siprec"
-DIRECTION = "recording"
+from siprec_node.sip.call import CallData, CallSnapshot, SnapshotRejected
 
 
-def to_session_state(call: CallData) -> SessionState:
-    """The SessionState a CallData snapshot is stored as."""
-    recording: dict[str, Any] = call.recording or {}
-    state = SessionState(
-        id=call.session_id,
-        call_id=call.call_id,
-        provider=PROVIDER if recording.get("is_siprec", True) else "sip",
-        direction=DIRECTION,
-        from_=call.from_uri,
-        to=call.to_uri,
-        status=SessionStatus(call.status),
-        node_id=call.node_id,
-        end_reason=call.end_reason,
-        created_at=call.created_at,
-        updated_at=call.updated_at,
-        last_activity=call.last_activity,
-        recovery_data={RECOVERY_KEY: call.to_dict()},
-        verdict=RecordingVerdict.from_dict(call.verdict) if call.verdict is not None else None,
-        transcription=(
-            TranscriptionStatus.from_dict(call.transcription)
-            if call.transcription is not None
-            else None
-        ),
-    )
-    for turn in call.turns:  # history and metrics are SessionState's to compute
-        state.add_turn(
-            turn["participant"],
-            datetime.fromisoformat(turn["start"]),
-            int(turn["duration_ms"]),
-            interrupted=bool(turn.get("interrupted", False)),
-            text=turn.get("text"),
-        )
-    return state
+def to_session_state(call: CallSnapshot | CallData) -> SessionState:
+    """The SessionState a call snapshot is stored as."""
+    return SessionState.from_call(call.snapshot())
 
 
 def to_call_data(state: SessionState) -> CallData:
-    """The CallData kept in a SessionState; the store's owner, status and times win."""
-    stored = state.recovery_data.get(RECOVERY_KEY)
-    if isinstance(stored, dict):
-        call = CallData.from_dict(stored)
-    else:  # a session written by something else than a SIP handler
-        call = CallData(session_id=state.id, call_id=state.call_id, node_id=state.node_id)
-        call.from_uri, call.to_uri = state.from_, state.to
-    call.node_id = state.node_id
-    call.status = state.status.value
-    call.end_reason = state.end_reason
-    call.last_activity = max(call.last_activity, state.last_activity)
-    call.updated_at = state.updated_at
-    if state.verdict is not None:
-        call.verdict = state.verdict.to_dict()
-    if state.transcription is not None:
-        call.transcription = state.transcription.to_dict()
-    return call
+    """A live CallData from a SessionState; the store's owner, status and times win."""
+    call = state.current_call()
+    if call is None:  # a session written by something else than a recorder
+        return CallData(
+            session_id=state.id,
+            call_id=state.call_id,
+            node_id=state.node_id,
+            status=state.status,
+            end_reason=state.end_reason,
+            from_uri=state.from_,
+            to_uri=state.to,
+            updated_at=state.updated_at,
+            verdict=state.verdict.to_dict() if state.verdict is not None else None,
+            transcription=(
+                state.transcription.to_dict() if state.transcription is not None else None
+            ),
+        )
+    return CallData.from_snapshot(call)
 
 
 class SharedCallStore:
-    """Implements ``sip.CallStore`` over a ``session.SessionStore``."""
+    """Implements ``sip.call.CallStore`` over a ``session.SessionStore``."""
 
     def __init__(self, store: SessionStore, node_id: str | None = None) -> None:
         self.store = store
         self.node_id = node_id
 
-    async def save(self, call: CallData) -> None:
+    async def save(self, call: CallSnapshot | CallData) -> None:
         """Write the snapshot; a session taken over by another node rejects it for good."""
         try:
             await self.store.save(to_session_state(call))

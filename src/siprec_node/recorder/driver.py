@@ -366,7 +366,7 @@ class CallDriver:
     def _start(self, effect: Effect) -> None:
         if isinstance(effect, SaveSnapshot):
             if self.snapshots is not None:
-                self.snapshots.submit(effect.data, owned=True)
+                self.snapshots.submit(effect.data)
         elif isinstance(effect, OpenMedia):
             self._spawn(self._open_media(effect))
         elif isinstance(effect, UpdateMedia):

@@ -1,27 +1,27 @@
-"""Writes CallData snapshots to a CallStore without ever blocking SIP.
+"""Writes call snapshots to a CallStore without ever blocking SIP.
 
-Snapshots are coalesced per session (the newest wins: a store that is slow or down never makes the
-node write stale states after fresh ones) and written by one background task. A failed write keeps
-the snapshot pending and is retried with backoff, so an outage of the store loses nothing: the
-store catches up when it is back. ``healthy`` is False while writes are failing, for readiness.
+Snapshots are frozen (``CallSnapshot``), so they are kept as given, never copied. They are
+coalesced per session (the newest wins: a store that is slow or down never makes the node write
+stale states after fresh ones) and written by one background task. A failed write keeps the
+snapshot pending and is retried with backoff, so an outage of the store loses nothing: the store
+catches up when it is back. ``healthy`` is False while writes are failing, for readiness.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 from collections.abc import Callable
 
 import structlog
 
-from siprec_node.sip.call import CallData, CallStore, SnapshotRejected
+from siprec_node.sip.call import CallData, CallSnapshot, CallStore, SnapshotRejected
 
 log = structlog.get_logger("siprec_node.recorder.snapshots")
 
 
 class SnapshotWriter:
-    """Coalescing, retrying, ordered-per-session writer of CallData snapshots."""
+    """Coalescing, retrying, ordered-per-session writer of call snapshots."""
 
     def __init__(
         self,
@@ -33,7 +33,7 @@ class SnapshotWriter:
     ) -> None:
         self.store = store
         self.on_rejected = on_rejected
-        self._pending: dict[str, CallData] = {}
+        self._pending: dict[str, CallSnapshot] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._retry_initial = retry_initial
@@ -55,10 +55,11 @@ class SnapshotWriter:
         """Snapshots waiting to be written."""
         return len(self._pending)
 
-    def submit(self, call: CallData, *, owned: bool = False) -> None:
-        """Queue a copy of ``call``'s current state (``owned``: ``call`` is a copy already,
-        nobody else changes it); returns at once."""
-        self._pending[call.session_id] = call if owned else copy.deepcopy(call)
+    def submit(self, call: CallSnapshot | CallData) -> None:
+        """Queue ``call`` (it replaces any older snapshot of its session not yet written);
+        returns at once. A snapshot is kept as given; a live CallData is frozen first."""
+        snapshot = call.snapshot()
+        self._pending[snapshot.session_id] = snapshot
         self._idle.clear()
         self._wakeup.set()
         if self._task is None or self._task.done():

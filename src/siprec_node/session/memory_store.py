@@ -24,7 +24,7 @@ from .store import (
 
 @dataclass(slots=True)
 class _Record:
-    data: str
+    data: bytes
     version: int
     node: str
     status: SessionStatus
@@ -33,7 +33,7 @@ class _Record:
 
 
 class MemorySessionStore(SessionStore):
-    """In-process store. Records are kept as JSON (no aliasing with callers' objects) and
+    """In-process store. Records are kept as JSON bytes (no aliasing with callers' objects) and
     expire `ttl` after their last save, touch or claim, like Redis keys.
 
     Methods never await between reading and writing, so each is atomic under asyncio.

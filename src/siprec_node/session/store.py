@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
@@ -37,11 +37,12 @@ def duration_ms(value: timedelta) -> int:
     return value // _MS
 
 
-def encode_for_save(state: SessionState, *, now: datetime, activity: datetime) -> str:
+def encode_for_save(state: SessionState, *, now: datetime, activity: datetime) -> bytes:
     """The JSON body a save writes: `state` as it will be once saved at `now`."""
-    return replace(
-        state, updated_at=now, last_activity=max(state.last_activity, activity)
-    ).to_json()
+    return state.encode(
+        updated_at=max(now, state.created_at),
+        last_activity=max(state.last_activity, activity, state.created_at),
+    )
 
 
 @dataclass(frozen=True, slots=True)

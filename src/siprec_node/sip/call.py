@@ -1,29 +1,35 @@
-"""CallData, the snapshot of one recorded call, and CallStore, the minimal store the handler uses.
+"""CallData, the live record of one recorded call; CallStore, the minimal store of its snapshots.
 
-The handler writes a CallData snapshot at every change of state (INVITE accepted, ACK, each
-re-INVITE/UPDATE, pause/resume, end). With no store configured it keeps an in-memory one; in a
-fleet, ``adapters.SharedCallStore`` puts the same snapshots in the shared ``SessionStore``.
+The core keeps one mutable CallData per call and freezes it into a ``CallSnapshot`` at every
+change of state (INVITE accepted, ACK, each re-INVITE/UPDATE, pause/resume, end); the snapshot is
+what a CallStore saves. With no store configured the driver keeps an in-memory one; in a fleet,
+``adapters.SharedCallStore`` puts the same snapshots in the shared ``SessionStore``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from siprec_node.snapshot import CallSnapshot, decode_call, encode_call, utc_now
 from siprec_node.status import OVER, TERMINAL, CallStatus
 
-__all__ = ["CallData", "CallStatus", "CallStore", "MemoryCallStore", "SnapshotRejected", "utc_now"]
-
-
-def utc_now() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
+__all__ = [
+    "CallData",
+    "CallSnapshot",
+    "CallStatus",
+    "CallStore",
+    "MemoryCallStore",
+    "SnapshotRejected",
+    "utc_now",
+]
 
 
 @dataclass
 class CallData:
-    """Everything a node needs to know about one recorded call, JSON-safe via ``to_dict``.
+    """Everything a node needs to know about one recorded call, changed by the core while it
+    lives; :meth:`snapshot` freezes it (the fields are those of ``CallSnapshot``).
 
     ``recording`` is ``RecordingSession.to_dict()`` (participants, streams, labels, metadata),
     ``dialog`` is ``Dialog.to_dict()`` (Call-ID, tags, URIs, CSeqs, contact, route set, transport
@@ -95,24 +101,77 @@ class CallData:
         """True once the record is finished: ended or failed (recording finalised)."""
         return self.status in TERMINAL
 
+    def snapshot(self) -> CallSnapshot:
+        """The call as it stands, frozen: lists are copied into tuples, and the ``dialog``,
+        ``recording`` and ``media`` dicts are taken as they are (the core builds them fresh for
+        each snapshot and never changes them in place)."""
+        return CallSnapshot(
+            session_id=self.session_id,
+            call_id=self.call_id,
+            node_id=self.node_id,
+            status=CallStatus(self.status),
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            started_at=self.started_at,
+            ended_at=self.ended_at,
+            end_reason=self.end_reason,
+            from_uri=self.from_uri,
+            to_uri=self.to_uri,
+            from_display=self.from_display,
+            to_display=self.to_display,
+            vendor_ids=dict(self.vendor_ids),
+            dialog=self.dialog,
+            recording=self.recording,
+            media=self.media,
+            last_activity=self.last_activity,
+            recoveries=self.recoveries,
+            turns=tuple(self.turns),
+            flags=tuple(self.flags),
+            verdict=self.verdict,
+            transcription=self.transcription,
+            outcome=self.outcome,
+            version=self.version,
+        )
+
+    @classmethod
+    def from_snapshot(cls, snapshot: CallSnapshot) -> CallData:
+        """A live CallData to go on from a stored snapshot (lists of its own)."""
+        return cls(
+            session_id=snapshot.session_id,
+            call_id=snapshot.call_id,
+            node_id=snapshot.node_id,
+            status=snapshot.status,
+            created_at=snapshot.created_at,
+            updated_at=snapshot.updated_at,
+            started_at=snapshot.started_at,
+            ended_at=snapshot.ended_at,
+            end_reason=snapshot.end_reason,
+            from_uri=snapshot.from_uri,
+            to_uri=snapshot.to_uri,
+            from_display=snapshot.from_display,
+            to_display=snapshot.to_display,
+            vendor_ids=dict(snapshot.vendor_ids),
+            dialog=snapshot.dialog,
+            recording=snapshot.recording,
+            media=snapshot.media,
+            last_activity=snapshot.last_activity,
+            recoveries=snapshot.recoveries,
+            turns=list(snapshot.turns),
+            flags=list(snapshot.flags),
+            verdict=snapshot.verdict,
+            transcription=snapshot.transcription,
+            outcome=snapshot.outcome,
+            version=snapshot.version,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict (datetimes as ISO 8601 strings)."""
-        out = asdict(self)
-        for key, value in out.items():
-            if isinstance(value, datetime):
-                out[key] = value.isoformat()
-        return out
+        """A JSON-safe dict (datetimes as ISO 8601 strings): the snapshot's stored form."""
+        return self.snapshot().to_dict()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallData:
         """Inverse of :meth:`to_dict`; unknown keys are ignored (newer writers)."""
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        for key in ("created_at", "updated_at", "started_at", "ended_at", "last_activity"):
-            value = kwargs.get(key)
-            if isinstance(value, str):
-                kwargs[key] = datetime.fromisoformat(value)
-        return cls(**kwargs)
+        return cls.from_snapshot(CallSnapshot.from_dict(data))
 
 
 class SnapshotRejected(Exception):
@@ -121,17 +180,17 @@ class SnapshotRejected(Exception):
 
 @runtime_checkable
 class CallStore(Protocol):
-    """The minimal store the SIP handler writes CallData snapshots through."""
+    """The minimal store the driver writes call snapshots through."""
 
-    async def save(self, call: CallData) -> None:
-        """Insert or replace the snapshot of ``call.session_id``.
+    async def save(self, call: CallSnapshot | CallData) -> None:
+        """Insert or replace the snapshot of ``call.session_id`` (a CallData is frozen first).
 
         Raises :class:`SnapshotRejected` when the store will never accept it; any other error
         is taken as an outage and the write is retried.
         """
 
     async def load(self, session_id: str) -> CallData | None:
-        """The snapshot of ``session_id``, or None."""
+        """A live CallData made from the stored snapshot of ``session_id``, or None."""
 
     async def delete(self, session_id: str) -> None:
         """Forget ``session_id`` (no error when absent)."""
@@ -144,35 +203,45 @@ class CallStore(Protocol):
 
 
 class MemoryCallStore:
-    """The default CallStore: snapshots kept in this process, copied in and out."""
+    """The default CallStore: snapshots kept in this process as their JSON, decoded on load."""
 
     def __init__(self) -> None:
         # No lock: no method awaits between reading and writing, so none interleaves.
-        self._calls: dict[str, dict[str, Any]] = {}
+        self._calls: dict[str, bytes] = {}
+        self._activity: dict[str, datetime] = {}
 
-    async def save(self, call: CallData) -> None:
-        """Store a copy of the snapshot."""
-        self._calls[call.session_id] = call.to_dict()
+    async def save(self, call: CallSnapshot | CallData) -> None:
+        """Store the snapshot, encoded."""
+        snapshot = call.snapshot()
+        self._calls[snapshot.session_id] = encode_call(snapshot)
+        self._activity.pop(snapshot.session_id, None)
+
+    def _decode(self, session_id: str, data: bytes) -> CallData:
+        call = CallData.from_snapshot(decode_call(data))
+        touched = self._activity.get(session_id)
+        if touched is not None and touched > call.last_activity:
+            call.last_activity = touched
+        return call
 
     async def load(self, session_id: str) -> CallData | None:
         """A copy of the stored snapshot, or None."""
         data = self._calls.get(session_id)
-        return CallData.from_dict(data) if data is not None else None
+        return self._decode(session_id, data) if data is not None else None
 
     async def delete(self, session_id: str) -> None:
         """Forget a snapshot."""
         self._calls.pop(session_id, None)
+        self._activity.pop(session_id, None)
 
     async def list(self) -> list[CallData]:
         """Every snapshot not yet terminal (live, or finalising its recording)."""
-        calls = [CallData.from_dict(d) for d in self._calls.values()]
+        calls = [self._decode(sid, d) for sid, d in self._calls.items()]
         return [c for c in calls if not c.is_terminal]
 
     async def touch(self, session_id: str, at: datetime) -> None:
         """Record activity on a stored snapshot."""
-        data = self._calls.get(session_id)
-        if data is not None:
-            data["last_activity"] = at.isoformat()
+        if session_id in self._calls:
+            self._activity[session_id] = at
 
     def __len__(self) -> int:
         return len(self._calls)

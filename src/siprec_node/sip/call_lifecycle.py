@@ -10,7 +10,6 @@ builds on it with the handling of each SIP request.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -333,7 +332,7 @@ class CallLifecycle:
             "state": call.media_state.to_dict() if call.media_state else None,
         }
         data.version += 1
-        self._effects.append(SaveSnapshot(copy.deepcopy(data)))
+        self._effects.append(SaveSnapshot(data.snapshot()))
 
     def _sync_media(self, call: Call) -> None:
         """Ask for the engine to follow the call's streams and pause state."""
@@ -600,7 +599,7 @@ class CallLifecycle:
         """A snapshot of this node's that could not be read: stored as failed."""
         data.status, data.end_reason = CallStatus.FAILED, f"not recoverable: {error}"
         data.ended_at = utc_now()
-        self._effects.append(SaveSnapshot(copy.deepcopy(data)))
+        self._effects.append(SaveSnapshot(data.snapshot()))
 
     def reopen_media(self, session_id: str) -> ReopenMedia | None:
         """What opens a live call's streams again (its media worker restarted), or None; the

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeVar, Union
 
-from siprec_node.sip.call import CallData
+from siprec_node.sip.call import CallData, CallSnapshot
 from siprec_node.sip.media_state import MediaState
 from siprec_node.siprec.recording_session import RecordingSession
 from siprec_node.siprec.sdp_answer import NegotiatedStream
@@ -94,9 +94,9 @@ class Finalise:
 
 @dataclass(frozen=True)
 class SaveSnapshot:
-    """Store this copy of a call's CallData (the newest of a session wins)."""
+    """Store this frozen snapshot of a call (the newest of a session wins)."""
 
-    data: CallData
+    data: CallSnapshot
 
 
 @dataclass(frozen=True)

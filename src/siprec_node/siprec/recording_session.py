@@ -184,7 +184,7 @@ class RecordingSession:
         positions: dict[int, int] = {}
         for position, recorded in enumerate(self.recorded_streams):
             positions.setdefault(recorded.index, position)
-        return _Hearing({p.id: p for p in everyone}, senders, positions, candidates)
+        return _Hearing({p.id: p for p in everyone}, senders, positions, candidates, everyone)
 
     def _select(self, label: str | None, index: int | None) -> list[RecordedStream]:
         return [
@@ -214,7 +214,7 @@ class RecordingSession:
                 }
                 for s in self.streams
             ],
-            "participants": [vars(p).copy() for p in self.participants()],
+            "participants": [vars(p).copy() for p in who.everyone],
         }
 
     @classmethod
@@ -249,6 +249,8 @@ class _Hearing:
     senders: dict[str, list[Participant]]
     positions: dict[int, int]
     candidates: list[RecordedParticipant]
+    everyone: list[RecordedParticipant]
+    """:meth:`RecordingSession.participants`, in order."""
 
     def of(self, stream: RecordedStream) -> list[RecordedParticipant]:
         if stream.label is not None:

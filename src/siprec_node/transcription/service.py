@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -252,12 +253,13 @@ class Transcriber:
 
         def change(state: SessionState) -> None:
             state.history = [_with_text(turn, texts) for turn in state.history]
-            call = state.recovery_data.get("call")
-            if isinstance(call, dict):
-                for turn in call.get("turns") or ():
+            if state.call is not None:
+                turns = [dict(turn) for turn in state.call.turns]
+                for turn in turns:
                     with contextlib.suppress(KeyError, ValueError, TypeError):
                         start = datetime.fromisoformat(turn["start"])
                         turn["text"] = _lookup(texts, turn["participant"], start)
+                state.call = msgspec.structs.replace(state.call, turns=tuple(turns))
             _set_status(state, TranscriptionStatus("done"))
 
         try:
@@ -289,9 +291,8 @@ class Transcriber:
 
 def _set_status(state: SessionState, status: TranscriptionStatus) -> None:
     state.transcription = status
-    call = state.recovery_data.get("call")
-    if isinstance(call, dict):
-        call["transcription"] = status.to_dict()
+    if state.call is not None:
+        state.call = msgspec.structs.replace(state.call, transcription=status.to_dict())
 
 
 def _lookup(texts: dict[tuple[str, datetime], str], who: str, start: datetime) -> str | None:

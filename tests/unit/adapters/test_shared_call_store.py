@@ -87,9 +87,9 @@ async def test_snapshots_follow_the_call(backend: Backend) -> None:
     state = await store.load(session_id)
     assert state.status is SessionStatus.ACTIVE and state.node_id == "test-node"
     assert state.call_id == "adapter-call-1"
-    stored = state.recovery_data["call"]
-    assert stored["dialog"]["call_id"] == "adapter-call-1"
-    assert [s["label"] for s in stored["recording"]["session"]["streams"]] == ["1", "2"]
+    stored = state.call
+    assert stored is not None and stored.dialog["call_id"] == "adapter-call-1"
+    assert [s["label"] for s in stored.recording["session"]["streams"]] == ["1", "2"]
     assert [s.id for s in await store.list_by_node("test-node")] == [session_id]
     assert [c.session_id for c in await adapter.list()] == [session_id]
 
@@ -140,7 +140,7 @@ async def test_restart_recovers_the_call_and_answers_its_bye(backend: Backend) -
     assert await second.handler.snapshots.flush(5)  # type: ignore[union-attr]
     state = await store.load(session_id)
     assert state.status is SessionStatus.ENDED
-    assert state.recovery_data["call"]["recoveries"] == 1
+    assert state.call is not None and state.call.recoveries == 1
     assert second.handler.media.reserved == 0
     await second.handler.close()
 

@@ -7,14 +7,13 @@ the core is fed bytes, the clock and the outcome of the effects it asked for, as
 
 from __future__ import annotations
 
-import copy
 import socket
 from collections.abc import Iterator
 
 import pytest
 
 from siprec_node.media.port_allocator import PortsExhausted
-from siprec_node.sip.call import CallData, CallStatus
+from siprec_node.sip.call import CallData, CallSnapshot, CallStatus
 from siprec_node.sip.call_control import CallControl
 from siprec_node.sip.calls import CallControlConfig, CallPhase, IllegalTransition
 from siprec_node.sip.effects import (
@@ -147,7 +146,7 @@ class Core:
         assert self.feed(dialogue.ack()) == []
         return dialogue, effect.session_id
 
-    def snapshots(self, session_id: str) -> list[CallData]:
+    def snapshots(self, session_id: str) -> list[CallSnapshot]:
         return [
             e.data
             for e in self.effects_of(SaveSnapshot)
@@ -357,7 +356,7 @@ def test_drain_refuses_new_calls_and_ends_live_ones_each_as_its_state_allows() -
 def test_a_restarted_core_takes_a_confirmed_call_back_from_its_snapshot() -> None:
     first = Core()
     dialogue, session_id = first.confirmed("restart@sbc")
-    stored = copy.deepcopy(first.snapshots(session_id)[-1])
+    stored = CallData.from_snapshot(first.snapshots(session_id)[-1])  # as the store gives it
     ports = sorted(first.ports.held)
     second = Core()
     call = second.core.restore(stored, second.now)
@@ -374,7 +373,7 @@ def test_a_restarted_core_takes_a_confirmed_call_back_from_its_snapshot() -> Non
 def test_a_snapshot_taken_before_the_answer_is_closed_as_failed() -> None:
     first = Core()
     effect = first.offered(Dialogue("early@sbc"))
-    stored = copy.deepcopy(first.snapshots(effect.session_id)[-1])
+    stored = CallData.from_snapshot(first.snapshots(effect.session_id)[-1])
     second = Core()
     assert second.core.restore(stored, second.now) is None
     second.take()

@@ -1,0 +1,78 @@
+"""SnapshotWriter: the newest snapshot of a session wins, kept as given (frozen, never copied)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from siprec_node.recorder.snapshots import SnapshotWriter
+from siprec_node.sip.call import CallData, CallSnapshot, MemoryCallStore
+from siprec_node.status import CallStatus
+
+
+class Recording:
+    """A CallStore that remembers the very objects it was given."""
+
+    def __init__(self) -> None:
+        self.saved: list[CallSnapshot] = []
+
+    async def save(self, call: CallSnapshot | CallData) -> None:
+        assert isinstance(call, CallSnapshot)
+        self.saved.append(call)
+
+    async def load(self, session_id: str) -> CallData | None:
+        return None
+
+    async def delete(self, session_id: str) -> None:
+        return None
+
+    async def list(self) -> list[CallData]:
+        return []
+
+    async def touch(self, session_id: str, at: datetime) -> None:
+        return None
+
+
+async def test_the_newest_snapshot_of_a_session_is_written_as_given() -> None:
+    store = Recording()
+    writer = SnapshotWriter(store)
+    live = CallData("s-1", "c-1", "rec-1")
+    first = live.snapshot()
+    live.status, live.version = CallStatus.ACTIVE, 1
+    second = live.snapshot()
+    other = CallData("s-2", "c-2", "rec-1").snapshot()
+    writer.submit(first)
+    writer.submit(other)
+    writer.submit(second)  # before the writer ran: replaces `first`
+    assert writer.backlog == 2
+    assert await writer.flush(5)
+    assert [id(s) for s in store.saved] == [id(second), id(other)]  # the objects, not copies
+    await writer.close()
+
+
+async def test_a_submitted_snapshot_does_not_follow_the_live_call() -> None:
+    store = MemoryCallStore()
+    writer = SnapshotWriter(store)
+    live = CallData("s-1", "c-1", "rec-1", status=CallStatus.ACTIVE, media={"ports": [20000]})
+    writer.submit(live.snapshot())
+    live.status = CallStatus.ENDED  # the call changes before the writer runs
+    live.flag("stalled")
+    live.add_turn("alice", live.created_at, 100)
+    live.vendor_ids["X-Id"] = "1"
+    live.media = {"ports": []}
+    assert await writer.flush(5)
+    stored = await store.load("s-1")
+    assert stored is not None
+    assert (stored.status, stored.flags, stored.turns, stored.vendor_ids) == ("active", [], [], {})
+    assert stored.media == {"ports": [20000]}
+    await writer.close()
+
+
+async def test_a_live_call_data_is_frozen_when_submitted() -> None:
+    store = Recording()
+    writer = SnapshotWriter(store)
+    live = CallData("s-1", "c-1", "rec-1")
+    writer.submit(live)
+    live.status = CallStatus.ACTIVE
+    assert await writer.flush(5)
+    assert [s.status for s in store.saved] == [CallStatus.CONNECTING]
+    await writer.close()
