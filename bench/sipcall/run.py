@@ -39,7 +39,6 @@ import tempfile
 import textwrap
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -461,7 +460,6 @@ def measure(
 ) -> dict[str, Any]:
     profiler = cProfile.Profile() if profile else None
     lines_before = sink.lines
-    runner: Callable[..., Any]
     if mode == "core":
         cpu, live, _ = run_core(scenario, args.calls, args.live, profiler)
     else:
