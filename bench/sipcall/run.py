@@ -296,7 +296,11 @@ class DriverRun:
         before = set(self.driver.calls)
         self.driver.on_message(scenario.invite_for(n), SRC)
         await self.driver.idle()
-        (session_id,) = set(self.driver.calls) - before
+        new = set(self.driver.calls) - before
+        if len(new) != 1:
+            answers = [d.split(b"\r\n", 1)[0].decode() for d in self.sent[-3:]]
+            raise RuntimeError(f"call {n} not set up: {answers}, stats {self.driver.stats}")
+        (session_id,) = new
         tag = self.driver.calls[session_id].dialog.local_tag
         self.driver.on_message(scenario.ack_for(n, tag), SRC)
         await asyncio.sleep(0)  # the snapshot writer's turn

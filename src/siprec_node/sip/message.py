@@ -9,6 +9,7 @@ that were actually sent.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Iterable, Iterator
@@ -189,24 +190,28 @@ class Headers:
     def __len__(self) -> int:
         return len(self.fields)
 
+    @functools.cached_property
+    def _index(self) -> dict[str, list[str]]:
+        """Field values by lower-cased name, in order: made on the first lookup, so that a
+        message's lookups (a dozen per request) do not each walk every field."""
+        index: dict[str, list[str]] = {}
+        for n, v in self.fields:
+            index.setdefault(n.lower(), []).append(v)
+        return index
+
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        lower = canonical_name(name).lower()
-        return any(n.lower() == lower for n, _ in self.fields)
+        return canonical_name(name).lower() in self._index
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first field value of ``name`` (unsplit), or ``default``."""
-        lower = canonical_name(name).lower()
-        for n, v in self.fields:
-            if n.lower() == lower:
-                return v
-        return default
+        values = self._index.get(canonical_name(name).lower())
+        return values[0] if values else default
 
     def get_raw(self, name: str) -> list[str]:
         """Every field value of ``name`` as received (not split on commas)."""
-        lower = canonical_name(name).lower()
-        return [v for n, v in self.fields if n.lower() == lower]
+        return list(self._index.get(canonical_name(name).lower(), ()))
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``; list headers are split into their comma-separated elements."""
@@ -313,6 +318,9 @@ class CSeq:
 
 
 class _MessageMixin:
+    """The parsed views of a message's headers, each parsed once (a message is immutable; the
+    transaction layer, the dialogs and the call control ask for them a dozen times a request)."""
+
     headers: Headers
     body: bytes
 
@@ -321,27 +329,27 @@ class _MessageMixin:
         """The Call-ID."""
         return self.headers.get("Call-ID") or ""
 
-    @property
+    @functools.cached_property
     def cseq(self) -> CSeq:
         """The parsed CSeq."""
         return CSeq.parse(self.headers.get("CSeq") or "")
 
-    @property
+    @functools.cached_property
     def from_(self) -> NameAddr:
         """The parsed From header."""
         return NameAddr.parse(self.headers.get("From") or "")
 
-    @property
+    @functools.cached_property
     def to(self) -> NameAddr:
         """The parsed To header."""
         return NameAddr.parse(self.headers.get("To") or "")
 
-    @property
+    @functools.cached_property
     def vias(self) -> list[Via]:
         """Every Via hop, topmost first."""
         return [Via.parse(v) for v in self.headers.get_all("Via")]
 
-    @property
+    @functools.cached_property
     def top_via(self) -> Via:
         """The topmost Via (the one this hop's transaction is keyed on)."""
         return Via.parse(self.headers.get_all("Via")[0])
