@@ -275,6 +275,8 @@ class DriverRun:
             recording_dir=recordings,
             max_sessions=100_000,
             invite_rate_per_source=0.0,
+            # no RTP in the bench: the silence probes of a long run are not per-call cost
+            rtp_timeout_action="none",
             call_store=SharedCallStore(self.store, "bench"),
         )
         self.driver = CallDriver(config, local_address=lambda peer: NODE_HOST)
