@@ -22,7 +22,9 @@ Logging goes through the node's own set-up (``log.configure_logging``, JSON line
 that counts the lines. CPU is the process's CPU time (``time.process_time``) over the measured
 calls; the breakdown is cProfile's own time per function, grouped by where the code lives,
 scaled to the unprofiled CPU per call (cProfile inflates Python-heavy code more than C calls,
-so read the shares as approximate).
+so read the shares as approximate). RSS per live call is the growth of the process's resident
+set while the ``--live`` calls were set up, divided by their number (the first run of a mode;
+the allocator's arenas make it coarse below a thousand calls).
 """
 
 from __future__ import annotations
@@ -408,13 +410,21 @@ def categorise(stats: pstats.Stats) -> dict[str, float]:
 # ------------------------------------------------------------------------------- running
 
 
+def rss_kb() -> float:
+    """This process's resident set (KB), from /proc/self/statm."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
+
+
 def run_core(scenario: Scenario, calls: int, live: int, profiler: cProfile.Profile | None) -> Any:
     bench = CoreRun()
     up: list[tuple[int, str]] = []
     n = 0
+    rss = rss_kb()
     for _ in range(live):
         n += 1
         up.append((n, bench.start(scenario, n)))
+    rss_per_live = (rss_kb() - rss) / max(live, 1)
     start = time.process_time()
     if profiler is not None:
         profiler.enable()
@@ -426,7 +436,7 @@ def run_core(scenario: Scenario, calls: int, live: int, profiler: cProfile.Profi
     if profiler is not None:
         profiler.disable()
     cpu = time.process_time() - start
-    return cpu, bench.live, bench.datagrams
+    return cpu, bench.live, rss_per_live
 
 
 async def run_driver(
@@ -437,10 +447,12 @@ async def run_driver(
     await bench.start_driver()
     up: list[tuple[int, str]] = []
     n = 0
+    rss = rss_kb()
     for _ in range(live):
         n += 1
         up.append((n, await bench.start(scenario, n)))
     await bench.settle()
+    rss_per_live = (rss_kb() - rss) / max(live, 1)
     start = time.process_time()
     if profiler is not None:
         profiler.enable()
@@ -458,7 +470,7 @@ async def run_driver(
     import shutil
 
     shutil.rmtree(recordings, ignore_errors=True)
-    return cpu, live_now, None
+    return cpu, live_now, rss_per_live
 
 
 def measure(
@@ -467,13 +479,14 @@ def measure(
     profiler = cProfile.Profile() if profile else None
     lines_before = sink.lines
     if mode == "core":
-        cpu, live, _ = run_core(scenario, args.calls, args.live, profiler)
+        cpu, live, rss = run_core(scenario, args.calls, args.live, profiler)
     else:
-        cpu, live, _ = asyncio.run(run_driver(scenario, args.calls, args.live, profiler))
+        cpu, live, rss = asyncio.run(run_driver(scenario, args.calls, args.live, profiler))
     result: dict[str, Any] = {
         "mode": mode,
         "cpu_us_per_call": cpu / args.calls * 1e6,
         "live": live,
+        "rss_kb_per_live": rss,
         # lines of setup (live) + measured calls, per call
         "log_lines_per_call": (sink.lines - lines_before) / (args.calls + args.live),
     }
@@ -508,12 +521,16 @@ def main() -> None:
         profiled = measure(mode, scenario, args, sink, profile=True)
         rows.append((plain, profiled))
     print()
-    print("| mode | CPU µs per call | log lines per call | live calls at the end |")
-    print("|---|---:|---:|---:|")
+    print(
+        "| mode | CPU µs per call | log lines per call | live calls at the end"
+        " | RSS per live call (KB, first run) |"
+    )
+    print("|---|---:|---:|---:|---:|")
     for plain, _ in rows:
         print(
             f"| {plain['mode']} | {plain['cpu_us_per_call']:,.0f} | "
-            f"{plain['log_lines_per_call']:.1f} | {plain['live']} |"
+            f"{plain['log_lines_per_call']:.1f} | {plain['live']} | "
+            f"{plain['rss_kb_per_live']:.0f} |"
         )
     print()
     names = [name for name, _ in CATEGORIES] + ["other"]
