@@ -556,8 +556,8 @@ def _build(start_line: str, headers: Headers, body: bytes) -> SipMessage:
             raise SipParseError(f"bad status code {parts[1][:20]!r}")
         reason = parts[2].strip(_SP_HT) if len(parts) > 2 else ""
         response = SipResponse(code, reason, headers, body)
-        _check_required(response.headers, REQUIRED_RESPONSE_HEADERS)
-        _check_cseq(response.headers)
+        _check_required(response, REQUIRED_RESPONSE_HEADERS)
+        response.cseq  # noqa: B018 - parsed (or refused) now, kept for the layers above
         return response
     if len(parts) != 3:
         raise SipParseError(f"malformed request line: {start_line[:60]!r}")
@@ -569,28 +569,26 @@ def _build(start_line: str, headers: Headers, body: bytes) -> SipMessage:
     if ":" not in uri:
         raise SipParseError(f"bad Request-URI {uri[:60]!r}")
     request = SipRequest(method.upper(), uri, headers, body)
-    _check_required(headers, REQUIRED_REQUEST_HEADERS)
-    cseq = _check_cseq(headers)
+    _check_required(request, REQUIRED_REQUEST_HEADERS)
+    cseq = request.cseq
     if cseq.method != request.method and request.method not in CSEQ_METHOD_TOLERATED:
         raise SipParseError(f"CSeq method {cseq.method} does not match {request.method}")
     return request
 
 
-def _check_required(headers: Headers, names: tuple[str, ...]) -> None:
+def _check_required(message: SipRequest | SipResponse, names: tuple[str, ...]) -> None:
+    """Refuse a message missing a required header or whose From, To or top Via does not
+    parse; the parsed values stay cached on the message."""
+    headers = message.headers
     for name in names:
         value = headers.get(name)
         if not value:  # values are trimmed of SP/HTAB already
             raise SipParseError(f"missing {name} header")
-    for name in ("From", "To"):
-        NameAddr.parse(headers.get(name) or "")
-    vias = headers.get_all("Via")
-    if not vias:
+    message.from_  # noqa: B018
+    message.to  # noqa: B018
+    if not headers.get_all("Via"):
         raise SipParseError("missing Via header")
-    Via.parse(vias[0])
-
-
-def _check_cseq(headers: Headers) -> CSeq:
-    return CSeq.parse(headers.get("CSeq") or "")
+    message.top_via  # noqa: B018
 
 
 def reason_phrase(status: int) -> str:
