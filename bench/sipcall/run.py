@@ -331,7 +331,7 @@ class DriverRun:
 # (category, pattern on "path:function"), first match wins; paths are relative to site/src.
 CATEGORIES: list[tuple[str, str]] = [
     (
-        "snapshots (other branch)",
+        "snapshots, to_dict, copies",
         r"sip/call\.py|session/|adapters/|recorder/snapshots\.py"
         r"|dataclasses\.py|copy\.py|:_snapshot$|to_dict$|media_snapshot$",
     ),
@@ -505,7 +505,17 @@ def main() -> None:
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--profile", action="store_true", help="cProfile top functions too")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--without-snapshots",
+        action="store_true",
+        help="the core makes no snapshots (CallLifecycle._snapshot a no-op): the per-call cost"
+        " of everything else, measured without the snapshot serialisation's",
+    )
     args = parser.parse_args()
+    if args.without_snapshots:
+        from siprec_node.sip.call_lifecycle import CallLifecycle
+
+        CallLifecycle._snapshot = lambda self, call: None  # type: ignore[method-assign]
 
     sink = LineCounter()
     configure_logging(args.log_level, "json", stream=sink)  # type: ignore[arg-type]
@@ -514,6 +524,7 @@ def main() -> None:
     print(
         f"# {args.calls} calls measured with {args.live} live; log level {args.log_level}; "
         f"Python {sys.version.split()[0]}"
+        + ("; without snapshots" if args.without_snapshots else "")
     )
     rows = []
     for mode in modes:
