@@ -429,9 +429,10 @@ class StoreSettings(_Section):
     ttl: Duration = timedelta(hours=24)
     """Lifetime of a session record after its last update."""
     memory_max_finished: Int = Field(default=1000, ge=0, le=10_000_000)
-    """``memory`` backend only: finished sessions (ended or failed) kept for the HTTP API and
-    ``siprec-node sessions``, the oldest forgotten first (and each at ``ttl`` at the latest),
-    so that the node's memory grows with its live calls, not with the calls it has done."""
+    """``memory`` backend only: finished sessions (ended or failed) kept in the node's process,
+    the oldest forgotten first (each at ``ttl`` at the latest), so that its memory grows with
+    its live calls, not with the calls it has done (a record takes ~8 KB). One waiting for its
+    transcription is kept until the transcript is written into it."""
 
     @field_validator("url", mode="before")
     @classmethod

@@ -43,7 +43,8 @@ class MemorySessionStore(SessionStore):
 
     Unlike Redis, the records live in the node's own memory, so finished sessions are also
     bounded in number: beyond ``max_finished`` (None: no bound) the one finished longest ago
-    is forgotten, and memory grows with the calls live, not with the calls done.
+    is forgotten, and memory grows with the calls live, not with the calls done. A finished
+    session whose transcription is pending is not counted (the transcriber writes into it).
     """
 
     def __init__(
@@ -149,7 +150,11 @@ class MemorySessionStore(SessionStore):
         )
         if state.status.is_terminal:
             self._unindex(state.id, state.node_id)
-            self._finish(state.id)
+            if state.transcription is not None and state.transcription.status == "pending":
+                # its transcript is still to be written into it: kept (until ``ttl``)
+                self._finished.pop(state.id, None)
+            else:
+                self._finish(state.id)
         else:
             self._active[state.id] = activity_ms
             self._by_node.setdefault(state.node_id, {})[state.id] = activity_ms

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from siprec_node.session import MemorySessionStore, SessionNotFound
-from siprec_node.session.state import SessionState, SessionStatus
+from siprec_node.session.state import SessionState, SessionStatus, TranscriptionStatus
 
 from .backends import FakeClock
 
@@ -81,3 +81,17 @@ async def test_memory_stays_flat_with_calls_done() -> None:
         await _finish(store, f"c{n}")
     assert len(store._records) == 100 and len(store._finished) == 100
     assert store._active == {} and store._by_node == {}
+
+
+async def test_a_session_waiting_for_its_transcription_is_kept_until_it_has_it() -> None:
+    store = MemorySessionStore(clock=FakeClock(), max_finished=1)
+    waiting = _state("waiting", SessionStatus.ENDED)
+    waiting.transcription = TranscriptionStatus("pending")
+    await store.save(waiting)
+    await _finish(store, "a")
+    await _finish(store, "b")
+    assert await _held(store) == {"waiting", "b"}
+    done = await store.load("waiting")
+    done.transcription = TranscriptionStatus("done")
+    await store.save(done, expected_version=done.version)
+    assert await _held(store) == {"waiting"}  # now the latest finished: b goes
