@@ -335,7 +335,7 @@ CATEGORIES: list[tuple[str, str]] = [
         r"sip/call\.py|session/|adapters/|recorder/snapshots\.py"
         r"|dataclasses\.py|copy\.py|:_snapshot$|to_dict$|media_snapshot$",
     ),
-    ("logging", r"structlog/|logging/|json/|:_log$"),
+    ("logging", r"structlog/|logging/|orjson|:_log$"),
     (
         "SIP parse",
         r"sip/(message|uri|framing)\.py:(parse|_parse|_split|_header|from_|__init__"
@@ -382,21 +382,23 @@ def _category(where: str, compiled: list[tuple[str, re.Pattern[str]]]) -> str | 
 
 
 def categorise(stats: pstats.Stats) -> dict[str, float]:
-    """Own time per category (seconds); a C function's (a builtin's, a C method's) own time
-    goes to the categories of its callers, in proportion to the time each caller spent in it."""
+    """Own time per category (seconds); a C function's (a builtin's, a C method's) and the json
+    module's own time goes to the categories of its callers, in proportion to the time each
+    caller spent in it."""
     compiled = [(name, re.compile(pattern)) for name, pattern in CATEGORIES]
     table = stats.stats  # type: ignore[attr-defined]
     out: dict[str, float] = defaultdict(float)
 
     def assign(func: Any, seconds: float, depth: int = 0) -> None:
         where = _where(func)
-        category = None if func[0] == "~" else _category(where, compiled)
+        shared = func[0] == "~" or where.startswith("json/")  # logging's and the store's
+        category = None if shared else _category(where, compiled)
         if category is not None:
             out[category] += seconds
             return
         callers = table.get(func, (0, 0, 0, 0, {}))[4]
         spent = sum(timing[2] for timing in callers.values())
-        if func[0] != "~" or depth > 3 or not callers or spent <= 0:
+        if not shared or depth > 5 or not callers or spent <= 0:
             out["other"] += seconds
             return
         for caller, timing in callers.items():
