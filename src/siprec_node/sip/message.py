@@ -646,7 +646,7 @@ def make_response(
     out: list[tuple[str, str]] = [("Via", v) for v in request.headers.get_raw("Via")]
     to_value = request.headers.get("To") or ""
     if to_tag and status != 100:
-        to = NameAddr.parse(to_value)
+        to = request.to  # parsed once per request
         if to.tag is None:
             to_value = str(to.with_param("tag", to_tag))
     out.append(("From", request.headers.get("From") or ""))
