@@ -52,6 +52,7 @@ from siprec_node.sip.transaction import Address, TimerConfig
 
 SCENARIO = Path(__file__).resolve().parents[1] / "e2e" / "siprec_e2e.xml"
 SRC = Address("udp", "127.0.0.2", 5070, None)
+_TAG = "@@to-tag@@"
 NODE_HOST, NODE_PORT = "127.0.0.1", 5060
 
 
@@ -65,6 +66,7 @@ class Scenario:
         sends = re.findall(r"<send[^>]*>\s*<!\[CDATA\[(.*?)\]\]>", path.read_text(), re.S)
         self.invite, self.ack, self.bye = (textwrap.dedent(s).strip("\n") for s in sends)
         self._branches = 0
+        self._made: dict[int, tuple[bytes, bytes, bytes]] = {}
 
     def _fill(self, template: str, n: int, last_to: str = "") -> bytes:
         self._branches += 1
@@ -93,14 +95,26 @@ class Scenario:
         head_text = "\r\n".join(lines).replace("[len]", str(len(body_bytes)))
         return head_text.encode() + b"\r\n\r\n" + body_bytes
 
+    def prepare(self, count: int) -> None:
+        """Make the messages of calls 1..``count`` now, so that the measured loop only puts
+        the To tag in (one bytes.replace)."""
+        for n in range(len(self._made) + 1, count + 1):
+            self._made[n] = (
+                self._fill(self.invite, n),
+                self._fill(self.ack, n, self._to(_TAG)),
+                self._fill(self.bye, n, self._to(_TAG)),
+            )
+
     def invite_for(self, n: int) -> bytes:
-        return self._fill(self.invite, n)
+        if n not in self._made:
+            self.prepare(n)
+        return self._made[n][0]
 
     def ack_for(self, n: int, to_tag: str) -> bytes:
-        return self._fill(self.ack, n, self._to(to_tag))
+        return self._made[n][1].replace(_TAG.encode(), to_tag.encode())
 
     def bye_for(self, n: int, to_tag: str) -> bytes:
-        return self._fill(self.bye, n, self._to(to_tag))
+        return self._made[n][2].replace(_TAG.encode(), to_tag.encode())
 
     @staticmethod
     def _to(tag: str) -> str:
@@ -191,10 +205,10 @@ class CoreRun:
     def start(self, scenario: Scenario, n: int) -> str:
         """INVITE → 100, media opened → 200, ACK; the call's To tag."""
         self.now += 0.01
-        before = set(self.core.calls)
         self.core.receive(scenario.invite_for(n), SRC, self.now)
         self._pump()
-        (session_id,) = set(self.core.calls) - before
+        session_id = next(reversed(self.core.calls))  # the newest (no O(live) set here)
+        assert self.core.calls[session_id].data.call_id == f"{n}-4242@{SRC.host}"
         tag = self.core.calls[session_id].dialog.local_tag
         self.core.receive(scenario.ack_for(n, tag), SRC, self.now)
         self._pump()
@@ -297,14 +311,13 @@ class DriverRun:
         await self.driver.start()
 
     async def start(self, scenario: Scenario, n: int) -> str:
-        before = set(self.driver.calls)
         self.driver.on_message(scenario.invite_for(n), SRC)
         await self.driver.idle()
-        new = set(self.driver.calls) - before
-        if len(new) != 1:
+        session_id = next(reversed(self.driver.calls), "")  # the newest (no O(live) set here)
+        call = self.driver.calls.get(session_id)
+        if call is None or call.data.call_id != f"{n}-4242@{SRC.host}":
             answers = [d.split(b"\r\n", 1)[0].decode() for d in self.sent[-3:]]
             raise RuntimeError(f"call {n} not set up: {answers}, stats {self.driver.stats}")
-        (session_id,) = new
         tag = self.driver.calls[session_id].dialog.local_tag
         self.driver.on_message(scenario.ack_for(n, tag), SRC)
         await asyncio.sleep(0)  # the snapshot writer's turn
@@ -412,6 +425,16 @@ def categorise(stats: pstats.Stats) -> dict[str, float]:
 # ------------------------------------------------------------------------------- running
 
 
+def reference_ms() -> float:
+    """CPU time of a fixed pure-Python loop (ms): how fast this machine runs Python right now,
+    to read the figures of runs made at different moments on a shared machine."""
+    start = time.process_time()
+    total = 0
+    for i in range(1_000_000):
+        total += i % 7
+    return (time.process_time() - start) * 1e3
+
+
 def rss_kb() -> float:
     """This process's resident set (KB), from /proc/self/statm."""
     with open("/proc/self/statm") as statm:
@@ -420,6 +443,7 @@ def rss_kb() -> float:
 
 def run_core(scenario: Scenario, calls: int, live: int, profiler: cProfile.Profile | None) -> Any:
     bench = CoreRun()
+    scenario.prepare(live + calls)
     up: list[tuple[int, str]] = []
     n = 0
     rss = rss_kb()
@@ -446,6 +470,7 @@ async def run_driver(
 ) -> Any:
     recordings = tempfile.mkdtemp(prefix="sipcall-bench-")
     bench = DriverRun(recordings)
+    scenario.prepare(live + calls)
     await bench.start_driver()
     up: list[tuple[int, str]] = []
     n = 0
@@ -524,12 +549,14 @@ def main() -> None:
     scenario = Scenario()
     modes = ("core", "driver") if args.mode == "both" else (args.mode,)
     print(
-        f"# {args.calls} calls measured with {args.live} live; log level {args.log_level}; "
+        f"# reference loop {reference_ms():.0f} ms of CPU (compare runs by it); "
+        f"{args.calls} calls measured with {args.live} live; log level {args.log_level}; "
         f"Python {sys.version.split()[0]}"
         + ("; without snapshots" if args.without_snapshots else "")
     )
     rows = []
     for mode in modes:
+        print(f"# {mode}: reference loop {reference_ms():.0f} ms before the run")
         plain = measure(mode, scenario, args, sink, profile=False)
         profiled = measure(mode, scenario, args, sink, profile=True)
         rows.append((plain, profiled))
