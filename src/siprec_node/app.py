@@ -60,7 +60,9 @@ def session_store(settings: Settings) -> SessionStore:
         return RedisSessionStore(
             settings.store.url, prefix=settings.store.prefix, ttl=settings.store.ttl
         )
-    return MemorySessionStore(ttl=settings.store.ttl)
+    return MemorySessionStore(
+        ttl=settings.store.ttl, max_finished=settings.store.memory_max_finished
+    )
 
 
 def manager_config(settings: Settings) -> ManagerConfig:
@@ -182,6 +184,7 @@ class Node:
             tls_client=client_tls,
             on_framing_error=self.handler.on_malformed,
             limits=stream_limits(self.settings),
+            udp_receive_buffer=self.settings.sip.udp_receive_buffer,
         )
         self.handler.attach(self.transports.send)
         if self.settings.http.address is not None:

@@ -3,14 +3,24 @@
 Lines carry an ISO 8601 UTC ``timestamp``, ``level``, ``logger`` and any context bound with
 ``structlog.contextvars.bind_contextvars`` (such as ``call_id`` and ``session_id``). The format is
 JSON lines, or a human-readable console rendering on a terminal.
+
+structlog's events do not go through the standard library's logging (a ``LogRecord`` made
+twice, the caller's frame looked up, a handler lock): they are filtered by level in the bound
+logger itself (nothing is built for a line below the level), rendered by structlog's own
+processors and written to the stream as one line. The standard library's records (asyncio,
+redis, ...) still go through the root logger's handler, rendered the same way, to the same
+stream.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import threading
 from typing import Any, TextIO
 
+import orjson
 import structlog
 from structlog.typing import Processor
 
@@ -27,6 +37,43 @@ _FORMATS = ("auto", "json", "console")
 
 class _SiprecHandler(logging.StreamHandler[TextIO]):
     """Marks the handler this module installs, so that a second call replaces it."""
+
+
+class _LineWriter:
+    """Where structlog's lines go: the stream of the latest ``configure_logging``, so that a
+    logger cached before a second call writes where the second call said."""
+
+    def __init__(self) -> None:
+        self.stream: TextIO = sys.stderr
+        self._lock = threading.Lock()  # lines of executor threads never interleave
+
+    def write_line(self, line: str) -> None:
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+_WRITER = _LineWriter()
+
+
+class _LineLogger:
+    """structlog's wrapped logger: writes each rendered event as a line; ``name`` is the name
+    it was asked for (``add_logger_name`` reads it)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+
+    def msg(self, message: str) -> None:
+        _WRITER.write_line(message)
+
+    debug = info = warning = warn = error = err = critical = exception = fatal = log = msg
+
+
+def _line_logger(*args: Any) -> _LineLogger:
+    """structlog's logger factory: ``get_logger(name)`` passes the name on."""
+    return _LineLogger(str(args[0]) if args else "")
 
 
 def wants_json(fmt: str, stream: TextIO) -> bool:
@@ -65,7 +112,7 @@ def configure_logging(
     final: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
     if as_json:
         final.append(structlog.processors.format_exc_info)
-        renderer = structlog.processors.JSONRenderer()
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=_is_tty(target))
     final.append(renderer)
@@ -84,18 +131,33 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(LEVELS[level_key])
 
+    _WRITER.stream = target
+    own: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    if as_json:
+        own.append(structlog.processors.format_exc_info)
+    own.append(renderer)
     structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.PositionalArgumentsFormatter(),
-            structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=own,
+        logger_factory=_line_logger,
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level_key]),
         cache_logger_on_first_use=True,
     )
+
+
+def _dumps(event: Any, default: Any = None, **_: Any) -> str:
+    """One JSON line by orjson; what it cannot serialise goes through structlog's fallback
+    (``repr``), as with the standard library's encoder, which takes what orjson refuses
+    outright (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(event, default=default)
 
 
 def _is_tty(stream: Any) -> bool:

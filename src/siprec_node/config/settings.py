@@ -257,6 +257,11 @@ class SipSettings(_Section):
     Retry-After. 0 disables the limit."""
     invite_burst_per_source: Int = Field(default=100, ge=1, le=1_000_000)
     """INVITEs one IP address may send at once above ``invite_rate_per_source``."""
+    udp_receive_buffer: Size = Field(default=4 * 1024 * 1024, ge=4096, le=1 << 30)
+    """Receive buffer (SO_RCVBUF) of each UDP listener: datagrams wait there while the node is
+    busy, and beyond it the kernel drops them (``siprec_sip_datagrams_dropped_total``). Linux
+    caps it at ``net.core.rmem_max`` unless the node runs with CAP_NET_ADMIN; the size granted
+    is logged at start (``sip_udp_receive_buffer``, or a warning when capped)."""
 
     @field_validator("listen")
     @classmethod
@@ -434,6 +439,11 @@ class StoreSettings(_Section):
     """Prefix of every key the node writes."""
     ttl: Duration = timedelta(hours=24)
     """Lifetime of a session record after its last update."""
+    memory_max_finished: Int = Field(default=1000, ge=0, le=10_000_000)
+    """``memory`` backend only: finished sessions (ended or failed) kept in the node's process,
+    the oldest forgotten first (each at ``ttl`` at the latest), so that its memory grows with
+    its live calls, not with the calls it has done (a record takes ~8 KB). One waiting for its
+    transcription is kept until the transcript is written into it."""
 
     @field_validator("url", mode="before")
     @classmethod

@@ -217,6 +217,12 @@ class TransportCollector(Collector):
         )
         evicted.add_metric([], stats.get("tcp_evicted", 0))
         yield evicted
+        dropped = CounterMetricFamily(
+            "siprec_sip_datagrams_dropped",
+            "SIP datagrams the kernel dropped on the UDP listeners (receive queue full)",
+        )
+        dropped.add_metric([], self.transports.check_udp_drops())
+        yield dropped
         gauge = GaugeMetricFamily("siprec_sip_tcp_connections", "Open TCP/TLS connections")
         gauge.add_metric([], self.transports.connection_count)
         yield gauge

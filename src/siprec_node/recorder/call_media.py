@@ -67,9 +67,10 @@ class CallMedia:
             raise ValueError(f"source_check must be one of {', '.join(SOURCE_CHECKS)}")
         self.ports = ports
         self.engine = engine
-        self._formats: dict[tuple[str, int], tuple[Any, ...]] = {}
-        """What each open stream's engine was last told it may carry (payload types), to tell
-        it again only when a re-INVITE changed them; dropped at close."""
+        self._formats: dict[str, dict[int, tuple[Any, ...]]] = {}
+        """What each open stream's engine was last told it may carry (payload types), by call
+        and stream index, to tell it again only when a re-INVITE changed them; dropped at close
+        (by call: no scan over every open stream)."""
         self.source_check = source_check
 
     def sources_for(
@@ -177,9 +178,9 @@ class CallMedia:
             if stream.index not in state.open:
                 continue
             carried = _carried(stream)
-            key = (session_id, stream.index)
-            known = self._formats.get(key)
-            self._formats[key] = carried
+            formats = self._formats.setdefault(session_id, {})
+            known = formats.get(stream.index)
+            formats[stream.index] = carried
             if stream.accepted and known is not None and carried != known:
                 spec = StreamSpec(
                     session_id=session_id,
@@ -237,8 +238,7 @@ class CallMedia:
             return await self.engine.close_call(session_id, at)
 
     def _forget(self, session_id: str) -> None:
-        for key in [k for k in self._formats if k[0] == session_id]:
-            del self._formats[key]
+        self._formats.pop(session_id, None)
 
     @staticmethod
     def discard(state: MediaState) -> bool:

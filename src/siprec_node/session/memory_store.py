@@ -21,6 +21,9 @@ from .store import (
     to_ms,
 )
 
+DEFAULT_MAX_FINISHED = 1000
+"""Finished sessions (``ended``/``failed``) the memory store keeps by default."""
+
 
 @dataclass(slots=True)
 class _Record:
@@ -37,11 +40,26 @@ class MemorySessionStore(SessionStore):
     expire `ttl` after their last save, touch or claim, like Redis keys.
 
     Methods never await between reading and writing, so each is atomic under asyncio.
+
+    Unlike Redis, the records live in the node's own memory, so finished sessions are also
+    bounded in number: beyond ``max_finished`` (None: no bound) the one finished longest ago
+    is forgotten, and memory grows with the calls live, not with the calls done. A finished
+    session whose transcription is pending is not counted (the transcriber writes into it).
     """
 
-    def __init__(self, *, ttl: timedelta | None = DEFAULT_TTL, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        *,
+        ttl: timedelta | None = DEFAULT_TTL,
+        clock: Clock = utcnow,
+        max_finished: int | None = DEFAULT_MAX_FINISHED,
+    ) -> None:
         super().__init__(ttl=ttl, clock=clock)
+        if max_finished is not None and max_finished < 0:
+            raise ValueError("max_finished must not be negative")
+        self.max_finished = max_finished
         self._records: dict[str, _Record] = {}
+        self._finished: dict[str, None] = {}  # terminal sessions, the oldest finished first
         self._active: dict[str, int] = {}
         self._by_node: dict[str, dict[str, int]] = {}
         self._nodes: dict[str, int] = {}
@@ -68,8 +86,23 @@ class MemorySessionStore(SessionStore):
         if rec.expires_ms is not None and rec.expires_ms <= to_ms(self._now()):
             del self._records[session_id]
             self._unindex(session_id, rec.node)
+            self._finished.pop(session_id, None)
             return None
         return rec
+
+    def _finish(self, session_id: str) -> None:
+        """Note a session as finished now; forget the oldest finished beyond the bound."""
+        finished = self._finished
+        finished.pop(session_id, None)
+        finished[session_id] = None
+        if self.max_finished is None:
+            return
+        while len(finished) > self.max_finished:
+            oldest = next(iter(finished))
+            del finished[oldest]
+            rec = self._records.pop(oldest, None)
+            if rec is not None:
+                self._unindex(oldest, rec.node)
 
     def _decode(self, session_id: str, rec: _Record) -> SessionState:
         return decode_record(
@@ -117,6 +150,11 @@ class MemorySessionStore(SessionStore):
         )
         if state.status.is_terminal:
             self._unindex(state.id, state.node_id)
+            if state.transcription is not None and state.transcription.status == "pending":
+                # its transcript is still to be written into it: kept (until ``ttl``)
+                self._finished.pop(state.id, None)
+            else:
+                self._finish(state.id)
         else:
             self._active[state.id] = activity_ms
             self._by_node.setdefault(state.node_id, {})[state.id] = activity_ms
@@ -140,6 +178,7 @@ class MemorySessionStore(SessionStore):
             return False
         del self._records[session_id]
         self._unindex(session_id, rec.node)
+        self._finished.pop(session_id, None)
         return True
 
     async def list_active(self) -> list[SessionState]:

@@ -125,9 +125,8 @@ class CallControl(CallLifecycle):
     def handle_timer(self, now: float) -> None:
         """Fire due transaction timers and session refreshes."""
         self._process(self.transactions.handle_timer(now), now)
-        for call in list(self.calls.values()):
-            if call.refresh_at is not None and call.refresh_at <= now:
-                self.refresh_session(call.data.session_id, now)
+        for session_id in self._due_refreshes(now):
+            self.refresh_session(session_id, now)
 
     # ------------------------------------------------------------------ event dispatch
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import heapq
+import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -85,6 +87,10 @@ class CallLifecycle:
         self._by_dialog: dict[tuple[str, str], Call] = {}  # (Call-ID, local tag)
         self._by_invite: dict[TransactionKey, Call] = {}
         self._closing: dict[str, Call] = {}  # ended calls whose media is being closed
+        # Session refreshes due, (deadline, seq, session id): an entry whose call is gone or
+        # whose refresh_at moved is stale and skipped, so no timer ever scans the live calls.
+        self._refreshes: list[tuple[float, int, str]] = []
+        self._refresh_seq = itertools.count()
         self.rtp_timeout = RtpTimeout(config.rtp_timeout, config.rtp_timeout_action)
         self._probes: dict[TransactionKey, str] = {}  # OPTIONS probe -> session id
         # Calls we ended before their ACK came: the BYE goes when it does (or at Timer H).
@@ -141,11 +147,29 @@ class CallLifecycle:
 
     def next_timer(self) -> float | None:
         """When ``handle_timer`` is due next (transaction timers, session refreshes)."""
-        deadlines = [c.refresh_at for c in self.calls.values() if c.refresh_at is not None]
         transaction = self.transactions.next_timer()
-        if transaction is not None:
-            deadlines.append(transaction)
-        return min(deadlines) if deadlines else None
+        refresh = self._next_refresh()
+        if refresh is None or (transaction is not None and transaction < refresh):
+            return transaction
+        return refresh
+
+    def _next_refresh(self) -> float | None:
+        """The earliest session refresh still wanted (stale heap entries dropped)."""
+        heap = self._refreshes
+        while heap:
+            deadline, _, session_id = heap[0]
+            call = self.calls.get(session_id)
+            if call is not None and call.refresh_at == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def _due_refreshes(self, now: float) -> list[str]:
+        """The calls whose session refresh is due at ``now`` (taken off the heap)."""
+        due: list[str] = []
+        while (deadline := self._next_refresh()) is not None and deadline <= now:
+            due.append(heapq.heappop(self._refreshes)[2])
+        return list(dict.fromkeys(due))  # the same refresh armed twice fires once
 
     def next_effect(self) -> Effect | None:
         """The oldest effect not yet taken, or None."""
@@ -288,6 +312,11 @@ class CallLifecycle:
     def _schedule_refresh(self, call: Call, now: float) -> None:
         """Arm our session refresh (an UPDATE at half the interval) when we are the refresher."""
         call.refresh_at = None if call.session_expires is None else now + call.session_expires / 2
+        if call.refresh_at is not None:
+            heapq.heappush(
+                self._refreshes,
+                (call.refresh_at, next(self._refresh_seq), call.data.session_id),
+            )
 
     def refresh_session(self, session_id: str, now: float) -> None:
         """Send the RFC 4028 refresh the SRC asked us to do (refresher=uas): UPDATE, no body."""

@@ -9,6 +9,7 @@ that were actually sent.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Iterable, Iterator
@@ -189,24 +190,28 @@ class Headers:
     def __len__(self) -> int:
         return len(self.fields)
 
+    @functools.cached_property
+    def _index(self) -> dict[str, list[str]]:
+        """Field values by lower-cased name, in order: made on the first lookup, so that a
+        message's lookups (a dozen per request) do not each walk every field."""
+        index: dict[str, list[str]] = {}
+        for n, v in self.fields:
+            index.setdefault(n.lower(), []).append(v)
+        return index
+
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        lower = canonical_name(name).lower()
-        return any(n.lower() == lower for n, _ in self.fields)
+        return canonical_name(name).lower() in self._index
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first field value of ``name`` (unsplit), or ``default``."""
-        lower = canonical_name(name).lower()
-        for n, v in self.fields:
-            if n.lower() == lower:
-                return v
-        return default
+        values = self._index.get(canonical_name(name).lower())
+        return values[0] if values else default
 
     def get_raw(self, name: str) -> list[str]:
         """Every field value of ``name`` as received (not split on commas)."""
-        lower = canonical_name(name).lower()
-        return [v for n, v in self.fields if n.lower() == lower]
+        return list(self._index.get(canonical_name(name).lower(), ()))
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``; list headers are split into their comma-separated elements."""
@@ -313,6 +318,9 @@ class CSeq:
 
 
 class _MessageMixin:
+    """The parsed views of a message's headers, each parsed once (a message is immutable; the
+    transaction layer, the dialogs and the call control ask for them a dozen times a request)."""
+
     headers: Headers
     body: bytes
 
@@ -321,27 +329,27 @@ class _MessageMixin:
         """The Call-ID."""
         return self.headers.get("Call-ID") or ""
 
-    @property
+    @functools.cached_property
     def cseq(self) -> CSeq:
         """The parsed CSeq."""
         return CSeq.parse(self.headers.get("CSeq") or "")
 
-    @property
+    @functools.cached_property
     def from_(self) -> NameAddr:
         """The parsed From header."""
         return NameAddr.parse(self.headers.get("From") or "")
 
-    @property
+    @functools.cached_property
     def to(self) -> NameAddr:
         """The parsed To header."""
         return NameAddr.parse(self.headers.get("To") or "")
 
-    @property
+    @functools.cached_property
     def vias(self) -> list[Via]:
         """Every Via hop, topmost first."""
         return [Via.parse(v) for v in self.headers.get_all("Via")]
 
-    @property
+    @functools.cached_property
     def top_via(self) -> Via:
         """The topmost Via (the one this hop's transaction is keyed on)."""
         return Via.parse(self.headers.get_all("Via")[0])
@@ -548,8 +556,8 @@ def _build(start_line: str, headers: Headers, body: bytes) -> SipMessage:
             raise SipParseError(f"bad status code {parts[1][:20]!r}")
         reason = parts[2].strip(_SP_HT) if len(parts) > 2 else ""
         response = SipResponse(code, reason, headers, body)
-        _check_required(response.headers, REQUIRED_RESPONSE_HEADERS)
-        _check_cseq(response.headers)
+        _check_required(response, REQUIRED_RESPONSE_HEADERS)
+        response.cseq  # noqa: B018 - parsed (or refused) now, kept for the layers above
         return response
     if len(parts) != 3:
         raise SipParseError(f"malformed request line: {start_line[:60]!r}")
@@ -561,28 +569,26 @@ def _build(start_line: str, headers: Headers, body: bytes) -> SipMessage:
     if ":" not in uri:
         raise SipParseError(f"bad Request-URI {uri[:60]!r}")
     request = SipRequest(method.upper(), uri, headers, body)
-    _check_required(headers, REQUIRED_REQUEST_HEADERS)
-    cseq = _check_cseq(headers)
+    _check_required(request, REQUIRED_REQUEST_HEADERS)
+    cseq = request.cseq
     if cseq.method != request.method and request.method not in CSEQ_METHOD_TOLERATED:
         raise SipParseError(f"CSeq method {cseq.method} does not match {request.method}")
     return request
 
 
-def _check_required(headers: Headers, names: tuple[str, ...]) -> None:
+def _check_required(message: SipRequest | SipResponse, names: tuple[str, ...]) -> None:
+    """Refuse a message missing a required header or whose From, To or top Via does not
+    parse; the parsed values stay cached on the message."""
+    headers = message.headers
     for name in names:
         value = headers.get(name)
         if not value:  # values are trimmed of SP/HTAB already
             raise SipParseError(f"missing {name} header")
-    for name in ("From", "To"):
-        NameAddr.parse(headers.get(name) or "")
-    vias = headers.get_all("Via")
-    if not vias:
+    message.from_  # noqa: B018
+    message.to  # noqa: B018
+    if not headers.get_all("Via"):
         raise SipParseError("missing Via header")
-    Via.parse(vias[0])
-
-
-def _check_cseq(headers: Headers) -> CSeq:
-    return CSeq.parse(headers.get("CSeq") or "")
+    message.top_via  # noqa: B018
 
 
 def reason_phrase(status: int) -> str:
@@ -640,7 +646,7 @@ def make_response(
     out: list[tuple[str, str]] = [("Via", v) for v in request.headers.get_raw("Via")]
     to_value = request.headers.get("To") or ""
     if to_tag and status != 100:
-        to = NameAddr.parse(to_value)
+        to = request.to  # parsed once per request
         if to.tag is None:
             to_value = str(to.with_param("tag", to_tag))
     out.append(("From", request.headers.get("From") or ""))

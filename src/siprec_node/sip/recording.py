@@ -169,7 +169,7 @@ class CallRecording:
             vendor_ids=offer.vendor_ids,
         )
         if offer.metadata is not None:
-            session.apply_metadata(offer.metadata)
+            session.apply_metadata(offer.metadata, owned=True)  # parsed for this request only
         recording.metadata_error = offer.metadata_error
         recording._negotiate(offer, exhausted, sdp)
         return recording
@@ -263,7 +263,7 @@ class CallRecording:
         changes: list[str] = []
         self.metadata_error = offer.metadata_error
         if offer.metadata is not None:
-            self.session.apply_metadata(offer.metadata)
+            self.session.apply_metadata(offer.metadata, owned=True)  # parsed for this request
             changes.append("metadata")
         elif offer.metadata_error is not None:
             changes.append("metadata unparsed")

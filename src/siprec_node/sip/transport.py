@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import errno
 import itertools
+import os
 import resource
 import socket
 import ssl
@@ -51,6 +52,13 @@ ACCEPT_BACKOFF_MAX = 1.0
 EVICT_MIN_IDLE = 30.0
 """A connection that carried a complete message this recently is never evicted."""
 _NO_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+DEFAULT_UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+"""``sip.udp_receive_buffer``: SO_RCVBUF asked for on each UDP listener, so that a burst of
+INVITEs (or the retransmissions of a node that fell behind) waits in the kernel instead of
+being dropped."""
+DROP_CHECK_INTERVAL = 5.0
+"""Seconds between two reads of the UDP listeners' kernel drop counters."""
+PROC_NET = "/proc/net"
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,47 @@ class BoundListener:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.transport}:{host}:{self.port}"
+
+
+def set_receive_buffer(sock: Any, size: int) -> int:
+    """Ask for a ``size``-byte receive buffer on ``sock``; the size the kernel reports after.
+
+    Linux caps SO_RCVBUF at ``net.core.rmem_max`` unless the process may use SO_RCVBUFFORCE
+    (CAP_NET_ADMIN), which is tried when the cap applies; it reports twice the size it was asked
+    for (the kernel's bookkeeping overhead is counted in).
+    """
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    effective = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if effective < size and force is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            effective = int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+    return effective
+
+
+def udp_socket_drops(inode: int, proc: str = PROC_NET) -> int | None:
+    """Datagrams the kernel dropped on the UDP socket with ``inode`` (its receive queue was
+    full), from the ``drops`` column of ``/proc/net/udp`` or ``udp6``; None where the socket
+    is not listed (not Linux)."""
+    wanted = str(inode).encode()
+    for name in ("udp", "udp6"):
+        try:
+            with open(f"{proc}/{name}", "rb") as table:
+                data = table.read()
+        except OSError:
+            continue
+        start = 0
+        while (at := data.find(b" " + wanted + b" ", start)) >= 0:
+            line_start = data.rfind(b"\n", 0, at) + 1
+            line_end = data.find(b"\n", at)
+            fields = data[line_start : line_end if line_end >= 0 else len(data)].split()
+            # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
+            if len(fields) >= 13 and fields[9] == wanted:
+                return int(fields[12])
+            start = at + 1
+    return None
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -297,8 +346,17 @@ class SipTransports:
         tls_client: ssl.SSLContext | None = None,
         on_framing_error: Callable[[bytes, SipParseError, Address], None] | None = None,
         limits: StreamLimits | None = None,
+        udp_receive_buffer: int = DEFAULT_UDP_RECEIVE_BUFFER,
+        drop_check_interval: float = DROP_CHECK_INTERVAL,
     ) -> None:
         self._on_message = on_message
+        self.udp_receive_buffer = udp_receive_buffer
+        self.drop_check_interval = drop_check_interval
+        self._udp_inodes: list[int] = []
+        self.udp_datagrams_dropped = 0
+        """Datagrams the kernel dropped on the UDP listeners (receive queue full), as of the
+        last :meth:`check_udp_drops`."""
+        self._drop_task: asyncio.Task[None] | None = None
         self._on_framing_error = on_framing_error
         self.max_message_size = max_message_size
         self.max_write_backlog = max(1 << 20, 4 * max_message_size)
@@ -335,6 +393,7 @@ class SipTransports:
             sockname = udp_transport.get_extra_info("sockname")
             bound = BoundListener("udp", host, int(sockname[1]))
             self._udp.append((bound, protocol))
+            self._tune_udp(udp_transport.get_extra_info("socket"), bound)
         elif transport in _STREAM_TRANSPORTS:
             ctx = self._tls_server if transport == "tls" else None
             if transport == "tls" and ctx is None:
@@ -349,6 +408,53 @@ class SipTransports:
         self.listeners.append(bound)
         log.info("sip_listening", listener=str(bound))
         return bound
+
+    # ---- UDP receive queue
+
+    def _tune_udp(self, sock: Any, bound: BoundListener) -> None:
+        """Enlarge a UDP listener's receive buffer and watch its kernel drop counter."""
+        effective = set_receive_buffer(sock, self.udp_receive_buffer)
+        fields: dict[str, Any] = {
+            "listener": str(bound),
+            "requested_bytes": self.udp_receive_buffer,
+            "effective_bytes": effective,  # as Linux reports it: twice what it grants
+        }
+        if effective < self.udp_receive_buffer:
+            log.warning(
+                "sip_udp_receive_buffer_capped",
+                hint="raise net.core.rmem_max (sysctl) to at least sip.udp_receive_buffer",
+                **fields,
+            )
+        else:
+            log.info("sip_udp_receive_buffer", **fields)
+        self._udp_inodes.append(os.fstat(sock.fileno()).st_ino)
+        if self._drop_task is None and self.drop_check_interval > 0:
+            self._drop_task = self._spawn(self._watch_drops())
+
+    def check_udp_drops(self) -> int:
+        """Read the UDP listeners' kernel drop counters; their total (also kept in
+        :attr:`udp_datagrams_dropped`)."""
+        total = 0
+        for inode in self._udp_inodes:
+            total += udp_socket_drops(inode) or 0
+        # a listener closed since takes its counter with it: the total never goes back
+        self.udp_datagrams_dropped = max(self.udp_datagrams_dropped, total)
+        return self.udp_datagrams_dropped
+
+    async def _watch_drops(self) -> None:
+        """Log a warning for every interval in which the kernel dropped SIP datagrams."""
+        while True:
+            await asyncio.sleep(self.drop_check_interval)
+            before = self.udp_datagrams_dropped
+            total = self.check_udp_drops()
+            if total > before:
+                log.warning(
+                    "sip_datagrams_dropped",
+                    dropped=total - before,
+                    total=total,
+                    interval_s=self.drop_check_interval,
+                    receive_buffer_bytes=self.udp_receive_buffer,
+                )
 
     # ---- accepting
 
@@ -623,7 +729,9 @@ class SipTransports:
             conn.close()
         for task in list(self._tasks):
             task.cancel()
+        self._drop_task = None
         self._udp.clear()
+        self._udp_inodes.clear()
 
 
 async def _listening_socket(host: str, port: int) -> socket.socket:

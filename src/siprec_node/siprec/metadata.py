@@ -281,8 +281,12 @@ _VENDOR_ID = re.compile(
 )
 
 
-def apply_update(current: RecordingMetadata | None, update: RecordingMetadata) -> RecordingMetadata:
-    """The metadata state after ``update``; neither argument is modified.
+def apply_update(
+    current: RecordingMetadata | None, update: RecordingMetadata, *, owned: bool = False
+) -> RecordingMetadata:
+    """The metadata state after ``update``; neither argument is modified, unless ``owned`` says
+    the caller hands ``update`` over (a document just parsed): a complete one is then taken as
+    it is instead of copied (a deep copy of a parsed document was ~10 % of answering an INVITE).
 
     A ``complete`` update replaces the current state. A ``partial`` one is merged element by
     element, matched by id: fields it gives replace ours, elements it introduces are added, and
@@ -291,7 +295,7 @@ def apply_update(current: RecordingMetadata | None, update: RecordingMetadata) -
     warnings.
     """
     if update.data_mode == "complete" or current is None:
-        result = copy.deepcopy(update)
+        result = update if owned else copy.deepcopy(update)
         if update.data_mode == "partial":
             result.warnings.append("partial metadata update without a prior snapshot")
         result.data_mode = "complete"

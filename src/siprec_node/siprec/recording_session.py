@@ -100,9 +100,12 @@ class RecordingSession:
 
     # -- updates -------------------------------------------------------------------------
 
-    def apply_metadata(self, update: RecordingMetadata) -> RecordingMetadata:
-        """Apply a complete snapshot or a partial update; returns the new metadata."""
-        self.metadata = apply_update(self.metadata, update)
+    def apply_metadata(
+        self, update: RecordingMetadata, *, owned: bool = False
+    ) -> RecordingMetadata:
+        """Apply a complete snapshot or a partial update; returns the new metadata. ``owned``:
+        ``update`` is handed over (see ``metadata.apply_update``)."""
+        self.metadata = apply_update(self.metadata, update, owned=owned)
         return self.metadata
 
     def update_streams(self, negotiated: Iterable[NegotiatedStream]) -> None:

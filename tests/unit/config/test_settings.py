@@ -36,6 +36,7 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "tcp_idle_timeout": timedelta(seconds=600),
         "invite_rate_per_source": 50.0,
         "invite_burst_per_source": 100,
+        "udp_receive_buffer": 4 * 1024 * 1024,
     },
     "media": {
         "host": "0.0.0.0",
@@ -85,6 +86,7 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "url": "redis://127.0.0.1:6379/0",
         "prefix": "siprec:",
         "ttl": timedelta(hours=24),
+        "memory_max_finished": 1000,
     },
     "session": {
         "heartbeat_interval": timedelta(seconds=5),
