@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import errno
 import itertools
-import os
 import resource
 import socket
 import ssl
+import struct
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -58,7 +58,10 @@ INVITEs (or the retransmissions of a node that fell behind) waits in the kernel 
 being dropped."""
 DROP_CHECK_INTERVAL = 5.0
 """Seconds between two reads of the UDP listeners' kernel drop counters."""
-PROC_NET = "/proc/net"
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+"""Linux's socket memory counters (``include/uapi/linux/sock_diag.h``), drops among them."""
+_SK_MEMINFO_DROPS = 8
+_MEMINFO_SIZE = 4 * (_SK_MEMINFO_DROPS + 1)
 
 
 @dataclass(frozen=True)
@@ -125,27 +128,18 @@ def set_receive_buffer(sock: Any, size: int) -> int:
     return effective
 
 
-def udp_socket_drops(inode: int, proc: str = PROC_NET) -> int | None:
-    """Datagrams the kernel dropped on the UDP socket with ``inode`` (its receive queue was
-    full), from the ``drops`` column of ``/proc/net/udp`` or ``udp6``; None where the socket
-    is not listed (not Linux)."""
-    wanted = str(inode).encode()
-    for name in ("udp", "udp6"):
-        try:
-            with open(f"{proc}/{name}", "rb") as table:
-                data = table.read()
-        except OSError:
-            continue
-        start = 0
-        while (at := data.find(b" " + wanted + b" ", start)) >= 0:
-            line_start = data.rfind(b"\n", 0, at) + 1
-            line_end = data.find(b"\n", at)
-            fields = data[line_start : line_end if line_end >= 0 else len(data)].split()
-            # sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref pointer drops
-            if len(fields) >= 13 and fields[9] == wanted:
-                return int(fields[12])
-            start = at + 1
-    return None
+def udp_socket_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped on ``sock`` (its receive queue was full): the socket's
+    ``sk_drops``, which ``/proc/net/udp`` lists too, read with one ``getsockopt(SO_MEMINFO)``
+    (reading ``/proc/net/udp`` makes the kernel list every UDP socket of the host: thousands
+    with the media sockets of live calls). None where the option is missing (not Linux)."""
+    try:
+        info = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO_SIZE)
+    except OSError:
+        return None
+    if len(info) < _MEMINFO_SIZE:
+        return None
+    return int(struct.unpack_from("I", info, 4 * _SK_MEMINFO_DROPS)[0])
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -352,7 +346,7 @@ class SipTransports:
         self._on_message = on_message
         self.udp_receive_buffer = udp_receive_buffer
         self.drop_check_interval = drop_check_interval
-        self._udp_inodes: list[int] = []
+        self._udp_sockets: list[socket.socket] = []
         self.udp_datagrams_dropped = 0
         """Datagrams the kernel dropped on the UDP listeners (receive queue full), as of the
         last :meth:`check_udp_drops`."""
@@ -427,7 +421,7 @@ class SipTransports:
             )
         else:
             log.info("sip_udp_receive_buffer", **fields)
-        self._udp_inodes.append(os.fstat(sock.fileno()).st_ino)
+        self._udp_sockets.append(sock)
         if self._drop_task is None and self.drop_check_interval > 0:
             self._drop_task = self._spawn(self._watch_drops())
 
@@ -435,8 +429,9 @@ class SipTransports:
         """Read the UDP listeners' kernel drop counters; their total (also kept in
         :attr:`udp_datagrams_dropped`)."""
         total = 0
-        for inode in self._udp_inodes:
-            total += udp_socket_drops(inode) or 0
+        for sock in self._udp_sockets:
+            if sock.fileno() >= 0:
+                total += udp_socket_drops(sock) or 0
         # a listener closed since takes its counter with it: the total never goes back
         self.udp_datagrams_dropped = max(self.udp_datagrams_dropped, total)
         return self.udp_datagrams_dropped
@@ -731,7 +726,7 @@ class SipTransports:
             task.cancel()
         self._drop_task = None
         self._udp.clear()
-        self._udp_inodes.clear()
+        self._udp_sockets.clear()
 
 
 async def _listening_socket(host: str, port: int) -> socket.socket:

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from siprec_node.sip.transport import SipTransports, set_receive_buffer, udp_socket_drops
 
 pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux"), reason="the drop counter is read from /proc/net/udp"
+    not sys.platform.startswith("linux"), reason="the drop counter is Linux's SO_MEMINFO"
 )
 
 SMALL = 4096
@@ -30,8 +30,7 @@ def test_the_drop_counter_counts_what_a_full_receive_queue_lost() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         set_receive_buffer(sock, SMALL)
-        inode = os.fstat(sock.fileno()).st_ino
-        assert udp_socket_drops(inode) == 0
+        assert udp_socket_drops(sock) == 0
         _flood(sock.getsockname()[1])
         sock.setblocking(False)
         queued = 0
@@ -41,14 +40,26 @@ def test_the_drop_counter_counts_what_a_full_receive_queue_lost() -> None:
             except BlockingIOError:
                 break
             queued += 1
-        dropped = udp_socket_drops(inode)
+        dropped = udp_socket_drops(sock)
         assert dropped is not None and dropped > 0
         assert queued + dropped == 400  # every datagram either waited or was counted
+        assert dropped == _proc_net_udp_drops(sock)  # the counter /proc/net/udp lists
 
 
-def test_an_unknown_socket_has_no_counter() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        assert udp_socket_drops(os.fstat(sock.fileno()).st_ino) is None
+def _proc_net_udp_drops(sock: socket.socket) -> int:
+    inode = str(os.fstat(sock.fileno()).st_ino)
+    with open("/proc/net/udp") as table:
+        for line in table:
+            fields = line.split()
+            if len(fields) >= 13 and fields[9] == inode:
+                return int(fields[12])
+    raise AssertionError("socket not in /proc/net/udp")
+
+
+def test_a_closed_socket_has_no_counter() -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.close()
+    assert udp_socket_drops(sock) is None
 
 
 def test_the_receive_buffer_asked_for_is_granted_up_to_the_cap() -> None:
