@@ -62,6 +62,7 @@ async def finalise_recording(
         fmt=fmt,
         channels=channels,
         participants=tuple(participants_from_session(session)) if session is not None else (),
+        remove_parts=finalisations is not None and not finalisations.keep_parts,
     )
     try:
         submitted = pool.submit(data.session_id, job)
@@ -84,7 +85,7 @@ async def finalise_recording(
         return None
     result = done.recording
     if finalisations is not None:
-        finalisations.done(data, state)
+        finalisations.done(data, state, parts_removed=job.remove_parts)
     data.turns.clear()
     result.record_turns(data)
     state.files = [str(path) for path in result.files]

@@ -126,8 +126,9 @@ class Finalisations:
         data.outcome = status
         data.status = CallStatus.FINALISING
 
-    def done(self, data: CallData, state: MediaState) -> None:
-        """The recording is final: the call takes its outcome, the parts folder goes."""
+    def done(self, data: CallData, state: MediaState, *, parts_removed: bool = False) -> None:
+        """The recording is final: the call takes its outcome, the parts folder goes (unless
+        the finalisation removed it already: ``parts_removed``)."""
         if data.status == CallStatus.FINALISING:
             data.status = data.outcome or CallStatus.ENDED
         data.outcome = None
@@ -139,7 +140,7 @@ class Finalisations:
                 call_id=data.call_id,
                 attempts=pending.failures + 1,
             )
-        if not self.keep_parts and remove_parts(state.parts):
+        if parts_removed or (not self.keep_parts and remove_parts(state.parts)):
             self.parts_removed += 1
 
     def gone(self, data: CallData) -> None:

@@ -72,6 +72,9 @@ class FinaliseJob:
     fmt: str
     channels: str
     participants: tuple[ParticipantInfo, ...] = ()
+    remove_parts: bool = False
+    """Remove the parts folder once the recording is final (here, not on the SIP process's
+    event loop: a recursive delete of a folder of files)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ def run_job(job: FinaliseJob) -> FinaliseDone:
         fmt=job.fmt,
         channels=job.channels,
         participants=job.participants,
+        remove_parts=job.remove_parts,
     )
     return FinaliseDone(replace(result, metadata={}), os.getpid())
 
