@@ -195,11 +195,14 @@ class MemorySessionStore(SessionStore):
         self._check_open()
         members = self._by_node.get(node_id, {})
         ids = sorted(members, key=lambda i: (members[i], i))
-        states = self._states(ids)
-        if idle_before is not None:
-            cutoff = as_utc(idle_before, "idle_before")
-            states = [s for s in states if s.last_activity <= cutoff]
-        return states
+        if idle_before is None:
+            return self._states(ids)
+        cutoff = as_utc(idle_before, "idle_before")
+        # A record's activity is the latest of its body's and of touches since (decode_record):
+        # only records not active since the cutoff are decoded, not every live call's.
+        cutoff_ms = to_ms(cutoff)
+        quiet = [i for i in ids if (rec := self._records.get(i)) and rec.activity_ms <= cutoff_ms]
+        return [s for s in self._states(quiet) if s.last_activity <= cutoff]
 
     async def touch(self, session_id: str, at: datetime | None = None) -> None:
         self._check_open()
