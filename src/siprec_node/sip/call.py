@@ -105,64 +105,19 @@ class CallData:
         """The call as it stands, frozen: lists are copied into tuples, and the ``dialog``,
         ``recording`` and ``media`` dicts are taken as they are (the core builds them fresh for
         each snapshot and never changes them in place)."""
-        return CallSnapshot(
-            session_id=self.session_id,
-            call_id=self.call_id,
-            node_id=self.node_id,
-            status=CallStatus(self.status),
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            started_at=self.started_at,
-            ended_at=self.ended_at,
-            end_reason=self.end_reason,
-            from_uri=self.from_uri,
-            to_uri=self.to_uri,
-            from_display=self.from_display,
-            to_display=self.to_display,
-            vendor_ids=dict(self.vendor_ids),
-            dialog=self.dialog,
-            recording=self.recording,
-            media=self.media,
-            last_activity=self.last_activity,
-            recoveries=self.recoveries,
-            turns=tuple(self.turns),
-            flags=tuple(self.flags),
-            verdict=self.verdict,
-            transcription=self.transcription,
-            outcome=self.outcome,
-            version=self.version,
-        )
+        values = {name: getattr(self, name) for name in _FIELDS}
+        values["status"] = CallStatus(self.status)
+        values["vendor_ids"] = dict(self.vendor_ids)
+        values["turns"], values["flags"] = tuple(self.turns), tuple(self.flags)
+        return CallSnapshot(**values)
 
     @classmethod
     def from_snapshot(cls, snapshot: CallSnapshot) -> CallData:
         """A live CallData to go on from a stored snapshot (lists of its own)."""
-        return cls(
-            session_id=snapshot.session_id,
-            call_id=snapshot.call_id,
-            node_id=snapshot.node_id,
-            status=snapshot.status,
-            created_at=snapshot.created_at,
-            updated_at=snapshot.updated_at,
-            started_at=snapshot.started_at,
-            ended_at=snapshot.ended_at,
-            end_reason=snapshot.end_reason,
-            from_uri=snapshot.from_uri,
-            to_uri=snapshot.to_uri,
-            from_display=snapshot.from_display,
-            to_display=snapshot.to_display,
-            vendor_ids=dict(snapshot.vendor_ids),
-            dialog=snapshot.dialog,
-            recording=snapshot.recording,
-            media=snapshot.media,
-            last_activity=snapshot.last_activity,
-            recoveries=snapshot.recoveries,
-            turns=list(snapshot.turns),
-            flags=list(snapshot.flags),
-            verdict=snapshot.verdict,
-            transcription=snapshot.transcription,
-            outcome=snapshot.outcome,
-            version=snapshot.version,
-        )
+        values = {name: getattr(snapshot, name) for name in _FIELDS}
+        values["vendor_ids"] = dict(snapshot.vendor_ids)
+        values["turns"], values["flags"] = list(snapshot.turns), list(snapshot.flags)
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (datetimes as ISO 8601 strings): the snapshot's stored form."""
@@ -172,6 +127,10 @@ class CallData:
     def from_dict(cls, data: dict[str, Any]) -> CallData:
         """Inverse of :meth:`to_dict`; unknown keys are ignored (newer writers)."""
         return cls.from_snapshot(CallSnapshot.from_dict(data))
+
+
+_FIELDS: tuple[str, ...] = CallSnapshot.__struct_fields__
+"""The fields CallData and CallSnapshot share (all of them: tests/unit/test_snapshot.py)."""
 
 
 class SnapshotRejected(Exception):
