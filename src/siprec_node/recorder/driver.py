@@ -341,7 +341,12 @@ class CallDriver:
         """Restore this node's live calls from the store (see ``recovery.recover``)."""
         try:
             return await recovery.recover(
-                self.core, self.store, self.now(), self.finalisations, self.config.recording_dir
+                self.core,
+                self.store,
+                self.now(),
+                self.finalisations,
+                self.config.recording_dir,
+                self.finalise_pool.parts_in_flight,
             )
         finally:
             self.pump()

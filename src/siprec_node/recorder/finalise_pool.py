@@ -222,6 +222,10 @@ class FinalisePool:
 
     # -- jobs ----------------------------------------------------------------------------------
 
+    def parts_in_flight(self) -> list[str]:
+        """The parts folders of the jobs queued or running."""
+        return [item.job.parts for item in self._jobs.values()]
+
     @property
     def depth(self) -> int:
         """Jobs waiting for a process (not running yet)."""

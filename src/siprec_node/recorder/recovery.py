@@ -10,7 +10,7 @@ The driver pumps the core afterwards (the effects of the restored or lost calls)
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
@@ -35,13 +35,15 @@ async def recover(
     now: float,
     finalisations: Finalisations,
     recording_dir: str,
+    finalising: Callable[[], Iterable[str]] = list,
 ) -> list[str]:
     """Restore this node's live calls from the store (restart with the same node id).
 
     Each call gets its dialog, recording state and RTP ports back, so in-dialog requests are
     answered from the restored dialog (never 481). Calls that never got their 200 are closed
     as failed; calls that ended ``finalising`` are finalised now, and so, soon, are the parts
-    folders left without a final recording. Returns the session ids restored.
+    folders left without a final recording (not those of this node's calls, nor ``finalising``:
+    the parts folders of the finalisations under way). Returns the session ids restored.
     """
     restored: list[str] = []
     for data in await store.list():
@@ -64,7 +66,10 @@ async def recover(
         recording_dir,
         core.node_id,
         store,
-        lambda: [c.media_state.parts for c in core.calls.values() if c.media_state],
+        lambda: [
+            *(c.media_state.parts for c in core.calls.values() if c.media_state),
+            *finalising(),
+        ],
     )
     return restored
 

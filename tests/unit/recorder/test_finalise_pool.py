@@ -6,18 +6,21 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import json
 import os
 import signal
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from siprec_node.media.finalise import CallInfo
+from siprec_node.media.paths import parts_dir, recording_stem
 from siprec_node.recorder.config import HandlerConfig
 from siprec_node.recorder.driver import CallDriver
+from siprec_node.recorder.finalisations import Finalisations
 from siprec_node.recorder.finalise_pool import (
     FinaliseDone,
     FinaliseJob,
@@ -268,3 +271,33 @@ async def test_calls_left_in_a_full_queue_are_finalised_once_by_the_next_start(
         stored = await store.load(f"s-{n}")
         assert stored is not None and stored.status == CallStatus.ENDED
         assert stored.verdict is not None
+
+
+async def test_the_parts_scan_leaves_the_folders_of_queued_finalisations(tmp_path: Path) -> None:
+    """A call whose finalisation waits in the pool's queue has closed streams and no final
+    sidecar, as a folder left by a dead node has: the start-up scan (recovery.py) must not take
+    it too (at 100 calls/s the queue is deep when the second scan runs, 121 s after start)."""
+    now = time.time()
+    started = datetime.fromtimestamp(now - 60, UTC)
+    queued = _left_parts(tmp_path, started, "a@x", "11111111-aaaa")
+    left = _left_parts(tmp_path, started, "b@x", "22222222-bbbb")
+    gate = Gate()
+    pool = FinalisePool(0, queue_size=10, run=gate)
+    pool.start()
+    job = dataclasses.replace(_job(tmp_path, "11111111-aaaa"), parts=str(queued))
+    submitted = pool.submit("11111111-aaaa", job)
+    work = Finalisations(lambda *a: asyncio.sleep(0), lambda d: None)
+    store = MemoryCallStore()
+    found = await work.recover_parts(tmp_path, "n1", store, pool.parts_in_flight())
+    assert found == [str(left)]  # the dead node's folder, not the queued call's
+    gate.open.set()
+    await pool.stop()
+    submitted.future.exception()  # the gated job's outcome is not this test's
+
+
+def _left_parts(root: Path, started: datetime, call_id: str, session_id: str) -> Path:
+    parts = parts_dir(root, started, recording_stem(started, call_id, session_id))
+    parts.mkdir(parents=True)
+    (parts / "stream-0.wav").write_bytes(b"RIFF")
+    (parts / "stream-0.json").write_text(json.dumps({"index": 0, "closed": True}))
+    return parts
