@@ -1,7 +1,7 @@
 """End to end: a real node answering SIPREC calls from SIPp, with paced RTP on every stream.
 
     python bench/e2e/run.py [--rate 100] [--live 2000] [--hold 20] [--calls N]
-                            [--store memory,redis] [--workers 1] [--finalise-workers 1]
+                            [--store memory,redis] [--workers 1] [--finalise-workers 2]
                             [--format wav] [--margin 0.3] [--redis-url URL]
                             [--port-min 10000] [--idle 2]
                             [--profile py-spy|cprofile] [--no-rtp] [--keep] [--dir DIR] [--json]
@@ -1123,7 +1123,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=1, help="media workers (1)")
     parser.add_argument(
-        "--finalise-workers", type=int, default=1, help="recording.finalise_workers (1)"
+        "--finalise-workers", type=int, default=2, help="recording.finalise_workers (2)"
     )
     parser.add_argument("--format", default="wav", help="recording.format (wav)")
     parser.add_argument(

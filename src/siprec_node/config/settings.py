@@ -394,12 +394,14 @@ class RecordingSettings(_Section):
     """Free space the recording directory's filesystem must keep: below it new INVITEs get 503
     (``Low Disk Space``) and ``/readyz`` 503 saying so, while live calls keep recording as long
     as the disk takes their writes. ``0``: no minimum."""
-    finalise_workers: Int = Field(default=1, ge=0, le=256)
+    finalise_workers: Int = Field(default=2, ge=0, le=256)
     """Processes that finalise recordings (decode, voice activity, encode, sidecar, fsync),
     apart from the SIP process and the media workers; a call's recording is finalised by one
-    of them after its BYE. One keeps up with ~100 short calls a second; give more on a machine
-    with spare cores. ``0`` finalises in threads of the SIP process, where it competes with
-    SIP for the interpreter (embedding and tests only)."""
+    of them after its BYE. A finalisation mostly waits for its fsyncs: one process kept up
+    with 10 calls a second but not 30 on bench/e2e's machine, two did (BYE→finalised p99
+    0.6 s, each 11 % busy); give more where calls end faster. ``0`` finalises in threads of
+    the SIP process, where it competes with SIP for the interpreter (embedding and tests
+    only)."""
     finalise_queue: Int = Field(default=1000, ge=1, le=1_000_000)
     """Finalisations waiting for a process, at most (``siprec_finalisation_queue_depth``).
     Beyond it an ended call waits ``finalising`` in the node and the store

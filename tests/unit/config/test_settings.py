@@ -76,7 +76,7 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "channels": "stereo",
         "keep_parts": False,
         "min_free": 0,
-        "finalise_workers": 1,
+        "finalise_workers": 2,
         "finalise_queue": 1000,
         "finalise_retry": timedelta(seconds=2),
         "finalise_retry_max": timedelta(seconds=60),
