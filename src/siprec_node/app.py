@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import faulthandler
+import gc
 import json
 import signal
 import ssl
@@ -26,6 +27,7 @@ import structlog
 from siprec_node import __version__
 from siprec_node.adapters import SharedCallStore, to_call_data
 from siprec_node.config import Settings
+from siprec_node.gc_watch import GcWatch, freeze_startup
 from siprec_node.http import HttpApi
 from siprec_node.log import wants_json
 from siprec_node.recorder import CallDriver, HandlerConfig
@@ -198,6 +200,9 @@ class Node:
             )
             if self.transcriber is not None:
                 self.http.registry.register(self.transcriber.collector())
+        self.gc_watch = GcWatch()
+        if self.http is not None:
+            self.http.registry.register(self.gc_watch)
         self._drain_task: asyncio.Task[None] | None = None
 
     def _transcriber(self) -> Any:
@@ -280,8 +285,12 @@ class Node:
                 http_port = await self.http.start(http_address.host, http_address.port)
             except OSError as exc:
                 raise StartupError(f"http.listen {http_address}: {exc.strerror or exc}") from exc
+        frozen = freeze_startup()  # out of every later collection (gc_watch.py)
+        self.gc_watch.install()
+        self.gc_watch.start_reporting()
         log.info(
             "node_started",
+            gc_frozen_objects=frozen,
             node_id=self.handler.node_id,
             version=__version__,
             listeners=[str(b) for b in self.listeners],
@@ -348,6 +357,9 @@ class Node:
             log.warning("store_close_timed_out", waited_s=STORE_STOP_TIMEOUT)
         await self.transports.close()
         done("store_and_transports")
+        self.gc_watch.uninstall()
+        self.gc_watch.report()
+        gc.unfreeze()  # an embedding process collects what the node left as usual again
         log.info(
             "node_stopped",
             node_id=self.handler.node_id,
