@@ -106,17 +106,19 @@ EVENTS = (
 )
 CPROFILE_WRAPPER = """
 import cProfile, os, pstats, signal, sys, runpy
-out = os.environ["SIPREC_BENCH_CPROFILE"]
-profile = cProfile.Profile()
-def dump(*_):
-    profile.disable()
-    profile.dump_stats(out)
-sys.argv = ["siprec_node", *sys.argv[1:]]
-profile.enable()
-try:
-    runpy.run_module("siprec_node", run_name="__main__")
-finally:
-    dump()
+# guarded: the node's finalisation processes are spawned, and spawn imports this file again
+if __name__ == "__main__":
+    out = os.environ["SIPREC_BENCH_CPROFILE"]
+    profile = cProfile.Profile()
+    def dump(*_):
+        profile.disable()
+        profile.dump_stats(out)
+    sys.argv = ["siprec_node", *sys.argv[1:]]
+    profile.enable()
+    try:
+        runpy.run_module("siprec_node", run_name="__main__")
+    finally:
+        dump()
 """
 
 
