@@ -211,10 +211,7 @@ class FinalisePool:
         self._dispatchers = []
         executor, self._executor = self._executor, None
         if isinstance(executor, ProcessPoolExecutor):
-            for process in list((getattr(executor, "_processes", None) or {}).values()):
-                with contextlib.suppress(Exception):
-                    process.terminate()  # a job left running would hold the exit until it ends
-            executor.shutdown(wait=False, cancel_futures=True)
+            _kill(executor)  # a job left running would hold the exit until it ends
         for item in list(self._jobs.values()):
             if not item.future.done():
                 item.future.set_exception(PoolStopped("the node stopped during this finalisation"))
@@ -311,10 +308,21 @@ class FinalisePool:
         self.restarts += 1
         log.error("finalisation_pool_restarted", workers=self.workers, restarts=self.restarts)
         if isinstance(broken, ProcessPoolExecutor):
-            broken.shutdown(wait=False, cancel_futures=True)
+            _kill(broken)  # its jobs failed with it (retried); its other processes live on
         self._executor = self._new_executor()
 
     def pids(self) -> list[int]:
         """The pool's process ids (tests, diagnostics)."""
         processes: Any = getattr(self._executor, "_processes", None) or {}
         return sorted(int(p) for p in processes)
+
+
+def _kill(executor: ProcessPoolExecutor) -> None:
+    """Shut an executor down and SIGKILL its processes: they ignore the node's signals
+    (``child_process``), so the SIGTERM of ``terminate()`` would leave them running, and the
+    interpreter's exit joins them (a node whose pool broke or whose job was abandoned would
+    never exit)."""
+    for process in list((getattr(executor, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            process.kill()
+    executor.shutdown(wait=False, cancel_futures=True)
