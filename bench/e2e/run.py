@@ -584,22 +584,15 @@ def run_phase(
     result: dict[str, Any] = {"store": store, "load_before": load_before}
     sender = spy = None
     try:
-        # let the node settle (first heartbeat, worker start-up; the finalisation processes
-        # are spawned 2 s after the start)
-        deadline = time.monotonic() + 10
-        while True:
-            time.sleep(0.5)
-            workers, finalisers = roles(pid)
-            if len(finalisers) >= args.finalise_workers or time.monotonic() > deadline:
-                break
-        result["workers"], result["finalisers"] = len(workers), len(finalisers)
+        time.sleep(1.0)  # let the node settle (first heartbeat, worker start-up)
+        workers, _ = roles(pid)
+        result["workers"] = len(workers)
         idle0, i0 = cpu_s(f"/proc/{pid}/stat"), time.monotonic()
         time.sleep(args.idle)
         result["sip_idle"] = (cpu_s(f"/proc/{pid}/stat") - idle0) / (time.monotonic() - i0)
         redis0 = redis_commands(url) if store == "redis" else {}
         base = {"sip": rss_kb(pid), "workers": [rss_kb(w) for w in workers]}
         cpu0 = threads_cpu(pid), [cpu_s(f"/proc/{w}/stat") for w in workers]
-        fin0 = [cpu_or_zero(f) for f in finalisers]
         drops0 = udp_drops(sip_port)
         if not args.no_rtp:
             sender = subprocess.Popen(
@@ -653,10 +646,11 @@ def run_phase(
             time.sleep(0.2)
         finalise_wait_s = time.monotonic() - t0 - traffic_s
         cpu1 = threads_cpu(pid), [cpu_s(f"/proc/{w}/stat") for w in workers]
-        # a finalisation process replaced after a crash is not counted (its CPU is gone)
-        result["finaliser_cpu_s"] = [
-            max(0.0, cpu_or_zero(f) - c) for f, c in zip(finalisers, fin0, strict=True)
-        ]
+        # spawned at the first finalisation: all their CPU is the run's (their start-up
+        # included); one replaced after a crash is not counted (its CPU is gone)
+        _, finalisers = roles(pid)
+        result["finalisers"] = len(finalisers)
+        result["finaliser_cpu_s"] = [cpu_or_zero(f) for f in finalisers]
         result["queue_max"] = dict(sampler.queue_max)
         result["sip_socket_drops"] = udp_drops(sip_port) - drops0
         sampler.stop.set()

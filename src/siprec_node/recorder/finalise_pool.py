@@ -46,9 +46,6 @@ log = structlog.get_logger("siprec_node.recorder.finalise_pool")
 THREADS = 4
 """Jobs run at once when ``workers`` is 0 (threads of the SIP process)."""
 
-SPAWN_AFTER_S = 2.0
-"""Seconds after :meth:`FinalisePool.start` that its processes are started, if no job came."""
-
 STOP_TIMEOUT = 5.0
 """Seconds :meth:`FinalisePool.stop` gives running jobs before it terminates the processes."""
 
@@ -99,10 +96,6 @@ def run_job(job: FinaliseJob) -> FinaliseDone:
         remove_parts=job.remove_parts,
     )
     return FinaliseDone(replace(result, metadata={}), os.getpid())
-
-
-def _ready() -> int:
-    return os.getpid()
 
 
 @dataclass
@@ -167,9 +160,10 @@ class FinalisePool:
             )
 
     def start(self) -> None:
-        """Start the dispatchers, and the processes ``SPAWN_AFTER_S`` later (or at the first
-        job): not at the first call's end, nor while the node starts and recovers its calls
-        (a process importing numpy takes a core for a while); inside the event loop. The first
+        """Start the dispatchers; the processes start with the first job, never at a set
+        time: a process importing numpy takes a core for a while, which a node starting and
+        recovering its calls, or a media worker restarting mid-call, needs (tests
+        test_recording_continuity, test_worker_crash). Inside the event loop. The first
         :meth:`submit` starts a pool never started."""
         if self._dispatchers:
             return
@@ -177,17 +171,10 @@ class FinalisePool:
         self._wakeup = asyncio.Event()
         self._executor = self._new_executor()
         loop = asyncio.get_running_loop()
-        loop.call_later(SPAWN_AFTER_S, self._spawn, self._executor)
         self._dispatchers = [
             loop.create_task(self._dispatch()) for _ in range(self.workers or THREADS)
         ]
         log.info("finalisation_pool_started", workers=self.workers, queue_size=self.queue_size)
-
-    def _spawn(self, executor: Executor | None) -> None:
-        if isinstance(executor, ProcessPoolExecutor) and executor is self._executor:
-            for _ in range(self.workers):  # a job each makes the executor spawn every process
-                with contextlib.suppress(RuntimeError), signals_blocked():
-                    executor.submit(_ready)  # (RuntimeError: broken or shut down meanwhile)
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Fail the jobs not started (:class:`PoolStopped`), give running ones ``timeout``
