@@ -150,6 +150,7 @@ port_max = {min(65535, rtp_min + 199)}
 
 [recording]
 directory = "{workdir / "recordings"}"
+finalise_workers = 1  # a spawned process takes a core for ~1 s as it starts: one per test node
 
 [http]
 listen = "{f"127.0.0.1:{http_port}" if http_port else ""}"

@@ -1,6 +1,6 @@
 """Recordings are finalised outside the SIP process, by the node's finalisation pool.
 
-A real node (two finalisation processes, the default) records a call: its
+A real node (one finalisation process, as the tests' nodes have) records a call: its
 ``recording_finalised`` line names the process that ran ``finalise_call`` (``worker_pid``),
 a child of the node spawned for it, not the node itself. That process is then SIGKILLed
 between two calls: the next call's recording is still finalised, exactly once, by a new

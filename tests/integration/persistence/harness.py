@@ -188,6 +188,7 @@ port_max = {self.rtp[1]}
 
 [recording]
 directory = "{self.workdir / "recordings"}"
+finalise_workers = 1  # a spawned process takes a core for ~1 s as it starts: one per test node
 {self.recording}
 
 [store]
