@@ -9,6 +9,7 @@ aligned on the call's media epoch; a restarted node re-opens the same streams in
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import shutil
 import time
@@ -34,6 +35,7 @@ class MediaOpenFailed(Exception):
     """Some streams could not be opened (the others are open and recorded in the state)."""
 
 
+@functools.lru_cache(maxsize=4096)
 def _usable(address: str | None) -> str | None:
     """An IP literal that names a sender (not a host name, not ``0.0.0.0``/``::`` of a hold)."""
     if not address:

@@ -3,6 +3,7 @@ timers (RFC 4028), reason phrases, source lists, the addresses written into Cont
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Callable
@@ -93,6 +94,7 @@ def is_wildcard(host: str) -> bool:
     return host in ("0.0.0.0", "::", "")
 
 
+@functools.lru_cache(maxsize=4096)
 def allowed(host: str, networks: Networks) -> bool:
     """Whether ``host`` (an IP literal) is inside one of ``networks``."""
     try:

@@ -26,6 +26,7 @@ The state tables the transactions follow are in :mod:`siprec_node.sip.transactio
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import ipaddress
@@ -236,6 +237,7 @@ def new_call_id(host: str | None = None) -> str:
     return f"{value}@{host}" if host else value
 
 
+@functools.lru_cache(maxsize=4096)
 def _same_host(a: str, b: str) -> bool:
     try:
         return ipaddress.ip_address(a.strip("[]")) == ipaddress.ip_address(b.strip("[]"))
