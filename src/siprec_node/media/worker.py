@@ -3,18 +3,22 @@
 Started by :class:`~siprec_node.media.worker_engine.WorkerEngine` as
 ``python -m siprec_node.media.worker --fd N``. Requests are JSON datagrams on a SOCK_SEQPACKET
 socket (:mod:`~siprec_node.media.control`; the RTP/RTCP sockets of an ``open`` ride along as
-SCM_RIGHTS), handled one at a time in the order sent; each gets a JSON reply with the same
-``id``. The worker exits when the control socket closes (its parent is gone) or on
-``stop``, closing every file cleanly first.
+SCM_RIGHTS), handled one at a time in the order sent, except that a request may overtake
+other calls' ``close`` requests (:func:`next_request`); each gets a JSON reply with the same
+``id``. The worker exits when the control socket closes (its parent is gone) or on ``stop``,
+closing every file cleanly first.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
+import itertools
 import os
 import socket
+import time
 from signal import SIG_IGN, SIGHUP, SIGINT, SIGTERM, signal
 from typing import Any
 
@@ -27,23 +31,72 @@ from siprec_node.media.engine import LocalEngine, StreamSpec
 log = structlog.get_logger("siprec_node.media.worker")
 
 
+_Request = tuple[dict[str, Any], list[int], bool, float]
+"""A request as queued: message, descriptors, whether some were lost, when it arrived."""
+
+JUMP_SCAN = 256
+"""How far into the queue a request is looked for past waiting ``close`` requests."""
+
+CLOSE_PATIENCE = 1.0
+"""Seconds a ``close`` lets other calls' requests go ahead of it (then it goes first: a
+worker that falls behind for good still closes every call)."""
+
+
+def _session_of(message: dict[str, Any]) -> str | None:
+    spec = message.get("spec")
+    if isinstance(spec, dict):
+        return spec.get("session_id")
+    return message.get("session_id")
+
+
+def next_request(requests: collections.deque[_Request], now: float) -> _Request:
+    """Take the next request to serve from a non-empty queue: the first one, unless ``close``
+    requests come first, the oldest of them younger than ``CLOSE_PATIENCE``, in which case the
+    first request after them that is not of one of their calls (nor ``stop``) goes ahead.
+
+    The SRC's answer to an INVITE waits for its streams' ``open``; a ``close`` has seconds to
+    spare (its call is over; its statistics go into a recording finalised later). Under a
+    burst of call endings, opens queued behind hundreds of closes made INVITE→200 take seconds.
+    Requests of one call never overtake each other, and ``stop`` overtakes nothing.
+    """
+    head = requests[0]
+    if head[0].get("op") == "close" and now - head[3] < CLOSE_PATIENCE:
+        closing: set[str | None] = set()
+        for i, request in enumerate(itertools.islice(requests, JUMP_SCAN)):
+            op = request[0].get("op")
+            session = _session_of(request[0])
+            if op != "close":
+                if op != "stop" and session not in closing:
+                    del requests[i]
+                    return request
+                break
+            closing.add(session)
+    return requests.popleft()
+
+
 class _Control:
-    """Serves requests strictly in the order they came (one at a time: an ``open`` and a
-    ``close`` of the same call can never interleave), replying through the channel's queue."""
+    """Serves requests one at a time (in :func:`next_request`'s order), replying through the
+    channel's queue."""
 
     def __init__(self, sock: socket.socket, engine: LocalEngine) -> None:
         self.engine = engine
         self.done = asyncio.Event()
-        self.requests: asyncio.Queue[tuple[dict[str, Any], list[int], bool]] = asyncio.Queue()
+        self.requests: collections.deque[_Request] = collections.deque()
+        self._arrived = asyncio.Event()
         self.channel = ControlChannel(sock, self._received, self.done.set, max_fds=2)
 
     def _received(self, message: dict[str, Any], fds: list[int], truncated: bool) -> None:
-        self.requests.put_nowait((message, fds, truncated))
+        self.requests.append((message, fds, truncated, time.monotonic()))
+        self._arrived.set()
 
     async def serve(self) -> None:
         """Handle requests until ``stop`` or the end of the channel."""
         while not self.done.is_set():
-            message, fds, truncated = await self.requests.get()
+            if not self.requests:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            message, fds, truncated, _ = next_request(self.requests, time.monotonic())
             reply = await self.handle(message, fds, truncated)
             self._reply(reply)
             if message.get("op") == "stop":
