@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from siprec_node.recorder.snapshots import SnapshotWriter
@@ -75,4 +76,35 @@ async def test_a_live_call_data_is_frozen_when_submitted() -> None:
     live.status = CallStatus.ACTIVE
     assert await writer.flush(5)
     assert [s.status for s in store.saved] == [CallStatus.CONNECTING]
+    await writer.close()
+
+
+async def test_snapshots_within_the_linger_cost_one_write() -> None:
+    store = Recording()
+    writer = SnapshotWriter(store, linger=0.05)
+    live = CallData("s-1", "c-1", "rec-1")
+    writer.submit(live)  # the INVITE
+    await asyncio.sleep(0.01)
+    live.status, live.version = CallStatus.ACTIVE, 1
+    writer.submit(live)  # the ACK, 10 ms later
+    assert await writer.flush(5)
+    assert [(s.status, s.version) for s in store.saved] == [(CallStatus.ACTIVE, 1)]
+    await asyncio.sleep(0.01)
+    live.status, live.version = CallStatus.ENDED, 2
+    writer.submit(live)  # after the write: written too
+    assert await writer.flush(5)
+    assert [s.version for s in store.saved] == [1, 2]
+    await writer.close()
+
+
+async def test_without_linger_each_snapshot_is_written_when_the_writer_runs() -> None:
+    store = Recording()
+    writer = SnapshotWriter(store, linger=0)
+    live = CallData("s-1", "c-1", "rec-1")
+    writer.submit(live)
+    await asyncio.sleep(0.01)
+    live.version = 1
+    writer.submit(live)
+    assert await writer.flush(5)
+    assert [s.version for s in store.saved] == [0, 1]
     await writer.close()
