@@ -18,14 +18,10 @@ written without recursion; a document with more elements (stream ids counted) th
 
 from __future__ import annotations
 
-import io
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sized
 from xml.sax.saxutils import escape, quoteattr
-
-import defusedxml
-import defusedxml.ElementTree as SafeET
 
 from siprec_node.siprec.errors import MetadataError, MetadataLimitExceeded, MetadataNotWellFormed
 from siprec_node.siprec.metadata import (
@@ -83,43 +79,70 @@ def parse_metadata(
     return _Reader(prefixes, max_elements, max_elements - elements).read(root)
 
 
+_FEED = 16 * 1024
+"""Bytes handed to the parser at a time, so that the limits stop it as it goes."""
+
+
+class _Refused(Exception):
+    """A DTD: refused (entities, external references and their expansions need one)."""
+
+
+class _Builder(ET.TreeBuilder):
+    """ElementTree's C tree builder, counting elements and depth as they come, noting the
+    prefix each namespace was declared with, and refusing any DTD.
+
+    Without a DTD there is no entity to expand (an undefined one is a parse error) and no
+    external reference to fetch: what defusedxml guarded against cannot occur. Its pure-Python
+    parser made a parse of bench/e2e's 1.3 KB document (read included) 139 µs instead of 98.
+    """
+
+    def __init__(self, max_elements: int) -> None:
+        super().__init__()
+        self.max_elements = max_elements
+        self.prefixes: dict[str, str] = {}
+        self.depth = 0
+        self.elements = 0
+
+    def start(self, tag: str, attrs: dict[str, str]) -> ET.Element:
+        self.depth += 1
+        self.elements += 1
+        if self.depth > MAX_DEPTH:
+            raise MetadataError(f"recording metadata nested deeper than {MAX_DEPTH}")
+        if self.elements > self.max_elements:
+            raise MetadataLimitExceeded(_too_many(self.max_elements))
+        return super().start(tag, attrs)
+
+    def end(self, tag: str) -> ET.Element:
+        self.depth -= 1
+        return super().end(tag)
+
+    def start_ns(self, prefix: str, uri: str) -> None:
+        self.prefixes.setdefault(uri, prefix)
+
+    def doctype(self, name: str, pubid: str | None, system: str | None) -> None:
+        raise _Refused(f"DOCTYPE {name}")
+
+
 def _parse_xml(data: bytes, max_elements: int) -> tuple[ET.Element, dict[str, str], int]:
     """Parse safely; return the root, the prefix each namespace URI was declared with and the
     number of elements. Depth and element count are checked as the parser goes."""
-    prefixes: dict[str, str] = {}
-    root: ET.Element | None = None
-    depth = elements = 0
+    builder = _Builder(max_elements)
     try:
-        for event, item in SafeET.iterparse(
-            io.BytesIO(data), events=("start-ns", "start", "end"), forbid_dtd=True
-        ):
-            if event == "end":
-                depth -= 1
-            elif event == "start":
-                depth += 1
-                elements += 1
-                if depth > MAX_DEPTH:
-                    raise MetadataError(f"recording metadata nested deeper than {MAX_DEPTH}")
-                if elements > max_elements:
-                    raise MetadataLimitExceeded(_too_many(max_elements))
-                if root is None:
-                    root = item
-            else:
-                prefix, uri = item
-                prefixes.setdefault(uri, prefix)
+        parser = ET.XMLParser(target=builder)
+        for offset in range(0, len(data), _FEED):
+            parser.feed(data[offset : offset + _FEED])
+        root = parser.close()
     except ET.ParseError as exc:
         raise MetadataNotWellFormed(f"recording metadata is not well-formed XML: {exc}") from exc
-    except (defusedxml.DTDForbidden, defusedxml.EntitiesForbidden) as exc:
+    except _Refused as exc:
         raise MetadataError(f"recording metadata with a DTD or entities refused: {exc}") from exc
-    except defusedxml.ExternalReferenceForbidden as exc:
-        raise MetadataError(f"recording metadata with external references refused: {exc}") from exc
     except (LookupError, ValueError) as exc:
         # An XML declaration naming an encoding Python does not know (LookupError) or one expat
         # cannot take (UTF-7 and other multi-byte codecs: ValueError, UnicodeError).
         raise MetadataError(f"recording metadata in an unsupported encoding: {exc}") from exc
-    if root is None:  # pragma: no cover - iterparse raises on an empty document
+    if root is None:  # pragma: no cover - the parser raises on an empty document
         raise MetadataError("recording metadata without a root element")
-    return root, prefixes, elements
+    return root, builder.prefixes, builder.elements
 
 
 def _too_many(max_elements: int) -> str:

@@ -337,3 +337,23 @@ def test_hostile_documents_are_refused_with_a_reason_and_warnings_are_capped() -
     assert len(many.warnings) == MAX_WARNINGS + 1
     assert many.warnings[-1] == "10 more warnings not kept"
     assert len(many.extensions) == MAX_WARNINGS + 10  # nothing lost but the warnings
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        # a DTD however it is spelt or encoded: refused before anything in it is read
+        '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE r [<!ENTITY a "aaaa">]><r>&a;</r>'.encode(
+            "utf-16"
+        ),
+        b'<!DOCTYPE r [<!ENTITY % p SYSTEM "http://127.0.0.1:9/x.dtd"> %p;]><r/>',
+        b'<!DOCTYPE r SYSTEM "file:///etc/passwd"><r/>',
+        b'<!DOCTYPE r PUBLIC "-//x//y" "http://127.0.0.1:9/x.dtd"><r/>',
+        # no DTD, no entity: an entity reference is not well-formed
+        b'<recording xmlns="urn:ietf:params:xml:ns:recording:1">&undefined;</recording>',
+    ],
+)
+def test_dtds_and_entities_are_refused(document: bytes) -> None:
+    with pytest.raises(MetadataError) as info:
+        parse_metadata(document)
+    assert info.value.status == 400
