@@ -25,7 +25,6 @@ from typing import Any, Protocol
 import structlog
 
 from siprec_node.media import fastpath
-from siprec_node.media.stream_file import info_file_name, media_file_name
 from siprec_node.media.stream_recorder import StreamRecorder
 from siprec_node.siprec.sdp_answer import NegotiatedStream
 
@@ -302,20 +301,19 @@ class LocalEngine:
             rtp.close()
             rtcp.close()
             return
-        parts = Path(spec.parts_dir)
         negotiated = NegotiatedStream.from_dict(spec.negotiated)
-        created = [
-            path
-            for path in (
-                parts / media_file_name(negotiated.index, negotiated.codec or ""),
-                parts / info_file_name(negotiated.index),
-            )
-            if not path.exists()
-        ]
+        created: list[Path] = []  # the files the recorder creates: removed if opening fails
+        # another stream of the call open here: it made the call's folder
+        sibling = next(iter(self._calls.get(spec.session_id, {}).values()), None)
         opened: _Open | None = None
         try:
             recorder = StreamRecorder(
-                negotiated, parts, spec.epoch, fast=self._fast if self._rx is not None else None
+                negotiated,
+                spec.parts_dir,
+                spec.epoch,
+                fast=self._fast if self._rx is not None else None,
+                parts_dir_exists=sibling is not None and sibling.spec.parts_dir == spec.parts_dir,
+                created=created,
             )
             opened = _Open(spec, recorder, _Gate(spec.sources))
             self._add(opened)

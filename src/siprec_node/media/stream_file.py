@@ -99,12 +99,24 @@ def info_file_name(index: int) -> str:
     return f"stream-{index}.json"
 
 
-def _create_whole(path: Path, header: bytes) -> None:
-    """Create ``path`` holding ``header`` atomically (temp + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(header)
-    os.replace(tmp, path)
+def _open_or_create(path: Path, header: bytes) -> tuple[int, bool]:
+    """(descriptor open read-write, whether it was created) of ``path``: the existing file, or
+    a new one holding just ``header``, created whole (temp + rename) and kept open."""
+    try:
+        return os.open(path, os.O_RDWR), False
+    except FileNotFoundError:
+        pass
+    tmp = os.fspath(path) + ".tmp"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        _pwrite_all(fd, header, 0)
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return fd, True
 
 
 def _wav_header(law: str, data_size: int) -> bytes:
@@ -163,20 +175,23 @@ class WavG711Writer:
         self.law = law
         self.silence = SILENCE[law]
         self._limit = max(1, G711_RATE * buffer_ms // 1000)
-        if not self.path.exists():
-            _create_whole(self.path, _wav_header(law, 0))
-        self._fd = os.open(self.path, os.O_RDWR)
-        try:
-            self._written, self._room = self._continue()
-        except BaseException:
-            os.close(self._fd)
-            raise
+        self._fd, self.created = _open_or_create(self.path, _wav_header(law, 0))
+        """Whether this writer created the file (else it continues one)."""
+        self._header_size = -1  # a continued file's header may be one write behind
+        if self.created:
+            self._written = self._room = 0
+            self._header_size = 0
+        else:
+            try:
+                self._written, self._room = self._continue()
+            except BaseException:
+                os.close(self._fd)
+                raise
         self.origin = origin
         self._end = origin + self._written  # position after the samples, buffered ones included
         self._buffer = bytearray()
         self._hole = 0  # samples lost to failed writes, not yet replaced by silence on disk
         self.errors = WriteErrors()
-        self._header_size = -1  # a continued file's header may be one write behind
         self.closed = False
 
     def _continue(self) -> tuple[int, int]:
@@ -422,17 +437,21 @@ class FramesWriter:
         self.path = Path(path)
         self.clock_rate = clock_rate
         self._limit_ticks = max(1, clock_rate * buffer_ms // 1000)
-        if not self.path.exists():
-            _create_whole(self.path, _FRAMES_HEADER.pack(FRAMES_MAGIC, FRAMES_VERSION, clock_rate))
-        self._fd = os.open(self.path, os.O_RDWR)
-        try:
-            self._last = self._continue()
-        except BaseException:
-            os.close(self._fd)
-            raise
+        header = _FRAMES_HEADER.pack(FRAMES_MAGIC, FRAMES_VERSION, clock_rate)
+        self._fd, self.created = _open_or_create(self.path, header)
+        """Whether this writer created the file (else it continues one)."""
+        if self.created:
+            self._last = -1
+            self._size = FRAMES_HEADER_SIZE  # end of the last whole record
+        else:
+            try:
+                self._last = self._continue()
+            except BaseException:
+                os.close(self._fd)
+                raise
+            self._size = os.lseek(self._fd, 0, os.SEEK_CUR)
         self._buffer = bytearray()
         self._buffer_first = 0
-        self._size = os.lseek(self._fd, 0, os.SEEK_CUR)  # end of the last whole record
         self.errors = WriteErrors()
         self.closed = False
 
@@ -763,15 +782,40 @@ def _write_new(tmp: bytes, name: bytes, data: bytes) -> None:
     os.replace(tmp, name)
 
 
-def write_stream_info(path: str | os.PathLike[str], info: StreamInfo) -> None:
+def _write_first(tmp: bytes, name: bytes, data: bytes) -> bool:
+    """Publish the first sidecar through a fresh temporary file renamed into place: False
+    (nothing done) when ``tmp`` exists (a twin or a crash's leftover: the general path)."""
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return False
+    try:
+        try:
+            _pwrite_all(fd, data, 0)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def write_stream_info(path: str | os.PathLike[str], info: StreamInfo, *, new: bool = False) -> None:
     """Write the sidecar atomically: a reader sees the old or the new one, never a partial file.
 
     The JSON is written into the twin ``<path>.tmp``, which then takes the sidecar's name; the
-    sidecar's previous content is left in the twin (see the comment above).
+    sidecar's previous content is left in the twin (see the comment above). ``new``: the caller
+    found no sidecar; a fresh temporary file then takes its name, which needs no lock (no
+    reader can hold a file just created) and no exchange (there is nothing to swap with): it
+    leaves the sidecar and no twin, as the first write through the twin does.
     """
     name = os.fsencode(path)
     tmp = name + b".tmp"
     data = json.dumps(info.to_dict(), separators=(",", ":")).encode()
+    if new and _write_first(tmp, name, data):
+        return
     if not (_exchange_works and _write_twin(tmp, name, data)):
         _write_new(tmp, name, data)
 

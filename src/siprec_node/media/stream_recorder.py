@@ -28,6 +28,7 @@ always described. The C fast path follows the current stretch when it is G.711.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -169,9 +170,11 @@ class StreamStats:
 class StreamRecorder:
     """Records one stream of a call (see the module docstring).
 
-    ``parts_dir`` is the call's ``<stem>.parts`` folder (created if missing); ``epoch`` the
-    call's media epoch. ``now`` is when the recorder starts (default: ``epoch``); a stream
-    negotiated ``inactive`` starts paused there.
+    ``parts_dir`` is the call's ``<stem>.parts`` folder (created if missing, unless
+    ``parts_dir_exists`` says the caller knows it is there); ``epoch`` the call's media epoch.
+    ``now`` is when the recorder starts (default: ``epoch``); a stream negotiated ``inactive``
+    starts paused there. ``created``, when given, gets the path of each file the recorder
+    creates, as it creates it (so that a caller whose open fails later can remove them).
     """
 
     def __init__(
@@ -186,6 +189,8 @@ class StreamRecorder:
         header_interval: float = 1.0,
         info_interval: float = 30.0,
         fast: ModuleType | None = None,
+        parts_dir_exists: bool = False,
+        created: list[Path] | None = None,
     ) -> None:
         if not stream.accepted or stream.codec is None or stream.payload_type is None:
             raise ValueError(f"stream {stream.index} was not accepted: {stream.reason}")
@@ -198,8 +203,15 @@ class StreamRecorder:
         self.buffer_ms = buffer_ms
         now = epoch if now is None else now
         directory = Path(parts_dir)
-        directory.mkdir(parents=True, exist_ok=True)
+        if not parts_dir_exists:
+            try:
+                os.mkdir(directory)
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
+        self._created = created
         formats = _formats(stream)
         self._primary = formats[0]
         self._formats = {f.payload_type: f for f in formats}
@@ -207,6 +219,7 @@ class StreamRecorder:
         self.info_path = directory / info_file_name(stream.index)
 
         prior = self._prior()
+        self._sidecar_exists = prior is not None
         self._stretches: list[Stretch] = list(prior.stretches) if prior else []
         if not self._stretches:  # a new stream, or a version 1 sidecar: its one codec
             self._stretches = [self._stretch(self._primary, 0, prior.packets if prior else 0)]
@@ -353,13 +366,16 @@ class StreamRecorder:
             else:
                 writer = FramesWriter(path, fmt.clock_rate, buffer_ms=self.buffer_ms)
             self._writers[name] = writer
+            if writer.created and self._created is not None:
+                self._created.append(path)
         return writer
 
     def _prior(self) -> StreamInfo | None:
         """The sidecar of an earlier run on these files, if any (node restart)."""
-        if not self.info_path.exists():
+        try:
+            prior = read_stream_info(self.info_path)
+        except FileNotFoundError:
             return None
-        prior = read_stream_info(self.info_path)
         if prior.index != self.stream.index or prior.codec != self.codec:
             raise StreamFileError(f"{self.info_path}: another stream's sidecar")
         if abs(prior.epoch - self.epoch) > 1e-6:
@@ -689,9 +705,14 @@ class StreamRecorder:
 
     def _write_info(self) -> None:
         try:
-            write_stream_info(self.info_path, self._info())
+            write_stream_info(self.info_path, self._info(), new=not self._sidecar_exists)
         except OSError as exc:  # disk full: the next rewrite (or the close) says it all
             self.info_errors.add(exc, 0)
+            return
+        if not self._sidecar_exists:
+            self._sidecar_exists = True
+            if self._created is not None:
+                self._created.append(self.info_path)
 
     def write_errors(self) -> tuple[int, int, str | None]:
         """(failed writes, ms of audio they lost, the first error) of this run's files."""
