@@ -18,7 +18,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -498,4 +498,4 @@ def _report_write_errors(opened: _Open) -> None:
 
 
 def _stats_dict(recorder: StreamRecorder) -> dict[str, Any]:
-    return asdict(recorder.stats())
+    return recorder.stats().to_dict()

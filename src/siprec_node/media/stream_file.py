@@ -344,7 +344,8 @@ class WavG711Writer:
             self._end += 1
         self.flush()
         self._update_header()
-        os.ftruncate(self._fd, WAV_HEADER_SIZE + self._written)
+        if self._room != self._written:  # else the file ends with the samples already
+            os.ftruncate(self._fd, WAV_HEADER_SIZE + self._written)
         os.close(self._fd)
         self.closed = True
 
@@ -740,9 +741,26 @@ def _write_at_zero(fd: int, data: bytes) -> None:
         os.ftruncate(fd, len(data))
 
 
-def _write_twin(tmp: bytes, name: bytes, data: bytes) -> bool:
-    """Publish ``data`` through the twin; False (nothing done) when locks are not available."""
+def _write_twin(tmp: bytes, name: bytes, data: bytes, no_twin: bool = False) -> bool:
+    """Publish ``data`` through the twin; False (nothing done) when locks are not available.
+    ``no_twin``: the caller knows there is none; one made with O_EXCL is nobody else's yet, so
+    it needs no lock and holds nothing to cut (when one exists after all: the usual way)."""
     global _exchange_works
+    fd = -1
+    if no_twin:
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    if fd >= 0:
+        try:
+            _pwrite_all(fd, data, 0)
+            error = _exchange(tmp, name)
+            if error:  # as below
+                os.replace(tmp, name)
+                if error in _EXCHANGE_REFUSED:
+                    _exchange_works = False
+        finally:
+            os.close(fd)
+        return True
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
@@ -802,21 +820,25 @@ def _write_first(tmp: bytes, name: bytes, data: bytes) -> bool:
     return True
 
 
-def write_stream_info(path: str | os.PathLike[str], info: StreamInfo, *, new: bool = False) -> None:
+def write_stream_info(
+    path: str | os.PathLike[str], info: StreamInfo, *, new: bool = False, no_twin: bool = False
+) -> None:
     """Write the sidecar atomically: a reader sees the old or the new one, never a partial file.
 
     The JSON is written into the twin ``<path>.tmp``, which then takes the sidecar's name; the
     sidecar's previous content is left in the twin (see the comment above). ``new``: the caller
     found no sidecar; a fresh temporary file then takes its name, which needs no lock (no
     reader can hold a file just created) and no exchange (there is nothing to swap with): it
-    leaves the sidecar and no twin, as the first write through the twin does.
+    leaves the sidecar and no twin, as the first write through the twin does. ``no_twin``: the
+    caller knows there is no twin (the second write of a stream it created), so the one made
+    needs no lock (see ``_write_twin``).
     """
     name = os.fsencode(path)
     tmp = name + b".tmp"
     data = json.dumps(info.to_dict(), separators=(",", ":")).encode()
     if new and _write_first(tmp, name, data):
         return
-    if not (_exchange_works and _write_twin(tmp, name, data)):
+    if not (_exchange_works and _write_twin(tmp, name, data, no_twin)):
         _write_new(tmp, name, data)
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -164,7 +164,11 @@ class StreamStats:
     write_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """What ``dataclasses.asdict`` gives (every field is flat but one dict of str to int,
+        copied), without its deep copy of each value: it was a third of closing a stream."""
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["unexpected_types"] = dict(self.unexpected_types)
+        return data
 
 
 class StreamRecorder:
@@ -219,7 +223,8 @@ class StreamRecorder:
         self.info_path = directory / info_file_name(stream.index)
 
         prior = self._prior()
-        self._sidecar_exists = prior is not None
+        self._info_writes = 0 if prior is None else -1
+        """Sidecar writes of a new stream so far (-1: a continued stream, not counted)."""
         self._stretches: list[Stretch] = list(prior.stretches) if prior else []
         if not self._stretches:  # a new stream, or a version 1 sidecar: its one codec
             self._stretches = [self._stretch(self._primary, 0, prior.packets if prior else 0)]
@@ -704,14 +709,16 @@ class StreamRecorder:
         return self._timeline.duplicates + replays
 
     def _write_info(self) -> None:
+        writes = self._info_writes
         try:
-            write_stream_info(self.info_path, self._info(), new=not self._sidecar_exists)
+            # a new stream's first write finds no sidecar, its second no twin (see stream_file)
+            write_stream_info(self.info_path, self._info(), new=writes == 0, no_twin=writes == 1)
         except OSError as exc:  # disk full: the next rewrite (or the close) says it all
             self.info_errors.add(exc, 0)
             return
-        if not self._sidecar_exists:
-            self._sidecar_exists = True
-            if self._created is not None:
+        if writes >= 0:
+            self._info_writes = writes + 1 if writes < 2 else writes
+            if writes == 0 and self._created is not None:
                 self._created.append(self.info_path)
 
     def write_errors(self) -> tuple[int, int, str | None]:
