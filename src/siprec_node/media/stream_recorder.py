@@ -489,7 +489,7 @@ class StreamRecorder:
         if state is None:
             return
         # the fast path's samples follow everything written so far, into preallocated silence
-        at, end = writer.reserve(_FAST_ROOM)
+        at, end = writer.reserve(_FAST_ROOM, self.fast_stream.put)
         if writer.end == state.next_position and not writer.pending:
             self.fast_stream.arm(at, end, *state)
 
