@@ -303,8 +303,11 @@ class LocalEngine:
             return
         negotiated = NegotiatedStream.from_dict(spec.negotiated)
         created: list[Path] = []  # the files the recorder creates: removed if opening fails
-        # another stream of the call open here: it made the call's folder
+        # another stream of the call open here knows the call's folder: no need to look
         sibling = next(iter(self._calls.get(spec.session_id, {}).values()), None)
+        made = None
+        if sibling is not None and sibling.spec.parts_dir == spec.parts_dir:
+            made = sibling.recorder.parts_dir_made
         opened: _Open | None = None
         try:
             recorder = StreamRecorder(
@@ -312,7 +315,7 @@ class LocalEngine:
                 spec.parts_dir,
                 spec.epoch,
                 fast=self._fast if self._rx is not None else None,
-                parts_dir_exists=sibling is not None and sibling.spec.parts_dir == spec.parts_dir,
+                parts_dir_made=made,
                 created=created,
             )
             opened = _Open(spec, recorder, _Gate(spec.sources))

@@ -100,13 +100,15 @@ def info_file_name(index: int) -> str:
     return f"stream-{index}.json"
 
 
-def _open_or_create(path: Path, header: bytes) -> tuple[int, bool]:
+def _open_or_create(path: Path, header: bytes, new: bool = False) -> tuple[int, bool]:
     """(descriptor open read-write, whether it was created) of ``path``: the existing file, or
-    a new one holding just ``header``, created whole (temp + rename) and kept open."""
-    try:
-        return os.open(path, os.O_RDWR), False
-    except FileNotFoundError:
-        pass
+    a new one holding just ``header``, created whole (temp + rename) and kept open. ``new``:
+    the caller knows there is none (a file there would be replaced)."""
+    if not new:
+        try:
+            return os.open(path, os.O_RDWR), False
+        except FileNotFoundError:
+            pass
     tmp = os.fspath(path) + ".tmp"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
@@ -160,6 +162,7 @@ class WavG711Writer:
 
     Sample 0 of the file is position ``origin`` (0 but for a stream's other payload types,
     whose file starts with their first stretch): positions given and ``end`` are absolute.
+    An existing file is continued; ``new`` says the caller knows there is none (no look).
     """
 
     def __init__(
@@ -169,6 +172,7 @@ class WavG711Writer:
         *,
         buffer_ms: int = 100,
         origin: int = 0,
+        new: bool = False,
     ) -> None:
         if law not in G711_LAWS:
             raise ValueError(f"law must be PCMU or PCMA, not {law!r}")
@@ -176,7 +180,7 @@ class WavG711Writer:
         self.law = law
         self.silence = SILENCE[law]
         self._limit = max(1, G711_RATE * buffer_ms // 1000)
-        self._fd, self.created = _open_or_create(self.path, _wav_header(law, 0))
+        self._fd, self.created = _open_or_create(self.path, _wav_header(law, 0), new)
         """Whether this writer created the file (else it continues one)."""
         self._header_size = -1  # a continued file's header may be one write behind
         if self.created:
@@ -449,16 +453,22 @@ def _samples_present(data: bytes, offset: int, law: str) -> int:
 
 
 class FramesWriter:
-    """Writes a frame log (``.frames``): one record per RTP payload, at its position."""
+    """Writes a frame log (``.frames``): one record per RTP payload, at its position (an
+    existing log is continued; ``new`` says the caller knows there is none: no look)."""
 
     def __init__(
-        self, path: str | os.PathLike[str], clock_rate: int, *, buffer_ms: int = 100
+        self,
+        path: str | os.PathLike[str],
+        clock_rate: int,
+        *,
+        buffer_ms: int = 100,
+        new: bool = False,
     ) -> None:
         self.path = Path(path)
         self.clock_rate = clock_rate
         self._limit_ticks = max(1, clock_rate * buffer_ms // 1000)
         header = _FRAMES_HEADER.pack(FRAMES_MAGIC, FRAMES_VERSION, clock_rate)
-        self._fd, self.created = _open_or_create(self.path, header)
+        self._fd, self.created = _open_or_create(self.path, header, new)
         """Whether this writer created the file (else it continues one)."""
         if self.created:
             self._last = -1

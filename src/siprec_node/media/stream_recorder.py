@@ -114,6 +114,23 @@ def _formats(stream: NegotiatedStream) -> list[PayloadFormat]:
     return [first, *rest]
 
 
+def _make_folder(directory: Path) -> bool:
+    """Make ``directory`` (and its parents) if missing: whether it was made (one mkdir when
+    the parents exist, as they do for a call's second stream and after the first call of a
+    day)."""
+    try:
+        os.mkdir(directory)
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            return False
+    return True
+
+
 def _end_of(writer: Writer) -> int:
     """The first position after what a writer holds (its clock)."""
     if isinstance(writer, WavG711Writer):
@@ -174,11 +191,13 @@ class StreamStats:
 class StreamRecorder:
     """Records one stream of a call (see the module docstring).
 
-    ``parts_dir`` is the call's ``<stem>.parts`` folder (created if missing, unless
-    ``parts_dir_exists`` says the caller knows it is there); ``epoch`` the call's media epoch.
-    ``now`` is when the recorder starts (default: ``epoch``); a stream negotiated ``inactive``
-    starts paused there. ``created``, when given, gets the path of each file the recorder
-    creates, as it creates it (so that a caller whose open fails later can remove them).
+    ``parts_dir`` is the call's ``<stem>.parts`` folder, created if missing unless the caller
+    knows (``parts_dir_made``, from another stream's recorder: True, it was made empty by that
+    one, so no file of this stream is there yet; False, it was there already). ``epoch`` is
+    the call's media epoch. ``now`` is when the recorder starts (default: ``epoch``); a
+    stream negotiated ``inactive`` starts paused there. ``created``, when given, gets the
+    path of each file the recorder creates, as it creates it (so that a caller whose open
+    fails later can remove them).
     """
 
     def __init__(
@@ -193,7 +212,7 @@ class StreamRecorder:
         header_interval: float = 1.0,
         info_interval: float = 30.0,
         fast: ModuleType | None = None,
-        parts_dir_exists: bool = False,
+        parts_dir_made: bool | None = None,
         created: list[Path] | None = None,
     ) -> None:
         if not stream.accepted or stream.codec is None or stream.payload_type is None:
@@ -207,13 +226,11 @@ class StreamRecorder:
         self.buffer_ms = buffer_ms
         now = epoch if now is None else now
         directory = Path(parts_dir)
-        if not parts_dir_exists:
-            try:
-                os.mkdir(directory)
-            except FileExistsError:
-                pass
-            except FileNotFoundError:
-                directory.mkdir(parents=True, exist_ok=True)
+        if parts_dir_made is None:
+            parts_dir_made = _make_folder(directory)
+        self.parts_dir_made = parts_dir_made
+        """Whether the folder was made (empty) for this call in this run: a file of the
+        stream found missing needs no look (see ``parts_dir_made`` above)."""
         self.directory = directory
         self._created = created
         formats = _formats(stream)
@@ -222,7 +239,7 @@ class StreamRecorder:
         self.media_path = directory / media_file_name(stream.index, self.codec)
         self.info_path = directory / info_file_name(stream.index)
 
-        prior = self._prior()
+        prior = None if parts_dir_made else self._prior()
         self._info_writes = 0 if prior is None else -1
         """Sidecar writes of a new stream so far (-1: a continued stream, not counted)."""
         self._stretches: list[Stretch] = list(prior.stretches) if prior else []
@@ -367,9 +384,13 @@ class StreamRecorder:
             path = self.directory / name
             law = fmt.name.upper()
             if law in G711_LAWS:
-                writer = WavG711Writer(path, law, buffer_ms=self.buffer_ms, origin=origin)
+                writer = WavG711Writer(
+                    path, law, buffer_ms=self.buffer_ms, origin=origin, new=self.parts_dir_made
+                )
             else:
-                writer = FramesWriter(path, fmt.clock_rate, buffer_ms=self.buffer_ms)
+                writer = FramesWriter(
+                    path, fmt.clock_rate, buffer_ms=self.buffer_ms, new=self.parts_dir_made
+                )
             self._writers[name] = writer
             if writer.created and self._created is not None:
                 self._created.append(path)
