@@ -718,9 +718,12 @@ class StreamInfo:
 # atomically with renameat2(RENAME_EXCHANGE). The old sidecar's inode is then the twin, which the
 # next write reuses (~15 µs of file work, ~24 µs a write with the JSON encoding, against
 # 0.4-0.8 ms for a new file renamed over the sidecar). The first write renames the twin into place;
-# the second creates a new twin. A process whose renameat2 is missing or refused (by the
-# filesystem, or a seccomp filter) writes a new temporary file and renames it over the sidecar
-# instead, as every write did before.
+# the second creates a new twin. A writer that knows which of the two it is (a recorder of a new
+# stream) skips what cannot apply: the first creates the temporary file with O_EXCL and renames
+# it (no lock: nobody can hold a file just made; no exchange: there is no sidecar), the second
+# makes the twin with O_EXCL (no lock, nothing to cut) before the exchange. A process whose
+# renameat2 is missing or refused (by the filesystem, or a seccomp filter) writes a new
+# temporary file and renames it over the sidecar instead, as every write did before.
 #
 # Reusing an inode means writing into a file that a reader may still have open (it was the
 # sidecar until the last swap). So the writer takes an exclusive flock on the twin before writing
