@@ -84,7 +84,7 @@ def _pair() -> tuple[socket.socket, socket.socket]:
 
 async def _run(args: argparse.Namespace, stop_after: str | None) -> dict[str, Any]:
     """One run; ``stop_after``: leave (os._exit) right after that phase (for strace)."""
-    root = Path(tempfile.mkdtemp(prefix="openclose-"))
+    root = Path(args.root or tempfile.mkdtemp(prefix="openclose-"))
     try:
         engine = LocalEngine(args.receive_path)
         await engine.start()
@@ -151,7 +151,8 @@ async def _run(args: argparse.Namespace, stop_after: str | None) -> dict[str, An
         sender.close()
         return {"cpu": cpu, "profiles": profiles}
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if not args.root:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _leave_if(stop_after: str | None, phase: str) -> None:
@@ -167,13 +168,17 @@ _STRACE_LINE = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)
 
 def _strace(args: argparse.Namespace, phase: str) -> dict[str, int]:
     """Syscall counts (by name) of a child run that leaves after ``phase``."""
+    root = tempfile.mkdtemp(prefix="openclose-")  # the child leaves with os._exit: removed here
     with tempfile.NamedTemporaryFile(suffix=".strace") as out:
         command = [
             "strace", "-f", "-c", "-o", out.name, sys.executable, __file__,
             "--calls", str(args.calls), "--live", str(args.live), "--packets", str(args.packets),
-            "--receive-path", args.receive_path, "--stop-after", phase,
+            "--receive-path", args.receive_path, "--stop-after", phase, "--root", root,
         ]  # fmt: skip
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        try:
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
         counts: dict[str, int] = {}
         for line in Path(out.name).read_text().splitlines():
             match = _STRACE_LINE.match(line)
@@ -195,6 +200,7 @@ def main() -> None:
     parser.add_argument("--no-strace", action="store_true")
     parser.add_argument("--top", type=int, default=0, help="print the N costliest functions")
     parser.add_argument("--stop-after", choices=PHASES, help=argparse.SUPPRESS)
+    parser.add_argument("--root", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stop_after:
         asyncio.run(_run(args, args.stop_after))
