@@ -277,6 +277,36 @@ FastStream_rebind(FastStream *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(FastStream_put_doc,
+"put(offset, samples) -> bool\n"
+"Copy samples the writer had buffered into the .wav at file `offset` (where its samples end)\n"
+"through the mapping of the last arm() (up to its end_offset), and count them in the header\n"
+"there, as for a packet the fast path takes: no system call. Only while disarmed (before\n"
+"arm()); False (nothing done) when armed or when that does not cover them: the writer then\n"
+"writes them itself.");
+
+static PyObject *
+FastStream_put(FastStream *self, PyObject *args)
+{
+    long long offset;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "Ly*", &offset, &data))
+        return NULL;
+    int done = 0;
+    if (!self->armed && self->head != NULL && self->map != NULL && offset >= WAV_HEADER &&
+        offset >= self->map_off && offset + data.len <= self->end_off) {
+        /* end_off, not the mapping's end: that may run past the end of the file */
+        memcpy(self->map + (offset - self->map_off), data.buf, (size_t)data.len);
+        uint32_t size = (uint32_t)(offset + data.len - WAV_HEADER);
+        put_le32(self->head + 4, size + WAV_HEADER - 8); /* RIFF size */
+        put_le32(self->head + 46, size);                 /* fact: samples */
+        put_le32(self->head + 54, size);                 /* data size */
+        done = 1;
+    }
+    PyBuffer_Release(&data);
+    return PyBool_FromLong(done);
+}
+
 static PyObject *
 FastStream_release(FastStream *self, PyObject *Py_UNUSED(ignored))
 {
@@ -302,6 +332,7 @@ static PyMethodDef FastStream_methods[] = {
     {"take", (PyCFunction)FastStream_take, METH_NOARGS, FastStream_take_doc},
     {"feed", (PyCFunction)FastStream_feed, METH_VARARGS, FastStream_feed_doc},
     {"rebind", (PyCFunction)FastStream_rebind, METH_O, FastStream_rebind_doc},
+    {"put", (PyCFunction)FastStream_put, METH_VARARGS, FastStream_put_doc},
     {"release", (PyCFunction)FastStream_release, METH_NOARGS,
      "Disarm and unmap the file (before the writer truncates or closes it)."},
     {NULL},

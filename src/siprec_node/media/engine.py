@@ -18,14 +18,13 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
 from siprec_node.media import fastpath
-from siprec_node.media.stream_file import info_file_name, media_file_name
 from siprec_node.media.stream_recorder import StreamRecorder
 from siprec_node.siprec.sdp_answer import NegotiatedStream
 
@@ -227,6 +226,8 @@ class LocalEngine:
         self._fast = fastpath.module(receive_path)
         self._rx: Any = None  # the _rtprecv.Receiver, from start() on
         self._streams: dict[tuple[str, int], _Open] = {}
+        self._calls: dict[str, dict[int, _Open]] = {}
+        """The same streams by session id: a call's requests touch only its own streams."""
         self._ticker: asyncio.Task[None] | None = None
         self._lag = LoopLag()
         self._lag_task: asyncio.Task[None] | None = None
@@ -300,23 +301,25 @@ class LocalEngine:
             rtp.close()
             rtcp.close()
             return
-        parts = Path(spec.parts_dir)
         negotiated = NegotiatedStream.from_dict(spec.negotiated)
-        created = [
-            path
-            for path in (
-                parts / media_file_name(negotiated.index, negotiated.codec or ""),
-                parts / info_file_name(negotiated.index),
-            )
-            if not path.exists()
-        ]
+        created: list[Path] = []  # the files the recorder creates: removed if opening fails
+        # another stream of the call open here knows the call's folder: no need to look
+        sibling = next(iter(self._calls.get(spec.session_id, {}).values()), None)
+        made = None
+        if sibling is not None and sibling.spec.parts_dir == spec.parts_dir:
+            made = sibling.recorder.parts_dir_made
         opened: _Open | None = None
         try:
             recorder = StreamRecorder(
-                negotiated, parts, spec.epoch, fast=self._fast if self._rx is not None else None
+                negotiated,
+                spec.parts_dir,
+                spec.epoch,
+                fast=self._fast if self._rx is not None else None,
+                parts_dir_made=made,
+                created=created,
             )
             opened = _Open(spec, recorder, _Gate(spec.sources))
-            self._streams[spec.key] = opened
+            self._add(opened)
             await self._receive(opened, rtp, rtcp)
         except BaseException:
             self._discard(spec, opened, rtp, rtcp, created)
@@ -324,6 +327,19 @@ class LocalEngine:
         if self._streams.get(spec.key) is not opened:
             # the call was closed while its endpoints were being created: nothing may stay open
             self._discard(spec, opened, rtp, rtcp, [])
+
+    def _add(self, opened: _Open) -> None:
+        spec = opened.spec
+        self._streams[spec.key] = opened
+        self._calls.setdefault(spec.session_id, {})[spec.index] = opened
+
+    def _remove(self, opened: _Open) -> None:
+        spec = opened.spec
+        del self._streams[spec.key]
+        call = self._calls[spec.session_id]
+        del call[spec.index]
+        if not call:
+            del self._calls[spec.session_id]
 
     async def _receive(self, opened: _Open, rtp: socket.socket, rtcp: socket.socket) -> None:
         recorder = opened.recorder
@@ -369,7 +385,7 @@ class LocalEngine:
     ) -> None:
         """Undo a failed (or overtaken) open: nothing of the stream stays open or created."""
         if opened is not None and self._streams.get(spec.key) is opened:
-            del self._streams[spec.key]
+            self._remove(opened)
         if opened is not None:
             for transport in opened.transports:
                 transport.close()
@@ -410,8 +426,8 @@ class LocalEngine:
     async def close_call(self, session_id: str, at: float) -> dict[int, dict[str, Any]]:
         """Stop receiving and close the files of every stream of ``session_id``."""
         out: dict[int, dict[str, Any]] = {}
-        for key in [k for k in self._streams if k[0] == session_id]:
-            opened = self._streams.pop(key)
+        for index, opened in list(self._calls.get(session_id, {}).items()):
+            self._remove(opened)
             self._count_foreign(opened)
             for transport in opened.transports:
                 transport.close()
@@ -420,24 +436,23 @@ class LocalEngine:
                 sock.close()
             opened.recorder.close(at)
             _report_write_errors(opened)
-            out[key[1]] = _stats_dict(opened.recorder)
+            out[index] = _stats_dict(opened.recorder)
         return out
 
     async def stats(self, session_id: str) -> dict[int, dict[str, Any]]:
         """Live statistics of a call's streams."""
         out = {}
-        for key, opened in self._streams.items():
-            if key[0] == session_id:
-                self._count_foreign(opened)
-                out[key[1]] = _stats_dict(opened.recorder)
+        for index, opened in self._calls.get(session_id, {}).items():
+            self._count_foreign(opened)
+            out[index] = _stats_dict(opened.recorder)
         return out
 
     async def activity(self) -> dict[str, dict[int, int]]:
         """Every open stream's datagram counter (see :meth:`MediaEngine.activity`)."""
-        out: dict[str, dict[int, int]] = {}
-        for (session_id, index), opened in self._streams.items():
-            out.setdefault(session_id, {})[index] = opened.recorder.received
-        return out
+        return {
+            session_id: {index: opened.recorder.received for index, opened in call.items()}
+            for session_id, call in self._calls.items()
+        }
 
     @property
     def open_streams(self) -> int:
@@ -450,7 +465,7 @@ class LocalEngine:
     async def stop(self) -> None:
         """Close every stream cleanly and stop ticking."""
         now = time.time()
-        for session_id in {k[0] for k in self._streams}:
+        for session_id in list(self._calls):
             await self.close_call(session_id, now)
         for task in (self._ticker, self._lag_task):
             if task is not None:
@@ -486,4 +501,4 @@ def _report_write_errors(opened: _Open) -> None:
 
 
 def _stats_dict(recorder: StreamRecorder) -> dict[str, Any]:
-    return asdict(recorder.stats())
+    return recorder.stats().to_dict()

@@ -28,6 +28,7 @@ import fcntl
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,12 +100,26 @@ def info_file_name(index: int) -> str:
     return f"stream-{index}.json"
 
 
-def _create_whole(path: Path, header: bytes) -> None:
-    """Create ``path`` holding ``header`` atomically (temp + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(header)
-    os.replace(tmp, path)
+def _open_or_create(path: Path, header: bytes, new: bool = False) -> tuple[int, bool]:
+    """(descriptor open read-write, whether it was created) of ``path``: the existing file, or
+    a new one holding just ``header``, created whole (temp + rename) and kept open. ``new``:
+    the caller knows there is none (a file there would be replaced)."""
+    if not new:
+        try:
+            return os.open(path, os.O_RDWR), False
+        except FileNotFoundError:
+            pass
+    tmp = os.fspath(path) + ".tmp"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        _pwrite_all(fd, header, 0)
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return fd, True
 
 
 def _wav_header(law: str, data_size: int) -> bytes:
@@ -147,6 +162,7 @@ class WavG711Writer:
 
     Sample 0 of the file is position ``origin`` (0 but for a stream's other payload types,
     whose file starts with their first stretch): positions given and ``end`` are absolute.
+    An existing file is continued; ``new`` says the caller knows there is none (no look).
     """
 
     def __init__(
@@ -156,6 +172,7 @@ class WavG711Writer:
         *,
         buffer_ms: int = 100,
         origin: int = 0,
+        new: bool = False,
     ) -> None:
         if law not in G711_LAWS:
             raise ValueError(f"law must be PCMU or PCMA, not {law!r}")
@@ -163,20 +180,23 @@ class WavG711Writer:
         self.law = law
         self.silence = SILENCE[law]
         self._limit = max(1, G711_RATE * buffer_ms // 1000)
-        if not self.path.exists():
-            _create_whole(self.path, _wav_header(law, 0))
-        self._fd = os.open(self.path, os.O_RDWR)
-        try:
-            self._written, self._room = self._continue()
-        except BaseException:
-            os.close(self._fd)
-            raise
+        self._fd, self.created = _open_or_create(self.path, _wav_header(law, 0), new)
+        """Whether this writer created the file (else it continues one)."""
+        self._header_size = -1  # a continued file's header may be one write behind
+        if self.created:
+            self._written = self._room = 0
+            self._header_size = 0
+        else:
+            try:
+                self._written, self._room = self._continue()
+            except BaseException:
+                os.close(self._fd)
+                raise
         self.origin = origin
         self._end = origin + self._written  # position after the samples, buffered ones included
         self._buffer = bytearray()
         self._hole = 0  # samples lost to failed writes, not yet replaced by silence on disk
         self.errors = WriteErrors()
-        self._header_size = -1  # a continued file's header may be one write behind
         self.closed = False
 
     def _continue(self) -> tuple[int, int]:
@@ -269,11 +289,29 @@ class WavG711Writer:
                 self._grow(self._written)
         return done, None
 
-    def reserve(self, samples: int) -> tuple[int, int]:
+    def reserve(
+        self, samples: int, put: Callable[[int, bytearray], bool] | None = None
+    ) -> tuple[int, int]:
         """Make sure the file has room for ``samples`` more after the ones written (preallocating
         ``PREALLOCATE_SECONDS`` more when it has not); flushes first. Returns the file offsets
-        (write at, room ends at) for the C fast path."""
-        self.flush()
+        (write at, room ends at) for the C fast path.
+
+        ``put`` (the fast path's ``FastStream.put``) may take the buffered samples into their
+        place in the file, header sizes included, through its mapping: the same bytes without
+        the two pwrite of a flush (a packet the fast path declined costs no system call)."""
+        data = self._buffer
+        if (
+            put is not None
+            and data
+            and not self._hole
+            and self._written + len(data) <= self._room
+            and put(WAV_HEADER_SIZE + self._written, data)
+        ):
+            self._written += len(data)
+            self._header_size = self._written
+            data.clear()
+        elif data or self._hole:
+            self.flush()
         if self._written + samples > self._room:
             try:
                 self._grow(self._written + samples)
@@ -329,7 +367,8 @@ class WavG711Writer:
             self._end += 1
         self.flush()
         self._update_header()
-        os.ftruncate(self._fd, WAV_HEADER_SIZE + self._written)
+        if self._room != self._written:  # else the file ends with the samples already
+            os.ftruncate(self._fd, WAV_HEADER_SIZE + self._written)
         os.close(self._fd)
         self.closed = True
 
@@ -414,25 +453,35 @@ def _samples_present(data: bytes, offset: int, law: str) -> int:
 
 
 class FramesWriter:
-    """Writes a frame log (``.frames``): one record per RTP payload, at its position."""
+    """Writes a frame log (``.frames``): one record per RTP payload, at its position (an
+    existing log is continued; ``new`` says the caller knows there is none: no look)."""
 
     def __init__(
-        self, path: str | os.PathLike[str], clock_rate: int, *, buffer_ms: int = 100
+        self,
+        path: str | os.PathLike[str],
+        clock_rate: int,
+        *,
+        buffer_ms: int = 100,
+        new: bool = False,
     ) -> None:
         self.path = Path(path)
         self.clock_rate = clock_rate
         self._limit_ticks = max(1, clock_rate * buffer_ms // 1000)
-        if not self.path.exists():
-            _create_whole(self.path, _FRAMES_HEADER.pack(FRAMES_MAGIC, FRAMES_VERSION, clock_rate))
-        self._fd = os.open(self.path, os.O_RDWR)
-        try:
-            self._last = self._continue()
-        except BaseException:
-            os.close(self._fd)
-            raise
+        header = _FRAMES_HEADER.pack(FRAMES_MAGIC, FRAMES_VERSION, clock_rate)
+        self._fd, self.created = _open_or_create(self.path, header, new)
+        """Whether this writer created the file (else it continues one)."""
+        if self.created:
+            self._last = -1
+            self._size = FRAMES_HEADER_SIZE  # end of the last whole record
+        else:
+            try:
+                self._last = self._continue()
+            except BaseException:
+                os.close(self._fd)
+                raise
+            self._size = os.lseek(self._fd, 0, os.SEEK_CUR)
         self._buffer = bytearray()
         self._buffer_first = 0
-        self._size = os.lseek(self._fd, 0, os.SEEK_CUR)  # end of the last whole record
         self.errors = WriteErrors()
         self.closed = False
 
@@ -669,9 +718,12 @@ class StreamInfo:
 # atomically with renameat2(RENAME_EXCHANGE). The old sidecar's inode is then the twin, which the
 # next write reuses (~15 µs of file work, ~24 µs a write with the JSON encoding, against
 # 0.4-0.8 ms for a new file renamed over the sidecar). The first write renames the twin into place;
-# the second creates a new twin. A process whose renameat2 is missing or refused (by the
-# filesystem, or a seccomp filter) writes a new temporary file and renames it over the sidecar
-# instead, as every write did before.
+# the second creates a new twin. A writer that knows which of the two it is (a recorder of a new
+# stream) skips what cannot apply: the first creates the temporary file with O_EXCL and renames
+# it (no lock: nobody can hold a file just made; no exchange: there is no sidecar), the second
+# makes the twin with O_EXCL (no lock, nothing to cut) before the exchange. A process whose
+# renameat2 is missing or refused (by the filesystem, or a seccomp filter) writes a new
+# temporary file and renames it over the sidecar instead, as every write did before.
 #
 # Reusing an inode means writing into a file that a reader may still have open (it was the
 # sidecar until the last swap). So the writer takes an exclusive flock on the twin before writing
@@ -721,9 +773,26 @@ def _write_at_zero(fd: int, data: bytes) -> None:
         os.ftruncate(fd, len(data))
 
 
-def _write_twin(tmp: bytes, name: bytes, data: bytes) -> bool:
-    """Publish ``data`` through the twin; False (nothing done) when locks are not available."""
+def _write_twin(tmp: bytes, name: bytes, data: bytes, no_twin: bool = False) -> bool:
+    """Publish ``data`` through the twin; False (nothing done) when locks are not available.
+    ``no_twin``: the caller knows there is none; one made with O_EXCL is nobody else's yet, so
+    it needs no lock and holds nothing to cut (when one exists after all: the usual way)."""
     global _exchange_works
+    fd = -1
+    if no_twin:
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    if fd >= 0:
+        try:
+            _pwrite_all(fd, data, 0)
+            error = _exchange(tmp, name)
+            if error:  # as below
+                os.replace(tmp, name)
+                if error in _EXCHANGE_REFUSED:
+                    _exchange_works = False
+        finally:
+            os.close(fd)
+        return True
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
@@ -763,16 +832,45 @@ def _write_new(tmp: bytes, name: bytes, data: bytes) -> None:
     os.replace(tmp, name)
 
 
-def write_stream_info(path: str | os.PathLike[str], info: StreamInfo) -> None:
+def _write_first(tmp: bytes, name: bytes, data: bytes) -> bool:
+    """Publish the first sidecar through a fresh temporary file renamed into place: False
+    (nothing done) when ``tmp`` exists (a twin or a crash's leftover: the general path)."""
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return False
+    try:
+        try:
+            _pwrite_all(fd, data, 0)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def write_stream_info(
+    path: str | os.PathLike[str], info: StreamInfo, *, new: bool = False, no_twin: bool = False
+) -> None:
     """Write the sidecar atomically: a reader sees the old or the new one, never a partial file.
 
     The JSON is written into the twin ``<path>.tmp``, which then takes the sidecar's name; the
-    sidecar's previous content is left in the twin (see the comment above).
+    sidecar's previous content is left in the twin (see the comment above). ``new``: the caller
+    found no sidecar; a fresh temporary file then takes its name, which needs no lock (no
+    reader can hold a file just created) and no exchange (there is nothing to swap with): it
+    leaves the sidecar and no twin, as the first write through the twin does. ``no_twin``: the
+    caller knows there is no twin (the second write of a stream it created), so the one made
+    needs no lock (see ``_write_twin``).
     """
     name = os.fsencode(path)
     tmp = name + b".tmp"
     data = json.dumps(info.to_dict(), separators=(",", ":")).encode()
-    if not (_exchange_works and _write_twin(tmp, name, data)):
+    if new and _write_first(tmp, name, data):
+        return
+    if not (_exchange_works and _write_twin(tmp, name, data, no_twin)):
         _write_new(tmp, name, data)
 
 

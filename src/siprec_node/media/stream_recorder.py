@@ -28,8 +28,9 @@ always described. The C fast path follows the current stretch when it is G.711.
 
 from __future__ import annotations
 
+import os
 import struct
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -113,6 +114,23 @@ def _formats(stream: NegotiatedStream) -> list[PayloadFormat]:
     return [first, *rest]
 
 
+def _make_folder(directory: Path) -> bool:
+    """Make ``directory`` (and its parents) if missing: whether it was made (one mkdir when
+    the parents exist, as they do for a call's second stream and after the first call of a
+    day)."""
+    try:
+        os.mkdir(directory)
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            return False
+    return True
+
+
 def _end_of(writer: Writer) -> int:
     """The first position after what a writer holds (its clock)."""
     if isinstance(writer, WavG711Writer):
@@ -163,15 +181,23 @@ class StreamStats:
     write_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """What ``dataclasses.asdict`` gives (every field is flat but one dict of str to int,
+        copied), without its deep copy of each value: it was a third of closing a stream."""
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        data["unexpected_types"] = dict(self.unexpected_types)
+        return data
 
 
 class StreamRecorder:
     """Records one stream of a call (see the module docstring).
 
-    ``parts_dir`` is the call's ``<stem>.parts`` folder (created if missing); ``epoch`` the
-    call's media epoch. ``now`` is when the recorder starts (default: ``epoch``); a stream
-    negotiated ``inactive`` starts paused there.
+    ``parts_dir`` is the call's ``<stem>.parts`` folder, created if missing unless the caller
+    knows (``parts_dir_made``, from another stream's recorder: True, it was made empty by that
+    one, so no file of this stream is there yet; False, it was there already). ``epoch`` is
+    the call's media epoch. ``now`` is when the recorder starts (default: ``epoch``); a
+    stream negotiated ``inactive`` starts paused there. ``created``, when given, gets the
+    path of each file the recorder creates, as it creates it (so that a caller whose open
+    fails later can remove them).
     """
 
     def __init__(
@@ -186,6 +212,8 @@ class StreamRecorder:
         header_interval: float = 1.0,
         info_interval: float = 30.0,
         fast: ModuleType | None = None,
+        parts_dir_made: bool | None = None,
+        created: list[Path] | None = None,
     ) -> None:
         if not stream.accepted or stream.codec is None or stream.payload_type is None:
             raise ValueError(f"stream {stream.index} was not accepted: {stream.reason}")
@@ -198,15 +226,22 @@ class StreamRecorder:
         self.buffer_ms = buffer_ms
         now = epoch if now is None else now
         directory = Path(parts_dir)
-        directory.mkdir(parents=True, exist_ok=True)
+        if parts_dir_made is None:
+            parts_dir_made = _make_folder(directory)
+        self.parts_dir_made = parts_dir_made
+        """Whether the folder was made (empty) for this call in this run: a file of the
+        stream found missing needs no look (see ``parts_dir_made`` above)."""
         self.directory = directory
+        self._created = created
         formats = _formats(stream)
         self._primary = formats[0]
         self._formats = {f.payload_type: f for f in formats}
         self.media_path = directory / media_file_name(stream.index, self.codec)
         self.info_path = directory / info_file_name(stream.index)
 
-        prior = self._prior()
+        prior = None if parts_dir_made else self._prior()
+        self._info_writes = 0 if prior is None else -1
+        """Sidecar writes of a new stream so far (-1: a continued stream, not counted)."""
         self._stretches: list[Stretch] = list(prior.stretches) if prior else []
         if not self._stretches:  # a new stream, or a version 1 sidecar: its one codec
             self._stretches = [self._stretch(self._primary, 0, prior.packets if prior else 0)]
@@ -349,17 +384,24 @@ class StreamRecorder:
             path = self.directory / name
             law = fmt.name.upper()
             if law in G711_LAWS:
-                writer = WavG711Writer(path, law, buffer_ms=self.buffer_ms, origin=origin)
+                writer = WavG711Writer(
+                    path, law, buffer_ms=self.buffer_ms, origin=origin, new=self.parts_dir_made
+                )
             else:
-                writer = FramesWriter(path, fmt.clock_rate, buffer_ms=self.buffer_ms)
+                writer = FramesWriter(
+                    path, fmt.clock_rate, buffer_ms=self.buffer_ms, new=self.parts_dir_made
+                )
             self._writers[name] = writer
+            if writer.created and self._created is not None:
+                self._created.append(path)
         return writer
 
     def _prior(self) -> StreamInfo | None:
         """The sidecar of an earlier run on these files, if any (node restart)."""
-        if not self.info_path.exists():
+        try:
+            prior = read_stream_info(self.info_path)
+        except FileNotFoundError:
             return None
-        prior = read_stream_info(self.info_path)
         if prior.index != self.stream.index or prior.codec != self.codec:
             raise StreamFileError(f"{self.info_path}: another stream's sidecar")
         if abs(prior.epoch - self.epoch) > 1e-6:
@@ -468,7 +510,7 @@ class StreamRecorder:
         if state is None:
             return
         # the fast path's samples follow everything written so far, into preallocated silence
-        at, end = writer.reserve(_FAST_ROOM)
+        at, end = writer.reserve(_FAST_ROOM, self.fast_stream.put)
         if writer.end == state.next_position and not writer.pending:
             self.fast_stream.arm(at, end, *state)
 
@@ -688,10 +730,17 @@ class StreamRecorder:
         return self._timeline.duplicates + replays
 
     def _write_info(self) -> None:
+        writes = self._info_writes
         try:
-            write_stream_info(self.info_path, self._info())
+            # a new stream's first write finds no sidecar, its second no twin (see stream_file)
+            write_stream_info(self.info_path, self._info(), new=writes == 0, no_twin=writes == 1)
         except OSError as exc:  # disk full: the next rewrite (or the close) says it all
             self.info_errors.add(exc, 0)
+            return
+        if writes >= 0:
+            self._info_writes = writes + 1 if writes < 2 else writes
+            if writes == 0 and self._created is not None:
+                self._created.append(self.info_path)
 
     def write_errors(self) -> tuple[int, int, str | None]:
         """(failed writes, ms of audio they lost, the first error) of this run's files."""

@@ -289,6 +289,45 @@ def test_what_the_fast_path_took_is_in_the_file_at_once(tmp_path: Path) -> None:
     assert (tmp_path / "stream-0.wav").stat().st_size == 58 + len(audio)
 
 
+def test_packets_python_placed_before_a_re_arm_go_through_the_mapping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Samples the Python path buffered when the fast path is armed again are copied, with the
+    header's sizes, through its mapping (no pwrite): the file reads as after a flush."""
+    rec = StreamRecorder(negotiated(), tmp_path, EPOCH, fast=_rtprecv)
+    audio = bytes(random.Random(4).getrandbits(8) for _ in range(160 * 100))
+    order = list(range(100))
+    for i in range(10, 90, 10):  # a swapped pair every 10 packets: both placed in Python
+        order[i], order[i + 1] = order[i + 1], order[i]
+    for k, i in enumerate(order[:20]):  # the SSRC locked, the fast path armed
+        data = rtp(i, 160 * i, audio[160 * i : 160 * i + 160])
+        if not rec.fast_stream.feed(data, EPOCH + 0.02 * k):
+            rec.on_rtp(data, EPOCH + 0.02 * k)
+    writes = []
+    real = os.pwrite
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        writes.append(offset)
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    handed = 0
+    for k, i in enumerate(order[20:], start=20):
+        data = rtp(i, 160 * i, audio[160 * i : 160 * i + 160])
+        if not rec.fast_stream.feed(data, EPOCH + 0.02 * k):
+            handed += 1
+            rec.on_rtp(data, EPOCH + 0.02 * k)
+    assert handed == 14 and writes == []
+    assert read_wav_g711(tmp_path / "stream-0.wav") == ("PCMU", audio)  # the header counts all
+    put = rec.fast_stream.put
+    assert not put(58 + 160 * 100, b"x")  # armed: refused
+    rec.pause(EPOCH + 2)  # takes over and disarms
+    assert not put(58 + 160 * 100 + 8000 * 60, b"x")  # past the room of the last arm: refused
+    assert read_wav_g711(tmp_path / "stream-0.wav") == ("PCMU", audio)
+    rec.close(EPOCH + 2)
+    assert read_wav_g711(tmp_path / "stream-0.wav") == ("PCMU", audio)
+
+
 def test_a_file_continued_after_a_kill_keeps_the_fast_paths_samples(tmp_path: Path) -> None:
     """A recorder killed with silence preallocated ahead: the next one (node restart) continues
     after the last sample taken, not after the silence."""

@@ -512,3 +512,38 @@ def test_sender_report_offset_in_the_sidecar_and_kept_over_a_restart(tmp_path: P
     rec2.close(START + 5.0)
     info = read_stream_info(tmp_path / "stream-0.json")
     assert (info.sr_offset_ms, info.sr_offset_reports) == (pytest.approx(7.0, abs=0.01), 2)
+
+
+def test_a_recorder_says_whether_it_made_the_folder_and_reports_what_it_created(
+    tmp_path: Path,
+) -> None:
+    parts = tmp_path / "2026" / "12" / "03" / "call.parts"
+    created: list[Path] = []
+    first = StreamRecorder(negotiated(), parts, EPOCH, created=created)
+    assert first.parts_dir_made  # parents made too
+    assert created == [parts / "stream-0.wav", parts / "stream-0.json"]
+    # another stream of the call, told the folder is new: no look for files, all created
+    created = []
+    second = StreamRecorder(
+        negotiated("opus", 111, 48000, index=1), parts, EPOCH, parts_dir_made=True, created=created
+    )
+    assert created == [parts / "stream-1.frames", parts / "stream-1.json"]
+    audio = tone(0.2)
+    feed(first, packets(audio))
+    for rec in (first, second):
+        rec.close(START + 1)
+    assert sorted(p.name for p in parts.iterdir()) == [
+        "stream-0.json",
+        "stream-0.json.tmp",
+        "stream-0.wav",
+        "stream-1.frames",
+        "stream-1.json",
+        "stream-1.json.tmp",
+    ]
+    # a later run finds the folder: continues the files, creates nothing
+    created = []
+    again = StreamRecorder(negotiated(), parts, EPOCH, now=START + 2, created=created)
+    assert not again.parts_dir_made and created == []
+    assert again.info().packets == len(audio) // 160
+    again.close(START + 3)
+    assert wav_samples(parts / "stream-0.wav")[2000 : 2000 + len(audio)] == audio
