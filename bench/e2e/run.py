@@ -500,7 +500,9 @@ class SippFollower:
             with self.lock:
                 call = self.calls.get(call_id)
                 if call is not None:
-                    call.bye_at = float(rest[0]) + float(rest[1]) / 1e6
+                    # SIPp sometimes logs an empty microseconds field (seen once in 4,000)
+                    micros = float(rest[1]) if len(rest) > 1 else 0.0
+                    call.bye_at = float(rest[0]) + micros / 1e6
                     self.byes += 1
         elif kind == "END":
             with self.lock:
