@@ -471,7 +471,10 @@ class SippFollower:
                 if chunk:
                     partial += chunk
                     if partial.endswith("\n"):
-                        self._line(partial.strip())
+                        try:
+                            self._line(partial.strip())
+                        except ValueError:  # e.g. SIPp left a field empty: that call only
+                            print(f"unreadable SIPp log line: {partial!r}", file=sys.stderr)
                         partial = ""
                     continue
                 if self.done.is_set():
@@ -484,6 +487,8 @@ class SippFollower:
             return
         kind, call_id, rest = m.group(1), m.group(2), m.group(3).split()
         if kind == "ANS":
+            if len(rest) != 6:
+                raise ValueError(f"ANS line with {len(rest)} fields")
             inv_s, inv_us, ans_s, ans_us, p1, p2 = (float(x) for x in rest)
             invite_at, answer_at = inv_s + inv_us / 1e6, ans_s + ans_us / 1e6
             ids = (self.streams, self.streams + 1)
