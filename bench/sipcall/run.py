@@ -24,7 +24,12 @@ calls; the breakdown is cProfile's own time per function, grouped by where the c
 scaled to the unprofiled CPU per call (cProfile inflates Python-heavy code more than C calls,
 so read the shares as approximate). RSS per live call is the growth of the process's resident
 set while the ``--live`` calls were set up, divided by their number (the first run of a mode;
-the allocator's arenas make it coarse below a thousand calls).
+the allocator's arenas make it coarse below a thousand calls). Objects per live call is the
+growth of the objects the cyclic GC tracks (``len(gc.get_objects())``, each count after a
+``gc.collect()``) over the same set-up, divided by the number of live calls: what makes the
+generation-2 collections of a loaded node long, and independent of the machine's load; the
+full collection's time with the ``--live`` calls up is printed beside it (the best of three
+``gc.collect()``). ``--objects-by-type`` prints the types that grew most, per live call.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -40,7 +46,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -441,16 +447,53 @@ def rss_kb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
 
 
-def run_core(scenario: Scenario, calls: int, live: int, profiler: cProfile.Profile | None) -> Any:
+class GcCount:
+    """Objects tracked by the cyclic GC grown over the set-up of the live calls."""
+
+    def __init__(self, by_type: bool) -> None:
+        self.by_type = by_type
+        gc.collect()
+        self.before = len(gc.get_objects())
+        self.types_before = self._types() if by_type else Counter()
+
+    @staticmethod
+    def _types() -> Counter[str]:
+        return Counter(
+            f"{type(o).__module__}.{type(o).__qualname__}".removeprefix("builtins.")
+            for o in gc.get_objects()
+        )
+
+    def done(self, live: int) -> dict[str, Any]:
+        gc.collect()
+        grown = len(gc.get_objects()) - self.before
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            gc.collect()
+            best = min(best, time.perf_counter() - start)
+        out: dict[str, Any] = {"objects_per_live": grown / max(live, 1), "full_gc_ms": best * 1e3}
+        if self.by_type:
+            out["types_per_live"] = {
+                name: count / max(live, 1)
+                for name, count in (self._types() - self.types_before).most_common()
+            }
+        return out
+
+
+def run_core(
+    scenario: Scenario, calls: int, live: int, profiler: cProfile.Profile | None, by_type: bool
+) -> Any:
     bench = CoreRun()
     scenario.prepare(live + calls)
     up: list[tuple[int, str]] = []
     n = 0
+    objects = GcCount(by_type)
     rss = rss_kb()
     for _ in range(live):
         n += 1
         up.append((n, bench.start(scenario, n)))
     rss_per_live = (rss_kb() - rss) / max(live, 1)
+    gc_figures = objects.done(live)
     start = time.process_time()
     if profiler is not None:
         profiler.enable()
@@ -462,11 +505,11 @@ def run_core(scenario: Scenario, calls: int, live: int, profiler: cProfile.Profi
     if profiler is not None:
         profiler.disable()
     cpu = time.process_time() - start
-    return cpu, bench.live, rss_per_live
+    return cpu, bench.live, rss_per_live, gc_figures
 
 
 async def run_driver(
-    scenario: Scenario, calls: int, live: int, profiler: cProfile.Profile | None
+    scenario: Scenario, calls: int, live: int, profiler: cProfile.Profile | None, by_type: bool
 ) -> Any:
     recordings = tempfile.mkdtemp(prefix="sipcall-bench-")
     bench = DriverRun(recordings)
@@ -474,12 +517,14 @@ async def run_driver(
     await bench.start_driver()
     up: list[tuple[int, str]] = []
     n = 0
+    objects = GcCount(by_type)
     rss = rss_kb()
     for _ in range(live):
         n += 1
         up.append((n, await bench.start(scenario, n)))
     await bench.settle()
     rss_per_live = (rss_kb() - rss) / max(live, 1)
+    gc_figures = objects.done(live)
     start = time.process_time()
     if profiler is not None:
         profiler.enable()
@@ -497,7 +542,7 @@ async def run_driver(
     import shutil
 
     shutil.rmtree(recordings, ignore_errors=True)
-    return cpu, live_now, rss_per_live
+    return cpu, live_now, rss_per_live, gc_figures
 
 
 def measure(
@@ -505,10 +550,13 @@ def measure(
 ) -> dict[str, Any]:
     profiler = cProfile.Profile() if profile else None
     lines_before = sink.lines
+    by_type = args.objects_by_type and not profile
     if mode == "core":
-        cpu, live, rss = run_core(scenario, args.calls, args.live, profiler)
+        cpu, live, rss, gc_figures = run_core(scenario, args.calls, args.live, profiler, by_type)
     else:
-        cpu, live, rss = asyncio.run(run_driver(scenario, args.calls, args.live, profiler))
+        cpu, live, rss, gc_figures = asyncio.run(
+            run_driver(scenario, args.calls, args.live, profiler, by_type)
+        )
     result: dict[str, Any] = {
         "mode": mode,
         "cpu_us_per_call": cpu / args.calls * 1e6,
@@ -516,6 +564,7 @@ def measure(
         "rss_kb_per_live": rss,
         # lines of setup (live) + measured calls, per call
         "log_lines_per_call": (sink.lines - lines_before) / (args.calls + args.live),
+        **gc_figures,
     }
     if profiler is not None:
         stats = pstats.Stats(profiler)
@@ -532,6 +581,11 @@ def main() -> None:
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--profile", action="store_true", help="cProfile top functions too")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--objects-by-type",
+        action="store_true",
+        help="the types of the GC-tracked objects grown per live call (top --top)",
+    )
     parser.add_argument(
         "--without-snapshots",
         action="store_true",
@@ -563,16 +617,25 @@ def main() -> None:
     print()
     print(
         "| mode | CPU µs per call | log lines per call | live calls at the end"
-        " | RSS per live call (KB, first run) |"
+        " | RSS per live call (KB, first run) | GC objects per live call"
+        f" | full gc.collect() ms with {args.live} live |"
     )
-    print("|---|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for plain, _ in rows:
         print(
             f"| {plain['mode']} | {plain['cpu_us_per_call']:,.0f} | "
             f"{plain['log_lines_per_call']:.1f} | {plain['live']} | "
-            f"{plain['rss_kb_per_live']:.0f} |"
+            f"{plain['rss_kb_per_live']:.0f} | {plain['objects_per_live']:.1f} | "
+            f"{plain['full_gc_ms']:.0f} |"
         )
     print()
+    if args.objects_by_type:
+        for plain, _ in rows:
+            print(f"| {plain['mode']}: GC-tracked type | per live call |")
+            print("|---|---:|")
+            for name, count in list(plain["types_per_live"].items())[: args.top]:
+                print(f"| {name} | {count:.2f} |")
+            print()
     names = [name for name, _ in CATEGORIES] + ["other"]
     header = " | ".join(f"{plain['mode']} µs (%)" for plain, _ in rows)
     print(f"| where (cProfile own time, scaled to the CPU above) | {header} |")
