@@ -191,13 +191,14 @@ class Headers:
         return len(self.fields)
 
     @functools.cached_property
-    def _index(self) -> dict[str, list[str]]:
+    def _index(self) -> dict[str, tuple[str, ...]]:
         """Field values by lower-cased name, in order: made on the first lookup, so that a
-        message's lookups (a dozen per request) do not each walk every field."""
+        message's lookups (a dozen per request) do not each walk every field. Tuples, which
+        the cyclic GC stops tracking (lists it tracks as long as a retained message lives)."""
         index: dict[str, list[str]] = {}
         for n, v in self.fields:
             index.setdefault(n.lower(), []).append(v)
-        return index
+        return {name: tuple(values) for name, values in index.items()}
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):

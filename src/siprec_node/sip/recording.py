@@ -19,7 +19,7 @@ from siprec_node.siprec.metadata_parser import DEFAULT_MAX_ELEMENTS, parse_metad
 from siprec_node.siprec.multipart import ExtractedBody, extract_body
 from siprec_node.siprec.recording_session import Party, RecordingSession, recognize_siprec
 from siprec_node.siprec.sdp import SessionDescription, parse_sdp
-from siprec_node.siprec.sdp_answer import NegotiatedStream, SdpAnswer, SdpAnswerer
+from siprec_node.siprec.sdp_answer import NegotiatedStream, SdpAnswerer
 
 PortSource = Callable[[], int]
 
@@ -128,7 +128,9 @@ class CallRecording:
         self.session = session
         self.is_siprec = is_siprec
         self.vendor_ids = dict(vendor_ids or {})
-        self.last: SdpAnswer | None = None
+        self.answer_body: bytes | None = None
+        """Our latest answer (or offer) as sent; not its parsed form, which a live call does not
+        need (its SDP objects were ~30 GC-tracked objects per call)."""
         self.awaiting_answer = False
         self.sdp_in_answer = True
         self.operator_paused = False
@@ -191,7 +193,7 @@ class CallRecording:
         recording.operator_paused = bool(data.get("operator_paused", False))
         last = data.get("answer_sdp")
         if last:  # our last answer as sent, for a re-INVITE without offer after the restart
-            recording.last = SdpAnswer(parse_sdp(last), last.encode(), recording.streams, False)
+            recording.answer_body = last.encode()
         return recording
 
     def _negotiate(
@@ -219,7 +221,11 @@ class CallRecording:
             raise
         except ValueError as exc:  # a malformed SDP that the parser could not use
             raise SdpError(str(exc)) from exc
-        self.last = answer
+        finally:
+            # The port source (a closure over the node's allocator) is set again before each
+            # negotiation: a live call need not hold it (and its cells) meanwhile.
+            self.answerer.ports = _no_port
+        self.answer_body = answer.body
         self.session.update_streams(answer.streams)
         return _stream_changes(before, {s.label or str(s.index): s for s in answer.streams})
 
@@ -292,8 +298,8 @@ class CallRecording:
 
     def answer_sdp(self) -> bytes:
         """The SDP body of our latest answer (or offer)."""
-        assert self.last is not None
-        return self.last.body
+        assert self.answer_body is not None
+        return self.answer_body
 
     @property
     def streams(self) -> tuple[NegotiatedStream, ...]:
@@ -333,7 +339,9 @@ class CallRecording:
             "vendor_ids": dict(self.vendor_ids),
             "awaiting_answer": self.awaiting_answer,
             "operator_paused": self.operator_paused,
-            "answer_sdp": self.last.body.decode("utf-8", "replace") if self.last else None,
+            "answer_sdp": (
+                self.answer_body.decode("utf-8", "replace") if self.answer_body else None
+            ),
         }
 
 
@@ -350,6 +358,12 @@ def _port_source(allocate: PortSource, exhausted: list[bool]) -> Callable[[int, 
             return 0
 
     return source
+
+
+def _no_port(index: int, label: str | None) -> int:
+    """The port source between negotiations: refuses (none is asked for then)."""
+    del index, label
+    return 0
 
 
 def _stream_changes(
