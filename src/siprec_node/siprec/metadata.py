@@ -237,8 +237,8 @@ class RecordingMetadata:
         mode = data.get("data_mode", "complete")
         return cls(
             data_mode="partial" if mode == "partial" else "complete",
-            groups=[Group(**g) for g in data.get("groups", [])],
-            sessions=[CommunicationSession(**s) for s in data.get("sessions", [])],
+            groups=[_element(Group, g) for g in data.get("groups", [])],
+            sessions=[_element(CommunicationSession, s) for s in data.get("sessions", [])],
             participants=[
                 Participant(
                     id=p["id"],
@@ -253,19 +253,27 @@ class RecordingMetadata:
                 )
                 for p in data.get("participants", [])
             ],
-            streams=[Stream(**s) for s in data.get("streams", [])],
+            streams=[_element(Stream, s) for s in data.get("streams", [])],
             session_recording_assocs=[
-                SessionRecordingAssoc(**a) for a in data.get("session_recording_assocs", [])
+                _element(SessionRecordingAssoc, a) for a in data.get("session_recording_assocs", [])
             ],
             participant_session_assocs=[
-                ParticipantSessionAssoc(**a) for a in data.get("participant_session_assocs", [])
+                _element(ParticipantSessionAssoc, a)
+                for a in data.get("participant_session_assocs", [])
             ],
             participant_stream_assocs=[
-                ParticipantStreamAssoc(**a) for a in data.get("participant_stream_assocs", [])
+                _element(ParticipantStreamAssoc, a)
+                for a in data.get("participant_stream_assocs", [])
             ],
             extensions=list(data.get("extensions", [])),
             warnings=list(data.get("warnings", [])),
         )
+
+
+def _element(cls: Any, data: dict[str, Any]) -> Any:
+    """An element from its :meth:`RecordingMetadata.to_dict` form; its lists are lists of its
+    own even when the form has tuples (a live call's snapshot keeps its lists as tuples)."""
+    return cls(**{k: list(v) if isinstance(v, tuple) else v for k, v in data.items()})
 
 
 _VENDOR_ID_NAMES = {
