@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgspec
+
 from siprec_node.siprec.metadata import Participant, RecordingMetadata, apply_update
 from siprec_node.siprec.sdp_answer import NegotiatedStream
 
@@ -93,11 +95,27 @@ class RecordingSession:
         self.call_id = call_id
         self.caller = caller or Party()
         self.callee = callee or Party()
-        self.metadata: RecordingMetadata | None = None
+        self._metadata: bytes | None = None
         self.streams: list[RecordedStream] = []
         self._dict_cache: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         if metadata is not None:
             self.apply_metadata(metadata)
+
+    @property
+    def metadata(self) -> RecordingMetadata | None:
+        """The metadata state, decoded afresh at each access (a copy: change it with
+        :meth:`apply_metadata` or by assigning).
+
+        Kept as its JSON: a live call would otherwise hold ~50 GC-tracked objects for it (the
+        elements, their dicts and lists), and full collections take as long as the objects
+        tracked. Decoding costs a few microseconds, a few times per call."""
+        if self._metadata is None:
+            return None
+        return _METADATA_DECODER.decode(self._metadata)
+
+    @metadata.setter
+    def metadata(self, value: RecordingMetadata | None) -> None:
+        self._metadata = None if value is None else _ENCODER.encode(value)
 
     # -- updates -------------------------------------------------------------------------
 
@@ -106,8 +124,9 @@ class RecordingSession:
     ) -> RecordingMetadata:
         """Apply a complete snapshot or a partial update; returns the new metadata. ``owned``:
         ``update`` is handed over (see ``metadata.apply_update``)."""
-        self.metadata = apply_update(self.metadata, update, owned=owned)
-        return self.metadata
+        metadata = apply_update(self.metadata, update, owned=owned)
+        self.metadata = metadata
+        return metadata
 
     def update_streams(self, negotiated: Iterable[NegotiatedStream]) -> None:
         """Take the streams of a new answer; pause state follows the SDP (hold = paused)."""
@@ -143,10 +162,13 @@ class RecordingSession:
 
     def participants(self) -> list[RecordedParticipant]:
         """Everyone the recording is about: metadata participants, else caller and callee."""
-        if self.metadata is not None and self.metadata.participants:
+        return self._participants(self.metadata)
+
+    def _participants(self, metadata: RecordingMetadata | None) -> list[RecordedParticipant]:
+        if metadata is not None and metadata.participants:
             return [
                 RecordedParticipant(p.id, p.display_name, p.aor, "metadata")
-                for p in self.metadata.participants
+                for p in metadata.participants
             ]
         return [
             RecordedParticipant("caller", self.caller.display_name, self.caller.uri, "sip"),
@@ -177,13 +199,14 @@ class RecordingSession:
     def _who_hears(self) -> _Hearing:
         """What :meth:`participants_for_stream` needs, computed once for all streams (a call's
         m-lines and metadata are the SRC's to choose: no per-stream scan of either)."""
-        everyone = self.participants()
+        metadata = self.metadata
+        everyone = self._participants(metadata)
         senders: dict[str, list[Participant]] = {}
         candidates = everyone
-        if self.metadata is not None:
-            senders = self.metadata.senders_by_label()
-            if self.metadata.participants:
-                active = {p.id for p in self.metadata.active_participants()}
+        if metadata is not None:
+            senders = metadata.senders_by_label()
+            if metadata.participants:
+                active = {p.id for p in metadata.active_participants()}
                 candidates = [p for p in everyone if p.id in active] or everyone
         positions: dict[int, int] = {}
         for position, recorded in enumerate(self.recorded_streams):
@@ -228,7 +251,9 @@ class RecordingSession:
             "call_id": self.call_id,
             "caller": vars(self.caller).copy(),
             "callee": vars(self.callee).copy(),
-            "metadata": self.metadata.to_dict() if self.metadata is not None else None,
+            "metadata": (
+                msgspec.json.decode(self._metadata) if self._metadata is not None else None
+            ),
             "streams": [
                 {
                     "index": s.index,
@@ -263,6 +288,10 @@ class RecordingSession:
             for s in data.get("streams", [])
         ]
         return session
+
+
+_ENCODER = msgspec.json.Encoder()
+_METADATA_DECODER = msgspec.json.Decoder(RecordingMetadata)
 
 
 @dataclass(frozen=True)
