@@ -353,15 +353,13 @@ class CallLifecycle:
     def _snapshot(self, call: Call) -> None:
         data = call.data
         data.updated_at = utc_now()
-        data.dialog = _frozen(call.dialog.to_dict())
-        data.recording = _frozen(call.recording.to_dict())
-        data.media = _frozen(
-            {
-                "ports": list(call.ports),
-                "streams": call.recording.media_snapshot(),
-                "state": call.media_state.to_dict() if call.media_state else None,
-            }
-        )
+        data.dialog = call.dialog.to_dict()
+        data.recording = call.recording.to_dict()
+        data.media = {
+            "ports": list(call.ports),
+            "streams": call.recording.media_snapshot(),
+            "state": call.media_state.to_dict() if call.media_state else None,
+        }
         data.version += 1
         self._effects.append(SaveSnapshot(data.snapshot()))
 
@@ -670,14 +668,3 @@ class CallLifecycle:
             return self._finished.get((request.call_id, to_tag))
         key = self._finished_by_remote.get((request.call_id, request.from_.tag))
         return self._finished.get(key) if key else None
-
-
-def _frozen(tree: Any) -> Any:
-    """A JSON tree with its lists made tuples (the same JSON): a live call keeps the trees of
-    its last snapshot, and the cyclic GC stops tracking tuples (and then dicts) that hold
-    only strings and numbers, where it tracks every list for as long as the call lives."""
-    if isinstance(tree, dict):
-        return {key: _frozen(value) for key, value in tree.items()}
-    if isinstance(tree, list | tuple):
-        return tuple(_frozen(value) for value in tree)
-    return tree

@@ -96,6 +96,7 @@ class RecordingSession:
         self.caller = caller or Party()
         self.callee = callee or Party()
         self._metadata: bytes | None = None
+        self._metadata_tree: dict[str, Any] | None = None
         self.streams: list[RecordedStream] = []
         self._dict_cache: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         if metadata is not None:
@@ -116,6 +117,14 @@ class RecordingSession:
     @metadata.setter
     def metadata(self, value: RecordingMetadata | None) -> None:
         self._metadata = None if value is None else _ENCODER.encode(value)
+        self._metadata_tree = None
+
+    def _metadata_dict(self) -> dict[str, Any] | None:
+        """The metadata's ``to_dict()`` form for snapshots, made once per change and shared by
+        them (no snapshot changes it), with tuples for lists: the GC stops tracking those."""
+        if self._metadata is not None and self._metadata_tree is None:
+            self._metadata_tree = _frozen(msgspec.json.decode(self._metadata))
+        return self._metadata_tree
 
     # -- updates -------------------------------------------------------------------------
 
@@ -251,9 +260,7 @@ class RecordingSession:
             "call_id": self.call_id,
             "caller": vars(self.caller).copy(),
             "callee": vars(self.callee).copy(),
-            "metadata": (
-                msgspec.json.decode(self._metadata) if self._metadata is not None else None
-            ),
+            "metadata": self._metadata_dict(),
             "streams": [
                 {
                     "index": s.index,
@@ -288,6 +295,15 @@ class RecordingSession:
             for s in data.get("streams", [])
         ]
         return session
+
+
+def _frozen(tree: Any) -> Any:
+    """A JSON tree with tuples for its lists (the same JSON)."""
+    if isinstance(tree, dict):
+        return {key: _frozen(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return tuple(_frozen(value) for value in tree)
+    return tree
 
 
 _ENCODER = msgspec.json.Encoder()
