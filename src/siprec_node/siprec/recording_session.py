@@ -243,13 +243,13 @@ class RecordingSession:
             self.call_id,
             self.caller,
             self.callee,
-            self.metadata,
+            self._metadata,
             tuple((s, s.paused) for s in self.streams),
         )
         cached = self._dict_cache
         if cached is not None and _same(cached[0], key):
             return cached[1]
-        result = self._build_dict()
+        result = _frozen(self._build_dict())  # tuples for lists: the GC stops tracking them
         self._dict_cache = (key, result)
         return result
 
@@ -337,7 +337,7 @@ class _Hearing:
 def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     """Whether two :meth:`RecordingSession.to_dict` keys name the same objects in the same
     state: metadata and streams are replaced, never changed in place, when the call changes
-    (``apply_update`` returns a new document; a stream's pause flag is compared by value)."""
+    (setting the metadata encodes it anew; a stream's pause flag is compared by value)."""
     if a[:4] != b[:4] or a[4] is not b[4] or len(a[5]) != len(b[5]):
         return False
     return all(x is y and px == py for (x, px), (y, py) in zip(a[5], b[5], strict=True))
