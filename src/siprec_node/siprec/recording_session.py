@@ -249,7 +249,7 @@ class RecordingSession:
         cached = self._dict_cache
         if cached is not None and _same(cached[0], key):
             return cached[1]
-        result = _frozen(self._build_dict())  # tuples for lists: the GC stops tracking them
+        result: dict[str, Any] = _frozen(self._build_dict())  # tuples: the GC stops tracking
         self._dict_cache = (key, result)
         return result
 
