@@ -188,7 +188,7 @@ def test_snapshot_round_trip_is_json_safe() -> None:
     # label 1 is not in this metadata: the first recorded stream is the first participant
     assert data["streams"][0]["participant_ids"] == ["Ap7Zr4LcQy2Xb9Nw1Fs6kA=="]
     restored = RecordingSession.from_dict(data)
-    # the same JSON (the metadata's lists are tuples in memory: see RecordingSession._metadata_dict)
+    # the same JSON (its lists are tuples in memory: see RecordingSession.to_dict)
     assert json.loads(json.dumps(restored.to_dict())) == data
     assert restored.metadata == session.metadata
     assert restored.streams[0].negotiated.srtp == session.streams[0].negotiated.srtp
