@@ -131,6 +131,19 @@ class _Gate:
         self.foreign = 0
 
 
+WAITING_ROUNDS = 8
+"""Reads of a closing stream's waiting datagrams at most (see ``LocalEngine._take_waiting``)."""
+
+
+def _waiting(sock: socket.socket) -> bool:
+    """Whether a datagram waits on ``sock`` (a peek, nothing taken)."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # BlockingIOError: nothing waiting
+        return False
+    return True
+
+
 class _Receiver(asyncio.DatagramProtocol):
     def __init__(self, on_datagram: Callable[[bytes, float], None], gate: _Gate) -> None:
         self.on_datagram = on_datagram
@@ -426,7 +439,10 @@ class LocalEngine:
     async def close_call(self, session_id: str, at: float) -> dict[int, dict[str, Any]]:
         """Stop receiving and close the files of every stream of ``session_id``."""
         out: dict[int, dict[str, Any]] = {}
-        for index, opened in list(self._calls.get(session_id, {}).items()):
+        streams = list(self._calls.get(session_id, {}).items())
+        for _, opened in streams:
+            self._take_waiting(opened)
+        for index, opened in streams:
             self._remove(opened)
             self._count_foreign(opened)
             for transport in opened.transports:
@@ -438,6 +454,30 @@ class LocalEngine:
             _report_write_errors(opened)
             out[index] = _stats_dict(opened.recorder)
         return out
+
+    def _take_waiting(self, opened: _Open) -> None:
+        """Record the datagrams waiting on a closing stream's sockets: they came before the
+        close (the SRC's last audio before its BYE) but a busy worker had not read them yet,
+        and closing the sockets would drop them."""
+        if self._rx is not None:
+            for _ in range(WAITING_ROUNDS):  # each drain reads up to 128 per ready socket
+                if not any(_waiting(sock) for sock in opened.sockets):
+                    return
+                self._drain()
+            return
+        for transport in opened.transports:
+            wrapped = transport.get_extra_info("socket")
+            protocol = transport.get_protocol()
+            if wrapped is None or not isinstance(protocol, _Receiver):
+                continue
+            # asyncio lends a wrapper without recvfrom: read through a duplicate descriptor
+            with socket.fromfd(wrapped.fileno(), wrapped.family, wrapped.type) as sock:
+                for _ in range(WAITING_ROUNDS * 128):
+                    try:
+                        data, addr = sock.recvfrom(RECV_SIZE, socket.MSG_DONTWAIT)
+                    except OSError:  # BlockingIOError: nothing (more) waiting
+                        break
+                    protocol.datagram_received(data, addr)
 
     async def stats(self, session_id: str) -> dict[int, dict[str, Any]]:
         """Live statistics of a call's streams."""

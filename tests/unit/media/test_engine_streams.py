@@ -3,6 +3,7 @@ call's requests touch."""
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from pathlib import Path
@@ -101,5 +102,32 @@ async def test_a_failed_open_removes_the_files_it_created_and_nothing_else(
             "stream-0.wav",
         ]
         assert engine.open_streams == 0
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize("receive_path", ["python", "auto"])
+async def test_datagrams_waiting_unread_at_close_are_recorded(
+    tmp_path: Path, receive_path: str
+) -> None:
+    """A worker busy elsewhere has not read a call's last packets when its close comes: they
+    were sent before the BYE and belong in the recording, not dropped with the socket."""
+    import struct
+
+    engine = LocalEngine(receive_path)
+    await engine.start()
+    try:
+        rtp, rtcp = _pair()
+        rtp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)  # room for all 200
+        port = rtp.getsockname()[1]
+        spec = dataclasses.replace(_spec(tmp_path / "a", "a", 0), epoch=time.time())
+        await engine.open_stream(spec, rtp, rtcp)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for seq in range(200):  # more than one drain's 128 per socket; no await: none read
+            header = struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0x1234)
+            sender.sendto(header + bytes([0x55]) * 160, ("127.0.0.1", port))
+        sender.close()
+        closed = await engine.close_call("a", time.time())
+        assert closed[0]["packets"] == 200
     finally:
         await engine.stop()
