@@ -22,6 +22,7 @@ from siprec_node.recorder.config import HandlerConfig
 from siprec_node.recorder.driver import CallDriver
 from siprec_node.recorder.finalisations import Finalisations
 from siprec_node.recorder.finalise_pool import (
+    NICENESS,
     FinaliseDone,
     FinaliseJob,
     FinalisePool,
@@ -211,6 +212,8 @@ async def test_a_killed_pool_process_is_replaced_and_the_call_finalised_once(
     await _until(lambda: list(tmp_path.glob("started-*")))
     pid = int(next(tmp_path.glob("started-*")).name.split("-")[1])
     assert pid != os.getpid() and pid in driver.finalise_pool.pids()
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, ours + NICENESS)  # SIP goes first
     (tmp_path / "slow").unlink()
     os.kill(pid, signal.SIGKILL)
     assert await first is None  # failed: BrokenProcessPool, retried by Finalisations
