@@ -108,3 +108,15 @@ async def test_without_linger_each_snapshot_is_written_when_the_writer_runs() ->
     assert await writer.flush(5)
     assert [s.version for s in store.saved] == [0, 1]
     await writer.close()
+
+
+async def test_the_snapshot_of_a_call_that_is_over_is_written_without_lingering() -> None:
+    store = Recording()
+    writer = SnapshotWriter(store, linger=5.0)
+    live = CallData("s-1", "c-1", "rec-1", status=CallStatus.ACTIVE)
+    writer.submit(live)
+    live.status, live.version = CallStatus.FINALISING, 1
+    writer.submit(live)  # the BYE: what finalising it elsewhere needs goes out now
+    assert await writer.flush(1)
+    assert [(s.status, s.version) for s in store.saved] == [(CallStatus.FINALISING, 1)]
+    await writer.close()
