@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import struct
 import time
@@ -82,7 +83,15 @@ async def test_hundreds_of_opens_and_closes_at_once(tmp_path: Path) -> None:
                     sources=["127.0.0.1"],
                 )
                 jobs.append(engine.open_stream(spec, rtp, rtcp))
-        await asyncio.gather(*jobs)
+        # The worker stopped while the burst goes out, as one busy elsewhere would be: the opens
+        # must meet a full queue however fast the worker is (it kept up with the burst once).
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            opening = asyncio.gather(*jobs)
+            await asyncio.sleep(0.3)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await opening
         assert _fds(pid) >= baseline + CALLS * STREAMS * 2
 
         sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
