@@ -113,6 +113,7 @@ class SnapshotWriter:
             if not self._pending:
                 self._idle.set()
                 self._wakeup.clear()
+                self._hurry.clear()  # its snapshot is written: the next wake lingers
                 await self._wakeup.wait()
                 await self._linger()
                 continue

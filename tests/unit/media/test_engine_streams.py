@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import struct
 import time
 from pathlib import Path
 
@@ -112,8 +113,6 @@ async def test_datagrams_waiting_unread_at_close_are_recorded(
 ) -> None:
     """A worker busy elsewhere has not read a call's last packets when its close comes: they
     were sent before the BYE and belong in the recording, not dropped with the socket."""
-    import struct
-
     engine = LocalEngine(receive_path)
     await engine.start()
     try:
