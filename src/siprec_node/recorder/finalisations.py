@@ -27,8 +27,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
+import itertools
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +60,7 @@ class _Pending:
     state: MediaState
     session: RecordingSession | None
     failures: int = 0
-    due: float = 0.0
+    due: float = float("inf")
     delay: float = 0.0
     save: bool = True
     waiting: bool = False
@@ -117,6 +120,13 @@ class Finalisations:
         self._attempts: set[asyncio.Task[None]] = set()
         self.deferrals = 0
         """Finalisations deferred because the pool's queue was full."""
+        # Nothing here walks every pending recording per event: with the pool's queue full a
+        # node can hold thousands, and room() comes with each finished finalisation.
+        self._timers: list[tuple[float, int, _Pending]] = []
+        """Heap of (due, seq, pending); an entry whose due is no longer its pending's is stale."""
+        self._seq = itertools.count()
+        self._waiting: deque[_Pending] = deque()
+        """Deferred for room in the pool's queue, first deferred first."""
 
     # -- the call's status -------------------------------------------------------------------
 
@@ -168,7 +178,7 @@ class Finalisations:
         pending.delay = (
             self.retry_initial if pending.delay <= 0 else min(pending.delay * 2, self.retry_max)
         )
-        pending.due = self._clock() + pending.delay
+        self._due(pending, self._clock() + pending.delay)
         log.warning(
             "recording_finalise_failed",
             session_id=data.session_id,
@@ -191,19 +201,19 @@ class Finalisations:
             log.info(
                 "recording_finalise_deferred", session_id=data.session_id, call_id=data.call_id
             )
-        pending.waiting = True
         pending.due = float("inf")  # until room() says the queue has room
+        if not pending.waiting:
+            pending.waiting = True
+            self._waiting.append(pending)
 
     def room(self) -> None:
-        """The pool's queue has room again: the deferred finalisations are due."""
-        now = self._clock()
-        woken = False
-        for pending in self.pending.values():
-            if pending.waiting:
-                pending.due = min(pending.due, now)
-                woken = True
-        if woken:
+        """The pool's queue has room again: the deferred finalisations go in, oldest first."""
+        if self._waiting:
             self._wake_loop()
+
+    def _due(self, pending: _Pending, due: float) -> None:
+        pending.due = due
+        heapq.heappush(self._timers, (due, next(self._seq), pending))
 
     def note_write_errors(
         self, data: CallData, stats: dict[int, dict[str, Any]], call_log: Any
@@ -238,7 +248,9 @@ class Finalisations:
             self._save(data)
             return False
         if data.session_id not in self.pending:
-            self.pending[data.session_id] = _Pending(data, state, _session_of(data))
+            pending = _Pending(data, state, _session_of(data))
+            self.pending[data.session_id] = pending
+            self._due(pending, self._clock())
             self.recovered += 1
             log.info("recording_finalise_resumed", session_id=data.session_id, parts=state.parts)
         self._wake_loop()
@@ -308,9 +320,9 @@ class Finalisations:
                 directory=str(item.directory),
                 parts=str(item.parts),
             )
-            self.pending[data.session_id] = _Pending(
-                data, state, _session_of(data), save=stored is None
-            )
+            pending = _Pending(data, state, _session_of(data), save=stored is None)
+            self.pending[data.session_id] = pending
+            self._due(pending, self._clock())
             self.recovered += 1
             found.append(str(item.parts))
             log.warning(
@@ -329,7 +341,8 @@ class Finalisations:
         """Try every pending finalisation now (the disk has room again)."""
         now = self._clock()
         for pending in self.pending.values():
-            pending.due = min(pending.due, now)
+            if pending.due > now:
+                self._due(pending, now)
         self._wake_loop()
 
     def _wake_loop(self) -> None:
@@ -365,26 +378,40 @@ class Finalisations:
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
-            now = self._clock()
-            due = [p for p in self.pending.values() if p.due <= now]
-            started, free = 0, self._free_slots()
-            for pending in due:
-                if pending.waiting and started >= free:
-                    pending.due = float("inf")  # the next room() makes it due again
-                    continue
-                pending.due = float("inf")  # until failed() or deferred() decides again
-                pending.waiting = False
-                task = loop.create_task(self._attempt(pending))
-                self._attempts.add(task)
-                task.add_done_callback(self._attempts.discard)
+            started = 0
+            for pending in self._take_due(self._clock()):
+                self._start(loop, pending)
                 started += 1
+            free = self._free_slots() - started
+            while self._waiting and free > 0:
+                pending = self._waiting.popleft()
+                if not pending.waiting or self.pending.get(pending.data.session_id) is not pending:
+                    continue  # started by wake() meanwhile, or done
+                self._start(loop, pending)
+                started += 1
+                free -= 1
             if started:
                 await asyncio.sleep(0)  # the attempts take their place in the pool's queue
                 continue
-            wait = min((p.due - now for p in self.pending.values()), default=None)
+            wait = self._timers[0][0] - self._clock() if self._timers else None
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), wait)
+
+    def _take_due(self, now: float) -> list[_Pending]:
+        due = []
+        while self._timers and self._timers[0][0] <= now:
+            when, _, pending = heapq.heappop(self._timers)
+            if pending.due == when and self.pending.get(pending.data.session_id) is pending:
+                due.append(pending)
+        return due
+
+    def _start(self, loop: asyncio.AbstractEventLoop, pending: _Pending) -> None:
+        pending.due = float("inf")  # until failed() or deferred() decides again
+        pending.waiting = False
+        task = loop.create_task(self._attempt(pending))
+        self._attempts.add(task)
+        task.add_done_callback(self._attempts.discard)
 
     async def _attempt(self, pending: _Pending) -> None:
         if pending.failures:

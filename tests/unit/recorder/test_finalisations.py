@@ -109,3 +109,44 @@ async def test_no_recording_state_closes_the_call(tmp_path: Path) -> None:
     work.hold(data, CallStatus.ENDED)
     assert not work.resume(data)
     assert data.status == CallStatus.ENDED and saved == [data]
+
+
+async def test_deferred_finalisations_go_in_oldest_first_as_room_comes(tmp_path: Path) -> None:
+    """A full queue defers calls; each room() lets in as many as the queue has room for, in
+    the order they were deferred, and the ones still waiting are not tried meanwhile."""
+    room = [0]
+    tried: list[str] = []
+    work: Finalisations
+
+    async def finalise(data: CallData, state: MediaState | None, session: Any) -> Any:
+        assert state is not None
+        tried.append(data.session_id)
+        if room[0] <= 0:
+            work.deferred(data, state, session)
+            return None
+        room[0] -= 1
+        work.done(data, state)
+        return object()
+
+    work = Finalisations(finalise, lambda d: None, free_slots=lambda: room[0])
+    work.start()
+    calls = [_call(tmp_path, f"s-{i}") for i in range(50)]
+    for data, state in calls:
+        work.hold(data, CallStatus.ENDED)
+        await finalise(data, state, None)
+    assert work.backlog == 50 and work.deferrals == 50
+    tried.clear()
+    for batch in range(5):
+        room[0] = 3
+        work.room()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert tried == [f"s-{i}" for i in range(batch * 3, batch * 3 + 3)], tried
+        tried.clear()
+    assert work.backlog == 35 and work.deferrals == 50  # no attempt was deferred again
+    room[0] = 100
+    work.room()
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert work.backlog == 0 and [d.status for d, _ in calls] == [CallStatus.ENDED] * 50
+    await work.stop()
