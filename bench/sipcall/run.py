@@ -1,7 +1,7 @@
 """CPU per call of the SIP process, apart from the network: SIPREC calls through the real code.
 
     python bench/sipcall/run.py [--calls 2000] [--live 2000] [--mode core|driver|both]
-                                [--log-level info] [--profile] [--top 25]
+                                [--log-level info] [--profile] [--top 25] [--no-gc-aging]
 
 Each call is the one bench/e2e's SIPp scenario (``bench/e2e/siprec_e2e.xml``) makes: the
 two-stream multipart INVITE with RFC 7865 metadata, the ACK of the 200, the BYE. ``--live``
@@ -30,13 +30,18 @@ growth of the objects the cyclic GC tracks (``len(gc.get_objects())``, each coun
 generation-2 collections of a loaded node long, and independent of the machine's load; the
 full collection's time with the ``--live`` calls up is printed beside it (the best of five
 ``gc.collect()``, wall time: a loaded machine inflates it), with the process's tracked
-objects. ``--objects-by-type`` prints the types that grew most, per live call.
+objects. ``--objects-by-type`` prints the types that grew most, per live call. The collector's
+pauses while the measured calls run (the node's ``gc_watch.GcWatch``) are counted too: full
+collections and their time, and the time of every collection per call with the longest pause.
+Driver mode runs the node's GC aging (start-up objects frozen, the survivors frozen every second:
+``gc_watch.py``); ``--no-gc-aging`` leaves CPython's collections as they come.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import gc
 import io
@@ -48,9 +53,11 @@ import tempfile
 import textwrap
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from siprec_node.gc_watch import GcWatch, freeze_startup
 from siprec_node.log import configure_logging
 from siprec_node.sip.call_control import CallControl
 from siprec_node.sip.calls import CallControlConfig
@@ -453,9 +460,10 @@ class GcCount:
 
     def __init__(self, by_type: bool) -> None:
         self.by_type = by_type
-        gc.collect()
-        self.before = len(gc.get_objects())
-        self.types_before = self._types() if by_type else Counter()
+        with _thawed():
+            gc.collect()
+            self.before = len(gc.get_objects())
+            self.types_before = self._types() if by_type else Counter()
 
     @staticmethod
     def _types() -> Counter[str]:
@@ -465,25 +473,63 @@ class GcCount:
         )
 
     def done(self, live: int) -> dict[str, Any]:
-        gc.collect()
-        total = len(gc.get_objects())
-        grown = total - self.before
-        best = float("inf")
-        for _ in range(5):
-            start = time.perf_counter()
+        with _thawed():
             gc.collect()
-            best = min(best, time.perf_counter() - start)
-        out: dict[str, Any] = {
-            "objects_per_live": grown / max(live, 1),
-            "objects": total,
-            "full_gc_ms": best * 1e3,
-        }
-        if self.by_type:
-            out["types_per_live"] = {
-                name: count / max(live, 1)
-                for name, count in (self._types() - self.types_before).most_common()
+            total = len(gc.get_objects())
+            grown = total - self.before
+            best = float("inf")
+            for _ in range(5):
+                start = time.perf_counter()
+                gc.collect()
+                best = min(best, time.perf_counter() - start)
+            out: dict[str, Any] = {
+                "objects_per_live": grown / max(live, 1),
+                "objects": total,
+                "full_gc_ms": best * 1e3,
             }
+            if self.by_type:
+                out["types_per_live"] = {
+                    name: count / max(live, 1)
+                    for name, count in (self._types() - self.types_before).most_common()
+                }
         return out
+
+
+@contextlib.contextmanager
+def _thawed() -> Iterator[None]:
+    """Every object within the collector's reach (counted, collected), frozen again after
+    when some were (the node's GC aging, gc_watch.py)."""
+    frozen = gc.get_freeze_count()
+    gc.unfreeze()
+    try:
+        yield
+    finally:
+        if frozen:
+            gc.freeze()
+
+
+class GcPauses:
+    """The collector's pauses over the measured calls (the node's ``GcWatch``), and in driver
+    mode the node's GC aging running on the loop unless ``--no-gc-aging``."""
+
+    def __init__(self, aging: bool) -> None:
+        self.watch = GcWatch(long_pause=float("inf"))
+        self.aging = aging
+
+    def start(self) -> None:
+        self.watch.install()
+        if self.aging:
+            self.watch.start_reporting(age_interval=1.0)
+
+    def done(self, calls: int) -> dict[str, Any]:
+        self.watch.uninstall()
+        w = self.watch
+        return {
+            "gc_full": w.count[2],
+            "gc_full_ms": w.seconds[2] * 1e3,
+            "gc_us_per_call": sum(w.seconds) / max(calls, 1) * 1e6,
+            "gc_longest_ms": w.longest * 1e3,
+        }
 
 
 def run_core(
@@ -515,8 +561,17 @@ def run_core(
 
 
 async def run_driver(
-    scenario: Scenario, calls: int, live: int, profiler: cProfile.Profile | None, by_type: bool
+    scenario: Scenario,
+    calls: int,
+    live: int,
+    profiler: cProfile.Profile | None,
+    by_type: bool,
+    aging: bool,
 ) -> Any:
+    pauses = GcPauses(aging)
+    if aging:
+        freeze_startup()  # as the node does once it listens
+        pauses.start()
     recordings = tempfile.mkdtemp(prefix="sipcall-bench-")
     bench = DriverRun(recordings)
     scenario.prepare(live + calls)
@@ -531,6 +586,11 @@ async def run_driver(
     await bench.settle()
     rss_per_live = (rss_kb() - rss) / max(live, 1)
     gc_figures = objects.done(live)
+    if not aging:
+        pauses.start()
+    pauses.watch.count = [0, 0, 0]
+    pauses.watch.seconds = [0.0, 0.0, 0.0]
+    pauses.watch.longest = 0.0
     start = time.process_time()
     if profiler is not None:
         profiler.enable()
@@ -543,6 +603,8 @@ async def run_driver(
     if profiler is not None:
         profiler.disable()
     cpu = time.process_time() - start
+    gc_figures.update(pauses.done(calls))
+    gc.unfreeze()
     live_now = bench.live
     await bench.driver.close(timeout=5)
     import shutil
@@ -561,7 +623,7 @@ def measure(
         cpu, live, rss, gc_figures = run_core(scenario, args.calls, args.live, profiler, by_type)
     else:
         cpu, live, rss, gc_figures = asyncio.run(
-            run_driver(scenario, args.calls, args.live, profiler, by_type)
+            run_driver(scenario, args.calls, args.live, profiler, by_type, args.gc_aging)
         )
     result: dict[str, Any] = {
         "mode": mode,
@@ -591,6 +653,13 @@ def main() -> None:
         "--objects-by-type",
         action="store_true",
         help="the types of the GC-tracked objects grown per live call (top --top)",
+    )
+    parser.add_argument(
+        "--no-gc-aging",
+        dest="gc_aging",
+        action="store_false",
+        help="driver mode without the node's GC aging (gc_watch.py): CPython's collections as"
+        " they come",
     )
     parser.add_argument(
         "--without-snapshots",
@@ -624,15 +693,25 @@ def main() -> None:
     print(
         "| mode | CPU µs per call | log lines per call | live calls at the end"
         " | RSS per live call (KB, first run) | GC objects per live call"
-        f" | GC-tracked objects with {args.live} live | full gc.collect() ms with them |"
+        f" | GC-tracked objects with {args.live} live | full gc.collect() ms with them"
+        " | full collections while measured (ms in all) | GC µs per call (longest ms) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for plain, _ in rows:
+        pauses = (
+            f"{plain['gc_full']} ({plain['gc_full_ms']:,.0f}) | "
+            f"{plain['gc_us_per_call']:,.0f} ({plain['gc_longest_ms']:.0f})"
+            if "gc_full" in plain
+            else "- | -"
+        )
+        label = plain["mode"] + (
+            "" if plain["mode"] == "core" or args.gc_aging else ", no GC aging"
+        )
         print(
-            f"| {plain['mode']} | {plain['cpu_us_per_call']:,.0f} | "
+            f"| {label} | {plain['cpu_us_per_call']:,.0f} | "
             f"{plain['log_lines_per_call']:.1f} | {plain['live']} | "
             f"{plain['rss_kb_per_live']:.0f} | {plain['objects_per_live']:.1f} | "
-            f"{plain['objects']:,} | {plain['full_gc_ms']:.0f} |"
+            f"{plain['objects']:,} | {plain['full_gc_ms']:.0f} | {pauses} |"
         )
     print()
     if args.objects_by_type:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -61,3 +62,48 @@ def test_start_up_objects_are_frozen_out_of_later_collections() -> None:
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0
+
+
+def test_aging_freezes_survivors_and_the_full_collection_frees_cycles_left_frozen() -> None:
+    watch = GcWatch()
+    kept = [_Node() for _ in range(1000)]
+    try:
+        frozen = watch.age()
+        assert frozen >= 1000 and gc.get_freeze_count() == frozen
+        tracked = {id(o) for o in gc.get_objects()}
+        assert not any(id(node) in tracked for node in kept)  # out of every collection
+        gc.collect()
+        assert gc.get_freeze_count() == frozen
+        freed = gc.collect()
+        del kept  # cycles, now garbage, frozen: no ordinary collection frees them
+        assert gc.collect() == freed == 0
+        with capture_logs() as logs:
+            collected = watch.full()
+        assert collected >= 1000 and watch.full_collected == collected
+        assert [e["event"] for e in logs] == ["gc_full_collection"]
+        assert logs[0]["collected"] == collected and logs[0]["frozen"] > 0
+    finally:
+        gc.unfreeze()
+
+
+async def test_the_loop_ages_every_interval_and_collects_everything_every_full_interval() -> None:
+    watch = GcWatch()
+    try:
+        with capture_logs() as logs:
+            watch.start_reporting(0.05, age_interval=0.01, full_interval=0.1)
+            await asyncio.sleep(0.35)
+            watch.uninstall()
+        assert gc.get_freeze_count() > 0  # aged
+        full = [e for e in logs if e["event"] == "gc_full_collection"]
+        assert 2 <= len(full) <= 4 and watch.full_collections == len(full)
+    finally:
+        gc.unfreeze()
+
+
+async def test_without_aging_nothing_is_frozen() -> None:
+    gc.unfreeze()
+    watch = GcWatch()
+    watch.start_reporting(0.01, age_interval=None)
+    await asyncio.sleep(0.05)
+    watch.uninstall()
+    assert gc.get_freeze_count() == 0 and watch.full_collections == 0
