@@ -161,6 +161,7 @@ _VIA_PROTOCOL = re.compile(
 HEADER_END = re.compile(rb"\n\r?\n")
 
 
+@functools.lru_cache(maxsize=512)  # ~150 lookups per call, of a few dozen names
 def canonical_name(name: str) -> str:
     """The canonical spelling of a header name (compact forms expanded)."""
     lower = name.lower()
@@ -473,7 +474,7 @@ def parse_message(
             continue
         name, colon, value = line.partition(":")
         name = name.strip(_SP_HT)
-        if not colon or not name or any(c not in _TOKEN_CHARS for c in name):
+        if not colon or not name or not _TOKEN_CHARS.issuperset(name):
             raise SipParseError(f"malformed header line: {line[:60]!r}")
         fields.append((canonical_name(name), value.strip(_SP_HT)))
     headers = Headers(tuple(fields))
@@ -563,7 +564,7 @@ def _build(start_line: str, headers: Headers, body: bytes) -> SipMessage:
     if len(parts) != 3:
         raise SipParseError(f"malformed request line: {start_line[:60]!r}")
     method, uri, version = parts[0], parts[1], parts[2].strip(_SP_HT)
-    if any(c not in _TOKEN_CHARS for c in method):
+    if not _TOKEN_CHARS.issuperset(method):
         raise SipParseError(f"bad method {method[:20]!r}")
     if version.upper() != SIP_VERSION:
         raise SipParseError(f"unsupported version {version[:20]!r}", status=505)
@@ -700,7 +701,7 @@ def error_response_for(
         raw_name, colon, raw_value = line.partition(b":")
         name = raw_name.strip(b" \t").decode("latin-1")
         value = raw_value.strip(b" \t")
-        if not colon or not name or any(c not in _TOKEN_CHARS for c in name):
+        if not colon or not name or not _TOKEN_CHARS.issuperset(name):
             continue
         canon = canonical_name(name)
         if canon in found and value and b"\x00" not in value:  # NUL could truncate the answer

@@ -51,6 +51,8 @@ def format_params(params: dict[str, str | None]) -> str:
 
 def split_quoted(text: str, sep: str) -> list[str]:
     """Split on ``sep`` outside double quotes and angle brackets."""
+    if '"' not in text and ("<" not in text or sep not in text):
+        return text.split(sep)  # nothing quoted or bracketed to step over (most values)
     parts: list[str] = []
     depth = 0
     quoted = False

@@ -139,6 +139,15 @@ def test_split_quoted_ignores_separators_in_quotes_and_brackets() -> None:
         " sip:c@h",
     ]
     assert split_quoted("a;b", ",") == ["a;b"]
+    # the shortcuts: nothing quoted or bracketed, or brackets without the separator
+    assert split_quoted("SIP/2.0/UDP h;branch=z9;rport", ";") == [
+        "SIP/2.0/UDP h",
+        "branch=z9",
+        "rport",
+    ]
+    assert split_quoted("<sip:a@h;x=1>", ",") == ["<sip:a@h;x=1>"]
+    assert split_quoted("<sip:a@h;x=1>;tag=9", ";") == ["<sip:a@h;x=1>", "tag=9"]
+    assert split_quoted("a > b;c", ";") == ["a > b", "c"]
 
 
 @pytest.mark.parametrize(
