@@ -286,6 +286,7 @@ class Node:
             except OSError as exc:
                 raise StartupError(f"http.listen {http_address}: {exc.strerror or exc}") from exc
         frozen = freeze_startup()  # out of every later collection (gc_watch.py)
+        self.gc_watch.frozen = frozen
         self.gc_watch.install()
         self.gc_watch.start_reporting()
         log.info(

@@ -23,7 +23,9 @@ objects are, when it ends: its full collections free a handful of objects at mos
 reference cycle that became garbage after its objects were frozen waits, for the full
 collection of everything, frozen included, made every ``FULL_INTERVAL`` seconds
 (:meth:`GcWatch.full`, one ``gc_full_collection`` line saying how long it took and what it
-freed). ``siprec_gc_frozen_objects`` says how many objects are frozen.
+freed). ``siprec_gc_frozen_objects`` says how many objects were frozen at start-up or after the
+last full collection: counting them walks them all (``gc.get_freeze_count`` took 36 ms with
+2,000 live calls), so nothing counts them more often.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class GcWatch(Collector):
 
     def __init__(self, long_pause: float = LONG_PAUSE) -> None:
         self.long_pause = long_pause
+        self.frozen = 0
+        """Frozen objects counted at start-up (the node sets it) or after the last :meth:`full`."""
         self.full_collections = 0
         self.full_collected = 0
         """Objects the full collections of :meth:`full` freed (cycles that waited for them)."""
@@ -109,11 +113,12 @@ class GcWatch(Collector):
             )
         return len(long)
 
-    def age(self) -> int:
-        """Free the young cycles, then freeze every object alive; how many are frozen."""
+    @staticmethod
+    def age() -> None:
+        """Free the young cycles, then freeze every object alive (both cheap: the young
+        generations only, and a merge of lists)."""
         gc.collect(1)
         gc.freeze()
-        return gc.get_freeze_count()
 
     def full(self) -> int:
         """Collect everything, frozen objects included, then freeze the survivors again; the
@@ -122,13 +127,12 @@ class GcWatch(Collector):
         gc.unfreeze()
         collected = gc.collect()
         gc.freeze()
+        took = time.perf_counter() - started
+        self.frozen = gc.get_freeze_count()
         self.full_collections += 1
         self.full_collected += collected
         log.info(
-            "gc_full_collection",
-            ms=round((time.perf_counter() - started) * 1000, 1),
-            collected=collected,
-            frozen=gc.get_freeze_count(),
+            "gc_full_collection", ms=round(took * 1000, 1), collected=collected, frozen=self.frozen
         )
         return collected
 
@@ -187,7 +191,7 @@ class GcWatch(Collector):
         yield longest
         frozen = GaugeMetricFamily(
             "siprec_gc_frozen_objects",
-            "Objects moved out of the collector's reach (start-up's and the aged survivors)",
+            "Objects out of the collector's reach, counted at start-up or the last full collection",
         )
-        frozen.add_metric([], gc.get_freeze_count())
+        frozen.add_metric([], self.frozen)
         yield frozen
