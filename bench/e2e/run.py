@@ -62,7 +62,12 @@ use them in a run of their own. `--no-rtp` sends no media (the issue's first mea
 recordings are then judged `no_rtp`, which is expected). `--keep` keeps the work folder
 (recordings, node and SIPp logs). `--json` also prints every figure as JSON.
 
-The machine is shared: the load average before and after each store's run is printed with it.
+The machine is shared: the load average before and after each store's run is printed with it,
+and so is what creating a file and a folder costs on the disk of the work folder (CPU µs, the
+kernel's), before the node starts and in its recordings folder after: a stream's open and close
+and a call's parts folder are mostly such creations, and on the machine of RESULTS.md they cost
+20-50 µs on a fresh part of the filesystem and 400-800 µs where recordings had filled it, which
+moved every figure of a run. Compare runs whose disks cost alike.
 A default run takes about 2.5 minutes when the node keeps up (60 s of calls per store plus
 start-up and checks); while it collapses (SIPp waiting out INVITE timeouts, finalisations
 queued) it took about 5 minutes on the 2-core machine of RESULTS.md.
@@ -133,6 +138,25 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def fs_probe(folder: Path, files: int = 200, dirs: int = 20) -> str:
+    """CPU µs of one file create and of one mkdir in a new folder under ``folder`` (the
+    kernel's CPU, so little disturbed by the load): what a stream's open and close and a
+    call's parts folder cost on this disk. On the 2-CPU guest of RESULTS.md they ranged from
+    20-50 µs to 400-800 µs on the same ext4 filesystem, higher where recordings had filled it."""
+    probe = Path(tempfile.mkdtemp(prefix="fs-probe-", dir=folder))
+    try:
+        start = time.process_time()
+        for i in range(files):
+            os.close(os.open(probe / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        made = time.process_time()
+        for i in range(dirs):
+            (probe / f"d{i}").mkdir()
+        done = time.process_time()
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    return f"{(made - start) / files * 1e6:.0f} / {(done - made) / dirs * 1e6:.0f}"
 
 
 def cpu_s(path: str) -> float:
@@ -586,9 +610,10 @@ def run_phase(
     args: argparse.Namespace, work: Path, sender_bin: Path, store: str, url: str
 ) -> dict[str, Any]:
     load_before = loadavg()
+    fs_before = fs_probe(work)
     node, sip_port, http_port = start_node(args, work, store, url)
     pid = node.proc.pid
-    result: dict[str, Any] = {"store": store, "load_before": load_before}
+    result: dict[str, Any] = {"store": store, "load_before": load_before, "fs_before": fs_before}
     sender = spy = None
     try:
         time.sleep(1.0)  # let the node settle (first heartbeat, worker start-up)
@@ -678,6 +703,7 @@ def run_phase(
         node.finish()
     result["node_exit"] = code
     result["load_after"] = loadavg()
+    result["fs_after"] = fs_probe(work / "recordings" if (work / "recordings").is_dir() else work)
     if args.profile == "cprofile":
         result["profile"] = summarise_cprofile(work / "node.cprofile")
     result.update(
@@ -1059,6 +1085,11 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         ),
     )
     row("load average before → after", "", lambda r: f"{r['load_before']} → {r['load_after']}")
+    row(
+        "disk: µs CPU per file create / mkdir, before → after",
+        "",
+        lambda r: f"{r['fs_before']} → {r['fs_after']}",
+    )
     headers = ["", *[f"{r['store']} store" for r in results], "target"]
     body = [[name, *cells, target] for name, cells, target in rows]
     widths = [max(len(str(line[i])) for line in [headers, *body]) for i in range(len(headers))]
