@@ -157,8 +157,9 @@ class GcWatch(Collector):
                 now = loop.time()
                 if age_interval is not None:
                     if now >= full_due:
-                        full_due = now + full_interval
                         self.full()
+                        # from its end: a full collection can outlast a short interval
+                        full_due = loop.time() + full_interval
                     else:
                         self.age()
                 if now >= report_due:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 
 from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
@@ -88,15 +89,37 @@ def test_aging_freezes_survivors_and_the_full_collection_frees_cycles_left_froze
 
 
 async def test_the_loop_ages_every_interval_and_collects_everything_every_full_interval() -> None:
+    # Waits for events, not for a wall-clock window: in a full test run the process holds
+    # ~220,000 objects and one full collection takes ~0.2 s, longer than the intervals here.
     watch = GcWatch()
+    ages: list[float] = []
+    fulls: list[float] = []
+    loop = asyncio.get_running_loop()
+    age, full = watch.age, watch.full
+
+    def counted_age() -> None:
+        ages.append(loop.time())
+        age()
+
+    def counted_full() -> int:
+        fulls.append(loop.time())
+        return full()
+
+    watch.age = counted_age  # type: ignore[method-assign]
+    watch.full = counted_full  # type: ignore[method-assign]
     try:
         with capture_logs() as logs:
             watch.start_reporting(0.05, age_interval=0.01, full_interval=0.1)
-            await asyncio.sleep(0.35)
+            deadline = loop.time() + 30
+            while len(fulls) < 3 and loop.time() < deadline:
+                await asyncio.sleep(0.01)
             watch.uninstall()
         assert gc.get_freeze_count() > 0  # aged
-        full = [e for e in logs if e["event"] == "gc_full_collection"]
-        assert 2 <= len(full) <= 4 and watch.full_collections == len(full)
+        logged = [e for e in logs if e["event"] == "gc_full_collection"]
+        assert len(fulls) >= 3 and watch.full_collections == len(logged) == len(fulls)
+        for before, after in itertools.pairwise(fulls):
+            assert after - before >= 0.1
+            assert any(before < t < after for t in ages)  # aged in between, not collected
     finally:
         gc.unfreeze()
 
