@@ -96,7 +96,9 @@ def handler_config(settings: Settings, call_store: CallStore | None = None) -> H
         source_check=settings.media.source_check,
         allow_sources=tuple(settings.sip.allow_sources),
         codecs=tuple(settings.media.codecs),
-        timers=TimerConfig(),
+        timers=TimerConfig(
+            t1=settings.sip.timer_t1.total_seconds(), t2=settings.sip.timer_t2.total_seconds()
+        ),
         max_message_size=settings.sip.max_message_size,
         max_headers=settings.sip.max_headers,
         max_metadata_elements=settings.sip.max_metadata_elements,

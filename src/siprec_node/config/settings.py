@@ -263,12 +263,34 @@ class SipSettings(_Section):
     caps it at ``net.core.rmem_max`` unless the node runs with CAP_NET_ADMIN; the size granted
     is logged at start (``sip_udp_receive_buffer``, or a warning when capped)."""
 
+    timer_t1: Duration = timedelta(milliseconds=500)
+    """RFC 3261's T1, the round-trip estimate: on UDP the node's requests and 2xx answers are
+    sent again after T1, 2*T1, ... (capped at ``timer_t2``), and a request or 2xx never answered
+    or acknowledged is given up after 64*T1 (Timers B, F, H, L: 32 s by default). Larger on
+    links slower than 500 ms; smaller only where every SRC is near. 10ms to 10s."""
+    timer_t2: Duration = timedelta(seconds=4)
+    """RFC 3261's T2: the longest wait between two sends of a request or a 2xx answer."""
+
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("must name at least one address")
         return value
+
+    @field_validator("timer_t1")
+    @classmethod
+    def _check_t1(cls, value: timedelta) -> timedelta:
+        if not timedelta(milliseconds=10) <= value <= timedelta(seconds=10):
+            raise ValueError("must be between 10ms and 10s")
+        return value
+
+    @model_validator(mode="after")
+    def _check_t2(self) -> SipSettings:
+        if self.timer_t2 < self.timer_t1:
+            why = f"must not be shorter than timer_t1 ({format_duration(self.timer_t1)})"
+            raise _problems(("timer_t2", format_duration(self.timer_t2), why))
+        return self
 
     @field_validator("invite_rate_per_source", mode="before")
     @classmethod

@@ -7,7 +7,8 @@ node's in-dialog OPTIONS probe. What must be seen:
 * 481 to the probe: the call is ended and finalised within ``rtp_timeout`` + the check interval
   + the probe's round trip, with ``end_reason`` ``rtp_timeout_probe_481``, no BYE from the node,
   and the sidecar's streams with every packet sent;
-* no answer: ended once Timer F (64*T1 = 32 s) has passed, ``rtp_timeout_probe_timeout``;
+* no answer: ended once Timer F has passed, ``rtp_timeout_probe_timeout`` (the node runs with
+  ``sip.timer_t1 = 100ms``, so Timer F is 64*T1 = 6.4 s: the key is honoured);
 * 200: the call is kept, flagged ``stalled`` (admin API), probed again a timeout later;
 * a held call (``a=inactive`` re-INVITE): never probed, however long its silence;
 * RTP flowing for several timeouts: never probed.
@@ -33,8 +34,13 @@ pytestmark = pytest.mark.integration
 
 RTP_TIMEOUT = 1.0
 CHECK = 0.25  # check_interval(1 s)
-TIMER_F = 64 * 0.5
-ENV = {"SIPREC_MEDIA__RTP_TIMEOUT": f"{RTP_TIMEOUT}s", "SIPREC_NODE__DRAIN_GRACE": "0s"}
+T1 = 0.1
+TIMER_F = 64 * T1
+ENV = {
+    "SIPREC_MEDIA__RTP_TIMEOUT": f"{RTP_TIMEOUT}s",
+    "SIPREC_NODE__DRAIN_GRACE": "0s",
+    "SIPREC_SIP__TIMER_T1": f"{T1}s",
+}
 
 
 def legs(seconds: float) -> list[RtpLeg]:
@@ -179,4 +185,4 @@ def test_unanswered_probe_ends_the_call_after_timer_f(node: NodeProcess) -> None
     assert data["end_reason"] == "rtp_timeout_probe_timeout"
     assert [s["packets"] for s in data["streams"]] == [leg.sent for leg in sent]
     assert metric(node.http_port, "siprec_rtp_timeout_ended_total") >= 2  # type: ignore[attr-defined]
-    print(f"\nrtp timeout, no answer: BYE {elapsed:.1f}s after the last RTP (Timer F 32 s)")
+    print(f"\nrtp timeout, no answer: BYE {elapsed:.1f}s after the last RTP (Timer F {TIMER_F} s)")

@@ -37,6 +37,8 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "invite_rate_per_source": 50.0,
         "invite_burst_per_source": 100,
         "udp_receive_buffer": 4 * 1024 * 1024,
+        "timer_t1": timedelta(milliseconds=500),
+        "timer_t2": timedelta(seconds=4),
     },
     "media": {
         "host": "0.0.0.0",
@@ -293,6 +295,14 @@ RULES: list[tuple[str, str, Any, str]] = [
         "probe, end, none",
     ),
     ('[node]\ndrain_grace = "-1s"', "node.drain_grace", "-1s", "must not be negative"),
+    ('[sip]\ntimer_t1 = "5ms"', "sip.timer_t1", "5ms", "between 10ms and 10s"),
+    ('[sip]\ntimer_t1 = "1m"', "sip.timer_t1", "1m", "between 10ms and 10s"),
+    (
+        '[sip]\ntimer_t1 = "5s"',
+        "sip.timer_t2",
+        "4s",
+        "must not be shorter than timer_t1 (5s)",
+    ),
     (
         '[node]\ndrain_grace = "30s"\ndrain_deadline = "10s"',
         "node.drain_deadline",
