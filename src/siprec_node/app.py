@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from siprec_node import __version__
+from siprec_node import __version__, event_loop
 from siprec_node.adapters import SharedCallStore, to_call_data
 from siprec_node.config import Settings
 from siprec_node.gc_watch import GcWatch, freeze_startup
@@ -401,7 +401,7 @@ def run_node(settings: Settings) -> int:
     # is waiting for, without stopping the node.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
-        asyncio.run(Node(settings).run_until_signalled())
+        event_loop.run(Node(settings).run_until_signalled())
     except OSError as exc:
         # An OSError from a file names it in ``filename``, which str() leaves out.
         named = exc.filename and not isinstance(exc, StartupError)

@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from siprec_node import event_loop
 from siprec_node.log import configure_logging
 from siprec_node.media.control import ControlChannel, MessageTooLarge
 from siprec_node.media.engine import LocalEngine, StreamSpec
@@ -200,12 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         signal(sig, SIG_IGN)
     configure_logging(args.log_level, args.log_format)
     structlog.contextvars.bind_contextvars(worker=args.index)
-    try:
-        import uvloop
-    except ImportError:  # stock asyncio: the engine lowers the datagram read size itself
-        asyncio.run(serve(args.fd, args.index, args.receive_path))
-    else:
-        uvloop.run(serve(args.fd, args.index, args.receive_path))
+    # without uvloop, stock asyncio: the engine lowers the datagram read size itself
+    event_loop.run(serve(args.fd, args.index, args.receive_path))
     return 0
 
 
