@@ -195,8 +195,8 @@ def children(pid: int) -> list[int]:
 
 
 def roles(pid: int) -> tuple[list[int], list[int]]:
-    """The node's children by what they are: media workers, finalisation processes (spawned by
-    multiprocessing; its resource tracker is neither)."""
+    """The node's children by what they are: media workers, finalisation processes (and
+    multiprocessing's resource tracker, neither, where a transcription pool started one)."""
     media: list[int] = []
     finalisers: list[int] = []
     for child in children(pid):
@@ -206,7 +206,7 @@ def roles(pid: int) -> tuple[list[int], list[int]]:
             continue
         if b"resource_tracker" in command:
             continue
-        (finalisers if b"spawn_main" in command else media).append(child)
+        (finalisers if b"finalise_worker" in command else media).append(child)
     return media, finalisers
 
 
@@ -1001,7 +1001,8 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     row(
         "SIP process CPU (s): loop + other threads",
         "",
-        lambda r: f"{r['sip_cpu_s']['main']:.1f} + {r['sip_cpu_s']['other']:.1f}",
+        # other = all - main, of two clock-tick readings: -0.0 where no other thread ran
+        lambda r: f"{r['sip_cpu_s']['main']:.1f} + {max(r['sip_cpu_s']['other'], 0.0):.1f}",
     )
     row(
         "SIP process CPU per call (ms): all / loop / all less idle",

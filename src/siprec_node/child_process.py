@@ -1,5 +1,5 @@
-"""Set-up of the node's helper processes started with ``multiprocessing`` (the finalisation
-pool): the node's stop signals are the node's, the process dies with the node, it logs like it.
+"""Set-up of the node's helper processes (the finalisation processes, the transcription pool):
+the node's stop signals are the node's, the process dies with the node, it logs like it.
 
 Kept light (no numpy, nothing of the recorder's) so that a child runs :func:`init_child`, and is
 tied to its node, before it imports the heavy work it is there for.

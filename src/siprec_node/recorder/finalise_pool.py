@@ -2,25 +2,29 @@
 
 Finalisation (decode, VAD, encode, sidecar, fsync) costs milliseconds to seconds of CPU per call;
 run in threads of the SIP process it competes with the event loop for the GIL. The pool runs it
-in ``recording.finalise_workers`` processes started with ``spawn`` (never forked from the
-asyncio process), fed from a queue of at most ``recording.finalise_queue`` jobs:
+in ``recording.finalise_workers`` processes (``recorder/finalise_worker.py``), fed from a queue of
+at most ``recording.finalise_queue`` jobs:
 
 - A job is keyed by its session id. Submitting a key that is queued or running joins that job
   (same result, ``joined`` set) instead of finalising the recording a second time.
 - A full queue raises :class:`QueueFull`: the caller keeps the call ``finalising`` (the store
   says so) and submits it again when ``on_room`` is called, as each job leaves the queue
   (``recorder/finalisations.py``).
-- A pool process that dies (SIGKILL, segfault) breaks a ``ProcessPoolExecutor`` for good: the
-  pool is replaced (``finalisation_pool_restarted``), the jobs it was running fail with
-  ``BrokenProcessPool`` and are retried by their caller's backoff; queued jobs go to the new one.
-- :meth:`FinalisePool.stop` gives running jobs ``timeout`` seconds, then terminates the
-  processes; jobs not started fail with :class:`PoolStopped` (their calls stay ``finalising`` in
-  the store, for the next start or a surviving node).
+- One dispatcher task per process hands it one job at a time over a socket pair, on the event
+  loop: the SIP process runs no thread for the pool (``concurrent.futures``'s process pool ran
+  two, a manager and a queue feeder, which took 16 % of the SIP process's samples at 100 calls/s
+  in bench/e2e, contending with the event loop for the interpreter).
+- A process that dies (SIGKILL, segfault, out of memory) fails the job it was running with
+  :class:`FinaliserDied`, which its caller retries with backoff; the dispatcher starts a new
+  process for its next job (``finalisation_pool_restarted``). The other processes go on.
+- :meth:`FinalisePool.stop` gives running jobs ``timeout`` seconds, then kills their processes;
+  jobs not started fail with :class:`PoolStopped` (their calls stay ``finalising`` in the store,
+  for the next start or a surviving node).
 
-Pool processes log through the node's structlog set-up, ignore the terminal's and systemd's
-signals as media workers do (the node stops them) and die with the node
-(:mod:`siprec_node.child_process`). ``workers=0`` runs
-jobs in threads of the SIP process instead (the default executor; embedding and tests).
+Processes start with the first job they are given, log through the node's structlog set-up,
+ignore the terminal's and systemd's signals as media workers do (the node stops them) and die
+with the node (:mod:`siprec_node.child_process`). ``workers=0`` runs jobs in threads of the SIP
+process instead (the default executor; embedding and tests).
 """
 
 from __future__ import annotations
@@ -28,39 +32,43 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import multiprocessing
 import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
-from typing import Any
 
 import structlog
 
-from siprec_node.child_process import init_child, signals_blocked
+from siprec_node.child_process import signals_blocked
 from siprec_node.media.finalise import CallInfo, FinalisedRecording, ParticipantInfo, finalise_call
+from siprec_node.recorder.finalise_worker import HEADER, NICENESS, function_name
 
 log = structlog.get_logger("siprec_node.recorder.finalise_pool")
+
+__all__ = [
+    "NICENESS",
+    "FinaliseDone",
+    "FinaliseJob",
+    "FinalisePool",
+    "FinaliserDied",
+    "PoolStopped",
+    "QueueFull",
+    "run_job",
+]
 
 THREADS = 4
 """Jobs run at once when ``workers`` is 0 (threads of the SIP process)."""
 
 STOP_TIMEOUT = 5.0
-"""Seconds :meth:`FinalisePool.stop` gives running jobs before it terminates the processes."""
+"""Seconds :meth:`FinalisePool.stop` gives running jobs before it kills their processes."""
 
-
-NICENESS = 10
-"""Added to a pool process's nice value: on a node short of CPU, the SIP process (answering
-INVITEs within milliseconds) and the media workers (whose sockets hold seconds of packets) go
-first; a finalisation has seconds to spare. At 100 calls/s on a saturated 2-core machine
-(bench/e2e) INVITE→200 p99 went from 1.9-3.2 s to 0.35 s, finalisation from 8 s to 14 s late."""
-
-
-def init_finaliser(log_level: str, log_format: str, parent: int) -> None:
-    """A pool process's initializer: :func:`init_child`, then a lower CPU priority."""
-    init_child(log_level, log_format, parent, "finalise_worker")
-    os.nice(NICENESS)
+EXIT_WAIT = 2.0
+"""Seconds a stopping pool gives idle processes to exit (they do at once) before it kills them."""
 
 
 class QueueFull(Exception):
@@ -69,6 +77,10 @@ class QueueFull(Exception):
 
 class PoolStopped(Exception):
     """The pool stopped before this job ran."""
+
+
+class FinaliserDied(Exception):
+    """The finalisation process running this job died before it answered."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,19 @@ class _Job:
     future: asyncio.Future[FinaliseDone]
 
 
+@dataclass
+class _Process:
+    """A finalisation process and the node's end of its socket."""
+
+    proc: subprocess.Popen[bytes]
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    busy: bool = False
+
+    def gone(self) -> bool:
+        return self.reader.at_eof() or self.proc.poll() is not None
+
+
 class FinalisePool:
     """Finalisation jobs, queued and run in worker processes (see the module docstring)."""
 
@@ -143,34 +168,25 @@ class FinalisePool:
         self.queue_size = max(queue_size, 1)
         self.on_room = on_room
         self._run = run
+        # a process is given the function by name: a module-level one (checked now, not at
+        # the first job)
+        self._run_name = function_name(run) if self.workers else ""
         self._log_level, self._log_format = log_level, log_format
         self._queue: collections.deque[_Job] = collections.deque()
         self._jobs: dict[str, _Job] = {}
         """Queued and running jobs by key."""
         self._wakeup: asyncio.Event | None = None
         self._dispatchers: list[asyncio.Task[None]] = []
-        self._executor: Executor | None = None
+        self._processes: list[_Process] = []
         self.running = 0
         self.done = 0
         self.restarts = 0
-        """Times a broken process pool was replaced."""
+        """Pool processes that died and were replaced."""
         self.full = 0
         """Submissions refused because the queue was full."""
         self.stopped = False
 
     # -- lifecycle ---------------------------------------------------------------------------
-
-    def _new_executor(self) -> Executor | None:
-        if self.workers == 0:
-            return None  # the event loop's default executor
-        with signals_blocked():  # its queue's semaphores start multiprocessing's resource
-            # tracker process: it ignores SIGINT and SIGTERM itself, a SIGHUP stays blocked
-            return ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=init_finaliser,
-                initargs=(self._log_level, self._log_format, os.getpid()),
-            )
 
     def start(self) -> None:
         """Start the dispatchers; the processes start with the first job, never at a set
@@ -182,7 +198,6 @@ class FinalisePool:
             return
         self.stopped = False
         self._wakeup = asyncio.Event()
-        self._executor = self._new_executor()
         loop = asyncio.get_running_loop()
         self._dispatchers = [
             loop.create_task(self._dispatch()) for _ in range(self.workers or THREADS)
@@ -191,7 +206,7 @@ class FinalisePool:
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Fail the jobs not started (:class:`PoolStopped`), give running ones ``timeout``
-        seconds, then terminate the processes. Bounded: a stop never waits longer."""
+        seconds, then kill their processes. Bounded: a stop never waits much longer."""
         self.stopped = True
         while self._queue:
             item = self._queue.popleft()
@@ -209,13 +224,35 @@ class FinalisePool:
             if abandoned:  # their calls stay finalising: the next start finishes them
                 log.warning("finalisations_abandoned", jobs=abandoned, waited_s=timeout)
         self._dispatchers = []
-        executor, self._executor = self._executor, None
-        if isinstance(executor, ProcessPoolExecutor):
-            _kill(executor)  # a job left running would hold the exit until it ends
+        await self._end_processes()
         for item in list(self._jobs.values()):
             if not item.future.done():
                 item.future.set_exception(PoolStopped("the node stopped during this finalisation"))
         self._jobs.clear()
+
+    async def _end_processes(self) -> None:
+        """Idle processes exit when their socket closes; one still running a job is killed (it
+        ignores the node's signals, and a node must not wait for its job to end)."""
+        processes, self._processes = self._processes, []
+        for process in processes:
+            if process.busy:
+                with contextlib.suppress(OSError):
+                    process.proc.kill()
+            process.writer.close()
+        if not processes:
+            return
+
+        def reap() -> None:
+            deadline = time.monotonic() + EXIT_WAIT
+            for process in processes:
+                try:
+                    process.proc.wait(max(deadline - time.monotonic(), 0.0))
+                except subprocess.TimeoutExpired:
+                    log.warning("finalisation_process_killed", pid=process.proc.pid)
+                    process.proc.kill()
+                    process.proc.wait()
+
+        await asyncio.get_running_loop().run_in_executor(None, reap)
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -255,10 +292,11 @@ class FinalisePool:
         return Submitted(item.future)
 
     async def _dispatch(self) -> None:
-        """Run queued jobs one at a time (one dispatcher per process: the executor never holds
-        more than it runs, so a broken pool takes only the running jobs with it)."""
+        """Run queued jobs one at a time, in a process of this dispatcher's own (or a thread
+        when the pool has no process)."""
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
+        process: _Process | None = None
         while not self.stopped:
             if not self._queue:
                 self._wakeup.clear()
@@ -267,18 +305,21 @@ class FinalisePool:
             item = self._queue.popleft()
             if self.on_room is not None:
                 self.on_room()  # a place in the queue: what waits for one can come
-            executor = self._executor
             self.running += 1
             try:
-                if isinstance(executor, ProcessPoolExecutor):
-                    with signals_blocked():  # the submission may spawn a process
-                        future = executor.submit(self._run, item.job)
-                    done = await asyncio.wrap_future(future)
+                if not self.workers:
+                    done = await loop.run_in_executor(None, self._run, item.job)
                 else:
-                    done = await loop.run_in_executor(executor, self._run, item.job)
-            except BrokenProcessPool as exc:
-                self._replace(executor)
-                self._finish(item, error=exc)
+                    if process is not None and process.gone():  # died while idle
+                        await self._lost(process)
+                        process = None
+                    if process is None:
+                        process = await self._spawn()
+                    try:
+                        done = await self._call(process, item.job)
+                    except FinaliserDied:
+                        process = None  # reaped: a new one for the next job
+                        raise
             except Exception as exc:
                 self._finish(item, error=exc)
             else:
@@ -286,6 +327,84 @@ class FinalisePool:
                 self._finish(item, result=done)
             finally:
                 self.running -= 1
+
+    async def _spawn(self) -> _Process:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with signals_blocked():  # until the process ignores the node's signals itself
+                proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "siprec_node.recorder.finalise_worker",
+                        "--fd",
+                        str(child.fileno()),
+                        "--run",
+                        self._run_name,
+                        "--parent",
+                        str(os.getpid()),
+                        "--log-level",
+                        self._log_level,
+                        "--log-format",
+                        self._log_format,
+                    ],
+                    pass_fds=[child.fileno()],
+                )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent)
+        process = _Process(proc, reader, writer)
+        self._processes.append(process)
+        log.info("finalisation_process_started", pid=proc.pid)
+        return process
+
+    async def _call(self, process: _Process, job: FinaliseJob) -> FinaliseDone:
+        """Send ``job`` to ``process`` and wait for its answer."""
+        payload = pickle.dumps(job, pickle.HIGHEST_PROTOCOL)
+        process.busy = True  # left set if cancelled (a stop): the process is then killed
+        try:
+            process.writer.write(HEADER.pack(len(payload)) + payload)
+            await process.writer.drain()
+            (size,) = HEADER.unpack(await process.reader.readexactly(HEADER.size))
+            answer = await process.reader.readexactly(size)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            status = await self._lost(process)
+            raise FinaliserDied(
+                f"finalisation process {process.proc.pid} died ({status}) during this job"
+            ) from exc
+        process.busy = False
+        try:
+            ok, value = pickle.loads(answer)
+        except Exception as exc:  # an exception class that does not unpickle
+            raise RuntimeError(
+                f"the finalisation process's answer did not unpickle: {exc}"
+            ) from exc
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    async def _lost(self, process: _Process) -> str:
+        """A process died: reap it, say so, return how it ended; its dispatcher starts a new one
+        for its next job."""
+        if process in self._processes:
+            self._processes.remove(process)
+        process.writer.close()
+        with contextlib.suppress(OSError):
+            process.proc.kill()  # one that closed its socket but lives on
+        code = await asyncio.get_running_loop().run_in_executor(None, process.proc.wait)
+        status = _exit_status(code)
+        self.restarts += 1
+        log.error(
+            "finalisation_pool_restarted",
+            pid=process.proc.pid,
+            exit=status,
+            workers=self.workers,
+            restarts=self.restarts,
+        )
+        return status
 
     def _finish(
         self, item: _Job, *, result: FinaliseDone | None = None, error: BaseException | None = None
@@ -300,29 +419,16 @@ class FinalisePool:
             assert result is not None
             item.future.set_result(result)
 
-    def _replace(self, broken: Executor | None) -> None:
-        """A pool process died: every later job of that executor would fail, so a new one
-        takes its place (once, whichever dispatcher saw it first)."""
-        if self.stopped or broken is not self._executor:
-            return
-        self.restarts += 1
-        log.error("finalisation_pool_restarted", workers=self.workers, restarts=self.restarts)
-        if isinstance(broken, ProcessPoolExecutor):
-            _kill(broken)  # its jobs failed with it (retried); its other processes live on
-        self._executor = self._new_executor()
-
     def pids(self) -> list[int]:
         """The pool's process ids (tests, diagnostics)."""
-        processes: Any = getattr(self._executor, "_processes", None) or {}
-        return sorted(int(p) for p in processes)
+        return sorted(p.proc.pid for p in self._processes if p.proc.poll() is None)
 
 
-def _kill(executor: ProcessPoolExecutor) -> None:
-    """Shut an executor down and SIGKILL its processes: they ignore the node's signals
-    (``child_process``), so the SIGTERM of ``terminate()`` would leave them running, and the
-    interpreter's exit joins them (a node whose pool broke or whose job was abandoned would
-    never exit)."""
-    for process in list((getattr(executor, "_processes", None) or {}).values()):
-        with contextlib.suppress(Exception):
-            process.kill()
-    executor.shutdown(wait=False, cancel_futures=True)
+def _exit_status(code: int) -> str:
+    """How a process ended, for the log: ``exit 1``, ``killed by SIGKILL``."""
+    if code >= 0:
+        return f"exit {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"

@@ -216,7 +216,7 @@ async def test_a_killed_pool_process_is_replaced_and_the_call_finalised_once(
     assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, ours + NICENESS)  # SIP goes first
     (tmp_path / "slow").unlink()
     os.kill(pid, signal.SIGKILL)
-    assert await first is None  # failed: BrokenProcessPool, retried by Finalisations
+    assert await first is None  # failed: FinaliserDied, retried by Finalisations
     assert driver.finalisations.failures == 1 and driver.finalise_pool.restarts == 1
     await _until(lambda: data.status == CallStatus.ENDED)
     assert sum(driver.recordings.values()) == 1
@@ -304,3 +304,55 @@ def _left_parts(root: Path, started: datetime, call_id: str, session_id: str) ->
     (parts / "stream-0.wav").write_bytes(b"RIFF")
     (parts / "stream-0.json").write_text(json.dumps({"index": 0, "closed": True}))
     return parts
+
+
+class Unfinishable(Exception):
+    """A job's own error, raised in the pool process."""
+
+
+def failing_or_slow_run(job: FinaliseJob) -> FinaliseDone:
+    """A pool process's ``run``: ``bad-*`` jobs raise, ``slow-*`` ones never end, the rest
+    finalise."""
+    if job.stem.startswith("bad"):
+        raise Unfinishable(f"no parts for {job.stem}")
+    if job.stem.startswith("slow"):
+        (Path(job.output_dir) / f"started-{os.getpid()}").touch()
+        time.sleep(60)
+    return run_job(job)
+
+
+async def test_a_jobs_error_comes_back_and_its_process_takes_the_next_job(tmp_path: Path) -> None:
+    pool = FinalisePool(1, run=failing_or_slow_run)
+    pool.start()
+    with pytest.raises(Unfinishable, match="no parts for bad-1"):
+        await pool.submit("bad-1", _job(tmp_path, "bad-1")).future
+    (pid,) = pool.pids()
+    _call(tmp_path, "s-2")  # its parts
+    done = await pool.submit("s-2", _job(tmp_path, "s-2")).future
+    assert done.pid == pid and pool.restarts == 0  # the same process, which lives on
+    assert done.recording.duration_s == pytest.approx(1.0, abs=0.05)
+    await pool.stop()
+    assert pool.pids() == []
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # exited and reaped, not left a zombie
+
+
+async def test_stop_kills_a_process_whose_job_outlives_the_timeout(tmp_path: Path) -> None:
+    pool = FinalisePool(2, run=failing_or_slow_run)
+    pool.start()
+    slow = pool.submit("slow-1", _job(tmp_path, "slow-1"))
+    await _until(lambda: list(tmp_path.glob("started-*")))
+    pid = int(next(tmp_path.glob("started-*")).name.split("-")[1])
+    began = time.monotonic()
+    await pool.stop(timeout=0.5)
+    assert time.monotonic() - began < 2.0  # killed: neither the job's 60 s nor EXIT_WAIT
+    with pytest.raises(PoolStopped):
+        await slow.future
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_a_pool_with_processes_needs_a_module_level_run() -> None:
+    with pytest.raises(ValueError, match="module-level function"):
+        FinalisePool(1, run=lambda job: run_job(job))
+    FinalisePool(0, run=lambda job: run_job(job))  # threads: any callable
