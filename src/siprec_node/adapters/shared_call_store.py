@@ -8,6 +8,7 @@ record's owner, status, times, verdict and transcription win (``SessionState.cur
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from siprec_node.session import (
@@ -75,9 +76,9 @@ class SharedCallStore:
         """Forget a session."""
         await self.store.delete(session_id)
 
-    async def touch(self, session_id: str, at: datetime) -> None:
-        """Record RTP activity (refreshes the session's TTL and idle time)."""
-        await self.store.touch(session_id, at)
+    async def touch_many(self, touches: Mapping[str, datetime]) -> None:
+        """Record RTP activity (refreshes the sessions' TTL and idle time)."""
+        await self.store.touch_many(touches)
 
     async def list(self) -> list[CallData]:
         """Live snapshots: this node's when the adapter has a node id, else every node's."""

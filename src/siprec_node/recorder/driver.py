@@ -16,6 +16,7 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -535,18 +536,20 @@ class CallDriver:
                 activity = await self.engine.activity()
             except Exception:  # a worker restarting: next round
                 continue
+            touches: dict[str, datetime] = {}
             for session_id in list(self.core.calls):
                 packets = sum(activity.get(session_id, {}).values())
                 if packets == seen.get(session_id, 0):
                     continue
                 seen[session_id] = packets
                 data = self.core.touch(session_id)
-                if data is None:
-                    continue
+                if data is not None:
+                    touches[session_id] = data.last_activity
+            if touches:
                 try:
-                    await self.store.touch(session_id, data.last_activity)
-                except Exception as exc:  # an outage: the next snapshot carries the time
-                    log.debug("activity_touch_failed", session_id=session_id, error=str(exc))
+                    await self.store.touch_many(touches)
+                except Exception as exc:  # an outage: the next snapshots carry the times
+                    log.debug("activity_touch_failed", calls=len(touches), error=str(exc))
             for session_id in [k for k in seen if k not in self.core.calls]:
                 del seen[session_id]
 

@@ -28,7 +28,7 @@ body: `claim` and `touch` change them without rewriting the body.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -136,6 +136,35 @@ if cur[2] ~= 'ended' and cur[2] ~= 'failed' then
 end
 return 1
 """
+
+# _TOUCH for many sessions in one round trip (the driver reports every live call's RTP
+# activity each interval: 2,000 calls were 2,000 round trips and 0.2 s of the node's CPU).
+# KEYS: active index, then one record per session.  ARGV: ttl_ms|'', then id, at_ms per session.
+# Returns the ids whose record is gone.
+_TOUCH_MANY = """
+local missing = {}
+for i = 2, #KEYS do
+  local id, at = ARGV[2 * i - 2], ARGV[2 * i - 1]
+  local cur = redis.call('HMGET', KEYS[i], 'activity', 'status')
+  if not cur[1] and redis.call('EXISTS', KEYS[i]) == 0 then
+    missing[#missing + 1] = id
+  else
+    local act = cur[1] or '0'
+    if tonumber(at) > tonumber(act) then
+      act = at
+      redis.call('HSET', KEYS[i], 'activity', act)
+    end
+    if ARGV[1] ~= '' then redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
+    if cur[2] ~= 'ended' and cur[2] ~= 'failed' then
+      redis.call('ZADD', KEYS[1], 'XX', 'GT', act, id)
+    end
+  end
+end
+return missing
+"""
+
+_TOUCH_BATCH = 200
+"""Sessions per _TOUCH_MANY call: Redis runs nothing else while a script runs (~1 ms here)."""
 
 # KEYS: record, active index, owner's node index.  ARGV: id, owner read before the call
 _DELETE = """
@@ -355,6 +384,7 @@ class RedisSessionStore(SessionStore):
         self._save_script = reg(_SAVE)
         self._claim_script = reg(_CLAIM)
         self._touch_script = reg(_TOUCH)
+        self._touch_many_script = reg(_TOUCH_MANY)
         self._delete_script = reg(_DELETE)
         self._prune_script = reg(_PRUNE)
         self._forget_script = reg(_FORGET_NODE)
@@ -544,6 +574,21 @@ class RedisSessionStore(SessionStore):
             )
         if not found:
             raise SessionNotFound(session_id)
+
+    async def touch_many(self, touches: Mapping[str, datetime]) -> list[str]:
+        items = list(touches.items())
+        missing: list[str] = []
+        for start in range(0, len(items), _TOUCH_BATCH):
+            batch = items[start : start + _TOUCH_BATCH]
+            args = [self._ttl_arg]
+            for session_id, at in batch:
+                args += [session_id, str(to_ms(at))]
+            with self._errors():
+                gone = await self._touch_many_script(
+                    keys=[self._active_key, *(self.session_key(i) for i, _ in batch)], args=args
+                )
+            missing += gone
+        return missing
 
     async def claim(self, session_id: str, from_node: str, to_node: str) -> bool:
         with self._errors():

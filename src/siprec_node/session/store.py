@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
 
-from .errors import CorruptRecord, StoreClosed
+from .errors import CorruptRecord, SessionNotFound, StoreClosed
 from .state import SessionState, as_utc, utcnow
 
 DEFAULT_TTL = timedelta(hours=24)
@@ -175,6 +175,17 @@ class SessionStore(ABC):
 
         Raises `SessionNotFound` if the record is gone.
         """
+
+    async def touch_many(self, touches: Mapping[str, datetime]) -> list[str]:
+        """`touch` each session of `touches` (id → time of its activity); the ids whose record
+        is gone are returned, not raised. A store with round trips does it in a few."""
+        missing = []
+        for session_id, at in touches.items():
+            try:
+                await self.touch(session_id, at)
+            except SessionNotFound:
+                missing.append(session_id)
+        return missing
 
     @abstractmethod
     async def claim(self, session_id: str, from_node: str, to_node: str) -> bool:

@@ -8,6 +8,7 @@ what a CallStore saves. With no store configured the driver keeps an in-memory o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -157,8 +158,9 @@ class CallStore(Protocol):
     async def list(self) -> list[CallData]:
         """Every stored snapshot that is not terminal (``finalising`` ones included)."""
 
-    async def touch(self, session_id: str, at: datetime) -> None:
-        """Record activity (RTP) without a new snapshot."""
+    async def touch_many(self, touches: Mapping[str, datetime]) -> None:
+        """Record activity (RTP) of calls, id → when, without new snapshots; ids no longer
+        stored are skipped. One request for all of them where the store is remote."""
 
 
 class MemoryCallStore:
@@ -197,10 +199,11 @@ class MemoryCallStore:
         calls = [self._decode(sid, d) for sid, d in self._calls.items()]
         return [c for c in calls if not c.is_terminal]
 
-    async def touch(self, session_id: str, at: datetime) -> None:
-        """Record activity on a stored snapshot."""
-        if session_id in self._calls:
-            self._activity[session_id] = at
+    async def touch_many(self, touches: Mapping[str, datetime]) -> None:
+        """Record activity on stored snapshots."""
+        for session_id, at in touches.items():
+            if session_id in self._calls:
+                self._activity[session_id] = at
 
     def __len__(self) -> int:
         return len(self._calls)

@@ -173,8 +173,8 @@ async def test_the_memory_call_store_keeps_the_encoded_snapshot() -> None:
     loaded = await store.load("s-1")
     assert loaded is not None and loaded.snapshot() == EXPECTED
     later = EXPECTED.last_activity.replace(minute=30)
-    await store.touch("s-1", later)
-    assert (await store.list())[0].last_activity == later
+    await store.touch_many({"s-1": later, "gone": later})  # one no longer stored: skipped
+    assert (await store.list())[0].last_activity == later and len(store) == 1
     await store.save(CallData.from_snapshot(EXPECTED))  # a live CallData is frozen first
     assert (await store.load("s-1")).snapshot() == EXPECTED  # type: ignore[union-attr]
     await store.delete("s-1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import datetime
 
 from siprec_node.recorder.snapshots import SnapshotWriter
@@ -29,7 +30,7 @@ class Recording:
     async def list(self) -> list[CallData]:
         return []
 
-    async def touch(self, session_id: str, at: datetime) -> None:
+    async def touch_many(self, touches: Mapping[str, datetime]) -> None:
         return None
 
 

@@ -368,6 +368,28 @@ async def test_list_by_node_idle_before_sees_touches(backend: Backend, clock: Fa
     assert await store.list_by_node("other", idle_before=cutoff) == []
 
 
+async def test_touch_many_touches_each_and_names_the_missing(
+    backend: Backend, clock: FakeClock
+) -> None:
+    store = backend.new(clock=clock)
+    states = [make_state(created_at=clock.now) for _ in range(450)]  # more than one batch
+    for s in states:
+        await store.save(s)
+    start = clock.now
+    clock.advance(timedelta(minutes=50))
+    touches = {s.id: clock.now for s in states[:300]}
+    touches[states[300].id] = start - timedelta(minutes=1)  # older: activity never moves back
+    touches["missing"] = clock.now
+    assert await store.touch_many(touches) == ["missing"]
+    clock.advance(timedelta(minutes=20))
+    cutoff = clock.now - timedelta(hours=1)
+    assert ids(await store.list_by_node("node-a", idle_before=cutoff)) == ids(states[300:])
+    loaded = await store.load(states[0].id)
+    assert abs(loaded.last_activity - (start + timedelta(minutes=50))) < timedelta(milliseconds=1)
+    assert loaded.version == states[0].version  # touching is not a write of the record
+    assert await store.touch_many({}) == []
+
+
 async def test_expired_records_leave_no_ghost_ids(backend: Backend) -> None:
     store = backend.new(ttl=timedelta(milliseconds=300))
     states = [make_state(node="n1") for _ in range(5)]
@@ -388,14 +410,15 @@ async def test_expired_records_leave_no_ghost_ids(backend: Backend) -> None:
 
 async def test_touch_and_save_refresh_the_ttl(backend: Backend) -> None:
     store = backend.new(ttl=timedelta(milliseconds=400))
-    touched, saved, idle = make_state(), make_state(), make_state()
-    for s in (touched, saved, idle):
+    touched, many, saved, idle = make_state(), make_state(), make_state(), make_state()
+    for s in (touched, many, saved, idle):
         await store.save(s)
     await asyncio.sleep(0.25)
     await store.touch(touched.id)
+    await store.touch_many({many.id: datetime.now(UTC)})
     await store.save(saved)
     await asyncio.sleep(0.25)
-    assert ids(await store.list_active()) == {touched.id, saved.id}
+    assert ids(await store.list_active()) == {touched.id, many.id, saved.id}
     with pytest.raises(SessionNotFound):
         await store.load(idle.id)
 
