@@ -509,11 +509,13 @@ class SippFollower:
         m = self.LINE.match(line)
         if not m:
             return
-        kind, call_id, rest = m.group(1), m.group(2), m.group(3).split()
+        # fields are split on single spaces: SIPp sometimes leaves a microseconds field empty
+        # (its time fell on a whole second; seen in about one of 4,000 calls), which is 0
+        kind, call_id, rest = m.group(1), m.group(2), m.group(3).strip().split(" ")
         if kind == "ANS":
             if len(rest) != 6:
                 raise ValueError(f"ANS line with {len(rest)} fields")
-            inv_s, inv_us, ans_s, ans_us, p1, p2 = (float(x) for x in rest)
+            inv_s, inv_us, ans_s, ans_us, p1, p2 = (float(x or 0) for x in rest)
             invite_at, answer_at = inv_s + inv_us / 1e6, ans_s + ans_us / 1e6
             ids = (self.streams, self.streams + 1)
             self.streams += 2
@@ -529,8 +531,7 @@ class SippFollower:
             with self.lock:
                 call = self.calls.get(call_id)
                 if call is not None:
-                    # SIPp sometimes logs an empty microseconds field (seen once in 4,000)
-                    micros = float(rest[1]) if len(rest) > 1 else 0.0
+                    micros = float(rest[1] or 0) if len(rest) > 1 else 0.0
                     call.bye_at = float(rest[0]) + micros / 1e6
                     self.byes += 1
         elif kind == "END":
