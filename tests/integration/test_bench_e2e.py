@@ -42,3 +42,24 @@ def test_bench_e2e_tiny_scale() -> None:
     # the node's own redis-server: every command in it is the node's
     assert redis["redis_per_call"] > 1
     assert redis["redis_commands"].get("evalsha", 0) >= 6
+
+
+def test_sipp_log_lines_with_an_empty_microseconds_field_are_read() -> None:
+    """SIPp leaves a microseconds field empty when its time falls on a whole second (one call
+    in about 4,000): the call is still answered, sent RTP and checked."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_e2e_run", RUN)
+    assert spec is not None and spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = run  # its dataclasses look their module up
+    spec.loader.exec_module(run)
+    follower = run.SippFollower(Path("/nonexistent"), None, 20.0, 0.3)
+    # as SIPp wrote it (the INVITE's microseconds empty), then a BYE's
+    line = "ANS 547-1@127.0.0.1 1796398070.000000  1796398070.000000 4270.000000 12184 12186"
+    follower._line(line)
+    follower._line("BYE 547-1@127.0.0.1 1796398090.000000 ")
+    call = follower.calls["547-1@127.0.0.1"]
+    assert follower.answered == 1 and call.ports == (12184, 12186)
+    assert call.invite_at == 1796398070.0 and call.answer_at == 1796398070.00427
+    assert call.bye_at == 1796398090.0 and follower.byes == 1
