@@ -37,10 +37,10 @@ late."""
 
 def function_name(function: Callable[..., Any]) -> str:
     """``MODULE:QUALNAME`` of a module-level function, as ``--run`` takes it."""
-    name = f"{function.__module__}:{function.__qualname__}"
-    if "<" in name or not hasattr(function, "__qualname__"):
+    qualname = getattr(function, "__qualname__", None)
+    if qualname is None or "<" in qualname:  # a callable object, a lambda, a nested function
         raise ValueError(f"a finalisation process runs a module-level function, not {function!r}")
-    return name
+    return f"{function.__module__}:{qualname}"
 
 
 def resolve(name: str) -> Callable[[Any], Any]:

@@ -355,4 +355,6 @@ async def test_stop_kills_a_process_whose_job_outlives_the_timeout(tmp_path: Pat
 def test_a_pool_with_processes_needs_a_module_level_run() -> None:
     with pytest.raises(ValueError, match="module-level function"):
         FinalisePool(1, run=lambda job: run_job(job))
+    with pytest.raises(ValueError, match="module-level function"):
+        FinalisePool(1, run=Gate())  # a callable object
     FinalisePool(0, run=lambda job: run_job(job))  # threads: any callable
