@@ -401,6 +401,9 @@ def node_config(
     store_toml = f'backend = "{store}"'
     if store == "redis":
         store_toml += f'\nurl = "{url}"\nprefix = "bench-e2e-{os.getpid()}-{time.time_ns()}:"'
+    receive_interval = (
+        "" if args.receive_interval is None else f'receive_interval = "{args.receive_interval}"\n'
+    )
     return f"""
 [node]
 id = "bench-e2e"
@@ -415,7 +418,7 @@ host = "127.0.0.1"
 port_min = {port_min}
 port_max = {port_max}
 workers = {args.workers}
-
+{receive_interval}
 [recording]
 directory = "{work / "recordings"}"
 format = "{args.format}"
@@ -1158,6 +1161,11 @@ def main(argv: list[str] | None = None) -> int:
         "--store", default="memory,redis", help="memory, redis or both (memory,redis)"
     )
     parser.add_argument("--workers", type=int, default=1, help="media workers (1)")
+    parser.add_argument(
+        "--receive-interval",
+        default=None,
+        help="media.receive_interval, e.g. 0 or 20ms (default: the node's own)",
+    )
     parser.add_argument(
         "--finalise-workers", type=int, default=2, help="recording.finalise_workers (2)"
     )

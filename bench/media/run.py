@@ -374,6 +374,7 @@ async def node_phase(
     drain_limit: float,
     spy: str | None = None,
     receive_path: str = "auto",
+    receive_interval: float = 0.02,
 ) -> Row:
     """Phase 2: the node's WorkerEngine recording every stream (``spy``: py-spy the first
     worker over the traffic, ``python`` without stopping it, ``native`` with C frames)."""
@@ -381,7 +382,11 @@ async def node_phase(
 
     recordings = Path(tempfile.mkdtemp(prefix="recordings-", dir=work))
     engine = WorkerEngine(
-        workers, log_level="warning", log_format="json", receive_path=receive_path
+        workers,
+        log_level="warning",
+        log_format="json",
+        receive_path=receive_path,
+        receive_interval=receive_interval,
     )
     await engine.start()
     rtp_ports = None
@@ -430,7 +435,7 @@ async def node_phase(
         if receivers
         else None
     )
-    path = "C path" if receiver else "Python path"
+    path = f"C path, {receive_interval * 1000:g} ms" if receiver else "Python path"
     lag = {
         "p50_ms": max(x["p50_ms"] for x in lags),
         "p99_ms": max(x["p99_ms"] for x in lags),
@@ -685,6 +690,11 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="media.receive_path of the node phases: auto, c, python; c,python runs both (auto)",
     )
+    parser.add_argument(
+        "--receive-interval",
+        default="20",
+        help="media.receive_interval of the node phases on the C path, in ms; 0,20 runs both (20)",
+    )
     parser.add_argument("--rcvbuf", type=int, default=0, help="SO_RCVBUF (0: kernel default)")
     parser.add_argument("--port-base", type=int, default=10000, help="first port used (10000)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin sender/receivers")
@@ -722,6 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("warning", "console")
     workers = [int(w) for w in args.workers.split(",") if w]
     receive_paths = [p for p in args.receive_path.split(",") if p]
+    intervals = [float(ms) / 1000.0 for ms in args.receive_interval.split(",") if ms]
     streams = args.calls * 2
     raise_fd_limit(3 * streams + 200)
     sink_min = args.port_base
@@ -782,7 +793,8 @@ def main(argv: list[str] | None = None) -> int:
                         args.drain_limit,
                     )
                 )
-            for count, path in [(c, p) for p in receive_paths for c in workers]:
+            phases = [(c, p, i) for p in receive_paths for i in intervals for c in workers]
+            for count, path, interval in phases:
                 rows.append(
                     asyncio.run(
                         node_phase(
@@ -799,6 +811,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.drain_limit,
                             args.py_spy,
                             path,
+                            interval,
                         )
                     )
                 )

@@ -117,6 +117,7 @@ def handler_config(settings: Settings, call_store: CallStore | None = None) -> H
         ),
         media_workers=settings.media.workers,
         media_receive_path=settings.media.receive_path,
+        media_receive_interval=settings.media.receive_interval.total_seconds(),
         rtp_timeout=settings.media.rtp_timeout.total_seconds(),
         rtp_timeout_action=settings.media.rtp_timeout_action,
         log_level=settings.log.level,

@@ -364,6 +364,14 @@ class MediaSettings(_Section):
     receive_path: Annotated[Literal["auto", "c", "python"], BeforeValidator(lower)] = "auto"
     """How workers read RTP: the built C extension (``auto`` when present, ``c`` required) or
     the event loop in Python (``python``)."""
+    receive_interval: NonNegativeDuration = timedelta(milliseconds=20)
+    """With the C receive path: after reading its sockets a worker waits this long before it
+    watches them again, so that one read takes a packet from most streams instead of waking
+    for every few packets (at 200,000 packets/s: ~400 reads instead of ~1,000,000 in 20 s, and
+    a fifth to a quarter less CPU per packet, bench/media). Packets wait in the kernel's socket
+    buffers meanwhile, stamped with their arrival times; a close or a pause reads what waits
+    first. A worker killed loses what waited, as it loses what comes while it restarts (the
+    gap is the downtime). ``0``: read as soon as a packet arrives. 0 to 100ms."""
 
     @field_validator("receive_path")
     @classmethod
@@ -373,6 +381,13 @@ class MediaSettings(_Section):
                 "the C receive path (siprec_node.media._rtprecv) was not built on this install; "
                 "use 'auto' or 'python', or reinstall with a C compiler on Linux"
             )
+        return value
+
+    @field_validator("receive_interval")
+    @classmethod
+    def _check_receive_interval(cls, value: timedelta) -> timedelta:
+        if value > timedelta(milliseconds=100):
+            raise ValueError("must be between 0 and 100ms")
         return value
 
     @field_validator("port_min")

@@ -233,11 +233,20 @@ class LocalEngine:
     ``c``) one ``_rtprecv.Receiver`` reads every socket in batches and takes in-order G.711
     packets itself, handing the rest to the recorders; ``python`` (or no extension) gives each
     socket a datagram endpoint of the event loop.
+
+    ``receive_interval`` (``media.receive_interval``, C path only): after reading, wait this
+    long (seconds) before watching the sockets again, so that each read finds a packet waiting
+    on most of them instead of waking for every few (0: read as soon as one is readable).
+    Arrival times are the kernel's, so timing and jitter do not change.
     """
 
-    def __init__(self, receive_path: str = "auto") -> None:
+    def __init__(self, receive_path: str = "auto", receive_interval: float = 0.0) -> None:
+        if receive_interval < 0:
+            raise ValueError("receive_interval must not be negative")
         self._fast = fastpath.module(receive_path)
+        self._interval = receive_interval
         self._rx: Any = None  # the _rtprecv.Receiver, from start() on
+        self._watch_again: asyncio.TimerHandle | None = None
         self._streams: dict[tuple[str, int], _Open] = {}
         self._calls: dict[str, dict[int, _Open]] = {}
         """The same streams by session id: a call's requests touch only its own streams."""
@@ -256,12 +265,34 @@ class LocalEngine:
         loop = asyncio.get_running_loop()
         if self._fast is not None and self._rx is None:
             self._rx = self._fast.Receiver()
-            loop.add_reader(self._rx.fileno(), self._drain)
+            loop.add_reader(self._rx.fileno(), self._on_readable)
         if self._ticker is None:
             self._ticker = loop.create_task(self._tick_forever())
         if self._lag_task is None:
             self._lag.reset()
             self._lag_task = loop.create_task(self._lag.run())
+
+    def _on_readable(self) -> None:
+        self._drain()
+        if self._interval > 0 and self._rx is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self._rx.fileno())
+            self._watch_again = loop.call_later(self._interval, self._paced)
+
+    def _paced(self) -> None:
+        """Read on a timer while packets keep coming; watch the sockets again once a read
+        finds none. (Adding and removing the receiver's epoll descriptor from the loop's costs
+        the kernel a walk over every socket in it: not something to do each interval.)"""
+        self._watch_again = None
+        if self._rx is None:
+            return
+        before = self._rx.datagrams
+        self._drain()
+        loop = asyncio.get_running_loop()
+        if self._rx is not None and self._rx.datagrams != before:
+            self._watch_again = loop.call_later(self._interval, self._paced)
+        elif self._rx is not None:
+            loop.add_reader(self._rx.fileno(), self._on_readable)
 
     def _drain(self) -> None:
         handed = self._rx.drain()
@@ -428,12 +459,14 @@ class LocalEngine:
         """Pause one stream."""
         opened = self._streams.get((session_id, index))
         if opened is not None:
+            self._take_waiting(opened)
             opened.recorder.pause(at)
 
     async def resume(self, session_id: str, index: int, at: float) -> None:
         """Resume one stream."""
         opened = self._streams.get((session_id, index))
         if opened is not None:
+            self._take_waiting(opened)  # what came while paused stays out
             opened.recorder.resume(at)
 
     async def close_call(self, session_id: str, at: float) -> dict[int, dict[str, Any]]:
@@ -513,6 +546,9 @@ class LocalEngine:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._ticker = self._lag_task = None
+        if self._watch_again is not None:
+            self._watch_again.cancel()
+            self._watch_again = None
         if self._rx is not None:
             asyncio.get_running_loop().remove_reader(self._rx.fileno())
             self._rx.close()

@@ -162,10 +162,12 @@ class _Control:
         return reply
 
 
-async def serve(fd: int, index: int, receive_path: str = "auto") -> None:
+async def serve(
+    fd: int, index: int, receive_path: str = "auto", receive_interval: float = 0.0
+) -> None:
     """Serve the control socket ``fd`` until it closes or a ``stop`` arrives."""
     sock = socket.socket(fileno=fd)
-    engine = LocalEngine(receive_path)
+    engine = LocalEngine(receive_path, receive_interval)
     await engine.start()
     control = _Control(sock, engine)
     control.channel.send({"ready": True})
@@ -193,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="json")
     parser.add_argument("--receive-path", default="auto", choices=("auto", "c", "python"))
+    parser.add_argument("--receive-interval", type=float, default=0.0, help="seconds")
     args = parser.parse_args(argv)
     # A terminal's Ctrl-C and systemd's control-group kill signal every process of the node at
     # once; the node's drain still needs this worker to close its calls' streams and report
@@ -202,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_format)
     structlog.contextvars.bind_contextvars(worker=args.index)
     # without uvloop, stock asyncio: the engine lowers the datagram read size itself
-    event_loop.run(serve(args.fd, args.index, args.receive_path))
+    event_loop.run(serve(args.fd, args.index, args.receive_path, args.receive_interval))
     return 0
 
 

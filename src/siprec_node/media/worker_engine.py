@@ -83,11 +83,15 @@ class WorkerEngine:
         log_format: str = "json",
         on_worker_died: Callable[[int, set[str]], Awaitable[None]] | None = None,
         receive_path: str = "auto",
+        receive_interval: float = 0.0,
     ) -> None:
         if workers < 1:
             raise ValueError("WorkerEngine needs at least one worker")
+        if receive_interval < 0:
+            raise ValueError("receive_interval must not be negative")
         fastpath.module(receive_path)  # refuse "c" here rather than in every worker
         self.receive_path = receive_path
+        self.receive_interval = receive_interval
         self.count = workers
         self._log_level = log_level
         self._log_format = log_format
@@ -129,6 +133,8 @@ class WorkerEngine:
                 self._log_format,
                 "--receive-path",
                 self.receive_path,
+                "--receive-interval",
+                repr(self.receive_interval),
             ],
             pass_fds=[child.fileno()],
             env=env,

@@ -42,6 +42,8 @@ class HandlerConfig:
     """Media worker processes; 0 records on the SIP process's own event loop."""
     media_receive_path: str = "auto"
     """``media.receive_path``: ``auto``, ``c`` or ``python`` (see ``media.fastpath``)."""
+    media_receive_interval: float = 0.0
+    """``media.receive_interval`` (seconds): the C receive path's pause after each read."""
     recording_format: str = "wav"
     recording_channels: str = "stereo"
     keep_parts: bool = False

@@ -107,9 +107,10 @@ class CallDriver:
                 log_format=self.config.log_format,
                 on_worker_died=self._on_worker_died,
                 receive_path=self.config.media_receive_path,
+                receive_interval=self.config.media_receive_interval,
             )
             if self.config.media_workers > 0
-            else LocalEngine(self.config.media_receive_path)
+            else LocalEngine(self.config.media_receive_path, self.config.media_receive_interval)
         )
         self.call_media = CallMedia(self.media, self.engine, self.config.source_check)
         self.store: CallStore = self._call_store()

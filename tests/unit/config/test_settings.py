@@ -71,6 +71,7 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "max_streams_per_call": 8,
         "source_check": "signalling",
         "receive_path": "auto",
+        "receive_interval": timedelta(milliseconds=20),
     },
     "recording": {
         "directory": Path("recordings"),
@@ -313,6 +314,8 @@ RULES: list[tuple[str, str, Any, str]] = [
     ('[media]\ncodecs = ["PCMU", "pcmu"]', "media.codecs", ["PCMU", "pcmu"], "more than once"),
     ("[media]\ncodecs = []", "media.codecs", [], "at least one codec"),
     ('[media]\nreceive_path = "fast"', "media.receive_path", "fast", "auto, c, python"),
+    ('[media]\nreceive_interval = "1s"', "media.receive_interval", "1s", "between 0 and 100ms"),
+    ('[media]\nreceive_interval = "-5ms"', "media.receive_interval", "-5ms", "not be negative"),
     ("[media]\nmax_streams_per_call = 0", "media.max_streams_per_call", 0, "at least 1"),
     ("[media]\nmax_streams_per_call = 1000", "media.max_streams_per_call", 1000, "at most 256"),
     (
@@ -422,6 +425,16 @@ def test_rtp_timeout_and_drain_keys(load_text: LoadText) -> None:
     assert settings.node.drain_deadline == timedelta(seconds=5)
     assert settings.media.rtp_timeout == timedelta(seconds=2)
     assert settings.media.rtp_timeout_action == "end"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [('"0"', 0.0), ('"0s"', 0.0), ('"5ms"', 0.005)])
+def test_receive_interval_reaches_the_media_engine_config(
+    load_text: LoadText, text: str, seconds: float
+) -> None:
+    from siprec_node.app import handler_config
+
+    settings = load_text(f"[media]\nreceive_interval = {text}")
+    assert handler_config(settings).media_receive_interval == seconds
 
 
 def test_codec_names_are_the_decodable_ones(load_text: LoadText) -> None:
