@@ -30,6 +30,7 @@ from siprec_node.config import Settings
 from siprec_node.gc_watch import GcWatch, freeze_startup
 from siprec_node.http import HttpApi
 from siprec_node.log import wants_json
+from siprec_node.media.disk import ext4_without_journal
 from siprec_node.recorder import CallDriver, HandlerConfig
 from siprec_node.session import (
     ManagerConfig,
@@ -302,8 +303,22 @@ class Node:
             store=self.settings.store.backend,
             http_port=http_port,
         )
+        self._warn_about_the_filesystem()
         if self.transcriber is not None and self.settings.transcription.workers > 0:
             await self.transcriber.start()
+
+    def _warn_about_the_filesystem(self) -> None:
+        directory = self.settings.recording.directory
+        device = ext4_without_journal(directory)
+        if device is not None:
+            log.warning(
+                "recording_filesystem_without_journal",
+                directory=str(directory),
+                device=device,
+                why="ext4 without a journal checks every file deleted in the last minutes "
+                "before it creates one: each call's files cost more the more calls ended lately",
+                fix="record on ext4 with its journal (the default) or XFS",
+            )
 
     def drain(self) -> asyncio.Task[None]:
         """Start draining (once; later calls return the same drain): new INVITEs get 503, live

@@ -62,6 +62,30 @@ def free_bytes(path: str | os.PathLike[str]) -> int:
     return stat.f_bavail * stat.f_frsize
 
 
+def ext4_without_journal(path: str | os.PathLike[str], sys_root: str = "/sys") -> str | None:
+    """The block device name when ``path`` (or its nearest existing parent) is on an ext4
+    filesystem mounted without a journal, else None (another filesystem, a journal, or a
+    kernel that does not say).
+
+    Without a journal, ext4 skips every free inode deleted in the last 5 s (300 s while its
+    inode-table block is not yet written back) when it allocates one, checking each in turn:
+    a node that creates and deletes recording files all day pays for every file of the last
+    minutes at each creation (up to a millisecond of CPU per file, seen on a 2-core machine
+    at 50 calls/s, against 10-20 µs with a journal).
+    """
+    place = Path(path).absolute()
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    device = os.stat(place).st_dev
+    block = Path(sys_root, "dev", "block", f"{os.major(device)}:{os.minor(device)}")
+    try:
+        name = block.resolve(strict=True).name
+        task = Path(sys_root, "fs", "ext4", name, "journal_task").read_text().strip()
+    except OSError:
+        return None
+    return name if task == "<none>" else None
+
+
 class DiskSpace:
     """Free space of the recording disk against ``min_free`` (0: never low)."""
 

@@ -107,3 +107,60 @@ def test_stems_read_back() -> None:
     stem = recording_stem(started, "weird/call id@host", "9f1c-77")
     assert parse_stem(stem) == (started, "weird_call_id_host", "9f1c-77")
     assert parse_stem("not a stem") is None
+
+
+def _sys_tree(root: Path, path: Path, device: str, journal_task: str | None) -> None:
+    """A /sys with the block device of ``path``'s filesystem named ``device``."""
+    st = os.stat(path)
+    (root / "devices" / device).mkdir(parents=True)
+    (root / "dev" / "block").mkdir(parents=True)
+    (root / "dev" / "block" / f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}").symlink_to(
+        root / "devices" / device
+    )
+    if journal_task is not None:
+        (root / "fs" / "ext4" / device).mkdir(parents=True)
+        (root / "fs" / "ext4" / device / "journal_task").write_text(journal_task)
+
+
+@pytest.mark.parametrize(
+    ("journal_task", "found"),
+    [("<none>\n", "vdz1"), ("412\n", None), (None, None)],
+    ids=["ext4-no-journal", "ext4-journal", "not-ext4"],
+)
+def test_ext4_without_journal_is_read_from_sysfs(
+    tmp_path: Path, journal_task: str | None, found: str | None
+) -> None:
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    _sys_tree(tmp_path / "sys", recordings, "vdz1", journal_task)
+    sys_root = str(tmp_path / "sys")
+    assert disk.ext4_without_journal(recordings, sys_root=sys_root) == found
+    # a directory not made yet: its nearest existing parent's filesystem
+    assert disk.ext4_without_journal(recordings / "2026" / "12", sys_root=sys_root) == found
+
+
+def test_no_sysfs_entry_for_the_device_says_nothing(tmp_path: Path) -> None:
+    assert disk.ext4_without_journal(tmp_path, sys_root=str(tmp_path / "empty")) is None
+
+
+def test_the_node_warns_at_start_about_ext4_without_journal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from structlog.testing import capture_logs
+
+    from siprec_node import app
+    from siprec_node.config import Settings
+
+    settings = Settings()
+    fake = SimpleNamespace(settings=settings)
+    for device, expected in (("vdz1", 1), (None, 0)):
+        monkeypatch.setattr(app, "ext4_without_journal", lambda _path, d=device: d)
+        with capture_logs() as logs:
+            app.Node._warn_about_the_filesystem(fake)  # type: ignore[arg-type]
+        warned = [e for e in logs if e["event"] == "recording_filesystem_without_journal"]
+        assert len(warned) == expected
+        if warned:
+            assert warned[0]["device"] == "vdz1" and warned[0]["log_level"] == "warning"
+            assert warned[0]["directory"] == str(settings.recording.directory)
