@@ -43,11 +43,14 @@ For each store of `--store` (a comma-separated list, run one after the other), i
    Redis commands per call (INFO commandstats delta), finalisation latency (SIPp's BYE →
    `recording_finalised`) p50/p99/max, the most calls ended but not yet finalised at once and
    the deepest the finalisation queue was (the node's /metrics, every 0.5 s),
-   RTP packets sent and recorded, and the checks. Below the table: how the node ended the
-   answered calls (`call_ended` reasons) and the RTP lost in each kind (a call the node ends
-   for a missing ACK loses what the sender sends until the BYE time), verdict problems, the
-   node's warnings by event, and the sender's wake-up lateness (when it is high the machine
-   itself was out of CPU and the sender sent in bursts).
+   RTP packets sent and recorded and, of the kernel's UDP counters over the run (machine-wide,
+   /proc/net/snmp), datagrams that came to a port with no socket (`NoPorts`: RTP the sender
+   sent after the node closed the stream, i.e. late) and datagrams dropped on a full socket
+   buffer (`RcvbufErrors`: a receiver that fell behind), and the checks. Below the table: how
+   the node ended the answered calls (`call_ended` reasons) and the RTP lost in each kind (a
+   call the node ends for a missing ACK loses what the sender sends until the BYE time),
+   verdict problems, the node's warnings by event, and the sender's wake-up lateness (when it
+   is high the machine itself was out of CPU and the sender sent in bursts).
 
 A recording judged `short` needs over 0.5 s of the dialog without audio: the sender stops
 `--margin` (0.3 s) before the BYE, so a node that takes the BYE more than ~0.2 s late (an event
@@ -157,6 +160,16 @@ def fs_probe(folder: Path, files: int = 200, dirs: int = 20) -> str:
     finally:
         shutil.rmtree(probe, ignore_errors=True)
     return f"{(made - start) / files * 1e6:.0f} / {(done - made) / dirs * 1e6:.0f}"
+
+
+def udp_counters(text: str | None = None) -> dict[str, int]:
+    """The kernel's UDP counters (``/proc/net/snmp``), machine-wide: ``RcvbufErrors`` counts
+    datagrams dropped on a full socket buffer (a receiver that fell behind), ``NoPorts`` those
+    that came to a port with no socket (for RTP: after the node closed the stream)."""
+    if text is None:
+        text = Path("/proc/net/snmp").read_text()
+    names, values = [line.split()[1:] for line in text.splitlines() if line.startswith("Udp:")][:2]
+    return dict(zip(names, map(int, values), strict=True))
 
 
 def cpu_s(path: str) -> float:
@@ -615,6 +628,7 @@ def run_phase(
 ) -> dict[str, Any]:
     load_before = loadavg()
     fs_before = fs_probe(work)
+    udp_before = udp_counters()
     node, sip_port, http_port = start_node(args, work, store, url)
     pid = node.proc.pid
     result: dict[str, Any] = {"store": store, "load_before": load_before, "fs_before": fs_before}
@@ -706,6 +720,8 @@ def run_phase(
         code = stop_node(node)
         node.finish()
     result["node_exit"] = code
+    udp_after = udp_counters()
+    result["udp"] = {k: udp_after[k] - udp_before[k] for k in ("RcvbufErrors", "NoPorts")}
     result["load_after"] = loadavg()
     result["fs_after"] = fs_probe(work / "recordings" if (work / "recordings").is_dir() else work)
     if args.profile == "cprofile":
@@ -1088,6 +1104,11 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         lambda r: (
             f"{r['rtp_sent']:,} / {r['rtp_recorded']:,} / {r['rtp_sent'] - r['rtp_recorded']:,}"
         ),
+    )
+    row(
+        "  UDP to a closed port / dropped on a full buffer (machine)",
+        "",
+        lambda r: f"{r['udp']['NoPorts']:,} / {r['udp']['RcvbufErrors']:,}",
     )
     row("load average before → after", "", lambda r: f"{r['load_before']} → {r['load_after']}")
     row(

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,15 +39,15 @@ def test_bench_e2e_tiny_scale() -> None:
         assert result["finalise_ms"]["p50"] > 0
         assert result["sip_cpu_s"]["total"] > 0
         assert result["rss"]["peak_live"] >= 1
+        assert set(result["udp"]) == {"NoPorts", "RcvbufErrors"}
+        assert all(value >= 0 for value in result["udp"].values())
     assert memory["redis_per_call"] is None
     # the node's own redis-server: every command in it is the node's
     assert redis["redis_per_call"] > 1
     assert redis["redis_commands"].get("evalsha", 0) >= 6
 
 
-def test_sipp_log_lines_with_an_empty_microseconds_field_are_read() -> None:
-    """SIPp leaves a microseconds field empty when its time falls on a whole second (one call
-    in about 4,000): the call is still answered, sent RTP and checked."""
+def _bench_module() -> Any:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bench_e2e_run", RUN)
@@ -54,6 +55,13 @@ def test_sipp_log_lines_with_an_empty_microseconds_field_are_read() -> None:
     run = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = run  # its dataclasses look their module up
     spec.loader.exec_module(run)
+    return run
+
+
+def test_sipp_log_lines_with_an_empty_microseconds_field_are_read() -> None:
+    """SIPp leaves a microseconds field empty when its time falls on a whole second (one call
+    in about 4,000): the call is still answered, sent RTP and checked."""
+    run = _bench_module()
     follower = run.SippFollower(Path("/nonexistent"), None, 20.0, 0.3)
     # as SIPp wrote it (the INVITE's microseconds empty), then a BYE's
     line = "ANS 547-1@127.0.0.1 1796398070.000000  1796398070.000000 4270.000000 12184 12186"
@@ -63,3 +71,17 @@ def test_sipp_log_lines_with_an_empty_microseconds_field_are_read() -> None:
     assert follower.answered == 1 and call.ports == (12184, 12186)
     assert call.invite_at == 1796398070.0 and call.answer_at == 1796398070.00427
     assert call.bye_at == 1796398090.0 and follower.byes == 1
+
+
+def test_udp_counters_are_read_by_name() -> None:
+    """/proc/net/snmp as Linux 6 writes it: the UdpLite lines after Udp's are not read."""
+    text = (
+        "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors"
+        " IgnoredMulti MemErrors\n"
+        "Udp: 111672190 2181051 815093 114669156 815094 0 0 0 0\n"
+        "UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors"
+        " InCsumErrors IgnoredMulti MemErrors\n"
+        "UdpLite: 0 0 0 0 0 0 0 0 0\n"
+    )
+    counters = _bench_module().udp_counters(text)
+    assert counters["NoPorts"] == 2181051 and counters["RcvbufErrors"] == 815094
