@@ -439,7 +439,11 @@ typedef struct {
     int epfd;
     Slot *slots;
     Py_ssize_t nslots;
-    Py_ssize_t free_hint;
+    Py_ssize_t *free;       /* indexes of the free slots (a stack): add() takes the last */
+    Py_ssize_t nfree;
+    Py_ssize_t *by_fd;      /* slot index of each registered descriptor, -1: none */
+    Py_ssize_t nby_fd;
+    Py_ssize_t sockets;
     struct mmsghdr msgs[BATCH];
     struct sockaddr_storage names[BATCH];
     struct iovec iov[BATCH];
@@ -492,7 +496,63 @@ Receiver_clear_slots(Receiver *self)
         Py_CLEAR(self->slots[i].handler);
         Py_CLEAR(self->slots[i].fast);
         self->slots[i].fd = -1;
+        self->free[self->nslots - 1 - i] = i; /* the lowest index is taken first */
     }
+    self->nfree = self->nslots;
+    for (Py_ssize_t fd = 0; fd < self->nby_fd; fd++)
+        self->by_fd[fd] = -1;
+    self->sockets = 0;
+}
+
+/* The slot index of `fd`, -1 when it is not registered: a lookup that costs the same however
+ * many sockets the receiver holds (add, remove, foreign and set_sources run per stream). */
+static Py_ssize_t
+index_of_fd(const Receiver *self, long fd)
+{
+    return (fd >= 0 && fd < self->nby_fd) ? self->by_fd[fd] : -1;
+}
+
+/* Room in by_fd for `fd` and a free slot; 0 or -1 with MemoryError. */
+static int
+Receiver_reserve(Receiver *self, int fd)
+{
+    if (fd >= self->nby_fd) {
+        Py_ssize_t size = self->nby_fd ? self->nby_fd : 1024;
+        while (size <= fd)
+            size *= 2;
+        Py_ssize_t *by_fd = PyMem_Realloc(self->by_fd, sizeof(Py_ssize_t) * (size_t)size);
+        if (by_fd == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (Py_ssize_t i = self->nby_fd; i < size; i++)
+            by_fd[i] = -1;
+        self->by_fd = by_fd;
+        self->nby_fd = size;
+    }
+    if (self->nfree > 0)
+        return 0;
+    Py_ssize_t grown = self->nslots ? self->nslots * 2 : 64;
+    Slot *slots = PyMem_Realloc(self->slots, sizeof(Slot) * (size_t)grown);
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->slots = slots;
+    Py_ssize_t *free = PyMem_Realloc(self->free, sizeof(Py_ssize_t) * (size_t)grown);
+    if (free == NULL) {
+        PyErr_NoMemory();
+        return -1; /* the larger slot array is kept; nslots says how much of it is in use */
+    }
+    self->free = free;
+    for (Py_ssize_t i = self->nslots; i < grown; i++) {
+        slots[i].fd = -1;
+        slots[i].handler = NULL;
+        slots[i].fast = NULL;
+        free[self->nfree++] = grown - 1 - (i - self->nslots);
+    }
+    self->nslots = grown;
+    return 0;
 }
 
 static void
@@ -500,6 +560,8 @@ Receiver_dealloc(Receiver *self)
 {
     Receiver_clear_slots(self);
     PyMem_Free(self->slots);
+    PyMem_Free(self->free);
+    PyMem_Free(self->by_fd);
     PyMem_Free(self->data);
     if (self->ready && self->epfd >= 0)
         close(self->epfd);
@@ -528,33 +590,17 @@ Receiver_add(Receiver *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "fast must be a FastStream or None");
         return NULL;
     }
-    for (Py_ssize_t i = 0; i < self->nslots; i++) {
-        if (self->slots[i].fd == fd) {
-            PyErr_Format(PyExc_ValueError, "fd %d is already registered", fd);
-            return NULL;
-        }
+    if (fd < 0) {
+        PyErr_Format(PyExc_ValueError, "fd %d is not a descriptor", fd);
+        return NULL;
     }
-    Py_ssize_t index = -1;
-    for (Py_ssize_t i = self->free_hint; i < self->nslots; i++) {
-        if (self->slots[i].fd < 0) {
-            index = i;
-            break;
-        }
+    if (index_of_fd(self, fd) >= 0) {
+        PyErr_Format(PyExc_ValueError, "fd %d is already registered", fd);
+        return NULL;
     }
-    if (index < 0) {
-        Py_ssize_t grown = self->nslots ? self->nslots * 2 : 64;
-        Slot *slots = PyMem_Realloc(self->slots, sizeof(Slot) * (size_t)grown);
-        if (slots == NULL)
-            return PyErr_NoMemory();
-        for (Py_ssize_t i = self->nslots; i < grown; i++) {
-            slots[i].fd = -1;
-            slots[i].handler = NULL;
-            slots[i].fast = NULL;
-        }
-        index = self->nslots;
-        self->slots = slots;
-        self->nslots = grown;
-    }
+    if (Receiver_reserve(self, fd) < 0)
+        return NULL;
+    Py_ssize_t index = self->free[self->nfree - 1];
     int on = 1;
     /* Kernel arrival times: a worker busy for a while still places packets by when they came. */
     (void)setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on));
@@ -573,7 +619,9 @@ Receiver_add(Receiver *self, PyObject *args, PyObject *kwds)
         Py_INCREF(fast);
         slot->fast = (FastStream *)fast;
     }
-    self->free_hint = index + 1;
+    self->nfree--;
+    self->by_fd[fd] = index;
+    self->sockets++;
     Py_RETURN_NONE;
 }
 
@@ -585,19 +633,18 @@ Receiver_remove(Receiver *self, PyObject *arg)
     long fd = PyLong_AsLong(arg);
     if (fd == -1 && PyErr_Occurred())
         return NULL;
-    for (Py_ssize_t i = 0; i < self->nslots; i++) {
-        Slot *slot = &self->slots[i];
-        if (slot->fd == fd) {
-            (void)epoll_ctl(self->epfd, EPOLL_CTL_DEL, fd, NULL);
-            slot->fd = -1;
-            Py_CLEAR(slot->handler);
-            Py_CLEAR(slot->fast);
-            if (i < self->free_hint)
-                self->free_hint = i;
-            Py_RETURN_TRUE;
-        }
-    }
-    Py_RETURN_FALSE;
+    Py_ssize_t index = index_of_fd(self, fd);
+    if (index < 0)
+        Py_RETURN_FALSE;
+    Slot *slot = &self->slots[index];
+    (void)epoll_ctl(self->epfd, EPOLL_CTL_DEL, (int)fd, NULL);
+    slot->fd = -1;
+    Py_CLEAR(slot->handler);
+    Py_CLEAR(slot->fast);
+    self->by_fd[fd] = -1;
+    self->free[self->nfree++] = index;
+    self->sockets--;
+    Py_RETURN_TRUE;
 }
 
 static Slot *
@@ -606,9 +653,9 @@ slot_of(Receiver *self, PyObject *fd_object)
     long fd = PyLong_AsLong(fd_object);
     if (fd == -1 && PyErr_Occurred())
         return NULL;
-    for (Py_ssize_t i = 0; i < self->nslots; i++)
-        if (self->slots[i].fd == fd)
-            return &self->slots[i];
+    Py_ssize_t index = index_of_fd(self, fd);
+    if (index >= 0)
+        return &self->slots[index];
     PyErr_Format(PyExc_KeyError, "fd %ld is not registered", fd);
     return NULL;
 }
@@ -759,9 +806,7 @@ Receiver_fileno(Receiver *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 Receiver_stats(Receiver *self, PyObject *Py_UNUSED(ignored))
 {
-    Py_ssize_t sockets = 0;
-    for (Py_ssize_t i = 0; i < self->nslots; i++)
-        sockets += self->slots[i].fd >= 0;
+    Py_ssize_t sockets = self->sockets;
     return Py_BuildValue("{s:n,s:K,s:K,s:K,s:K,s:K,s:K}", "sockets", sockets, "datagrams",
                          self->datagrams, "taken", self->taken, "handed", self->handed,
                          "truncated", self->truncated, "drains", self->drains, "foreign",

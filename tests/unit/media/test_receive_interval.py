@@ -1,5 +1,7 @@
 """``media.receive_interval``: the C receive path reads on a timer while packets keep coming,
-watches its sockets again when they go quiet, and loses nothing that waited meanwhile."""
+watches its sockets again when they go quiet, and loses nothing that waited meanwhile; and the
+C receiver's bookkeeping of many sockets (one drain reads every ready one, slots by
+descriptor)."""
 
 from __future__ import annotations
 
@@ -228,3 +230,57 @@ def test_one_drain_reads_every_ready_socket_not_only_one_epoll_batch() -> None:
             sock.close()
         rx.close()
         sender.close()
+
+
+def test_sockets_come_and_go_in_any_order_and_each_keeps_its_handler() -> None:
+    """The receiver finds a socket's slot by its descriptor (add, remove, foreign,
+    set_sources): slots freed in any order are reused, and every datagram still reaches the
+    handler its socket was added with."""
+    import random
+
+    module = fastpath.module("c")
+    assert module is not None
+    rx = module.Receiver()
+    rng = random.Random(7)
+    live: dict[int, socket.socket] = {}
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def add(count: int) -> None:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            rx.add(sock.fileno(), ("handler", sock.fileno()))
+            live[sock.fileno()] = sock
+
+    def remove(count: int) -> None:
+        for fd in rng.sample(sorted(live), count):
+            assert rx.remove(fd) is True
+            assert rx.remove(fd) is False
+            with pytest.raises(KeyError):
+                rx.foreign(fd)
+            live.pop(fd).close()
+
+    try:
+        add(300)
+        remove(200)
+        add(250)
+        remove(100)
+        add(50)
+        assert rx.stats()["sockets"] == len(live) == 300
+        fd = next(iter(live))
+        with pytest.raises(ValueError, match="already registered"):
+            rx.add(fd, None)
+        for sock in live.values():
+            sender.sendto(b"\x80\x00\x00\x01" + bytes(168), sock.getsockname())
+        handed = rx.drain()
+        assert handed is not None
+        assert sorted(handler for handler, _, _ in handed) == [("handler", f) for f in sorted(live)]
+        assert all(rx.foreign(f) == 0 for f in live)
+    finally:
+        for fd, sock in live.items():
+            rx.remove(fd)
+            sock.close()
+        rx.close()
+        sender.close()
+    assert rx.stats()["sockets"] == 0
