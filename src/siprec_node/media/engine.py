@@ -273,10 +273,14 @@ class LocalEngine:
             self._lag_task = loop.create_task(self._lag.run())
 
     def _on_readable(self) -> None:
-        self._drain()
-        if self._interval > 0 and self._rx is not None:
-            loop = asyncio.get_running_loop()
-            loop.remove_reader(self._rx.fileno())
+        if self._interval <= 0:
+            self._drain()
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._rx.fileno())
+        try:
+            self._drain()
+        finally:  # a failed read must not stop the receiving
             self._watch_again = loop.call_later(self._interval, self._paced)
 
     def _paced(self) -> None:
@@ -287,11 +291,18 @@ class LocalEngine:
         if self._rx is None:
             return
         before = self._rx.datagrams
-        self._drain()
+        try:
+            self._drain()
+        finally:
+            self._pace_next(before)
+
+    def _pace_next(self, before: int) -> None:
+        if self._rx is None:
+            return
         loop = asyncio.get_running_loop()
-        if self._rx is not None and self._rx.datagrams != before:
+        if self._rx.datagrams != before:
             self._watch_again = loop.call_later(self._interval, self._paced)
-        elif self._rx is not None:
+        else:
             loop.add_reader(self._rx.fileno(), self._on_readable)
 
     def _drain(self) -> None:

@@ -163,6 +163,48 @@ async def test_stop_cancels_the_pending_read(tmp_path: Path) -> None:
     assert engine.receiver_stats() is None
 
 
+class _FailingOnce:
+    """The engine's C receiver, whose next drain() raises once (an epoll_wait error)."""
+
+    def __init__(self, rx: object) -> None:
+        self._rx = rx
+        self.failed = 0
+
+    def drain(self) -> object:
+        if not self.failed:
+            self.failed += 1
+            raise OSError(9, "Bad file descriptor")
+        return self._rx.drain()  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._rx, name)
+
+
+@pytest.mark.parametrize("fail_in", ["the read on arrival", "a paced read"])
+async def test_a_read_that_fails_does_not_stop_the_receiving(
+    tmp_path: Path, fail_in: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = LocalEngine("c", receive_interval=0.05)
+    await engine.start()
+    try:
+        stream = await _open(engine, tmp_path)
+        if fail_in == "a paced read":
+            stream.send()
+            await asyncio.sleep(0.01)  # read on arrival; the next read is a paced one
+        failing = _FailingOnce(engine._rx)
+        engine._rx = failing
+        for _ in range(20):
+            stream.send()
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.15)
+        assert failing.failed == 1
+        # read while the call is up (a close would read what waits whatever happened before)
+        assert (await engine.stats("call"))[0]["packets"] == stream.seq
+        await engine.close_call("call", time.time())
+    finally:
+        await engine.stop()
+
+
 def test_a_negative_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="receive_interval"):
         LocalEngine("c", receive_interval=-0.01)
