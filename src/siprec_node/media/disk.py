@@ -52,13 +52,18 @@ STALE_S = 120.0
 """A parts folder none of whose files changed for this long has no live recorder."""
 
 
-def free_bytes(path: str | os.PathLike[str]) -> int:
-    """Bytes an unprivileged writer may still use on the filesystem holding ``path`` (or its
-    nearest existing parent)."""
+def _existing(path: str | os.PathLike[str]) -> Path:
+    """``path``, or its nearest existing parent (a recording directory not made yet)."""
     place = Path(path).absolute()
     while not place.exists() and place != place.parent:
         place = place.parent
-    stat = os.statvfs(place)
+    return place
+
+
+def free_bytes(path: str | os.PathLike[str]) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem holding ``path`` (or its
+    nearest existing parent)."""
+    stat = os.statvfs(_existing(path))
     return stat.f_bavail * stat.f_frsize
 
 
@@ -73,10 +78,7 @@ def ext4_without_journal(path: str | os.PathLike[str], sys_root: str = "/sys") -
     minutes at each creation (up to a millisecond of CPU per file, seen on a 2-core machine
     at 50 calls/s, against 10-20 µs with a journal).
     """
-    place = Path(path).absolute()
-    while not place.exists() and place != place.parent:
-        place = place.parent
-    device = os.stat(place).st_dev
+    device = os.stat(_existing(path)).st_dev
     block = Path(sys_root, "dev", "block", f"{os.major(device)}:{os.minor(device)}")
     try:
         name = block.resolve(strict=True).name
