@@ -1,4 +1,5 @@
-"""The garbage collector's pauses in the SIP process: timed, exported, and reported when long.
+"""The garbage collector's pauses in the SIP process (and each media worker): timed, exported,
+and reported when long.
 
 A full collection walks every tracked object of the process, and a node with 2,000 live calls
 holds about 600,000 of them: bench/sipcall measured full collections of 0.4 s (p50) to 1.6 s,
@@ -26,6 +27,11 @@ collection of everything, frozen included, made every ``FULL_INTERVAL`` seconds
 freed). ``siprec_gc_frozen_objects`` says how many objects were frozen at start-up or after the
 last full collection: counting them walks them all (``gc.get_freeze_count`` took 36 ms with
 2,000 live calls), so nothing counts them more often.
+
+A media worker does the same: with 4,000 streams open it tracks ~250,000 objects (~51 a
+stream) and, with 100 calls a second coming and going, CPython made a full collection of
+~140 ms about every 20 s, during which the worker read no RTP and opened no stream (INVITEs
+wait for their streams' ``open``). Aged, its longest collection took 2 ms.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ AGE_INTERVAL = 1.0
 """Seconds between two freezes of the survivors of a young collection."""
 FULL_INTERVAL = 600.0
 """Seconds between two full collections of every object, frozen ones included."""
+SIP_HINT = "a full collection walks every live call's objects: SIP waits meanwhile"
 
 
 def freeze_startup() -> int:
@@ -61,8 +68,10 @@ def freeze_startup() -> int:
 class GcWatch(Collector):
     """Times the collector's pauses (install once per process) and exports them."""
 
-    def __init__(self, long_pause: float = LONG_PAUSE) -> None:
+    def __init__(self, long_pause: float = LONG_PAUSE, hint: str = SIP_HINT) -> None:
         self.long_pause = long_pause
+        self.hint = hint
+        """What a long pause held up (the ``hint`` of ``gc_pause``)."""
         self.frozen = 0
         """Frozen objects counted at start-up (the node sets it) or after the last :meth:`full`."""
         self.full_collections = 0
@@ -109,9 +118,20 @@ class GcWatch(Collector):
                 generation=generation,
                 ms=round(took * 1000, 1),
                 collected=collected,
-                hint="a full collection walks every live call's objects: SIP waits meanwhile",
+                hint=self.hint,
             )
         return len(long)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures so far: collections and seconds by generation, the longest pause (ms),
+        the objects frozen at start-up or at the last full collection."""
+        return {
+            "collections": list(self.count),
+            "seconds": [round(s, 6) for s in self.seconds],
+            "longest_ms": round(self.longest * 1000, 3),
+            "frozen": self.frozen,
+            "full_collections": self.full_collections,
+        }
 
     @staticmethod
     def age() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from siprec_node import event_loop
+from siprec_node.gc_watch import GcWatch, freeze_startup
 from siprec_node.log import configure_logging
 from siprec_node.media.control import ControlChannel, MessageTooLarge
 from siprec_node.media.engine import LocalEngine, StreamSpec
@@ -79,8 +80,11 @@ class _Control:
     """Serves requests one at a time (in :func:`next_request`'s order), replying through the
     channel's queue."""
 
-    def __init__(self, sock: socket.socket, engine: LocalEngine) -> None:
+    def __init__(
+        self, sock: socket.socket, engine: LocalEngine, gc_watch: GcWatch | None = None
+    ) -> None:
         self.engine = engine
+        self.gc_watch = gc_watch
         self.done = asyncio.Event()
         self.requests: collections.deque[_Request] = collections.deque()
         self._arrived = asyncio.Event()
@@ -148,6 +152,8 @@ class _Control:
             elif op == "lag":
                 reply["lag"] = await self.engine.loop_lag(bool(message.get("reset")))
                 reply["receiver"] = self.engine.receiver_stats()
+                if self.gc_watch is not None:
+                    reply["gc"] = self.gc_watch.summary()
             elif op == "stop":
                 await self.engine.stop()
             else:
@@ -169,7 +175,15 @@ async def serve(
     sock = socket.socket(fileno=fd)
     engine = LocalEngine(receive_path, receive_interval)
     await engine.start()
-    control = _Control(sock, engine)
+    # the streams' objects are aged out of the collector's reach as the SIP process's are
+    gc_watch = GcWatch(
+        hint="a full collection walks every open stream's objects: RTP reads "
+        "and stream opens wait meanwhile"
+    )
+    gc_watch.frozen = freeze_startup()
+    gc_watch.install()
+    gc_watch.start_reporting()
+    control = _Control(sock, engine, gc_watch)
     control.channel.send({"ready": True})
     log.info("media_worker_ready", worker=index, receive_path=engine.receive_path)
     server = asyncio.get_running_loop().create_task(control.serve())
@@ -184,6 +198,8 @@ async def serve(
         await asyncio.sleep(0.01)
     control.channel.close()
     await engine.stop()
+    gc_watch.uninstall()
+    gc_watch.report()
     log.info("media_worker_stopped", worker=index)
 
 

@@ -327,7 +327,9 @@ class WorkerEngine:
 
     async def loop_lag(self, reset: bool = False) -> list[dict[str, Any]]:
         """Each running worker's event-loop lag (``worker`` and ``pid`` added to the figures
-        of :meth:`LocalEngine.loop_lag`); ``reset`` starts a new window in each."""
+        of :meth:`LocalEngine.loop_lag`), its C receiver's counters (``receiver``) and its
+        garbage collector's figures (``gc``: :meth:`GcWatch.summary`); ``reset`` starts a new
+        lag window in each."""
         out = []
         for worker in self._workers:
             if worker.alive:
@@ -338,6 +340,7 @@ class WorkerEngine:
                         "pid": worker.proc.pid,
                         **reply["lag"],
                         "receiver": reply.get("receiver"),
+                        "gc": reply.get("gc"),
                     }
                 )
         return out
