@@ -403,6 +403,7 @@ class CallDriver:
                 return
         self.core.media_opened(effect.session_id, self.now())
         self.pump()
+        self.finalise_pool.warm()
 
     async def _update_media(self, effect: UpdateMedia) -> None:
         """Bring the engine in line with a call's negotiated streams and pause state."""

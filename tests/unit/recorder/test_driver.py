@@ -59,3 +59,32 @@ async def test_one_loop_timer_retransmits_the_200_until_the_ack() -> None:
         assert call.confirmed
     finally:
         await driver.close(timeout=2)
+
+
+async def test_answering_a_call_warms_the_finalisation_pool() -> None:
+    """The finalisation processes start with the first answered call (FinalisePool.warm), so
+    their imports are done before the first call ends."""
+    base = random.randrange(42000, 58000, 2)
+    driver = CallDriver(
+        HandlerConfig(
+            node_id="driver-test",
+            advertise_host="127.0.0.1",
+            media_host="127.0.0.1",
+            media_advertise_host="127.0.0.1",
+            port_min=base,
+            port_max=base + 99,
+            recording_dir=tempfile.mkdtemp(prefix="driver-test-recordings-"),
+        ),
+        local_address=lambda peer: "127.0.0.1",
+    )
+    warmed: list[float] = []
+    driver.finalise_pool.warm = lambda: warmed.append(driver.now())  # type: ignore[method-assign]
+    driver.attach(lambda data, destination: None)
+    await driver.start()
+    try:
+        assert warmed == []
+        driver.on_message(Dialogue("warm@sbc").siprec_invite(), SBC)
+        await driver.idle()
+        assert len(warmed) == 1
+    finally:
+        await driver.close(timeout=2)

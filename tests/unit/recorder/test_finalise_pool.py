@@ -358,3 +358,23 @@ def test_a_pool_with_processes_needs_a_module_level_run() -> None:
     with pytest.raises(ValueError, match="module-level function"):
         FinalisePool(1, run=Gate())  # a callable object
     FinalisePool(0, run=lambda job: run_job(job))  # threads: any callable
+
+
+async def test_warm_starts_the_processes_before_any_job_and_they_take_the_jobs(
+    tmp_path: Path,
+) -> None:
+    """The driver warms the pool when it answers a call: the processes import the
+    finalisation code then, not at the first call's end."""
+    pool = FinalisePool(2, run=failing_or_slow_run)
+    pool.start()
+    await asyncio.sleep(0.3)
+    assert pool.pids() == []  # started, not warmed: nothing spawned yet
+    pool.warm()
+    pool.warm()  # once is enough
+    await _until(lambda: len(pool.pids()) == 2)
+    warmed = pool.pids()
+    _call(tmp_path, "s-1")
+    done = await pool.submit("s-1", _job(tmp_path, "s-1")).future
+    assert done.pid in warmed and pool.pids() == warmed  # no third process
+    await pool.stop()
+    assert pool.pids() == []
