@@ -16,10 +16,9 @@ import pytest
 from siprec_node.media import fastpath
 from siprec_node.media.engine import LocalEngine, StreamSpec
 from siprec_node.siprec.sdp_answer import NegotiatedStream
+from tests.conftest import skip_unless_c_receive_path
 
-pytestmark = pytest.mark.skipif(
-    not fastpath.available(), reason="the C receive path (media._rtprecv) is not built"
-)
+skip_unless_c_receive_path()
 
 
 def _spec(parts: Path) -> StreamSpec:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import tempfile
 
@@ -12,22 +13,26 @@ from siprec_node.sip.transaction import Address, TimerConfig
 from tests.unit.sip.test_handler_harness import SBC, Dialogue
 
 
+def _driver(timers: TimerConfig | None = None) -> CallDriver:
+    """A driver on loopback with ports of its own and a temporary recording folder."""
+    base = random.randrange(42000, 58000, 2)
+    config = HandlerConfig(
+        node_id="driver-test",
+        advertise_host="127.0.0.1",
+        media_host="127.0.0.1",
+        media_advertise_host="127.0.0.1",
+        port_min=base,
+        port_max=base + 99,
+        recording_dir=tempfile.mkdtemp(prefix="driver-test-recordings-"),
+    )
+    if timers is not None:
+        config = dataclasses.replace(config, timers=timers)
+    return CallDriver(config, local_address=lambda peer: "127.0.0.1")
+
+
 async def test_one_loop_timer_retransmits_the_200_until_the_ack() -> None:
     sent: list[tuple[float, SipResponse]] = []
-    base = random.randrange(42000, 58000, 2)
-    driver = CallDriver(
-        HandlerConfig(
-            node_id="driver-test",
-            advertise_host="127.0.0.1",
-            media_host="127.0.0.1",
-            media_advertise_host="127.0.0.1",
-            port_min=base,
-            port_max=base + 99,
-            timers=TimerConfig(t1=0.05, t2=0.4, t4=0.5),
-            recording_dir=tempfile.mkdtemp(prefix="driver-test-recordings-"),
-        ),
-        local_address=lambda peer: "127.0.0.1",
-    )
+    driver = _driver(TimerConfig(t1=0.05, t2=0.4, t4=0.5))
 
     def send(data: bytes, destination: Address) -> None:
         message = parse_message(data)
@@ -64,19 +69,7 @@ async def test_one_loop_timer_retransmits_the_200_until_the_ack() -> None:
 async def test_answering_a_call_warms_the_finalisation_pool() -> None:
     """The finalisation processes start with the first answered call (FinalisePool.warm), so
     their imports are done before the first call ends."""
-    base = random.randrange(42000, 58000, 2)
-    driver = CallDriver(
-        HandlerConfig(
-            node_id="driver-test",
-            advertise_host="127.0.0.1",
-            media_host="127.0.0.1",
-            media_advertise_host="127.0.0.1",
-            port_min=base,
-            port_max=base + 99,
-            recording_dir=tempfile.mkdtemp(prefix="driver-test-recordings-"),
-        ),
-        local_address=lambda peer: "127.0.0.1",
-    )
+    driver = _driver()
     warmed: list[float] = []
     driver.finalise_pool.warm = lambda: warmed.append(driver.now())  # type: ignore[method-assign]
     driver.attach(lambda data, destination: None)
