@@ -6,6 +6,7 @@ descriptor)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import struct
 import time
@@ -15,27 +16,15 @@ import pytest
 
 from siprec_node.media import fastpath
 from siprec_node.media.engine import LocalEngine, StreamSpec
-from siprec_node.siprec.sdp_answer import NegotiatedStream
 from tests.conftest import skip_unless_c_receive_path
+from tests.unit.media.test_engine_streams import _spec as engine_spec
 
 skip_unless_c_receive_path()
 
 
 def _spec(parts: Path) -> StreamSpec:
-    stream = NegotiatedStream(
-        index=0,
-        label="leg-0",
-        media="audio",
-        accepted=True,
-        port=40000,
-        proto="RTP/AVP",
-        codec="PCMU",
-        payload_type=0,
-        clock_rate=8000,
-        channels=1,
-        direction="recvonly",
-    )
-    return StreamSpec("call", 0, stream.to_dict(), str(parts), time.time())
+    """test_engine_streams' PCMU stream 0 of call ``call``, its epoch now."""
+    return dataclasses.replace(engine_spec(parts, "call", 0), epoch=time.time())
 
 
 class _Stream:
