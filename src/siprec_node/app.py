@@ -105,6 +105,7 @@ def handler_config(settings: Settings, call_store: CallStore | None = None) -> H
         max_metadata_elements=settings.sip.max_metadata_elements,
         invite_rate_per_source=settings.sip.invite_rate_per_source,
         invite_burst_per_source=settings.sip.invite_burst_per_source,
+        max_answer_delay=settings.sip.max_answer_delay.total_seconds(),
         recording_dir=str(settings.recording.directory),
         recording_format=settings.recording.format,
         recording_channels=settings.recording.channels,

@@ -257,6 +257,12 @@ class SipSettings(_Section):
     Retry-After. 0 disables the limit."""
     invite_burst_per_source: Int = Field(default=100, ge=1, le=1_000_000)
     """INVITEs one IP address may send at once above ``invite_rate_per_source``."""
+    max_answer_delay: NonNegativeDuration = timedelta(seconds=1)
+    """New INVITEs get 503 (``Overloaded``, with Retry-After) while a call the node accepted
+    has waited longer than this for its media to open: the node is behind (its media workers
+    short of CPU) and would answer late and record what arrives meanwhile badly; an SRC with
+    another recorder fails over to it. Calls already accepted are answered as their media
+    opens. ``0`` disables the check. 0 to 30s."""
     udp_receive_buffer: Size = Field(default=4 * 1024 * 1024, ge=4096, le=1 << 30)
     """Receive buffer (SO_RCVBUF) of each UDP listener: datagrams wait there while the node is
     busy, and beyond it the kernel drops them (``siprec_sip_datagrams_dropped_total``). Linux
@@ -291,6 +297,13 @@ class SipSettings(_Section):
             why = f"must not be shorter than timer_t1 ({format_duration(self.timer_t1)})"
             raise _problems(("timer_t2", format_duration(self.timer_t2), why))
         return self
+
+    @field_validator("max_answer_delay")
+    @classmethod
+    def _check_max_answer_delay(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) <= value <= timedelta(seconds=30):
+            raise ValueError("must be between 0s and 30s")
+        return value
 
     @field_validator("invite_rate_per_source", mode="before")
     @classmethod

@@ -108,6 +108,15 @@ class HandlerCollector(Collector):
             "siprec_rtp_ports_in_use": ("RTP ports bound now", h.media.reserved),
             "siprec_sip_transactions": ("Live SIP transactions", len(h.transactions)),
             "siprec_draining": ("1 while the node drains", 1 if h.draining else 0),
+            "siprec_media_opening": (
+                "Calls accepted whose media is opening (not yet answered)",
+                len(h.core.opening),
+            ),
+            "siprec_media_open_wait_seconds": (
+                "How long the call waiting longest for its media to open has waited"
+                " (new INVITEs get 503 beyond sip.max_answer_delay)",
+                h.core.opening.oldest_wait(h.now()),
+            ),
             "siprec_snapshot_backlog": (
                 "CallData snapshots waiting for the store",
                 h.snapshots.backlog if h.snapshots else 0,
@@ -154,6 +163,12 @@ def _disk_metrics(h: CallDriver) -> Iterator[Metric]:
             "siprec_invites_refused_disk_low",
             "New INVITEs answered 503 because free space was below recording.min_free",
             h.stats.get("refused_disk_low", 0),
+        ),
+        (
+            "siprec_invites_refused_overloaded",
+            "New INVITEs answered 503 because an accepted call had waited longer than"
+            " sip.max_answer_delay for its media to open",
+            h.stats.get("refused_overloaded", 0),
         ),
     ):
         counter = CounterMetricFamily(name, text)

@@ -83,6 +83,9 @@ class HandlerConfig:
     """New INVITEs a second from one IP address (token bucket); 0 disables the limit."""
     invite_burst_per_source: int = 100
     """INVITEs one IP address may send at once above the rate."""
+    max_answer_delay: float = 1.0
+    """``sip.max_answer_delay`` in seconds: new INVITEs get 503 ``Overloaded`` while a call has
+    waited longer for its media to open; 0 disables."""
     max_message_size: int = DEFAULT_MAX_SIZE
     max_headers: int = DEFAULT_MAX_HEADERS
     max_metadata_elements: int = DEFAULT_MAX_ELEMENTS
@@ -114,6 +117,7 @@ class HandlerConfig:
             retry_after=self.retry_after,
             invite_rate_per_source=self.invite_rate_per_source,
             invite_burst_per_source=self.invite_burst_per_source,
+            max_answer_delay=self.max_answer_delay,
             max_message_size=self.max_message_size,
             max_headers=self.max_headers,
             max_metadata_elements=self.max_metadata_elements,

@@ -227,7 +227,7 @@ class CallControl(CallLifecycle):
         self._respond(key, request, 100, now)
         if self._over_invite_rate(request, key, source, now):
             return
-        rejection = self._admission(request, source)
+        rejection = self._admission(request, source, now)
         if rejection is not None:
             status, reason, headers = rejection
             self.stats["rejected"] += 1
@@ -319,6 +319,7 @@ class CallControl(CallLifecycle):
             streams=recording.stream_summary(),
         )
         call.advance(CallPhase.OPENING_MEDIA)
+        self.opening.add(session_id, now)
         self._effects.append(self._media_effect(OpenMedia, call))
 
     def _reserve_port(self, now: float, taken: list[int]) -> int:
@@ -386,7 +387,7 @@ class CallControl(CallLifecycle):
         return True
 
     def _admission(
-        self, request: SipRequest, source: Address
+        self, request: SipRequest, source: Address, now: float
     ) -> tuple[int, str | None, list[tuple[str, str]]] | None:
         retry = [("Retry-After", str(self.config.retry_after))]
         max_forwards = request.headers.get("Max-Forwards")
@@ -402,6 +403,9 @@ class CallControl(CallLifecycle):
             return 403, "Source Not Allowed", []
         if len(self.calls) >= self.config.max_sessions:
             return 503, "Maximum Sessions Reached", retry
+        if not self.opening.admit(now):  # sip.max_answer_delay
+            self.stats["refused_overloaded"] += 1
+            return 503, "Overloaded", retry
         scheme = request.uri.split(":", 1)[0].lower()
         if scheme not in ("sip", "sips", "tel"):
             return 416, None, []

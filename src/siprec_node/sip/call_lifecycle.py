@@ -44,6 +44,7 @@ from siprec_node.sip.effects import (
 from siprec_node.sip.errors import SipParseError
 from siprec_node.sip.media_state import MediaState
 from siprec_node.sip.message import SipRequest, SipResponse, make_response
+from siprec_node.sip.overload import OpenBacklog
 from siprec_node.sip.rate_limit import LogThrottle, TokenBuckets
 from siprec_node.sip.recording import CallRecording
 from siprec_node.sip.rtp_timeout import STALLED, EndCall, MarkStalled, RtpTimeout, SendProbe
@@ -87,6 +88,8 @@ class CallLifecycle:
         self._by_dialog: dict[tuple[str, str], Call] = {}  # (Call-ID, local tag)
         self._by_invite: dict[TransactionKey, Call] = {}
         self._closing: dict[str, Call] = {}  # ended calls whose media is being closed
+        self.opening = OpenBacklog(config.max_answer_delay)
+        """Accepted calls whose media is opening, oldest first (``sip.max_answer_delay``)."""
         # Session refreshes due, (deadline, seq, session id): an entry whose call is gone or
         # whose refresh_at moved is stale and skipped, so no timer ever scans the live calls.
         self._refreshes: list[tuple[float, int, str]] = []
@@ -122,6 +125,7 @@ class CallLifecycle:
                 "invite_rate_limited",
                 "too_many_streams",
                 "refused_disk_low",
+                "refused_overloaded",
             ),
             0,
         )
@@ -218,6 +222,7 @@ class CallLifecycle:
     def media_opened(self, session_id: str, now: float) -> None:
         """The streams of a new call are open: answer 200 unless it ended meanwhile."""
         call = self.calls.get(session_id)
+        self.opening.discard(session_id)
         if call is None or call.phase is not CallPhase.OPENING_MEDIA:
             return  # cancelled (487 sent) or stopped while the media was being prepared
         request = self.transactions.get_request(call.invite_key)
@@ -246,6 +251,7 @@ class CallLifecycle:
 
     def media_failed(self, session_id: str, error: BaseException, now: float) -> None:
         """The streams of a new call could not be opened: 503, the call fails."""
+        self.opening.discard(session_id)
         call = self.calls.get(session_id)
         if call is None or call.phase is not CallPhase.OPENING_MEDIA:
             return
@@ -385,6 +391,7 @@ class CallLifecycle:
             return
         call.advance(PHASE_OF_STATUS[status])
         call.refresh_at = None
+        self.opening.discard(call.data.session_id)
         self.ports.release(call.ports, now)
         state = call.media_state
         if state is not None:

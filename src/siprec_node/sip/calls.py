@@ -101,6 +101,9 @@ class CallControlConfig:
     retry_after: int = 30
     invite_rate_per_source: float = 50.0
     invite_burst_per_source: int = 100
+    max_answer_delay: float = 1.0
+    """Seconds the oldest call waiting for its media may have waited before new INVITEs get
+    503 ``Overloaded``; 0 disables."""
     max_message_size: int = DEFAULT_MAX_SIZE
     max_headers: int = DEFAULT_MAX_HEADERS
     max_metadata_elements: int = DEFAULT_MAX_ELEMENTS

@@ -384,6 +384,47 @@ def test_invite_rate_per_source_gets_503_while_another_source_is_served() -> Non
         assert len(lines) == 1 and lines[0]["source"] == "127.0.0.1", lines
 
 
+def no_final_status(sock: socket.socket, call_id: str, wait: float) -> bool:
+    """True when no final response for ``call_id`` comes within ``wait`` seconds."""
+    try:
+        final_status(sock, call_id, timeout=wait)
+    except AssertionError:
+        return True
+    return False
+
+
+def test_invites_get_503_overloaded_while_the_media_worker_cannot_keep_up() -> None:
+    # A media worker stopped (SIGSTOP) stands for one starved of CPU: its opens wait.
+    with running_node(max_answer_delay="500ms") as node:
+        node.wait_for_event("media_worker_ready")
+        worker_pid = int(str(node.wait_for_event("media_worker_started")["pid"]))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as src:
+            src.bind(("127.0.0.1", 0))
+            local = src.getsockname()
+            waiting, refused, later = (f"{name}-{uuid.uuid4().hex[:6]}" for name in "wrl")
+            os.kill(worker_pid, signal.SIGSTOP)
+            try:
+                src.sendto(invite(local, waiting), ("127.0.0.1", node.sip_port))
+                assert no_final_status(src, waiting, 0.8)
+                assert metric(node, "siprec_media_opening") == 1
+                assert metric(node, "siprec_media_open_wait_seconds") >= 0.5
+                src.sendto(invite(local, refused), ("127.0.0.1", node.sip_port))
+                status, reply = final_status(src, refused)
+                assert status == 503 and b"SIP/2.0 503 Overloaded\r\n" in reply, reply
+                assert b"Retry-After: 30\r\n" in reply
+            finally:
+                os.kill(worker_pid, signal.SIGCONT)
+            assert final_status(src, waiting)[0] == 200  # the accepted call is answered
+            src.sendto(invite(local, later), ("127.0.0.1", node.sip_port))
+            assert final_status(src, later)[0] == 200
+        assert metric(node, "siprec_invites_refused_overloaded_total") == 1
+        assert metric(node, "siprec_media_opening") == 0
+        (started,) = node.events("overloaded")
+        assert started["setting"] == "sip.max_answer_delay" and started["waiting"] == 1
+        (ended,) = node.events("overload_ended")
+        assert ended["refused"] == 1
+
+
 # ---- readiness
 
 

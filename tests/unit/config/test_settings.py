@@ -36,6 +36,7 @@ SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
         "tcp_idle_timeout": timedelta(seconds=600),
         "invite_rate_per_source": 50.0,
         "invite_burst_per_source": 100,
+        "max_answer_delay": timedelta(seconds=1),
         "udp_receive_buffer": 4 * 1024 * 1024,
         "timer_t1": timedelta(milliseconds=500),
         "timer_t2": timedelta(seconds=4),
@@ -314,6 +315,8 @@ RULES: list[tuple[str, str, Any, str]] = [
     ('[media]\ncodecs = ["PCMU", "pcmu"]', "media.codecs", ["PCMU", "pcmu"], "more than once"),
     ("[media]\ncodecs = []", "media.codecs", [], "at least one codec"),
     ('[media]\nreceive_path = "fast"', "media.receive_path", "fast", "auto, c, python"),
+    ('[sip]\nmax_answer_delay = "31s"', "sip.max_answer_delay", "31s", "between 0s and 30s"),
+    ('[sip]\nmax_answer_delay = "-1s"', "sip.max_answer_delay", "-1s", "not be negative"),
     ('[media]\nreceive_interval = "1s"', "media.receive_interval", "1s", "between 0 and 100ms"),
     ('[media]\nreceive_interval = "-5ms"', "media.receive_interval", "-5ms", "not be negative"),
     ("[media]\nmax_streams_per_call = 0", "media.max_streams_per_call", 0, "at least 1"),
@@ -435,6 +438,16 @@ def test_receive_interval_reaches_the_media_engine_config(
 
     settings = load_text(f"[media]\nreceive_interval = {text}")
     assert handler_config(settings).media_receive_interval == seconds
+
+
+@pytest.mark.parametrize(("text", "seconds"), [('"0"', 0.0), ('"250ms"', 0.25), ('"30s"', 30.0)])
+def test_max_answer_delay_reaches_the_call_control_core(
+    load_text: LoadText, text: str, seconds: float
+) -> None:
+    from siprec_node.app import handler_config
+
+    settings = load_text(f"[sip]\nmax_answer_delay = {text}")
+    assert handler_config(settings).call_control().max_answer_delay == seconds
 
 
 def test_codec_names_are_the_decodable_ones(load_text: LoadText) -> None:

@@ -11,6 +11,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from structlog.testing import capture_logs
 
 from siprec_node.media.port_allocator import PortsExhausted
 from siprec_node.sip.call import CallData, CallSnapshot, CallStatus
@@ -347,6 +348,59 @@ def test_drain_refuses_new_calls_and_ends_live_ones_each_as_its_state_allows() -
     assert c.core.calls == {} and c.ports.held == set()
     c.core.media_opened(opening.session_id, c.now)
     assert c.take() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# overload: sip.max_answer_delay
+
+
+def test_invites_get_503_overloaded_while_an_accepted_call_waits_too_long_for_its_media() -> None:
+    c = Core(max_answer_delay=1.0)
+    slow = c.offered(Dialogue("slow@sbc"))
+    c.advance(0.9)
+    assert c.core.opening.oldest_wait(c.now) == pytest.approx(0.9)
+    quick = c.offered(Dialogue("within@sbc"))  # the oldest has waited 0.9 s: still accepted
+    c.advance(0.2)
+    with capture_logs() as logs:
+        refused = [c.feed(Dialogue(f"{i}-refused@sbc").siprec_invite()) for i in range(3)]
+        finals = [sent[-1] for sent in refused]
+        assert [(m.status, m.reason) for m in finals] == [(503, "Overloaded")] * 3
+        assert {m.headers.get("Retry-After") for m in finals} == {"30"}
+        assert c.effects_of(OpenMedia) == []  # nothing bound, nothing asked of the engine
+        assert c.core.stats["refused_overloaded"] == 3
+        assert len(c.core.calls) == 2
+        assert statuses(c.open_media(slow)) == [200]  # the accepted calls are still answered
+        assert c.core.opening.oldest_wait(c.now) == pytest.approx(0.2)  # now `quick` is oldest
+        c.offered(Dialogue("after@sbc"))
+    events = [(line["event"], line["log_level"]) for line in logs if "overload" in line["event"]]
+    assert events == [("overloaded", "warning"), ("overload_ended", "info")]
+    started, ended = (line for line in logs if "overload" in line["event"])
+    assert started["waited_s"] == pytest.approx(1.1) and started["waiting"] == 2
+    assert started["setting"] == "sip.max_answer_delay"
+    assert ended["refused"] == 3
+    assert statuses(c.open_media(quick)) == [200]
+
+
+def test_a_call_that_ends_before_its_media_opens_leaves_the_backlog() -> None:
+    c = Core(max_answer_delay=1.0)
+    cancelled = Dialogue("cancelled@sbc")
+    c.offered(cancelled)
+    failed = c.offered(Dialogue("failed@sbc"))
+    c.advance(5.0)
+    assert statuses(c.feed(cancel_for(cancelled, cancelled.branches[0]))) == [200, 487]
+    c.core.media_failed(failed.session_id, OSError("no sockets"), c.now)
+    assert statuses(c.take()) == [503]
+    assert len(c.core.opening) == 0 and c.core.opening.oldest_wait(c.now) == 0.0
+    c.offered(Dialogue("next@sbc"))  # accepted: nothing is waiting any more
+    assert c.core.stats["refused_overloaded"] == 0
+
+
+def test_max_answer_delay_zero_never_refuses() -> None:
+    c = Core(max_answer_delay=0.0)
+    c.offered(Dialogue("waiting@sbc"))
+    c.advance(60.0)
+    c.offered(Dialogue("still-accepted@sbc"))
+    assert c.core.stats["refused_overloaded"] == 0
 
 
 # ---------------------------------------------------------------------------------------------
