@@ -405,7 +405,10 @@ class CallControl(CallLifecycle):
             return 503, "Maximum Sessions Reached", retry
         if not self.opening.admit(now):  # sip.max_answer_delay
             self.stats["refused_overloaded"] += 1
-            return 503, "Overloaded", retry
+            # About as long as the backlog takes to clear, not the 30 s of a full node: an SBC
+            # that honours Retry-After for the whole node would shun it long after it caught up.
+            wait = retry_after(self.opening.oldest_wait(now))
+            return 503, "Overloaded", [("Retry-After", str(wait))]
         scheme = request.uri.split(":", 1)[0].lower()
         if scheme not in ("sip", "sips", "tel"):
             return 416, None, []

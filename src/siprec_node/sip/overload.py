@@ -5,7 +5,8 @@ behind on its opens; every call accepted then is answered later than the one bef
 RTP its SRC sends meanwhile waits in socket buffers that overflow. :class:`OpenBacklog` keeps the
 accepted calls whose media is opening, oldest first, and says the node is overloaded while the
 oldest has waited longer than ``sip.max_answer_delay``: new INVITEs then get 503 (the SRC fails
-over to another recorder, or tries again after Retry-After) instead of a late answer. It reads
+over to another recorder, or tries again after Retry-After: as many seconds as the oldest has
+waited, about what the backlog takes to clear) instead of a late answer. It reads
 no clock and walks no list: the oldest is the first entry, and calls leave as they are answered
 or end.
 """
