@@ -49,8 +49,9 @@ For each store of `--store` (a comma-separated list, run one after the other), i
    buffer (`RcvbufErrors`: a receiver that fell behind), and the checks. Below the table: how
    the node ended the answered calls (`call_ended` reasons) and the RTP lost in each kind (a
    call the node ends for a missing ACK loses what the sender sends until the BYE time),
-   verdict problems, the node's warnings by event, and the sender's wake-up lateness (when it
-   is high the machine itself was out of CPU and the sender sent in bursts).
+   verdict problems, the node's warnings by event, and the sender's wake-up lateness, p99 and
+   max (when it is high the machine itself was out of CPU and the sender sent in bursts; a
+   sender seconds behind sends the end of a call after its BYE, to a closed port).
 
 A recording judged `short` needs over 0.5 s of the dialog without audio: the sender stops
 `--margin` (0.3 s) before the BYE, so a node that takes the BYE more than ~0.2 s late (an event
@@ -1147,7 +1148,8 @@ def details(r: dict[str, Any]) -> str:
         lines.append(
             f"  sender: {s.get('streams', 0):,} streams, {s.get('packets', 0):,} packets, "
             f"{s.get('send_errors', 0)} send errors, wake-up lateness p99 "
-            f"{s.get('late_p99_us', 0) / 1000:.1f} ms, "
+            f"{s.get('late_p99_us', 0) / 1000:.1f} ms (its histogram stops at 1 s), max "
+            f"{s.get('late_max_us', 0) / 1000:,.0f} ms, "
             f"CPU {s.get('cpu_user_s', 0) + s.get('cpu_sys_s', 0):.1f} s"
         )
     if r["redis_commands"]:
