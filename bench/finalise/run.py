@@ -3,6 +3,7 @@ per codec.
 
     python bench/finalise/run.py [--minutes 5] [--repeat 7] [--dir DIR] [--no-fsync]
                                  [--codecs PCMU,G729,G729-VAD,AMR,AMR-WB,G726-32]
+                                 [--short CALLS]
 
 The parts are written once with the receive path's own writers (media/stream_file.py): two
 legs of synthetic conversation (tone bursts with noise, the parties taking turns), then
@@ -15,6 +16,14 @@ and G.726), packetised as SRCs send them: G.729 two 10 ms frames per 20 ms packe
 VAD for G729-VAD: SID frames and nothing sent in the pauses), AMR 12.2 and AMR-WB 23.85 kbit/s
 bandwidth-efficient, one frame per packet, G.726-32 80 bytes per packet. Targets: WAV at most
 15 ms of CPU per 5-minute PCMU call; a 5-minute G.729 call at most 500 ms.
+
+`--short CALLS` measures the fixed cost of a finalisation instead (no other table): the parts of
+a 20-second two-leg PCMU call, and of a call whose two streams got no RTP, are written by the
+receive path itself (`StreamRecorder`, 20 ms packets, a tick a second), then each is finalised
+CALLS times as a finalisation process does (`run_job`: WAV, stereo, metrics, fsync, parts
+removed; every run on a fresh copy of the parts, made outside the timed part), in `--repeat`
+rounds; the table gives the median and minimum over the rounds of CPU ms per call. `--dir
+/dev/shm` puts the recordings on tmpfs, as bench/e2e has them.
 """
 
 from __future__ import annotations
@@ -42,7 +51,10 @@ from siprec_node.media.stream_file import (
     read_frames,
     write_stream_info,
 )
+from siprec_node.media.stream_recorder import StreamRecorder
+from siprec_node.recorder.finalise_pool import FinaliseJob, run_job
 from siprec_node.siprec.codecs import PayloadFormat
+from siprec_node.siprec.sdp_answer import NegotiatedStream
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, for tests/
 from tests import encoders
@@ -51,6 +63,7 @@ RATE = 8000
 TARGET_MS = 15.0
 TARGET_G729_MS = 500.0
 CODECS = ("PCMU", "G729", "G729-VAD", "AMR", "AMR-WB", "G726-32")
+SHORT_SECONDS = 20
 
 
 def conversation(seconds: float, party: int, seed: int = 7) -> np.ndarray:
@@ -159,6 +172,80 @@ def write_parts(parts: Path, minutes: float, epoch: datetime) -> None:
         write_stream_info(parts / info_file_name(index), info)
 
 
+def record_short_call(parts: Path, epoch: float, seconds: float, rtp: bool) -> None:
+    """Two PCMU legs recorded by `StreamRecorder` as the receive path does (20 ms packets,
+    a tick a second, closed at the end); `rtp=False`: no packet on either leg."""
+    recorders = []
+    for index in (0, 1):
+        stream = NegotiatedStream(
+            index, str(index + 1), "audio", True, 40000 + 2 * index, "RTP/AVP", codec="PCMU",
+            payload_type=0, clock_rate=RATE, channels=1, direction="recvonly",
+        )  # fmt: skip
+        recorders.append(StreamRecorder(stream, parts, epoch))
+    if rtp:
+        legs = [pcmu(conversation(seconds - 0.2, index)) for index in (0, 1)]
+        for k in range(len(legs[0]) // 160):
+            arrival = epoch + 0.05 + k * 0.02
+            for index, (recorder, codes) in enumerate(zip(recorders, legs, strict=True)):
+                header = bytes((0x80, 0)) + (k & 0xFFFF).to_bytes(2, "big")
+                header += (k * 160).to_bytes(4, "big") + (0x1000 + index).to_bytes(4, "big")
+                recorder.on_rtp(header + codes[k * 160 : (k + 1) * 160], arrival)
+            if k % 50 == 49:
+                for recorder in recorders:
+                    recorder.tick(arrival)
+    for recorder in recorders:
+        recorder.close(epoch + seconds)
+
+
+def short_calls(root: Path, calls: int, repeat: int, durable: bool) -> int:
+    """The `--short` table: CPU ms per finalisation of a short call and of an empty one."""
+    epoch = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    call = CallInfo(
+        session_id="bench",
+        call_id="bench@example.com",
+        node_id="bench",
+        status="ended",
+        end_reason="bye",
+        started_at=epoch,
+        ended_at=epoch + timedelta(seconds=SHORT_SECONDS),
+    )
+    people = (ParticipantInfo("a", streams=(0,)), ParticipantInfo("b", streams=(1,)))
+    print(
+        f"run_job: {SHORT_SECONDS}-second call, 2 PCMU streams, wav stereo, metrics, "
+        f"{'fsync' if durable else 'no fsync'}, parts removed; {calls} calls per round, "
+        f"{repeat} rounds (python {sys.version.split()[0]}, numpy {np.__version__})"
+    )
+    print(f"{'call':<22} {'CPU ms/call med':>15} {'CPU ms/call min':>15} {'output':>10}")
+    for name, rtp in (("20 s, both legs RTP", True), ("no RTP on either leg", False)):
+        source = root / f"{'short' if rtp else 'empty'}.parts"
+        record_short_call(source, epoch.timestamp(), SHORT_SECONDS, rtp)
+        per_call: list[float] = []
+        size = 0
+        for _ in range(repeat):
+            day = root / "day"
+            day.mkdir()
+            for n in range(calls + 1):  # the first call warms caches up
+                shutil.copytree(source, day / f"c{n}.parts")
+            cpu = 0.0
+            for n in range(calls + 1):
+                job = FinaliseJob(
+                    str(day / f"c{n}.parts"), str(day), f"c{n}", call, "wav", "stereo", people,
+                    remove_parts=True,
+                )  # fmt: skip
+                c0 = time.process_time()
+                done = run_job(job)
+                if n:
+                    cpu += time.process_time() - c0
+            size = sum(p.stat().st_size for p in done.recording.files)
+            per_call.append(cpu * 1000 / calls)
+            shutil.rmtree(day)
+        print(
+            f"{name:<22} {statistics.median(per_call):>15.2f} {min(per_call):>15.2f} "
+            f"{size / 1e6:>8.2f}MB"
+        )
+    return 0
+
+
 def timed_finalise(
     parts: Path, root: Path, name: str, repeat: int, call: CallInfo, **kw: object
 ) -> tuple[list[float], list[float], int]:
@@ -212,7 +299,17 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(CODECS),
         help=f"codec rows of the second table, any of {', '.join(CODECS)} ('' for none)",
     )
+    parser.add_argument(
+        "--short",
+        type=int,
+        default=0,
+        metavar="CALLS",
+        help="only the fixed cost: finalise a 20-second call and an empty one CALLS times each",
+    )
     args = parser.parse_args(argv)
+    if args.short:
+        with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+            return short_calls(Path(tmp), args.short, args.repeat, not args.no_fsync)
 
     epoch = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     call = CallInfo(
