@@ -7,10 +7,36 @@ checker holds the writer to.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 SIDECAR_SCHEMA = 1
+
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+@dataclass(frozen=True)
+class _Box:
+    value: Any
+
+
+def _plain(value: Any) -> Any:
+    """What ``dataclasses.asdict`` makes of a field's value (dataclasses as dicts, containers
+    copied, the rest deep-copied), without its per-item overhead for the JSON types."""
+    cls = value.__class__
+    if cls in _ATOMS:
+        return value  # what deepcopy gives
+    if cls is list:
+        return [_plain(item) for item in value]
+    if cls is dict:
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    names = _FIELDS.get(cls)
+    if names is None:
+        if not hasattr(cls, "__dataclass_fields__"):
+            return asdict(_Box(value))["value"]  # tuples, subclasses, other objects
+        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
+    return {name: _plain(getattr(value, name)) for name in names}
 
 
 @dataclass(frozen=True)
@@ -101,5 +127,5 @@ class Sidecar:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to disk (``schema`` first, as readers expect)."""
-        data = asdict(self)
+        data = _plain(self)
         return {"schema": data.pop("schema"), **data}
