@@ -35,7 +35,7 @@ import structlog
 
 from siprec_node.config.sizes import format_size
 
-from .audio_out import temporary_path
+from .audio_out import TEMP_PREFIX, TEMP_SUFFIX
 from .paths import PARTS_SUFFIX, recording_dir
 
 log = structlog.get_logger("siprec_node.media.disk")
@@ -180,9 +180,11 @@ def clean_leftovers(directory: Path, stem: str, streams: Iterable[int] = ()) -> 
     harmless). Returns how many were removed."""
     removed = 0
     indexes = sorted(set(streams)) or range(MAX_STREAM_FILES)
+    folder = os.fspath(directory)
     for name in output_names(stem, indexes):
+        # str paths: a Path per name cost more than the (failing) unlink itself
         with contextlib.suppress(FileNotFoundError):
-            temporary_path(directory / name).unlink()
+            os.unlink(os.path.join(folder, f"{TEMP_PREFIX}{name}{TEMP_SUFFIX}"))
             removed += 1
     return removed
 
