@@ -264,6 +264,35 @@ class _CodesLine(_Line):
     def pcm(self, start: int, stop: int) -> np.ndarray:
         return decode_g711(self.codes(start, stop), self.law)
 
+    def unrecorded(self, start: int, stop: int) -> bool:
+        """Whether a block holds none of the recorded codes (all of it is the law's silence)."""
+        return min(stop - self.offset, self.source.size) <= max(start - self.offset, 0)
+
+
+_SILENT_PAIRS: dict[tuple[str, str, int, int], tuple[np.ndarray, list[np.ndarray]]] = {}
+"""A whole block of two G.711 legs without a recorded code (a call without RTP, a leg that
+started late), decoded, with each channel's frame levels, by laws, length and frame: the same
+arrays every time, so computed once per process (read-only)."""
+
+
+def _silent_pair(
+    left: _CodesLine, right: _CodesLine, size: int, frame_ms: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    key = (left.law, right.law, size, frame_ms)
+    known = _SILENT_PAIRS.get(key)
+    if known is None:
+        block = decode_g711_stereo(
+            np.full(size, left.silence, np.uint8),
+            np.full(size, right.silence, np.uint8),
+            left.law,
+            right.law,
+        )
+        levels = [frame_levels(block[:, c], left.rate, frame_ms) for c in range(2)]
+        for array in (block, *levels):
+            array.flags.writeable = False
+        known = _SILENT_PAIRS[key] = (block, levels)
+    return known
+
 
 class _PcmLine(_Line):
     """A stream decoded in full (G.722, Opus, or resampled)."""
@@ -307,12 +336,15 @@ class _Levels:
     def wants(self, line: _Line) -> bool:
         return self.enabled and line.stream.index not in self.done
 
-    def add(self, lines: Sequence[_Line], block: np.ndarray) -> None:
-        """Levels of a mono block of one line or an interleaved block of several."""
+    def add(
+        self, lines: Sequence[_Line], block: np.ndarray, known: Sequence[np.ndarray] = ()
+    ) -> None:
+        """Levels of a mono block of one line or an interleaved block of several (`known`:
+        already computed, one per line)."""
         columns = [block] if block.ndim == 1 else [block[:, c] for c in range(block.shape[1])]
-        for line, pcm in zip(lines, columns, strict=True):
+        for n, (line, pcm) in enumerate(zip(lines, columns, strict=True)):
             if self.wants(line):
-                levels = frame_levels(pcm, line.rate, self.frame_ms)
+                levels = known[n] if known else frame_levels(pcm, line.rate, self.frame_ms)
                 self._open.setdefault(line.stream.index, []).append(levels)
 
     def close(self) -> None:
@@ -398,9 +430,16 @@ class _Output:
     def _pcm_blocks(self, lines: Sequence[_Line]) -> Iterator[np.ndarray]:
         """Mono or interleaved stereo PCM blocks of lines of equal rate and length."""
         pair = [line for line in lines if isinstance(line, _CodesLine)]
+        whole = BLOCK_SECONDS * lines[0].rate
         for start, stop in lines[0].blocks():
             if len(pair) == len(lines) == 2:  # two G.711 legs: one lookup per stereo sample
                 left, right = pair
+                empty = left.unrecorded(start, stop) and right.unrecorded(start, stop)
+                if empty and stop - start == whole:
+                    block, known = _silent_pair(left, right, whole, self.levels.frame_ms)
+                    self.levels.add(lines, block, known)
+                    yield block
+                    continue
                 block = decode_g711_stereo(
                     left.codes(start, stop), right.codes(start, stop), left.law, right.law
                 )

@@ -684,3 +684,26 @@ def test_a_corrupt_far_future_frame_does_not_stretch_the_call(parts: Parts, tmp_
     result = finalise_call(parts.path, output_dir=tmp_path, stem="f", call=call(1.5))
     samples, rate = read_wav(result.files[0])
     assert abs(samples.shape[0] / rate - 1.5) <= 0.02
+
+
+def test_blocks_no_leg_recorded_are_the_laws_silence_every_time(
+    parts: Parts, tmp_path: Path
+) -> None:
+    """Blocks in which neither G.711 leg has a code (decoded once per process) are the same
+    silence, with the same levels, as the decoded codes would be."""
+    from siprec_node.media.decode import decode_g711
+
+    speech = np.where(np.arange(8000 * 3) % 16000 < 8000, tone(440, 3.0, 8000), 0)
+    codes = parts.g711(0, "PCMA", speech.astype(np.int16))
+    parts.g711(1, "PCMU", np.zeros(0, np.int16))
+    files = []
+    for run in range(2):
+        result = finalise_call(
+            parts.path, output_dir=tmp_path / f"out{run}", stem="s", call=call(20.0)
+        )
+        files.append(result.files[0].read_bytes())
+        samples, _ = read_wav(result.files[0])
+        left = decode_g711(codes + SILENCE["PCMA"] * (160000 - len(codes)), "PCMA")
+        assert np.array_equal(samples[:, 0], left) and not samples[:, 1].any()
+        assert result.metadata["metrics"]["turn_count"] == 2
+    assert files[0] == files[1]
