@@ -65,6 +65,21 @@ TARGET_MS = 15.0
 TARGET_G729_MS = 500.0
 CODECS = ("PCMU", "G729", "G729-VAD", "AMR", "AMR-WB", "G726-32")
 SHORT_SECONDS = 20
+EPOCH = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+PEOPLE = (ParticipantInfo("a", streams=(0,)), ParticipantInfo("b", streams=(1,)))
+
+
+def ended_call(seconds: float) -> CallInfo:
+    """The call every finalisation here records: started at EPOCH, ended by a BYE."""
+    return CallInfo(
+        session_id="bench",
+        call_id="bench@example.com",
+        node_id="bench",
+        status="ended",
+        end_reason="bye",
+        started_at=EPOCH,
+        ended_at=EPOCH + timedelta(seconds=seconds),
+    )
 
 
 def conversation(seconds: float, party: int, seed: int = 7) -> np.ndarray:
@@ -200,17 +215,7 @@ def record_short_call(parts: Path, epoch: float, seconds: float, rtp: bool) -> N
 
 def short_calls(root: Path, calls: int, repeat: int, durable: bool) -> int:
     """The `--short` table: CPU ms per finalisation of a short call and of an empty one."""
-    epoch = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-    call = CallInfo(
-        session_id="bench",
-        call_id="bench@example.com",
-        node_id="bench",
-        status="ended",
-        end_reason="bye",
-        started_at=epoch,
-        ended_at=epoch + timedelta(seconds=SHORT_SECONDS),
-    )
-    people = (ParticipantInfo("a", streams=(0,)), ParticipantInfo("b", streams=(1,)))
+    call = ended_call(SHORT_SECONDS)
     keep_heap()  # as a finalisation process does
     print(
         f"run_job: {SHORT_SECONDS}-second call, 2 PCMU streams, wav stereo, metrics, "
@@ -220,7 +225,7 @@ def short_calls(root: Path, calls: int, repeat: int, durable: bool) -> int:
     print(f"{'call':<22} {'CPU ms/call med':>15} {'CPU ms/call min':>15} {'output':>10}")
     for name, rtp in (("20 s, both legs RTP", True), ("no RTP on either leg", False)):
         source = root / f"{'short' if rtp else 'empty'}.parts"
-        record_short_call(source, epoch.timestamp(), SHORT_SECONDS, rtp)
+        record_short_call(source, EPOCH.timestamp(), SHORT_SECONDS, rtp)
         per_call: list[float] = []
         size = 0
         for _ in range(repeat):
@@ -231,7 +236,7 @@ def short_calls(root: Path, calls: int, repeat: int, durable: bool) -> int:
             cpu = 0.0
             for n in range(calls + 1):
                 job = FinaliseJob(
-                    str(day / f"c{n}.parts"), str(day), f"c{n}", call, "wav", "stereo", people,
+                    str(day / f"c{n}.parts"), str(day), f"c{n}", call, "wav", "stereo", PEOPLE,
                     remove_parts=True,
                 )  # fmt: skip
                 c0 = time.process_time()
@@ -252,14 +257,13 @@ def timed_finalise(
     parts: Path, root: Path, name: str, repeat: int, call: CallInfo, **kw: object
 ) -> tuple[list[float], list[float], int]:
     """CPU and wall milliseconds of ``repeat`` first finalisations (after one warm-up)."""
-    people = [ParticipantInfo("a", streams=(0,)), ParticipantInfo("b", streams=(1,))]
     cpu, wall = [], []
     size = 0
     for run in range(repeat + 1):
         out = root / f"out-{name}-{run}"  # a first finalisation each time
         c0, w0 = time.process_time(), time.perf_counter()
         result = finalise_call(
-            parts, output_dir=out, stem="call", call=call, participants=people, **kw
+            parts, output_dir=out, stem="call", call=call, participants=PEOPLE, **kw
         )
         c1, w1 = time.process_time(), time.perf_counter()
         if run:  # the first run warms caches (tables, codec contexts) up
@@ -313,20 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
             return short_calls(Path(tmp), args.short, args.repeat, not args.no_fsync)
 
-    epoch = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-    call = CallInfo(
-        session_id="bench",
-        call_id="bench@example.com",
-        node_id="bench",
-        status="ended",
-        end_reason="bye",
-        started_at=epoch,
-        ended_at=epoch + timedelta(minutes=args.minutes),
-    )
-    people = [ParticipantInfo("a", streams=(0,)), ParticipantInfo("b", streams=(1,))]
+    call = ended_call(args.minutes * 60)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp)
-        write_parts(root / "call.parts", args.minutes, epoch)
+        write_parts(root / "call.parts", args.minutes, EPOCH)
         print(
             f"finalise_call: {args.minutes:g}-minute call, 2 PCMU streams, stereo, "
             f"{'no fsync' if args.no_fsync else 'fsync'}, {args.repeat} runs per row "
@@ -338,26 +332,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         for fmt in ("wav", "wav-g711", "flac", "opus"):
             for metrics in (False, True):
-                cpu, wall = [], []
-                for run in range(args.repeat + 1):
-                    out = root / f"out-{fmt}-{metrics}-{run}"  # a first finalisation each time
-                    c0, w0 = time.process_time(), time.perf_counter()
-                    result = finalise_call(
-                        root / "call.parts",
-                        output_dir=out,
-                        stem="call",
-                        call=call,
-                        fmt=fmt,
-                        participants=people,
-                        metrics=metrics,
-                        durable=not args.no_fsync,
-                    )
-                    c1, w1 = time.process_time(), time.perf_counter()
-                    if run:  # the first run warms caches (tables, codec contexts) up
-                        cpu.append((c1 - c0) * 1000)
-                        wall.append((w1 - w0) * 1000)
-                    size = sum(p.stat().st_size for p in result.files)
-                    shutil.rmtree(out)  # outside the timed part
+                cpu, wall, size = timed_finalise(
+                    root / "call.parts",
+                    root,
+                    f"{fmt}-{metrics}",
+                    args.repeat,
+                    call,
+                    fmt=fmt,
+                    metrics=metrics,
+                    durable=not args.no_fsync,
+                )
                 print(
                     f"{fmt:<9} {'yes' if metrics else 'no':<8} {statistics.median(cpu):>10.1f} "
                     f"{min(cpu):>10.1f} {statistics.median(wall):>11.1f} {size / 1e6:>8.2f}MB"
@@ -377,9 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         for codec in codecs:
             parts = root / f"{codec}.parts"
             if codec == "PCMU":
-                write_parts(parts, args.minutes, epoch)
+                write_parts(parts, args.minutes, EPOCH)
             else:
-                write_codec_parts(parts, codec, args.minutes, epoch)
+                write_codec_parts(parts, codec, args.minutes, EPOCH)
             cpu, wall, size = timed_finalise(
                 parts, root, codec, args.repeat, call, fmt="wav", durable=not args.no_fsync
             )
