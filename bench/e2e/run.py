@@ -1227,6 +1227,8 @@ def main(argv: list[str] | None = None) -> int:
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     started = time.monotonic()
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)  # /dev/shm/e2e on a new machine
     work_root = Path(tempfile.mkdtemp(prefix="bench-e2e-", dir=args.dir))
     try:
         sender_bin = build_sender(work_root)
