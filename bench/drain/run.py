@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import shutil
-import struct
 import sys
 import tempfile
 import time
@@ -50,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout, fo
 from tests.integration.media.src_client import (
     FRAME,
     RATE,
+    RtpLeg,
     SrcCall,
     alaw_encode,
     dominant_frequency,
@@ -62,22 +62,15 @@ from tests.redis_server import RedisProcess
 
 TONES = (440.0, 1000.0)
 """Stream 1's tone and stream 2's (Hz)."""
-PORT_MIN = 20000
-
-
-def payloads(packets: int) -> list[list[bytes]]:
-    """Each stream's RTP payloads: stream 1 a PCMU 440 Hz tone, stream 2 a PCMA 1 kHz one."""
-    legs = []
-    for freq, encode in zip(TONES, (ulaw_encode, alaw_encode), strict=True):
-        codes = encode(tone(freq, packets * FRAME / RATE))
-        legs.append([codes[k * FRAME : (k + 1) * FRAME] for k in range(packets)])
-    return legs
 
 
 def send_rtp(calls: list[SrcCall], packets: int) -> float:
-    """Every stream's packets, one round of every stream each 20 ms; the latest round's
-    lateness (ms)."""
-    legs = payloads(packets)
+    """Every stream's packets (RtpLeg, the integration tests' sender): stream 1 a PCMU 440 Hz
+    tone, stream 2 a PCMA 1 kHz one, one packet of every stream each 20 ms; the latest
+    round's lateness (ms)."""
+    seconds = packets * FRAME / RATE
+    pcmu, pcma = ulaw_encode(tone(TONES[0], seconds)), alaw_encode(tone(TONES[1], seconds))
+    legs = [[RtpLeg(0, pcmu, ssrc=0xD000), RtpLeg(8, pcma, ssrc=0xD001)] for _ in calls]
     late = 0.0
     start = time.monotonic()
     for k in range(packets):
@@ -86,11 +79,9 @@ def send_rtp(calls: list[SrcCall], packets: int) -> float:
         if now < due:
             time.sleep(due - now)
         late = max(late, (time.monotonic() - due) * 1000)
-        for call in calls:
-            for n, port in enumerate(call.ports):
-                pt = 0 if n == 0 else 8
-                header = struct.pack("!BBHII", 0x80, pt, k, k * FRAME, 0xD0 + n)
-                call.rtp.sendto(header + legs[n][k], ("127.0.0.1", port))
+        for call, pair in zip(calls, legs, strict=True):
+            for leg, port in zip(pair, call.ports, strict=True):
+                call.rtp.sendto(leg.next_packet(), ("127.0.0.1", port))
     return late
 
 
@@ -115,12 +106,21 @@ def when(line: dict[str, Any]) -> float:
     return datetime.fromisoformat(str(line["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
+def rtp_range_start(ports: int) -> int:
+    """The first of ``ports`` RTP ports for the node, just below the kernel's ephemeral range:
+    the SRC client's 2 sockets a call take ephemeral ports, and would take the node's."""
+    ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return max(1024, ephemeral - ports) // 2 * 2
+
+
 def run_store(store: str, args: argparse.Namespace) -> dict[str, Any]:
     """One drain: set up, stream, SIGTERM, then read every recording back."""
     redis = RedisProcess() if store == "redis" else None
+    ports = 4 * args.calls + 100  # RTP and RTCP of two streams a call, and a margin
+    low = rtp_range_start(ports)
     env = {
-        "SIPREC_MEDIA__PORT_MIN": str(PORT_MIN),
-        "SIPREC_MEDIA__PORT_MAX": str(PORT_MIN + 4 * args.calls + 99),
+        "SIPREC_MEDIA__PORT_MIN": str(low),
+        "SIPREC_MEDIA__PORT_MAX": str(low + ports - 1),
         "SIPREC_SIP__INVITE_RATE_PER_SOURCE": "0",  # one SRC sets up every call (an SBC)
         "SIPREC_SIP__MAX_SESSIONS": str(args.calls),
         "SIPREC_NODE__DRAIN_GRACE": args.grace,
@@ -240,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     stores = args.store.split(",")
     if any(s not in ("memory", "redis") for s in stores):
         parser.error("--store: memory, redis or memory,redis")
-    if args.calls < 1 or PORT_MIN + 4 * args.calls + 99 > 65535:
-        parser.error(f"--calls: 1 to {(65535 - 99 - PORT_MIN) // 4}")
+    if not 1 <= args.calls <= 5_000:
+        parser.error("--calls: 1 to 5,000 (four RTP ports a call)")
     os.makedirs(args.dir, exist_ok=True)
     print(
         f"drain of {args.calls:,} live two-stream calls, {args.packets} packets per stream, "
