@@ -18,14 +18,14 @@ finalises every call and exits. Then every recording is read back:
 - ``audio right``: in the stereo WAV, channel 1 holds the 440 Hz tone and channel 2 the 1 kHz one,
   each for the packets' length (within 2 packets).
 
-The table also gives the set-up time, SIGTERM → exit and → the last ``recording_finalised``, the
-drain's own figures (``drained``: waited, unfinished finalisations) and any ``media_close_failed``,
-``media_worker_died`` or ``drain_deadline_passed`` line, and the recordings' verdicts: the RTP
-stops half a second before SIGTERM, so a call whose streams sent for 1 s of its last 1.5 s is
-rightly judged ``short`` (the verdict's figures say by how much). The node's work folder goes under
-``--dir`` (tmpfs recommended on a root without a journal: see bench/e2e/RESULTS.md, session 9)
-and is removed at the end unless ``--keep``. Exit status 0 when every call of every store was
-closed with its statistics and recorded right.
+The table also gives the set-up time, SIGTERM → exit and → the last ``recording_finalised``,
+the drain's own figures (``drained``: how long it waited, the BYEs it sent), any
+``media_close_failed``, ``media_worker_died`` or ``drain_deadline_passed`` line, and the
+recordings' verdicts: the RTP stops half a second before SIGTERM, so a call whose streams sent
+for 1 s of its last 1.5 s is rightly judged ``short`` (the verdict's figures say by how much).
+The node's work folder goes under ``--dir`` (tmpfs recommended on a root without a journal: see
+bench/e2e/RESULTS.md, session 9) and is removed at the end unless ``--keep``. Exit status 0
+when every call of every store was closed with its statistics and recorded right.
 """
 
 from __future__ import annotations
